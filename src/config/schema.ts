@@ -1,0 +1,166 @@
+import { Schema } from "effect"
+import { ClusterMode } from "../domain/cluster.js"
+
+/**
+ * The config file of CONTRACT §2: YAML with snake_case keys, decoded into camelCase fields.
+ * Every key is optional; the defaults here are the contract's. Keys beyond the contract are marked
+ * "extension" and documented in the README.
+ */
+const key = <S extends Schema.Schema.Any>(name: string, schema: S, fallback: () => Schema.Schema.Type<S>) =>
+  Schema.optionalWith(schema, { default: fallback as never }).pipe(Schema.fromKey(name))
+
+const Millis = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
+const PositiveMillis = Schema.Number.pipe(Schema.int(), Schema.positive())
+const Port = Schema.Number.pipe(Schema.int(), Schema.between(0, 65535))
+const Count = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
+
+export const RateLimitConfig = Schema.Struct({
+  enabled: key("enabled", Schema.Boolean, () => false),
+  requestsPerMinute: key("requests_per_minute", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 600)
+})
+
+export const ApiConfig = Schema.Struct({
+  corsEnabled: key("cors_enabled", Schema.Boolean, () => true),
+  corsOrigins: key("cors_origins", Schema.Array(Schema.String), () => ["*"]),
+  apiKeys: key("api_keys", Schema.Array(Schema.Redacted(Schema.String)), () => []),
+  rateLimit: key("rate_limit", RateLimitConfig, () => RateLimitConfig.make({ enabled: false, requestsPerMinute: 600 })),
+  /** extension: largest accepted request body. */
+  maxBodyBytes: key("max_body_bytes", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 1_048_576),
+  /** extension: `max_tokens` above this is capped to it. */
+  maxTokensCeiling: key("max_tokens_ceiling", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 8192),
+  /** extension: `max_tokens` when a request gives none. */
+  defaultMaxTokens: key("default_max_tokens", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 512),
+  /** extension: WebSocket keep-alive ping period. */
+  wsPingIntervalMs: key("ws_ping_interval_ms", PositiveMillis, () => 30_000)
+})
+
+export const QueueConfig = Schema.Struct({
+  maxPending: key("max_pending", Count, () => 1000),
+  maxWaitMs: key("max_wait_ms", Millis, () => 30_000)
+})
+
+export const ControllerConfig = Schema.Struct({
+  bindAddress: key("bind_address", Schema.String, () => "0.0.0.0"),
+  port: key("port", Port, () => 8080),
+  api: key("api", ApiConfig, () => Schema.decodeSync(ApiConfig)({})),
+  requestTimeoutMs: key("request_timeout_ms", PositiveMillis, () => 120_000),
+  firstTokenTimeoutMs: key("first_token_timeout_ms", PositiveMillis, () => 30_000),
+  streamIdleTimeoutMs: key("stream_idle_timeout_ms", PositiveMillis, () => 30_000),
+  maxRetries: key("max_retries", Count, () => 2),
+  /** extension: how long a worker has to ack or refuse an inference request. */
+  dispatchTimeoutMs: key("dispatch_timeout_ms", PositiveMillis, () => 2_000),
+  queue: key("queue", QueueConfig, () => Schema.decodeSync(QueueConfig)({})),
+  drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000)
+})
+
+export const TlsConfig = Schema.Struct({
+  caFile: Schema.optional(Schema.String).pipe(Schema.fromKey("ca_file")),
+  certFile: Schema.optional(Schema.String).pipe(Schema.fromKey("cert_file")),
+  keyFile: Schema.optional(Schema.String).pipe(Schema.fromKey("key_file"))
+})
+
+export const NatsMode = Schema.Literal("embedded", "external")
+
+export const NatsConfig = Schema.Struct({
+  mode: key("mode", NatsMode, () => "embedded" as const),
+  serverUrl: key("server_url", Schema.String, () => "nats://127.0.0.1:4222"),
+  user: Schema.optional(Schema.String),
+  pass: Schema.optional(Schema.Redacted(Schema.String)),
+  token: Schema.optional(Schema.Redacted(Schema.String)),
+  credsFile: Schema.optional(Schema.String).pipe(Schema.fromKey("creds_file")),
+  tls: Schema.optional(Schema.Union(Schema.Boolean, TlsConfig))
+})
+
+export const DiscoveryConfig = Schema.Struct({
+  heartbeatIntervalMs: key("heartbeat_interval_ms", PositiveMillis, () => 5_000),
+  offlineTimeoutMs: key("offline_timeout_ms", PositiveMillis, () => 15_000),
+  healthCheckIntervalMs: key("health_check_interval_ms", PositiveMillis, () => 5_000),
+  pruneAfterMs: key("prune_after_ms", PositiveMillis, () => 3_600_000)
+})
+
+export const BalancingStrategy = Schema.Literal("smart", "round_robin", "least_loaded")
+export type BalancingStrategy = typeof BalancingStrategy.Type
+
+export const LoadBalancingConfig = Schema.Struct({
+  strategy: key("strategy", BalancingStrategy, () => "smart" as const)
+})
+
+export const SyntheticEngineConfig = Schema.Struct({
+  tokensPerSecond: key("tokens_per_second", Schema.Number.pipe(Schema.nonNegative()), () => 50),
+  firstTokenMs: key("first_token_ms", Millis, () => 50)
+})
+
+export const OpenAiEngineConfig = Schema.Struct({
+  baseUrl: key("base_url", Schema.String, () => "http://127.0.0.1:8000/v1"),
+  /** extension: bearer key for the upstream server. */
+  apiKey: Schema.optional(Schema.Redacted(Schema.String)).pipe(Schema.fromKey("api_key")),
+  /** extension: model name sent upstream; default: the cluster's model name. */
+  model: Schema.optional(Schema.String)
+})
+
+export const MlxLmEngineConfig = Schema.Struct({
+  python: key("python", Schema.String, () => "python3"),
+  basePort: key("base_port", Port, () => 9100),
+  /** extension: how long a starting `mlx_lm.server` may take to answer. */
+  startupTimeoutMs: key("startup_timeout_ms", PositiveMillis, () => 180_000),
+  /** extension: the module run as `python -m MODULE` (tests point it at a fake server). */
+  module: key("module", Schema.String, () => "mlx_lm.server")
+})
+
+export const EngineConfig = Schema.Struct({
+  type: key("type", Schema.Literal("synthetic", "openai", "mlx-lm"), () => "synthetic" as const),
+  synthetic: key("synthetic", SyntheticEngineConfig, () => Schema.decodeSync(SyntheticEngineConfig)({})),
+  openai: key("openai", OpenAiEngineConfig, () => Schema.decodeSync(OpenAiEngineConfig)({})),
+  mlxLm: key("mlx_lm", MlxLmEngineConfig, () => Schema.decodeSync(MlxLmEngineConfig)({}))
+})
+
+export const HardwareOverrides = Schema.Struct({
+  platform: Schema.optional(Schema.String),
+  arch: Schema.optional(Schema.String),
+  chip: Schema.optional(Schema.String),
+  cpuCores: Schema.optional(Count).pipe(Schema.fromKey("cpu_cores")),
+  gpuCores: Schema.optional(Count).pipe(Schema.fromKey("gpu_cores")),
+  gpuMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("gpu_memory_gb")),
+  totalMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("total_memory_gb"))
+})
+export type HardwareOverrides = typeof HardwareOverrides.Type
+
+export const WorkerConfig = Schema.Struct({
+  id: key("id", Schema.NullOr(Schema.String.pipe(Schema.pattern(/^[^.*>\s]+$/))), () => null),
+  modelDir: key("model_dir", Schema.String, () => "./models"),
+  /** extension: a Hugging Face hub cache (`models--ORG--NAME/snapshots/REV`) scanned as well. */
+  hfCacheDir: key("hf_cache_dir", Schema.NullOr(Schema.String), () => null),
+  /** extension: how often the model folders are scanned again. */
+  rescanIntervalMs: key("rescan_interval_ms", PositiveMillis, () => 60_000),
+  maxConcurrent: key("max_concurrent", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 4),
+  drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000),
+  /** extension: longest one request may run on this worker. */
+  requestTimeoutMs: key("request_timeout_ms", PositiveMillis, () => 300_000),
+  tags: key("tags", Schema.Array(Schema.String), () => []),
+  priority: key("priority", Schema.Number, () => 0),
+  engine: key("engine", EngineConfig, () => Schema.decodeSync(EngineConfig)({})),
+  hardware: key("hardware", HardwareOverrides, () => ({}))
+})
+
+export const LogLevelName = Schema.Literal("debug", "info", "warning", "error")
+
+export const ClusterConfig = Schema.Struct({
+  mode: key("mode", ClusterMode, () => "both" as const),
+  /** extension: minimum log level. */
+  logLevel: key("log_level", LogLevelName, () => "info" as const),
+  controller: key("controller", ControllerConfig, () => Schema.decodeSync(ControllerConfig)({})),
+  nats: key("nats", NatsConfig, () => Schema.decodeSync(NatsConfig)({})),
+  discovery: key("discovery", DiscoveryConfig, () => Schema.decodeSync(DiscoveryConfig)({})),
+  loadBalancing: key("load_balancing", LoadBalancingConfig, () => Schema.decodeSync(LoadBalancingConfig)({})),
+  worker: key("worker", WorkerConfig, () => Schema.decodeSync(WorkerConfig)({}))
+})
+export type ClusterConfig = typeof ClusterConfig.Type
+
+/** The whole file: everything sits under `cluster:`. */
+export const ConfigFile = Schema.Struct({
+  cluster: key("cluster", ClusterConfig, () => Schema.decodeSync(ClusterConfig)({}))
+})
+export type ConfigFile = typeof ConfigFile.Type
+
+/** The defaults of CONTRACT §2, as one decoded value. */
+export const defaultClusterConfig = (): ClusterConfig => Schema.decodeSync(ClusterConfig)({})

@@ -1,0 +1,205 @@
+import { HttpApiSchema } from "@effect/platform"
+import { Option, Schema, SchemaAST } from "effect"
+
+/**
+ * Errors a client can see. Each carries, as schema annotations, its HTTP status and the OpenAI
+ * error `type`/`code` it becomes on the wire, so that one function (`toOpenAiError`) maps every one
+ * of them without a hand-written `if` per error.
+ */
+export const OpenAiErrorId: unique symbol = Symbol.for("mlx-cluster/OpenAiError")
+
+export interface OpenAiErrorKind {
+  readonly status: number
+  readonly type: string
+  readonly code: string
+}
+
+const kind = (k: OpenAiErrorKind): { readonly [key: symbol]: unknown } => ({
+  [HttpApiSchema.AnnotationStatus]: k.status,
+  [OpenAiErrorId]: k
+})
+
+export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()(
+  "InvalidRequest",
+  { message: Schema.String, param: Schema.optional(Schema.String) },
+  kind({ status: 400, type: "invalid_request_error", code: "invalid_request" })
+) {}
+
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
+  "Unauthorized",
+  { message: Schema.String },
+  kind({ status: 401, type: "authentication_error", code: "invalid_api_key" })
+) {}
+
+export class WorkerNotFound extends Schema.TaggedError<WorkerNotFound>()(
+  "WorkerNotFound",
+  { workerId: Schema.String },
+  kind({ status: 404, type: "not_found_error", code: "worker_not_found" })
+) {
+  override get message() {
+    return `No worker with id "${this.workerId}"`
+  }
+}
+
+export class BodyTooLarge extends Schema.TaggedError<BodyTooLarge>()(
+  "BodyTooLarge",
+  { limitBytes: Schema.Number },
+  kind({ status: 413, type: "invalid_request_error", code: "body_too_large" })
+) {
+  override get message() {
+    return `Request body is larger than ${this.limitBytes} bytes`
+  }
+}
+
+export class RateLimited extends Schema.TaggedError<RateLimited>()(
+  "RateLimited",
+  { retryAfterSeconds: Schema.Number },
+  kind({ status: 429, type: "rate_limit_error", code: "rate_limit_exceeded" })
+) {
+  override get message() {
+    return `Rate limit exceeded; retry after ${this.retryAfterSeconds} s`
+  }
+}
+
+export class QueueFull extends Schema.TaggedError<QueueFull>()(
+  "QueueFull",
+  { model: Schema.String, pending: Schema.Number, retryAfterSeconds: Schema.Number },
+  kind({ status: 429, type: "rate_limit_error", code: "queue_full" })
+) {
+  override get message() {
+    return `Every worker for "${this.model}" is busy and ${this.pending} requests are already waiting`
+  }
+}
+
+export class QueueTimeout extends Schema.TaggedError<QueueTimeout>()(
+  "QueueTimeout",
+  { model: Schema.String, waitedMs: Schema.Number, retryAfterSeconds: Schema.Number },
+  kind({ status: 429, type: "rate_limit_error", code: "queue_timeout" })
+) {
+  override get message() {
+    return `Every worker for "${this.model}" stayed busy for ${this.waitedMs} ms`
+  }
+}
+
+export class NoWorkers extends Schema.TaggedError<NoWorkers>()(
+  "NoWorkers",
+  { model: Schema.String },
+  kind({ status: 503, type: "server_error", code: "no_workers" })
+) {
+  override get message() {
+    return `No worker is online to serve model "${this.model}"`
+  }
+}
+
+export class NoSkilledWorker extends Schema.TaggedError<NoSkilledWorker>()(
+  "NoSkilledWorker",
+  { model: Schema.String, available: Schema.Array(Schema.String) },
+  kind({ status: 503, type: "server_error", code: "no_skilled_worker" })
+) {
+  override get message() {
+    const hint = this.available.length > 0 ? ` (served models: ${this.available.join(", ")})` : ""
+    return `No online worker can serve model "${this.model}"${hint}`
+  }
+}
+
+export class WorkersUnavailable extends Schema.TaggedError<WorkersUnavailable>()(
+  "WorkersUnavailable",
+  { model: Schema.String, attempts: Schema.Number, lastReason: Schema.String },
+  kind({ status: 503, type: "server_error", code: "workers_unavailable" })
+) {
+  override get message() {
+    return `No worker accepted the request for "${this.model}" after ${this.attempts} attempts (last: ${this.lastReason})`
+  }
+}
+
+export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()(
+  "ShuttingDown",
+  {},
+  kind({ status: 503, type: "server_error", code: "shutting_down" })
+) {
+  override get message() {
+    return "The controller is draining and takes no new requests"
+  }
+}
+
+export const TimeoutPhase = Schema.Literal("first_token", "stream_idle", "request")
+export type TimeoutPhase = typeof TimeoutPhase.Type
+
+export class InferenceTimeout extends Schema.TaggedError<InferenceTimeout>()(
+  "InferenceTimeout",
+  { phase: TimeoutPhase, timeoutMs: Schema.Number, workerId: Schema.optional(Schema.String) },
+  kind({ status: 504, type: "timeout_error", code: "timeout" })
+) {
+  override get message() {
+    switch (this.phase) {
+      case "first_token":
+        return `No first token within ${this.timeoutMs} ms`
+      case "stream_idle":
+        return `The worker went silent for more than ${this.timeoutMs} ms`
+      case "request":
+        return `The request did not finish within ${this.timeoutMs} ms`
+    }
+  }
+  get code() {
+    return `${this.phase}_timeout`
+  }
+}
+
+/** The worker reported an error, or was lost (offline, token gap) after streaming began. */
+export class WorkerFailed extends Schema.TaggedError<WorkerFailed>()(
+  "WorkerFailed",
+  { workerId: Schema.String, code: Schema.String, message: Schema.String },
+  kind({ status: 502, type: "server_error", code: "worker_error" })
+) {}
+
+export class Cancelled extends Schema.TaggedError<Cancelled>()(
+  "Cancelled",
+  {},
+  kind({ status: 499, type: "invalid_request_error", code: "cancelled" })
+) {
+  override get message() {
+    return "The request was cancelled"
+  }
+}
+
+/** Every error that reaches a client of the inference routes. */
+export const InferenceError = Schema.Union(
+  InvalidRequest,
+  NoWorkers,
+  NoSkilledWorker,
+  WorkersUnavailable,
+  ShuttingDown,
+  QueueFull,
+  QueueTimeout,
+  InferenceTimeout,
+  WorkerFailed,
+  Cancelled
+)
+export type InferenceError = typeof InferenceError.Type
+
+export type WireError = InferenceError | Unauthorized | WorkerNotFound | BodyTooLarge | RateLimited
+
+/** The OpenAI wire body, `{ error: { message, type, code } }`. */
+export const OpenAiErrorBody = Schema.Struct({
+  error: Schema.Struct({
+    message: Schema.String,
+    type: Schema.String,
+    code: Schema.NullOr(Schema.String),
+    param: Schema.optional(Schema.NullOr(Schema.String))
+  })
+})
+export type OpenAiErrorBody = typeof OpenAiErrorBody.Type
+
+const kindOf = (error: WireError): OpenAiErrorKind => {
+  const ast = (error.constructor as unknown as { readonly ast: SchemaAST.AST }).ast
+  const found = SchemaAST.getAnnotation<OpenAiErrorKind>(OpenAiErrorId)(ast)
+  return Option.getOrElse(found, () => ({ status: 500, type: "server_error", code: "internal_error" }))
+}
+
+/** HTTP status and OpenAI body of a wire error, read from its annotations. */
+export const toOpenAiError = (error: WireError): { readonly status: number; readonly body: OpenAiErrorBody } => {
+  const k = kindOf(error)
+  const code = "code" in error && typeof error.code === "string" ? error.code : k.code
+  const param = "param" in error && typeof error.param === "string" ? { param: error.param } : {}
+  return { status: k.status, body: { error: { message: error.message, type: k.type, code, ...param } } }
+}

@@ -1,0 +1,6 @@
+export * from "./cluster.js"
+export * from "./errors.js"
+export * from "./ids.js"
+export * from "./inference.js"
+export * from "./subjects.js"
+export * from "./worker.js"

@@ -1,0 +1,82 @@
+import { Schema } from "effect"
+import { NonNegativeInt, NonNegativeNumber, RequestId, WorkerId } from "./ids.js"
+
+export const ChatRole = Schema.Literal("system", "developer", "user", "assistant", "tool")
+export type ChatRole = typeof ChatRole.Type
+
+export const ChatMessage = Schema.Struct({
+  role: ChatRole,
+  content: Schema.String
+})
+export type ChatMessage = typeof ChatMessage.Type
+
+/** Controller → worker on `worker.{id}.inference`. Exactly one of `messages` or `prompt` is expected. */
+export const InferenceRequest = Schema.Struct({
+  requestId: RequestId,
+  model: Schema.String.pipe(Schema.minLength(1)),
+  messages: Schema.optional(Schema.Array(ChatMessage)),
+  prompt: Schema.optional(Schema.String),
+  maxTokens: Schema.Number.pipe(Schema.int(), Schema.positive()),
+  temperature: Schema.optional(NonNegativeNumber),
+  topP: Schema.optional(NonNegativeNumber),
+  stop: Schema.optional(Schema.Array(Schema.String)),
+  stream: Schema.Boolean
+})
+export type InferenceRequest = typeof InferenceRequest.Type
+
+export const RefusalReason = Schema.Literal("busy", "model_not_found", "invalid_request")
+export type RefusalReason = typeof RefusalReason.Type
+
+export const InferenceAck = Schema.Struct({
+  accepted: Schema.Literal(true),
+  workerId: WorkerId
+})
+export const InferenceRefusal = Schema.Struct({
+  accepted: Schema.Literal(false),
+  reason: RefusalReason,
+  message: Schema.String
+})
+/** The worker's immediate reply to an inference request. */
+export const InferenceReply = Schema.Union(InferenceAck, InferenceRefusal)
+export type InferenceReply = typeof InferenceReply.Type
+
+export const CancelRequest = Schema.Struct({ requestId: RequestId })
+export type CancelRequest = typeof CancelRequest.Type
+
+export const FinishReason = Schema.Literal("stop", "length")
+export type FinishReason = typeof FinishReason.Type
+
+export const Usage = Schema.Struct({
+  promptTokens: NonNegativeInt,
+  completionTokens: NonNegativeInt
+})
+export type Usage = typeof Usage.Type
+
+export const TokenChunk = Schema.Struct({
+  type: Schema.Literal("token"),
+  requestId: RequestId,
+  index: NonNegativeInt,
+  token: Schema.String
+})
+
+export const TokenDone = Schema.Struct({
+  type: Schema.Literal("done"),
+  requestId: RequestId,
+  finishReason: FinishReason,
+  usage: Usage,
+  latencyMs: NonNegativeNumber
+})
+
+export const TokenError = Schema.Struct({
+  type: Schema.Literal("error"),
+  requestId: RequestId,
+  code: Schema.String,
+  message: Schema.String
+})
+
+/** Worker → controller on `response.{requestId}`, in order. */
+export const TokenMessage = Schema.Union(TokenChunk, TokenDone, TokenError)
+export type TokenMessage = typeof TokenMessage.Type
+export type TokenChunk = typeof TokenChunk.Type
+export type TokenDone = typeof TokenDone.Type
+export type TokenError = typeof TokenError.Type

@@ -1,0 +1,12 @@
+import type { RequestId, WorkerId } from "./ids.js"
+
+/** The NATS subjects of CONTRACT §4: the only place their spelling lives. */
+export const Subjects = {
+  register: "worker.register",
+  heartbeat: "worker.heartbeat",
+  deregister: "worker.deregister",
+  announce: "controller.announce",
+  inference: (workerId: WorkerId | string) => `worker.${workerId}.inference`,
+  cancel: (workerId: WorkerId | string) => `worker.${workerId}.cancel`,
+  response: (requestId: RequestId | string) => `response.${requestId}`
+} as const

@@ -1,0 +1,102 @@
+import { Schema } from "effect"
+import { EpochMillis, NonNegativeInt, NonNegativeNumber, WorkerId } from "./ids.js"
+
+export const HardwareProfile = Schema.Struct({
+  platform: Schema.String,
+  arch: Schema.String,
+  chip: Schema.optional(Schema.String),
+  cpuCores: NonNegativeInt,
+  gpuCores: Schema.optional(NonNegativeInt),
+  /** Memory usable for model weights, in GB (the Metal working set on Apple Silicon). */
+  gpuMemoryGB: NonNegativeNumber,
+  totalMemoryGB: NonNegativeNumber
+})
+export type HardwareProfile = typeof HardwareProfile.Type
+
+export const EngineType = Schema.Literal("synthetic", "openai", "mlx-lm")
+export type EngineType = typeof EngineType.Type
+
+export const WorkerCapabilities = Schema.Struct({
+  maxConcurrent: NonNegativeInt,
+  supportsStreaming: Schema.Boolean,
+  /** The engine's type string, e.g. `synthetic`. */
+  engine: Schema.String
+})
+export type WorkerCapabilities = typeof WorkerCapabilities.Type
+
+export const ModelSkills = Schema.Struct({
+  availableModels: Schema.Array(Schema.String),
+  /** Model name → absolute path on the worker. */
+  modelPaths: Schema.Record({ key: Schema.String, value: Schema.String }),
+  /** Model name → bytes on disk. */
+  modelSizes: Schema.Record({ key: Schema.String, value: NonNegativeNumber }),
+  totalModelSize: NonNegativeNumber,
+  lastScanned: EpochMillis
+})
+export type ModelSkills = typeof ModelSkills.Type
+
+export const WorkerRegistration = Schema.Struct({
+  workerId: WorkerId,
+  hostname: Schema.String,
+  ip: Schema.String,
+  port: NonNegativeInt,
+  hardware: HardwareProfile,
+  capabilities: WorkerCapabilities,
+  skills: ModelSkills,
+  priority: Schema.optional(Schema.Number),
+  tags: Schema.optional(Schema.Array(Schema.String)),
+  timestamp: EpochMillis
+})
+export type WorkerRegistration = typeof WorkerRegistration.Type
+
+export const RequestCounters = Schema.Struct({
+  active: NonNegativeInt,
+  total: NonNegativeInt,
+  succeeded: NonNegativeInt,
+  failed: NonNegativeInt
+})
+export type RequestCounters = typeof RequestCounters.Type
+
+export const WorkerMetrics = Schema.Struct({
+  /** Fraction of all CPU cores busy since the previous heartbeat, 0..1. */
+  cpuUsage: NonNegativeNumber,
+  /** Fraction of physical memory in use, 0..1. */
+  memoryUsage: NonNegativeNumber,
+  requests: RequestCounters,
+  /** Tokens produced per second over the last heartbeat interval. */
+  tokensPerSecond: Schema.optional(NonNegativeNumber)
+})
+export type WorkerMetrics = typeof WorkerMetrics.Type
+
+export const WorkerHeartbeat = Schema.Struct({
+  workerId: WorkerId,
+  timestamp: EpochMillis,
+  metrics: WorkerMetrics
+})
+export type WorkerHeartbeat = typeof WorkerHeartbeat.Type
+
+export const WorkerDeregistration = Schema.Struct({
+  workerId: WorkerId,
+  timestamp: EpochMillis
+})
+export type WorkerDeregistration = typeof WorkerDeregistration.Type
+
+export const ControllerAnnounce = Schema.Struct({
+  controllerId: Schema.String,
+  timestamp: EpochMillis
+})
+export type ControllerAnnounce = typeof ControllerAnnounce.Type
+
+export const WorkerStatus = Schema.Literal("online", "offline", "degraded")
+export type WorkerStatus = typeof WorkerStatus.Type
+
+/** The controller's view of one worker: its registration plus what the controller observed. */
+export const WorkerInfo = Schema.Struct({
+  ...WorkerRegistration.fields,
+  status: WorkerStatus,
+  statusReason: Schema.optional(Schema.String),
+  metrics: Schema.optional(WorkerMetrics),
+  lastHeartbeat: EpochMillis,
+  registeredAt: EpochMillis
+})
+export type WorkerInfo = typeof WorkerInfo.Type

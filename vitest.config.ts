@@ -1,0 +1,19 @@
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    exclude: ["test/faults/**"],
+    globalSetup: ["test/support/global-nats.ts"],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    pool: "forks",
+    coverage: {
+      provider: "v8",
+      include: ["src/**/*.ts"],
+      exclude: ["src/main.ts"],
+      reporter: ["text-summary", "text"],
+      thresholds: { lines: 85 }
+    }
+  }
+})
