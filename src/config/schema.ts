@@ -137,7 +137,7 @@ export const WorkerConfig = Schema.Struct({
   /** extension: longest one request may run on this worker. */
   requestTimeoutMs: key("request_timeout_ms", PositiveMillis, () => 300_000),
   tags: key("tags", Schema.Array(Schema.String), () => []),
-  priority: key("priority", Schema.Number, () => 0),
+  priority: key("priority", Schema.Finite, () => 0),
   engine: key("engine", EngineConfig, () => Schema.decodeSync(EngineConfig)({})),
   hardware: key("hardware", HardwareOverrides, () => ({}))
 })

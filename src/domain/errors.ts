@@ -192,7 +192,9 @@ export type OpenAiErrorBody = typeof OpenAiErrorBody.Type
 
 const kindOf = (error: WireError): OpenAiErrorKind => {
   const ast = (error.constructor as unknown as { readonly ast: SchemaAST.AST }).ast
-  const found = SchemaAST.getAnnotation<OpenAiErrorKind>(OpenAiErrorId)(ast)
+  // A class schema is a Transformation whose annotations sit on its `to` side (the Declaration).
+  const annotated = SchemaAST.isTransformation(ast) ? ast.to : ast
+  const found = SchemaAST.getAnnotation<OpenAiErrorKind>(OpenAiErrorId)(annotated)
   return Option.getOrElse(found, () => ({ status: 500, type: "server_error", code: "internal_error" }))
 }
 

@@ -43,7 +43,7 @@ export const WorkerRegistration = Schema.Struct({
   hardware: HardwareProfile,
   capabilities: WorkerCapabilities,
   skills: ModelSkills,
-  priority: Schema.optional(Schema.Number),
+  priority: Schema.optional(Schema.Finite),
   tags: Schema.optional(Schema.Array(Schema.String)),
   timestamp: EpochMillis
 })

@@ -1,0 +1,181 @@
+import { Effect, Either, Ref } from "effect"
+import { ClusterConfigService } from "../config/cluster-config.js"
+import type { BalancingStrategy } from "../config/schema.js"
+import { NoSkilledWorker, NoWorkers } from "../domain/errors.js"
+import type { WorkerInfo } from "../domain/worker.js"
+
+/** What the Router asks the balancer for. */
+export interface SelectRequest {
+  readonly model: string
+  /** The worker must carry every one of these tags. */
+  readonly tags?: ReadonlyArray<string>
+  /** Worker ids not to choose (already tried for this request). */
+  readonly exclude?: ReadonlySet<string>
+}
+
+/**
+ * The chosen worker. `saturated`: every eligible worker's load had reached its
+ * `capabilities.maxConcurrent`, so the worker is only the best of the busy ones and the Router
+ * should queue the request instead of dispatching it.
+ */
+export interface Selection {
+  readonly worker: WorkerInfo
+  readonly saturated: boolean
+}
+
+export type SelectError = NoWorkers | NoSkilledWorker
+
+/** Extra memory a model needs beyond its weights (KV cache, activations). */
+export const MEMORY_OVERHEAD = 1.2
+/** Estimate when a model's name tells nothing about its size. */
+export const DEFAULT_MODEL_MEMORY_GB = 8
+const BYTES_PER_GB = 1024 ** 3
+
+/** The PRD's table for the common sizes; other sizes are `params × 1.2`, rounded up. */
+const KNOWN_SIZES_GB: ReadonlyMap<number, number> = new Map([
+  [3, 4],
+  [7, 8],
+  [13, 16],
+  [30, 32]
+])
+
+/**
+ * The parameter count, in billions, that a model name states as a whole token: `Llama-3.2-3B` → 3,
+ * `Qwen2.5-1.5B` → 1.5, `llama-13b` → 13 (never 3). `undefined` when the name states none.
+ */
+export const parseParamsBillions = (model: string): number | undefined => {
+  const match = /(?:^|[^0-9.])(\d+(?:\.\d+)?)[bB](?![a-zA-Z0-9])/.exec(model)
+  const digits = match?.[1]
+  if (digits === undefined) return undefined
+  const params = Number(digits)
+  return Number.isFinite(params) && params > 0 ? params : undefined
+}
+
+/** Memory (GB) a model needs, guessed from its name: 3B → 4, 7B → 8, 13B → 16, 30B → 32, unknown → 8. */
+export const estimateModelMemoryGB = (model: string): number => {
+  const params = parseParamsBillions(model)
+  if (params === undefined) return DEFAULT_MODEL_MEMORY_GB
+  return KNOWN_SIZES_GB.get(params) ?? Math.ceil(params * MEMORY_OVERHEAD)
+}
+
+/** Memory (GB) `model` needs on `worker`: from the size the worker reports, else from the name. */
+export const memoryNeedGB = (worker: WorkerInfo, model: string): number => {
+  const bytes = worker.skills.modelSizes[model]
+  return bytes !== undefined && bytes > 0 ? (bytes / BYTES_PER_GB) * MEMORY_OVERHEAD : estimateModelMemoryGB(model)
+}
+
+/** A worker's load: what the controller has in flight there, or what it last reported, whichever is more. */
+export const workerLoad = (worker: WorkerInfo, inFlight: ReadonlyMap<string, number>): number =>
+  Math.max(inFlight.get(worker.workerId) ?? 0, worker.metrics?.requests.active ?? 0)
+
+const byId = (a: WorkerInfo, b: WorkerInfo): number => (a.workerId < b.workerId ? -1 : a.workerId > b.workerId ? 1 : 0)
+
+/**
+ * Round robin over `candidates` (non-empty): in id order, the first worker after `lastSelected`,
+ * wrapping around. With k candidates, k consecutive picks choose each of them once, whatever order
+ * they are given in, and a changing candidate set still rotates.
+ */
+export const pickRoundRobin = (candidates: ReadonlyArray<WorkerInfo>, lastSelected: string | undefined): WorkerInfo => {
+  const sorted = [...candidates].sort(byId)
+  const next = lastSelected === undefined ? undefined : sorted.find((w) => w.workerId > lastSelected)
+  return (next ?? sorted[0]) as WorkerInfo
+}
+
+const minBy = (workers: ReadonlyArray<WorkerInfo>, key: (w: WorkerInfo) => number): ReadonlyArray<WorkerInfo> => {
+  const best = Math.min(...workers.map(key))
+  return workers.filter((w) => key(w) === best)
+}
+
+/** Sorted union of the models that the given workers serve. */
+export const servedModels = (workers: ReadonlyArray<WorkerInfo>): ReadonlyArray<string> =>
+  Array.from(new Set(workers.flatMap((w) => w.skills.availableModels))).sort()
+
+/**
+ * The selection algorithm, pure. `lastSelected` is the round-robin cursor (the id chosen last).
+ *
+ * 1. online workers only (none: `NoWorkers`);
+ * 2. skills: the worker serves the model (none: `NoSkilledWorker`, naming the models served);
+ * 3. tags: the worker has every requested tag (none: `NoSkilledWorker`);
+ * 4. `exclude` drops workers already tried (none left: `NoWorkers`);
+ * 5. capacity: workers whose load is below `maxConcurrent`; if there are none, all remaining ones
+ *    compete and the selection is `saturated`;
+ * 6. by strategy —
+ *    `smart`: prefer workers whose GPU memory fits the model (all if none fits), then least load,
+ *    then highest `priority` (default 0), then round robin;
+ *    `least_loaded`: least load, then round robin;
+ *    `round_robin`: round robin.
+ */
+export const selectWorker = (
+  strategy: BalancingStrategy,
+  request: SelectRequest,
+  workers: ReadonlyArray<WorkerInfo>,
+  inFlight: ReadonlyMap<string, number>,
+  lastSelected: string | undefined
+): Either.Either<Selection, SelectError> => {
+  const { model } = request
+  const online = workers.filter((w) => w.status === "online")
+  if (online.length === 0) return Either.left(new NoWorkers({ model }))
+
+  const noSkilled = () => Either.left(new NoSkilledWorker({ model, available: servedModels(online) }))
+  const skilled = online.filter((w) => w.skills.availableModels.includes(model))
+  if (skilled.length === 0) return noSkilled()
+
+  const tags = request.tags ?? []
+  const tagged = skilled.filter((w) => tags.every((tag) => (w.tags ?? []).includes(tag)))
+  if (tagged.length === 0) return noSkilled()
+
+  const exclude = request.exclude
+  const candidates = exclude === undefined ? tagged : tagged.filter((w) => !exclude.has(w.workerId))
+  if (candidates.length === 0) return Either.left(new NoWorkers({ model }))
+
+  const load = (w: WorkerInfo) => workerLoad(w, inFlight)
+  const withCapacity = candidates.filter((w) => load(w) < w.capabilities.maxConcurrent)
+  const saturated = withCapacity.length === 0
+  const pool = saturated ? candidates : withCapacity
+
+  const finalists = ((): ReadonlyArray<WorkerInfo> => {
+    switch (strategy) {
+      case "round_robin":
+        return pool
+      case "least_loaded":
+        return minBy(pool, load)
+      case "smart": {
+        const fitting = pool.filter((w) => w.hardware.gpuMemoryGB >= memoryNeedGB(w, model))
+        const leastLoaded = minBy(fitting.length > 0 ? fitting : pool, load)
+        return minBy(leastLoaded, (w) => -(w.priority ?? 0))
+      }
+    }
+  })()
+  return Either.right({ worker: pickRoundRobin(finalists, lastSelected), saturated })
+}
+
+/**
+ * Smart load balancing (PRD §5) with the strategy of `load_balancing.strategy`. Holds the
+ * round-robin cursor, so that tied workers take turns across calls.
+ */
+export class Balancer extends Effect.Service<Balancer>()("controller/Balancer", {
+  effect: Effect.gen(function* () {
+    const config = yield* ClusterConfigService
+    const strategy = config.loadBalancing.strategy
+    const cursor = yield* Ref.make<string | undefined>(undefined)
+
+    /**
+     * Chooses a worker for `request` among `workers`, given the controller's in-flight count per
+     * worker id. Fails with `NoWorkers` or `NoSkilledWorker`.
+     */
+    const select = (
+      request: SelectRequest,
+      workers: ReadonlyArray<WorkerInfo>,
+      inFlight: ReadonlyMap<string, number>
+    ): Effect.Effect<Selection, SelectError> =>
+      Ref.modify(cursor, (last) => {
+        const result = selectWorker(strategy, request, workers, inFlight, last)
+        return [result, Either.isRight(result) ? result.right.worker.workerId : last] as const
+      }).pipe(Effect.flatMap((result) => (Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))))
+
+    /** Forgets the round-robin position. */
+    const reset: Effect.Effect<void> = Ref.set(cursor, undefined)
+
+    return { strategy, select, reset } as const
+  })
+}) {}

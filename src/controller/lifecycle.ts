@@ -1,0 +1,35 @@
+import { Deferred, Effect, type Stream, SubscriptionRef } from "effect"
+import type { ControllerState } from "../domain/cluster.js"
+import { ShuttingDown } from "../domain/errors.js"
+
+/**
+ * The controller's lifecycle state (PRD "Controller Lifecycle"): idle → connecting → registering →
+ * starting → ready → draining → stopping → stopped. The Router takes new requests only while ready;
+ * `forceStop` ends the streams still running when the drain timeout has passed.
+ */
+export class ControllerLifecycle extends Effect.Service<ControllerLifecycle>()("controller/Lifecycle", {
+  effect: Effect.gen(function* () {
+    const state = yield* SubscriptionRef.make<ControllerState>("idle")
+    const stopSignal = yield* Deferred.make<void>()
+    const startedAt = Date.now()
+
+    const transition = (to: ControllerState) =>
+      SubscriptionRef.getAndSet(state, to).pipe(
+        Effect.flatMap((from) => (from === to ? Effect.void : Effect.logDebug(`controller ${from} → ${to}`)))
+      )
+
+    return {
+      startedAt,
+      state: SubscriptionRef.get(state),
+      changes: state.changes as Stream.Stream<ControllerState>,
+      transition,
+      /** Fails with `ShuttingDown` unless the controller takes new requests. */
+      ensureAccepting: Effect.flatMap(SubscriptionRef.get(state), (s) =>
+        s === "ready" ? Effect.void : Effect.fail(new ShuttingDown())
+      ),
+      /** Completes when running streams must end now. */
+      stopped: Deferred.await(stopSignal),
+      forceStop: Deferred.succeed(stopSignal, undefined)
+    } as const
+  })
+}) {}

@@ -1,0 +1,394 @@
+import { Cause, Chunk, Clock, Data, Deferred, Effect, Exit, Metric, Option, Stream } from "effect"
+import { randomUUID } from "node:crypto"
+import { ClusterConfigService } from "../config/cluster-config.js"
+import {
+  type InferenceError,
+  InferenceTimeout,
+  InvalidRequest,
+  NoWorkers,
+  ShuttingDown,
+  type TimeoutPhase,
+  WorkerFailed,
+  WorkersUnavailable
+} from "../domain/errors.js"
+import { RequestId } from "../domain/ids.js"
+import {
+  CancelRequest,
+  type ChatMessage,
+  type FinishReason,
+  InferenceReply,
+  InferenceRequest,
+  TokenMessage,
+  type Usage
+} from "../domain/inference.js"
+import { Subjects } from "../domain/subjects.js"
+import type { WorkerInfo } from "../domain/worker.js"
+import { type Incoming, NatsTransport } from "../nats/nats-transport.js"
+import { AdmissionQueue } from "./admission-queue.js"
+import { ControllerLifecycle } from "./lifecycle.js"
+import * as Metrics from "./metrics.js"
+import { Registry } from "./registry.js"
+import { type RequestOutcome, RequestStats } from "./request-stats.js"
+
+/** What a front door (HTTP, WebSocket, RPC) asks the cluster to generate. */
+export interface RouteRequest {
+  readonly model: string
+  readonly messages?: ReadonlyArray<ChatMessage>
+  readonly prompt?: string
+  readonly maxTokens: number
+  readonly temperature?: number
+  readonly topP?: number
+  readonly stop?: ReadonlyArray<string>
+  /** Only workers carrying every one of these tags. */
+  readonly tags?: ReadonlyArray<string>
+  /** Higher leaves the admission queue first. */
+  readonly priority?: number
+  /** Metrics label: which front door asked (`chat`, `completions`, `ws`, `rpc`). */
+  readonly route?: string
+}
+
+export type RelayEvent =
+  | { readonly type: "token"; readonly index: number; readonly token: string }
+  | {
+      readonly type: "done"
+      readonly finishReason: FinishReason
+      readonly usage: Usage
+      readonly latencyMs: number
+      readonly workerId: string
+    }
+
+/** Internal: this worker cannot take the request, and no token has been sent yet: try another. */
+class RetryElsewhere extends Data.TaggedError("RetryElsewhere")<{ readonly workerId: string; readonly reason: string }> {}
+
+type AttemptError = InferenceError | RetryElsewhere
+
+const toWire = (requestId: RequestId, r: RouteRequest): InferenceRequest => ({
+  requestId,
+  model: r.model,
+  maxTokens: r.maxTokens,
+  stream: true,
+  ...(r.messages === undefined ? {} : { messages: r.messages }),
+  ...(r.prompt === undefined ? {} : { prompt: r.prompt }),
+  ...(r.temperature === undefined ? {} : { temperature: r.temperature }),
+  ...(r.topP === undefined ? {} : { topP: r.topP }),
+  ...(r.stop === undefined ? {} : { stop: r.stop })
+})
+
+/**
+ * Routes a request to a worker and relays its tokens as a `Stream` (PRD §4).
+ *
+ * Per attempt: reserve a slot through the admission queue (balancer + queue), subscribe to
+ * `response.{id}` *before* dispatching, dispatch with a NATS request and read the ack. No
+ * responders marks the worker offline and tries another; a `busy`/`model_not_found` refusal, an
+ * ack timeout or the worker going offline before its first token also try another — at most
+ * `max_retries` others, never after a token was relayed. The relay enforces the first-token,
+ * inactivity and whole-request timeouts with one watchdog fiber per stream (not a timer per
+ * token), checks that token indexes have no gaps, and when the stream ends without the worker's
+ * `done` (client gone, timeout, error) it publishes `worker.{id}.cancel`.
+ */
+export class Router extends Effect.Service<Router>()("controller/Router", {
+  scoped: Effect.gen(function* () {
+    const config = yield* ClusterConfigService
+    const nats = yield* NatsTransport
+    const registry = yield* Registry
+    const queue = yield* AdmissionQueue
+    const stats = yield* RequestStats
+    const lifecycle = yield* ControllerLifecycle
+    const c = config.controller
+
+    /** Per worker id, the callbacks of attempts that must hear when that worker goes offline. */
+    const watchers = new Map<string, Set<(reason: string) => Effect.Effect<void>>>()
+    const watch = (workerId: string, onLost: (reason: string) => Effect.Effect<void>) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const set = watchers.get(workerId) ?? new Set()
+          set.add(onLost)
+          watchers.set(workerId, set)
+        }),
+        () =>
+          Effect.sync(() => {
+            const set = watchers.get(workerId)
+            set?.delete(onLost)
+            if (set?.size === 0) watchers.delete(workerId)
+          })
+      )
+    yield* registry.changes.pipe(
+      Stream.runForEach((snapshot) =>
+        Effect.forEach(
+          [...watchers.keys()],
+          (workerId) => {
+            const info = snapshot.workers.find((w) => w.workerId === workerId)
+            if (info !== undefined && info.status === "online") return Effect.void
+            const reason = info?.statusReason ?? "removed from the registry"
+            return Effect.forEach([...(watchers.get(workerId) ?? [])], (onLost) => onLost(reason), { discard: true })
+          },
+          { discard: true }
+        )
+      ),
+      Effect.forkScoped
+    )
+
+    const sendCancel = (workerId: string, requestId: RequestId, reason: string) =>
+      nats
+        .publish(Subjects.cancel(workerId), CancelRequest, { requestId })
+        .pipe(Effect.zipRight(Metric.increment(Metric.tagged(Metrics.cancelsTotal, "reason", reason))))
+
+    /** Dispatches to `worker` and reads its ack; anything but an ack ends in an error. */
+    const dispatch = (worker: WorkerInfo, wire: InferenceRequest) =>
+      nats
+        .request(Subjects.inference(worker.workerId), InferenceRequest, wire, InferenceReply, {
+          timeoutMs: c.dispatchTimeoutMs
+        })
+        .pipe(
+          Effect.catchTags({
+            NatsNoResponders: () =>
+              registry
+                .markOffline(worker.workerId, "no responders")
+                .pipe(Effect.zipRight(Effect.fail(new RetryElsewhere({ workerId: worker.workerId, reason: "no responders" })))),
+            NatsRequestTimeout: () =>
+              Effect.fail(new RetryElsewhere({ workerId: worker.workerId, reason: `no ack within ${c.dispatchTimeoutMs} ms` })),
+            NatsReplyInvalid: (e) =>
+              Effect.fail(new RetryElsewhere({ workerId: worker.workerId, reason: `invalid ack: ${e.reason}` }))
+          }),
+          Effect.flatMap((reply): Effect.Effect<void, InvalidRequest | RetryElsewhere> => {
+            if (reply.accepted) return Effect.void
+            if (reply.reason === "invalid_request") return Effect.fail(new InvalidRequest({ message: reply.message }))
+            return Effect.fail(new RetryElsewhere({ workerId: worker.workerId, reason: `${reply.reason}: ${reply.message}` }))
+          })
+        )
+
+    interface Progress {
+      /** Tokens relayed so far over all attempts: after the first, no retry. */
+      relayed: number
+      firstTokenAt: number | undefined
+    }
+
+    const attempt = (
+      request: RouteRequest,
+      requestId: string,
+      attemptNo: number,
+      tried: Set<string>,
+      progress: Progress,
+      startedAt: number
+    ): Stream.Stream<RelayEvent, AttemptError> =>
+      Stream.unwrapScoped(
+        Effect.gen(function* () {
+          const admission = {
+            model: request.model,
+            exclude: tried,
+            ...(request.tags === undefined ? {} : { tags: request.tags }),
+            ...(request.priority === undefined ? {} : { priority: request.priority })
+          }
+          const worker = yield* queue.admit(admission).pipe(
+            Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
+              tried.size > 0
+                ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: tried.size, lastReason: "every skilled worker was tried" }))
+                : Effect.fail(e)
+            )
+          )
+          yield* Effect.addFinalizer(() => queue.release(worker.workerId))
+          tried.add(worker.workerId)
+          const workerId = worker.workerId
+          const attemptId = RequestId.make(attemptNo === 0 ? requestId : `${requestId}-${attemptNo}`)
+
+          const failure = yield* Deferred.make<never, AttemptError>()
+          let finished = false
+          let lastActivity = yield* Clock.currentTimeMillis
+          const dispatchedAt = lastActivity
+          let expected = 0
+
+          // Subscribe before dispatching, so that no token can arrive before we listen.
+          const responses = yield* nats.subscribe(Subjects.response(attemptId), TokenMessage)
+          yield* Effect.addFinalizer((exit) => {
+            if (finished) return Effect.void
+            const reason = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) ? "client" : "error"
+            return sendCancel(workerId, attemptId, reason)
+          })
+          yield* watch(workerId, (reason) =>
+            Deferred.fail(
+              failure,
+              progress.relayed === 0
+                ? new RetryElsewhere({ workerId, reason: `went offline (${reason})` })
+                : new WorkerFailed({ workerId, code: "worker_lost", message: `worker ${workerId} went offline: ${reason}` })
+            ).pipe(Effect.asVoid)
+          )
+
+          const dispatched = yield* Effect.exit(dispatch(worker, toWire(attemptId, request)))
+          if (Exit.isFailure(dispatched)) {
+            // A refusal or no responders: the worker runs nothing for us. A timeout may still ack late: cancel.
+            finished = !Cause.failureOption(dispatched.cause).pipe(
+              Option.exists((e) => e._tag === "RetryElsewhere" && e.reason.startsWith("no ack"))
+            )
+            return yield* Effect.failCause(dispatched.cause)
+          }
+
+          /** The earliest deadline that applies now, and which limit it is. */
+          const deadline = (): { at: number; phase: TimeoutPhase; timeoutMs: number } => {
+            const whole = { at: startedAt + c.requestTimeoutMs, phase: "request" as const, timeoutMs: c.requestTimeoutMs }
+            const phase =
+              expected === 0
+                ? { at: dispatchedAt + c.firstTokenTimeoutMs, phase: "first_token" as const, timeoutMs: c.firstTokenTimeoutMs }
+                : { at: lastActivity + c.streamIdleTimeoutMs, phase: "stream_idle" as const, timeoutMs: c.streamIdleTimeoutMs }
+            return phase.at < whole.at ? phase : whole
+          }
+          // One watchdog per stream: it sleeps until the next deadline and checks again if tokens came meanwhile.
+          yield* Effect.gen(function* () {
+            while (true) {
+              const now = yield* Clock.currentTimeMillis
+              const next = deadline()
+              if (now >= next.at) {
+                return yield* Deferred.fail(
+                  failure,
+                  new InferenceTimeout({ phase: next.phase, timeoutMs: next.timeoutMs, workerId })
+                )
+              }
+              yield* Effect.sleep(next.at - now)
+            }
+          }).pipe(Effect.forkScoped)
+
+          const relayChunk = (chunk: Chunk.Chunk<Incoming<TokenMessage>>) =>
+            Effect.suspend(() => {
+              const out: Array<RelayEvent> = []
+              for (const { data } of chunk) {
+                if (finished) break
+                switch (data.type) {
+                  case "token": {
+                    if (data.index !== expected) {
+                      finished = true
+                      return Effect.fail(
+                        new WorkerFailed({
+                          workerId,
+                          code: "token_gap",
+                          message: `expected token ${expected} from worker ${workerId}, got ${data.index}`
+                        })
+                      )
+                    }
+                    expected++
+                    out.push({ type: "token", index: data.index, token: data.token })
+                    break
+                  }
+                  case "done":
+                    finished = true
+                    out.push({ type: "done", finishReason: data.finishReason, usage: data.usage, latencyMs: data.latencyMs, workerId })
+                    break
+                  case "error":
+                    finished = true
+                    return Effect.fail(new WorkerFailed({ workerId, code: data.code, message: data.message }))
+                }
+              }
+              return Effect.gen(function* () {
+                const now = yield* Clock.currentTimeMillis
+                lastActivity = now
+                const tokens = out.length - (finished ? 1 : 0)
+                if (tokens > 0) {
+                  if (progress.relayed === 0) {
+                    progress.firstTokenAt = now
+                    yield* Metric.update(Metrics.timeToFirstTokenMs, now - dispatchedAt)
+                  }
+                  progress.relayed += tokens
+                  yield* Metric.incrementBy(Metrics.tokensRelayed, tokens)
+                }
+                return Chunk.unsafeFromArray(out)
+              })
+            })
+
+          const stop = lifecycle.stopped.pipe(Effect.zipRight(Effect.fail(new ShuttingDown())))
+          return responses.pipe(
+            Stream.mapChunksEffect(relayChunk),
+            Stream.takeUntil((event) => event.type === "done"),
+            Stream.interruptWhen(Effect.race(Deferred.await(failure), stop))
+          )
+        })
+      )
+
+    const attempts = (
+      request: RouteRequest,
+      requestId: string,
+      attemptNo: number,
+      tried: Set<string>,
+      progress: Progress,
+      startedAt: number
+    ): Stream.Stream<RelayEvent, InferenceError> =>
+      attempt(request, requestId, attemptNo, tried, progress, startedAt).pipe(
+        Stream.catchAll((error): Stream.Stream<RelayEvent, InferenceError> => {
+          if (error._tag !== "RetryElsewhere") return Stream.fail(error)
+          const log = Effect.logInfo(`request ${requestId}: worker ${error.workerId} ${error.reason}`).pipe(
+            Effect.annotateLogs({ requestId, workerId: error.workerId })
+          )
+          if (attemptNo >= c.maxRetries) {
+            return Stream.fromEffect(log).pipe(
+              Stream.zipRight(
+                Stream.fail(new WorkersUnavailable({ model: request.model, attempts: attemptNo + 1, lastReason: error.reason }))
+              )
+            )
+          }
+          const retry = Metric.increment(Metric.tagged(Metrics.retriesTotal, "reason", error.reason.split(/[:( ]/)[0] ?? "other"))
+          return Stream.fromEffect(Effect.zipRight(log, retry)).pipe(
+            Stream.drain,
+            Stream.concat(attempts(request, requestId, attemptNo + 1, tried, progress, startedAt))
+          )
+        })
+      )
+
+    /**
+     * The tokens of `request` as they arrive, ending with one `done` event. Fails with a typed
+     * `InferenceError`; interrupting the stream (the client went away) cancels the work.
+     */
+    const route = (request: RouteRequest): Stream.Stream<RelayEvent, InferenceError> =>
+      Stream.unwrapScoped(
+        Effect.gen(function* () {
+          yield* lifecycle.ensureAccepting
+          const requestId = `req-${randomUUID()}`
+          const startedAt = yield* Clock.currentTimeMillis
+          const progress: Progress = { relayed: 0, firstTokenAt: undefined }
+          let succeeded = false
+          yield* stats.begin
+          yield* Effect.addFinalizer((exit) =>
+            Effect.gen(function* () {
+              const outcome: RequestOutcome = succeeded
+                ? "succeeded"
+                : Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
+                  ? "failed"
+                  : "cancelled"
+              yield* stats.end(outcome)
+              const now = yield* Clock.currentTimeMillis
+              yield* Metric.update(Metrics.requestDurationMs, now - startedAt)
+              yield* Metric.incrementBy(
+                Metrics.requestsTotal.pipe(
+                  Metric.tagged("route", request.route ?? "internal"),
+                  Metric.tagged("model", request.model),
+                  Metric.tagged("outcome", outcome)
+                ),
+                1
+              )
+            })
+          )
+          return attempts(request, requestId, 0, new Set(), progress, startedAt).pipe(
+            Stream.tap((event) =>
+              event.type === "done"
+                ? Effect.sync(() => {
+                    succeeded = true
+                  })
+                : Effect.void
+            )
+          )
+        })
+      )
+
+    /** Convenience for non-streaming callers: every token joined, plus the final event. */
+    const complete = (request: RouteRequest) =>
+      route(request).pipe(
+        Stream.runFold({ text: "", done: Option.none<Extract<RelayEvent, { type: "done" }>>() }, (acc, event) =>
+          event.type === "token" ? { ...acc, text: acc.text + event.token } : { ...acc, done: Option.some(event) }
+        ),
+        Effect.flatMap(({ text, done }) =>
+          Option.match(done, {
+            onNone: () => Effect.fail(new NoWorkers({ model: request.model })),
+            onSome: (d) => Effect.succeed({ text, ...d })
+          })
+        )
+      )
+
+    return { route, complete } as const
+  })
+}) {}

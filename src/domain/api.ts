@@ -1,0 +1,133 @@
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import { Schema, SchemaAST } from "effect"
+import { ClusterStatus } from "./cluster.js"
+import { OpenAiErrorBody, toOpenAiError, WorkerNotFound } from "./errors.js"
+import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest, ModelList } from "./openai.js"
+import { WorkerInfo } from "./worker.js"
+
+/**
+ * The controller's HTTP contract (CONTRACT §5) as an `HttpApi`: it serves the routes and generates
+ * `/openapi.json`. The OpenAI routes read their own bodies (so that bad JSON and schema failures
+ * get OpenAI-shaped 400s, see `src/http/openai-handlers.ts`); their payload and error schemas here
+ * document them.
+ */
+
+/** An error class on the wire as the OpenAI body, with the status its annotations give. */
+const asOpenAiBody = <A extends WorkerNotFound, I>(
+  errorSchema: Schema.Schema<A, I>,
+  fromBody: (body: OpenAiErrorBody) => A
+) =>
+  Schema.transform(OpenAiErrorBody, Schema.typeSchema(errorSchema), {
+    strict: true,
+    decode: fromBody,
+    encode: (error) => toOpenAiError(error).body
+  }).annotations({
+    [HttpApiSchema.AnnotationStatus]: SchemaAST.getAnnotation<number>(HttpApiSchema.AnnotationStatus)(errorSchema.ast).pipe(
+      (o) => (o._tag === "Some" ? o.value : 500)
+    )
+  })
+
+export const WorkerNotFoundBody = asOpenAiBody(
+  WorkerNotFound,
+  (body) => new WorkerNotFound({ workerId: /"(.*)"/.exec(body.error.message)?.[1] ?? "" })
+)
+
+/** Documentation of the error statuses the OpenAI routes answer with, all as the OpenAI body. */
+const documentedError = (status: number, identifier: string) =>
+  OpenAiErrorBody.annotations({ identifier, [HttpApiSchema.AnnotationStatus]: status })
+
+const openAiErrors = [
+  documentedError(400, "InvalidRequestError"),
+  documentedError(401, "AuthenticationError"),
+  documentedError(413, "BodyTooLargeError"),
+  documentedError(429, "RateLimitError"),
+  documentedError(502, "WorkerError"),
+  documentedError(503, "ServiceUnavailableError"),
+  documentedError(504, "TimeoutError")
+] as const
+
+const withOpenAiErrors = <E extends HttpApiEndpoint.HttpApiEndpoint.Any>(endpoint: E): E =>
+  openAiErrors.reduce((e, schema) => (e as unknown as HttpApiEndpoint.HttpApiEndpoint.AnyWithProps).addError(schema) as unknown as E, endpoint)
+
+export class OpenAiGroup extends HttpApiGroup.make("openai")
+  .add(
+    withOpenAiErrors(
+      HttpApiEndpoint.post("chatCompletions", "/v1/chat/completions")
+        .setPayload(ChatCompletionRequest)
+        .addSuccess(ChatCompletion)
+        .annotate(OpenApi.Summary, "Create a chat completion (stream: true answers text/event-stream)")
+    )
+  )
+  .add(
+    withOpenAiErrors(
+      HttpApiEndpoint.post("completions", "/v1/completions")
+        .setPayload(CompletionRequest)
+        .addSuccess(Completion)
+        .annotate(OpenApi.Summary, "Create a completion from a prompt (legacy; stream: true answers text/event-stream)")
+    )
+  )
+  .add(
+    HttpApiEndpoint.get("listModels", "/v1/models")
+      .addSuccess(ModelList)
+      .annotate(OpenApi.Summary, "Every model that some online worker serves")
+  )
+  .annotate(OpenApi.Title, "OpenAI-compatible") {}
+
+export class ClusterGroup extends HttpApiGroup.make("cluster")
+  .add(HttpApiEndpoint.get("status", "/api/cluster/status").addSuccess(ClusterStatus))
+  .add(HttpApiEndpoint.get("workers", "/api/cluster/workers").addSuccess(Schema.Array(WorkerInfo)))
+  .add(
+    HttpApiEndpoint.get("worker", "/api/cluster/workers/:id")
+      .setPath(Schema.Struct({ id: Schema.String }))
+      .addSuccess(WorkerInfo)
+      .addError(WorkerNotFoundBody)
+  )
+  .annotate(OpenApi.Title, "Cluster") {}
+
+export const ReadyBody = Schema.Struct({
+  ready: Schema.Boolean,
+  state: Schema.String,
+  onlineWorkers: Schema.Number
+})
+
+export class NotReady extends Schema.TaggedError<NotReady>()(
+  "NotReady",
+  { ready: Schema.Literal(false), state: Schema.String, onlineWorkers: Schema.Number },
+  { [HttpApiSchema.AnnotationStatus]: 503 }
+) {}
+
+export class HealthGroup extends HttpApiGroup.make("health")
+  .add(HttpApiEndpoint.get("health", "/health").addSuccess(Schema.Struct({ status: Schema.Literal("ok") })))
+  .add(HttpApiEndpoint.get("ready", "/ready").addSuccess(ReadyBody).addError(NotReady))
+  .annotate(OpenApi.Title, "Health") {}
+
+/** Adds the SSE response of the streaming routes to the generated document. */
+const documentSse = (spec: Record<string, unknown>): Record<string, unknown> => {
+  const paths = (spec["paths"] ?? {}) as Record<string, Record<string, { responses?: Record<string, { content?: Record<string, unknown> }> }>>
+  for (const path of ["/v1/chat/completions", "/v1/completions"]) {
+    const ok = paths[path]?.["post"]?.responses?.["200"]
+    if (ok !== undefined) {
+      ok.content = {
+        ...ok.content,
+        "text/event-stream": {
+          schema: {
+            type: "string",
+            description:
+              "With `stream: true`: one `data: <chunk JSON>` event per token (" +
+              JSON.stringify(ChatCompletionChunk.ast.annotations[SchemaAST.TitleAnnotationId] ?? "chat.completion.chunk") +
+              "), a usage chunk when `stream_options.include_usage` is set, then `data: [DONE]`. A failure after the first token ends the stream with one `data: {\"error\":{...}}` event and no `[DONE]`."
+          }
+        }
+      }
+    }
+  }
+  return spec
+}
+
+export class ClusterApi extends HttpApi.make("mlx-cluster")
+  .add(OpenAiGroup)
+  .add(ClusterGroup)
+  .add(HealthGroup)
+  .annotate(OpenApi.Title, "mlx-serving cluster")
+  .annotate(OpenApi.Description, "One OpenAI-compatible endpoint for a cluster of Apple-Silicon Macs")
+  .annotate(OpenApi.Transform, documentSse) {}

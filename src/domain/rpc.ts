@@ -1,0 +1,58 @@
+import { Rpc, RpcGroup } from "@effect/rpc"
+import { Schema } from "effect"
+import { ClusterStatus } from "./cluster.js"
+import { InferenceError, WorkerNotFound } from "./errors.js"
+import { NonNegativeInt, NonNegativeNumber } from "./ids.js"
+import { ChatMessage, FinishReason, Usage } from "./inference.js"
+import { WorkerInfo } from "./worker.js"
+
+/**
+ * The typed RPC group of `/rpc` (CONTRACT §5) for internal tools: served by the controller over
+ * HTTP with NDJSON framing (a stream's items arrive as they are produced), called by
+ * `src/rpc-client.ts` and `scripts/cluster.ts`.
+ */
+
+export const GenerateRequest = Schema.Struct({
+  model: Schema.String.pipe(Schema.minLength(1)),
+  prompt: Schema.optional(Schema.String),
+  messages: Schema.optional(Schema.Array(ChatMessage).pipe(Schema.minItems(1))),
+  /** Capped at `controller.api.max_tokens_ceiling`; `controller.api.default_max_tokens` when absent. */
+  maxTokens: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
+  temperature: Schema.optional(NonNegativeNumber)
+})
+export type GenerateRequest = typeof GenerateRequest.Type
+
+export const GenerateToken = Schema.Struct({
+  type: Schema.Literal("token"),
+  index: NonNegativeInt,
+  token: Schema.String
+})
+
+export const GenerateDone = Schema.Struct({
+  type: Schema.Literal("done"),
+  finishReason: FinishReason,
+  usage: Usage,
+  /** The worker's generation time. */
+  latencyMs: NonNegativeNumber,
+  workerId: Schema.String
+})
+
+/** One item of the `Generate` stream: tokens in order, then one `done`. */
+export const GenerateEvent = Schema.Union(GenerateToken, GenerateDone)
+export type GenerateEvent = typeof GenerateEvent.Type
+
+export class ClusterRpcs extends RpcGroup.make(
+  Rpc.make("ClusterStatus", { success: ClusterStatus }),
+  Rpc.make("ListWorkers", { success: Schema.Array(WorkerInfo) }),
+  Rpc.make("GetWorker", {
+    payload: { workerId: Schema.String },
+    success: WorkerInfo,
+    error: WorkerNotFound
+  }),
+  Rpc.make("Generate", {
+    payload: GenerateRequest,
+    success: GenerateEvent,
+    error: InferenceError,
+    stream: true
+  })
+) {}

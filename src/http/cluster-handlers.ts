@@ -1,0 +1,43 @@
+import { HttpApiBuilder } from "@effect/platform"
+import { Effect, Option } from "effect"
+import { ClusterStatusQuery } from "../controller/cluster-status.js"
+import { ControllerLifecycle } from "../controller/lifecycle.js"
+import { Registry } from "../controller/registry.js"
+import { ClusterApi, NotReady } from "../domain/api.js"
+import { WorkerNotFound } from "../domain/errors.js"
+
+/** `/api/cluster/*`: straight reads of the registry and the statistics. */
+export const ClusterHandlersLive = HttpApiBuilder.group(ClusterApi, "cluster", (handlers) =>
+  Effect.gen(function* () {
+    const registry = yield* Registry
+    const query = yield* ClusterStatusQuery
+    return handlers
+      .handle("status", () => query.status)
+      .handle("workers", () => registry.all)
+      .handle("worker", ({ path }) =>
+        registry.get(path.id).pipe(
+          Effect.flatMap(Option.match({ onNone: () => Effect.fail(new WorkerNotFound({ workerId: path.id })), onSome: Effect.succeed }))
+        )
+      )
+  })
+)
+
+/** `/health` answers while the process serves; `/ready` once ready with at least one online worker. */
+export const HealthHandlersLive = HttpApiBuilder.group(ClusterApi, "health", (handlers) =>
+  Effect.gen(function* () {
+    const registry = yield* Registry
+    const lifecycle = yield* ControllerLifecycle
+    return handlers
+      .handle("health", () => Effect.succeed({ status: "ok" as const }))
+      .handle("ready", () =>
+        Effect.gen(function* () {
+          const state = yield* lifecycle.state
+          const onlineWorkers = (yield* registry.counts).online
+          if (state !== "ready" || onlineWorkers === 0) {
+            return yield* new NotReady({ ready: false, state, onlineWorkers })
+          }
+          return { ready: true, state, onlineWorkers }
+        })
+      )
+  })
+)

@@ -1,0 +1,172 @@
+import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpIncomingMessage } from "@effect/platform"
+import { FileSystem } from "@effect/platform"
+import { Chunk, Clock, Effect, Either, Exit, FiberId, Option, Scope, Stream } from "effect"
+import { randomUUID } from "node:crypto"
+import { ClusterConfigService } from "../config/cluster-config.js"
+import { Registry } from "../controller/registry.js"
+import { type RelayEvent, Router, type RouteRequest } from "../controller/router.js"
+import { ClusterApi } from "../domain/api.js"
+import { BodyTooLarge, type InferenceError, WorkerFailed } from "../domain/errors.js"
+import {
+  type ChatCompletion,
+  ChatCompletionRequest,
+  type Completion,
+  CompletionRequest,
+  type ModelList
+} from "../domain/openai.js"
+import { errorResponse, sseErrorEvent } from "./error-response.js"
+import {
+  chatToRoute,
+  checkContentLength,
+  completionToRoute,
+  decodeBody,
+  parseJson,
+  type TokenLimits
+} from "./openai-request.js"
+import { chatFormat, completionFormat, encodeEvents, type SseFormat, type StreamIdentity } from "./sse.js"
+
+const encoder = new TextEncoder()
+
+const SSE_HEADERS = { "cache-control": "no-cache", "x-accel-buffering": "no" }
+
+/**
+ * Streams `events` as SSE. The first chunk is awaited before the response starts, so a request that
+ * fails before its first token (no worker, timeout) gets a real HTTP error status; afterwards a
+ * failure becomes one SSE error event and no `[DONE]`. The Router's stream lives in a scope of its
+ * own that closes with the body: a client that goes away interrupts it, which cancels the worker.
+ */
+export const sseResponse = (events: Stream.Stream<RelayEvent, InferenceError>, format: SseFormat) =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.make()
+    const pull = yield* Scope.extend(Stream.toPull(events), scope)
+    const first = yield* Effect.either(pull).pipe(Effect.onInterrupt(() => Scope.close(scope, Exit.interrupt(FiberId.none))))
+    if (Either.isLeft(first)) {
+      const error = Option.getOrElse(
+        first.left,
+        () => new WorkerFailed({ workerId: "", code: "empty_stream", message: "the worker ended without a result" })
+      )
+      yield* Scope.close(scope, Exit.fail(error))
+      return errorResponse(error)
+    }
+    let ended: Exit.Exit<void, InferenceError> | undefined
+    const rest = Stream.repeatEffectChunkOption(pull).pipe(
+      Stream.mapChunks((events) => Chunk.of(encodeEvents(format, events))),
+      Stream.concat(
+        Stream.fromEffect(
+          Effect.sync(() => {
+            ended = Exit.void
+          })
+        ).pipe(Stream.drain)
+      ),
+      Stream.catchAll((error) => {
+        ended = Exit.fail(error)
+        return Stream.succeed(sseErrorEvent(error))
+      })
+    )
+    const body = Stream.succeed(format.head + encodeEvents(format, first.right)).pipe(
+      Stream.concat(rest),
+      Stream.map((text) => encoder.encode(text)),
+      // Closing with the right exit tells the Router whether the client left (a cancel) or it ended.
+      Stream.ensuringWith((exit) => Scope.close(scope, ended ?? (Exit.isFailure(exit) ? exit : Exit.void)))
+    )
+    return HttpServerResponse.stream(body, { contentType: "text/event-stream", headers: SSE_HEADERS })
+  })
+
+/** Reads and decodes a JSON body with the body limit; every failure is a wire error. */
+const readBody = <A>(decode: (json: unknown) => Effect.Effect<A, InferenceError>, limitBytes: number) =>
+  Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    yield* checkContentLength(request.headers["content-length"], limitBytes)
+    const text = yield* request.text.pipe(
+      Effect.provideService(HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(limitBytes))),
+      Effect.mapError(() => new BodyTooLarge({ limitBytes }))
+    )
+    return yield* Effect.flatMap(parseJson(text), decode)
+  })
+
+const includeUsage = (body: { readonly stream_options?: { readonly include_usage?: boolean | null | undefined } | null | undefined }) =>
+  body.stream_options?.include_usage === true
+
+const usageOf = (u: { promptTokens: number; completionTokens: number }) => ({
+  prompt_tokens: u.promptTokens,
+  completion_tokens: u.completionTokens,
+  total_tokens: u.promptTokens + u.completionTokens
+})
+
+/** The OpenAI group: thin handlers that decode, call the Router, encode. */
+export const OpenAiHandlersLive = HttpApiBuilder.group(ClusterApi, "openai", (handlers) =>
+  Effect.gen(function* () {
+    const router = yield* Router
+    const registry = yield* Registry
+    const config = yield* ClusterConfigService
+    const limits: TokenLimits = config.controller.api
+    const maxBody = config.controller.api.maxBodyBytes
+    const decodeChat = decodeBody(ChatCompletionRequest)
+    const decodeCompletion = decodeBody(CompletionRequest)
+
+    const identity = (prefix: string, model: string, usage: boolean) =>
+      Effect.map(
+        Clock.currentTimeMillis,
+        (now): StreamIdentity => ({ id: `${prefix}-${randomUUID()}`, created: Math.floor(now / 1000), model, includeUsage: usage })
+      )
+
+    /** Shared by both inference routes: stream or collect, and turn every failure into its response. */
+    const serve = (
+      request: RouteRequest,
+      stream: boolean,
+      id: StreamIdentity,
+      format: (id: StreamIdentity) => SseFormat,
+      whole: (text: string, done: Extract<RelayEvent, { type: "done" }>) => ChatCompletion | Completion
+    ) =>
+      stream
+        ? sseResponse(router.route(request), format(id))
+        : router.complete(request).pipe(Effect.map(({ text, ...done }) => HttpServerResponse.unsafeJson(whole(text, done))))
+
+    return handlers
+      .handleRaw("chatCompletions", () =>
+        Effect.gen(function* () {
+          const body = yield* readBody(decodeChat, maxBody)
+          const id = yield* identity("chatcmpl", body.model, includeUsage(body))
+          return yield* serve(chatToRoute(body, limits), body.stream === true, id, chatFormat, (text, done) => ({
+            id: id.id,
+            object: "chat.completion",
+            created: id.created,
+            model: body.model,
+            choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: done.finishReason }],
+            usage: usageOf(done.usage)
+          }))
+        }).pipe(Effect.catchAll((error) => Effect.succeed(errorResponse(error))))
+      )
+      .handleRaw("completions", () =>
+        Effect.gen(function* () {
+          const body = yield* readBody(decodeCompletion, maxBody)
+          const id = yield* identity("cmpl", body.model, includeUsage(body))
+          return yield* serve(completionToRoute(body, limits), body.stream === true, id, completionFormat, (text, done) => ({
+            id: id.id,
+            object: "text_completion",
+            created: id.created,
+            model: body.model,
+            choices: [{ index: 0, text, finish_reason: done.finishReason, logprobs: null }],
+            usage: usageOf(done.usage)
+          }))
+        }).pipe(Effect.catchAll((error) => Effect.succeed(errorResponse(error))))
+      )
+      .handle("listModels", () =>
+        Effect.map(registry.online, (workers): ModelList => {
+          const firstSeen = new Map<string, number>()
+          for (const w of workers) {
+            for (const model of w.skills.availableModels) {
+              firstSeen.set(model, Math.min(firstSeen.get(model) ?? Number.POSITIVE_INFINITY, w.registeredAt))
+            }
+          }
+          return {
+            object: "list",
+            data: [...firstSeen.entries()]
+              .sort(([a], [b]) => a.localeCompare(b))
+              .map(([id, at]) => ({ id, object: "model", created: Math.floor(at / 1000), owned_by: id.split("/")[0] ?? "cluster" }))
+          }
+        })
+      )
+  })
+)

@@ -1,0 +1,59 @@
+import { HttpLayerRouter, HttpServerRequest } from "@effect/platform"
+import { RpcSerialization, RpcServer } from "@effect/rpc"
+import { Effect, Layer, Option, Stream } from "effect"
+import { ClusterConfigService } from "../config/cluster-config.js"
+import { ClusterStatusQuery } from "../controller/cluster-status.js"
+import { Registry } from "../controller/registry.js"
+import { Router } from "../controller/router.js"
+import { InvalidRequest, WorkerNotFound } from "../domain/errors.js"
+import { ClusterRpcs, type GenerateRequest } from "../domain/rpc.js"
+import { apiKeyAccepted, unauthorizedResponse } from "./websocket.js"
+
+/** `Generate` payload → Router request, with `maxTokens` defaulted and capped like the other front doors. */
+const toRouteRequest = (payload: GenerateRequest, api: { readonly defaultMaxTokens: number; readonly maxTokensCeiling: number }) => ({
+  model: payload.model,
+  maxTokens: Math.min(payload.maxTokens ?? api.defaultMaxTokens, api.maxTokensCeiling),
+  route: "rpc",
+  ...(payload.prompt === undefined ? {} : { prompt: payload.prompt }),
+  ...(payload.messages === undefined ? {} : { messages: payload.messages }),
+  ...(payload.temperature === undefined ? {} : { temperature: payload.temperature })
+})
+
+/** The handlers of `ClusterRpcs`: each one call to a controller service. */
+export const ClusterRpcHandlersLive = ClusterRpcs.toLayer(
+  Effect.gen(function* () {
+    const status = yield* ClusterStatusQuery
+    const registry = yield* Registry
+    const router = yield* Router
+    const api = (yield* ClusterConfigService).controller.api
+    return ClusterRpcs.of({
+      ClusterStatus: () => status.status,
+      ListWorkers: () => registry.all,
+      GetWorker: ({ workerId }) =>
+        registry.get(workerId).pipe(
+          Effect.flatMap(Option.match({ onNone: () => Effect.fail(new WorkerNotFound({ workerId })), onSome: Effect.succeed }))
+        ),
+      Generate: (payload) =>
+        (payload.prompt === undefined) === (payload.messages === undefined)
+          ? Stream.fail(new InvalidRequest({ message: "exactly one of prompt or messages is required", param: "prompt" }))
+          : router.route(toRouteRequest(payload, api))
+    })
+  })
+)
+
+/** With `controller.api.api_keys` set, `/rpc` needs `Authorization: Bearer KEY`, like `/v1/*` and `/api/*`. */
+const RpcApiKeyMiddleware = HttpLayerRouter.middleware(
+  Effect.map(ClusterConfigService, (config) => (httpApp) =>
+    Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+      apiKeyAccepted(request, config.controller.api.apiKeys) ? httpApp : Effect.succeed(unauthorizedResponse())
+    )
+  )
+)
+
+/**
+ * `POST /rpc`: the `ClusterRpcs` group over HTTP with NDJSON framing. Needs the HttpRouter,
+ * `ClusterStatusQuery`, `Registry`, `Router` and the config.
+ */
+export const RpcRouteLive = RpcServer.layerHttpRouter({ group: ClusterRpcs, path: "/rpc", protocol: "http" }).pipe(
+  Layer.provide([ClusterRpcHandlersLive, RpcSerialization.layerNdjson, RpcApiKeyMiddleware.layer])
+)

@@ -1,0 +1,262 @@
+import {
+  Duration,
+  Effect,
+  Either,
+  FiberSet,
+  Layer,
+  Queue,
+  Redacted,
+  Schedule,
+  Stream,
+  type Schema
+} from "effect"
+import {
+  connect,
+  credsAuthenticator,
+  ErrorCode,
+  type ConnectionOptions,
+  type NatsConnection,
+  type NatsError
+} from "nats"
+import { readFileSync } from "node:fs"
+import { ClusterConfigService } from "../config/cluster-config.js"
+import { decoderFor, encodeText, encoderFor } from "./codec.js"
+import {
+  type Incoming,
+  NatsNoResponders,
+  NatsReplyInvalid,
+  NatsRequestTimeout,
+  NatsTransport,
+  type NatsTransportService,
+  type SubscribeOptions
+} from "./nats-transport.js"
+
+export interface NatsConnectOptions {
+  readonly url: string
+  /** Shown in the server's connection list, e.g. `controller@mac-studio`. */
+  readonly name?: string
+  readonly user?: string
+  readonly pass?: Redacted.Redacted<string>
+  readonly token?: Redacted.Redacted<string>
+  readonly credsFile?: string
+  readonly tls?:
+    | boolean
+    | {
+        readonly caFile?: string | undefined
+        readonly certFile?: string | undefined
+        readonly keyFile?: string | undefined
+      }
+  /** Pause between reconnect attempts (also between first-connect attempts). */
+  readonly reconnectWaitMs?: number
+}
+
+const DEFAULT_BUFFER = 16_384
+
+const isNatsError = (u: unknown): u is NatsError => typeof u === "object" && u !== null && "code" in u
+
+const toConnectionOptions = (o: NatsConnectOptions): ConnectionOptions => {
+  const wait = o.reconnectWaitMs ?? 250
+  const tls =
+    o.tls === undefined || o.tls === false
+      ? {}
+      : {
+          tls:
+            o.tls === true
+              ? {}
+              : {
+                  ...(o.tls.caFile === undefined ? {} : { caFile: o.tls.caFile }),
+                  ...(o.tls.certFile === undefined ? {} : { certFile: o.tls.certFile }),
+                  ...(o.tls.keyFile === undefined ? {} : { keyFile: o.tls.keyFile })
+                }
+        }
+  return {
+    servers: o.url,
+    ...(o.name === undefined ? {} : { name: o.name }),
+    ...(o.user === undefined ? {} : { user: o.user }),
+    ...(o.pass === undefined ? {} : { pass: Redacted.value(o.pass) }),
+    ...(o.token === undefined ? {} : { token: Redacted.value(o.token) }),
+    ...(o.credsFile === undefined ? {} : { authenticator: credsAuthenticator(readFileSync(o.credsFile)) }),
+    ...tls,
+    // A cluster must outlive NATS restarts: never give up, retry quickly.
+    reconnect: true,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: wait,
+    reconnectJitter: Math.min(100, wait),
+    // Notice a dead server within seconds, not the client's default two minutes.
+    pingInterval: 5_000,
+    maxPingOut: 2,
+    timeout: 5_000
+  }
+}
+
+/** Host and port of a NATS URL, for log lines that never show credentials. */
+const safeUrl = (url: string) => {
+  try {
+    const u = new URL(url)
+    return `${u.protocol}//${u.host}`
+  } catch {
+    return url
+  }
+}
+
+const describe = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
+
+/** Connects, retrying with a log line per failure until it succeeds: a worker may start before NATS. */
+const connectWithRetry = (options: NatsConnectOptions) =>
+  Effect.tryPromise({ try: () => connect(toConnectionOptions(options)), catch: describe }).pipe(
+    Effect.tapError((reason) =>
+      Effect.logWarning(`cannot reach NATS at ${safeUrl(options.url)}: ${reason}; retrying`)
+    ),
+    Effect.retry(Schedule.exponential(Duration.millis(250), 1.5).pipe(Schedule.union(Schedule.spaced("5 seconds")))),
+    Effect.orDie
+  )
+
+const watchStatus = (nc: NatsConnection, url: string) =>
+  Effect.gen(function* () {
+    const run = yield* FiberSet.makeRuntime<never>()
+    // The status iterator ends when the connection closes, so this loop needs no interruption.
+    void (async () => {
+      for await (const s of nc.status()) {
+        switch (s.type) {
+          case "disconnect":
+            run(Effect.logWarning(`NATS disconnected from ${safeUrl(url)}; reconnecting`))
+            break
+          case "reconnect":
+            run(Effect.logInfo(`NATS reconnected to ${safeUrl(url)}`))
+            break
+          case "error":
+            run(Effect.logWarning(`NATS error: ${String(s.data)}`))
+            break
+          default:
+            break
+        }
+      }
+    })()
+  })
+
+const make = (options: NatsConnectOptions) =>
+  Effect.gen(function* () {
+    const nc = yield* Effect.acquireRelease(connectWithRetry(options), (nc) =>
+      Effect.promise(() => (nc.isClosed() ? Promise.resolve() : nc.drain().catch(() => nc.close()))).pipe(
+        Effect.timeout("5 seconds"),
+        Effect.catchAll(() => Effect.promise(() => nc.close())),
+        Effect.zipRight(Effect.logDebug("NATS connection drained"))
+      )
+    )
+    yield* watchStatus(nc, options.url)
+    yield* Effect.logInfo(`connected to NATS at ${safeUrl(options.url)}`)
+
+    const publishBytes = (subject: string, bytes: Uint8Array): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        try {
+          nc.publish(subject, bytes)
+          return Effect.void
+        } catch (cause) {
+          // Only a closed connection throws here; the message is lost either way, so say so.
+          return Effect.logWarning(`NATS publish to ${subject} failed: ${describe(cause)}`)
+        }
+      })
+
+    const publish = <A, I>(subject: string, schema: Schema.Schema<A, I>, message: A) =>
+      Either.match(encoderFor(schema)(message), {
+        onLeft: (reason) => Effect.logError(`not publishing an invalid message on ${subject}: ${reason}`),
+        onRight: (bytes) => publishBytes(subject, bytes)
+      })
+
+    const subscribe = <A, I>(subject: string, schema: Schema.Schema<A, I>, opts: SubscribeOptions = {}) =>
+      Effect.gen(function* () {
+        const run = yield* FiberSet.makeRuntime<never>()
+        const size = opts.bufferSize ?? DEFAULT_BUFFER
+        const queue = yield* Effect.acquireRelease(Queue.dropping<Incoming<A>>(size), Queue.shutdown)
+        const decode = decoderFor(schema)
+        let dropped = 0
+        const sub = yield* Effect.acquireRelease(
+          Effect.sync(() =>
+            nc.subscribe(subject, {
+              ...(opts.queue === undefined ? {} : { queue: opts.queue }),
+              callback: (err, msg) => {
+                if (err !== null) {
+                  run(Effect.logWarning(`NATS subscription ${subject}: ${err.message}`))
+                  return
+                }
+                const decoded = decode(msg.data)
+                if (Either.isLeft(decoded)) {
+                  run(Effect.logWarning(`dropped a message on ${msg.subject}: ${decoded.left}`))
+                  return
+                }
+                const offered = queue.unsafeOffer({
+                  subject: msg.subject,
+                  data: decoded.right,
+                  replyTo: msg.reply === "" ? undefined : msg.reply
+                })
+                if (!offered && dropped++ % 1000 === 0) {
+                  run(Effect.logWarning(`subscription ${subject} is ${size} messages behind; dropping`))
+                }
+              }
+            })
+          ),
+          (sub) => Effect.sync(() => sub.unsubscribe())
+        )
+        void sub
+        return Stream.fromQueue(queue)
+      })
+
+    const request = <A, I, B, BI>(
+      subject: string,
+      schema: Schema.Schema<A, I>,
+      message: A,
+      replySchema: Schema.Schema<B, BI>,
+      opts: { readonly timeoutMs: number }
+    ) =>
+      Effect.gen(function* () {
+        const bytes = yield* Either.match(encoderFor(schema)(message), {
+          onLeft: (reason) => Effect.die(new Error(`invalid request on ${subject}: ${reason}`)),
+          onRight: Effect.succeed
+        })
+        const reply = yield* Effect.tryPromise({
+          // nats' own timeout: an Effect.timeout would leave nats' promise pending.
+          try: () => nc.request(subject, bytes, { timeout: opts.timeoutMs }),
+          catch: (cause): NatsNoResponders | NatsRequestTimeout | NatsReplyInvalid => {
+            if (isNatsError(cause) && cause.code === ErrorCode.NoResponders) return new NatsNoResponders({ subject })
+            if (isNatsError(cause) && cause.code === ErrorCode.Timeout) {
+              return new NatsRequestTimeout({ subject, timeoutMs: opts.timeoutMs })
+            }
+            return new NatsReplyInvalid({ subject, reason: describe(cause) })
+          }
+        })
+        return yield* Either.match(decoderFor(replySchema)(reply.data), {
+          onLeft: (reason) => Effect.fail(new NatsReplyInvalid({ subject, reason })),
+          onRight: Effect.succeed
+        })
+      })
+
+    const service: NatsTransportService = {
+      publish,
+      publishRaw: (subject, payload) =>
+        publishBytes(subject, typeof payload === "string" ? encodeText(payload) : payload),
+      subscribe,
+      request,
+      respond: publish,
+      flush: Effect.promise(() => nc.flush()).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+    }
+    return service
+  })
+
+/** A NATS connection owned by the layer's scope: connect on acquire, drain on release. */
+export const layer = (options: NatsConnectOptions): Layer.Layer<NatsTransport> =>
+  Layer.scoped(NatsTransport, make(options))
+
+/** The connection the config describes (`nats.server_url` and credentials). */
+export const NatsTransportLive: Layer.Layer<NatsTransport, never, ClusterConfigService> = Layer.unwrapEffect(
+  Effect.map(ClusterConfigService, (config) =>
+    layer({
+      url: config.nats.serverUrl,
+      name: `mlx-cluster ${config.mode}`,
+      ...(config.nats.user === undefined ? {} : { user: config.nats.user }),
+      ...(config.nats.pass === undefined ? {} : { pass: config.nats.pass }),
+      ...(config.nats.token === undefined ? {} : { token: config.nats.token }),
+      ...(config.nats.credsFile === undefined ? {} : { credsFile: config.nats.credsFile }),
+      ...(config.nats.tls === undefined ? {} : { tls: config.nats.tls })
+    })
+  )
+)

@@ -1,0 +1,56 @@
+import { Context, Data, type Stream } from "effect"
+import type { FinishReason, InferenceRequest, Usage } from "../../domain/inference.js"
+
+/** One piece of generated text. */
+export interface TokenPiece {
+  readonly _tag: "Token"
+  readonly text: string
+}
+
+/** The end of a generation; always the last piece. */
+export interface FinishPiece {
+  readonly _tag: "Finish"
+  readonly finishReason: FinishReason
+  readonly usage: Usage
+}
+
+export type EnginePiece = TokenPiece | FinishPiece
+
+export const tokenPiece = (text: string): TokenPiece => ({ _tag: "Token", text })
+export const finishPiece = (finishReason: FinishReason, usage: Usage): FinishPiece => ({
+  _tag: "Finish",
+  finishReason,
+  usage
+})
+
+/**
+ * An engine failure; `code` becomes the `code` of the `error` TokenMessage. Codes used:
+ * `upstream_error` (non-2xx answer), `upstream_unreachable` (no connection), `upstream_disconnected`
+ * (stream cut before its end), `upstream_malformed` (unparseable SSE), `engine_start_failed`
+ * (mlx-lm server did not come up), `engine_error` (anything else).
+ */
+export class EngineError extends Data.TaggedError("EngineError")<{
+  readonly code: string
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+export interface InferenceEngineService {
+  /** The engine's type string: `capabilities.engine` (`synthetic`, `openai`, `mlx-lm`). */
+  readonly type: string
+  /**
+   * Generates the answer to `request` with the model at `modelPath` (a path from the skills).
+   * Token pieces in order, then exactly one `Finish` piece. Interrupting the stream stops the work
+   * (the upstream request is aborted).
+   */
+  readonly generate: (request: InferenceRequest, modelPath: string) => Stream.Stream<EnginePiece, EngineError>
+}
+
+/** The inference engine port; its implementation is chosen by `worker.engine.type`. */
+export class InferenceEngine extends Context.Tag("worker/InferenceEngine")<InferenceEngine, InferenceEngineService>() {}
+
+/** Prompt tokens as engines without a tokenizer count them: whitespace-separated words of every message. */
+export const countPromptTokens = (request: InferenceRequest): number => {
+  const texts = [...(request.messages ?? []).map((m) => m.content), ...(request.prompt !== undefined ? [request.prompt] : [])]
+  return texts.reduce((n, text) => n + text.split(/\s+/).filter((w) => w.length > 0).length, 0)
+}

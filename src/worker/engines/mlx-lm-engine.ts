@@ -1,0 +1,323 @@
+import * as Net from "node:net"
+import { Command, HttpClient } from "@effect/platform"
+import type { CommandExecutor, Process } from "@effect/platform/CommandExecutor"
+import {
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  ExecutionStrategy,
+  Exit,
+  Layer,
+  Option,
+  Ref,
+  Schedule,
+  Scope,
+  Stream
+} from "effect"
+import { ClusterConfigService } from "../../config/cluster-config.js"
+import { EngineError, InferenceEngine, type InferenceEngineService } from "./inference-engine.js"
+import { streamChatCompletion } from "./openai-engine.js"
+
+/**
+ * The `mlx-lm` engine: one `PYTHON -m MODULE --model PATH --port P` child (normally
+ * `python3 -m mlx_lm.server`) per served model, started on that model's first request and spoken
+ * to with the openai engine's code.
+ *
+ * - Ports: the lowest port from `base_port` upward that no other child holds and that can be bound
+ *   on the host right now.
+ * - Ready when `GET http://HOST:P/v1/models` answers (any status below 500) within
+ *   `startup_timeout_ms`; a child that exits or stays silent until then fails the request with
+ *   `engine_start_failed` (naming the exit code and its last output lines) and is stopped.
+ * - Requests that arrive while a child starts wait for the same start. A start goes on when the
+ *   request that caused it is cancelled, so the next request finds the server up.
+ * - A child that exits (crash, kill) is forgotten at once; the next request starts it again.
+ * - Its stdout/stderr are drained (debug log; the last lines kept for error messages).
+ * - Stopping (scope close, shutdown): SIGTERM to the child's process group, SIGKILL after
+ *   `stopGraceMs` (5 s).
+ * - The `model` field is not sent: `mlx_lm.server` then uses the model it was started with
+ *   (sending an absolute path would make it try to load that path as a new model).
+ */
+
+export interface MlxLmOptions {
+  readonly python: string
+  readonly module: string
+  readonly basePort: number
+  readonly startupTimeoutMs: number
+  /** Where the child listens and is reached; default `127.0.0.1`. */
+  readonly host?: string
+  /** Working directory of the child (tests point it at a fake server package). */
+  readonly cwd?: string
+  /** Extra environment variables of the child. */
+  readonly env?: Readonly<Record<string, string>>
+  /** Time between SIGTERM and SIGKILL on stop; default 5 s. */
+  readonly stopGraceMs?: number
+}
+
+export interface RunningServer {
+  readonly modelPath: string
+  readonly port: number
+  readonly pid: number
+  readonly baseUrl: string
+}
+
+export interface MlxLmSupervisor {
+  /** The running server for `modelPath`, started (and awaited) when there is none. */
+  readonly ensure: (modelPath: string) => Effect.Effect<RunningServer, EngineError>
+  /** The servers that are up now. */
+  readonly running: Effect.Effect<ReadonlyArray<RunningServer>>
+}
+
+interface Slot {
+  readonly ready: Deferred.Deferred<RunningServer, EngineError>
+}
+
+interface State {
+  readonly slots: ReadonlyMap<string, Slot>
+  readonly ports: ReadonlySet<number>
+  readonly up: ReadonlyMap<string, RunningServer>
+}
+
+const TAIL_LINES = 20
+
+/** True when `port` can be bound on `host` now. */
+export const isPortFree = (port: number, host: string): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const server = Net.createServer()
+    server.once("error", () => resume(Effect.succeed(false)))
+    server.listen({ port, host, exclusive: true }, () => {
+      server.close(() => resume(Effect.succeed(true)))
+    })
+  })
+
+const stoppedError = () => new EngineError({ code: "engine_stopped", message: "the mlx-lm engine has stopped" })
+
+const startFailed = (message: string, cause?: unknown) =>
+  new EngineError({ code: "engine_start_failed", message, ...(cause !== undefined ? { cause } : {}) })
+
+/** Stops a child: SIGTERM to its group, then SIGKILL when it is still there after `graceMs`. */
+const stopChild = (proc: Process, graceMs: number, label: string) =>
+  Effect.gen(function* () {
+    const running = yield* proc.isRunning.pipe(Effect.orElseSucceed(() => false))
+    if (!running) return
+    yield* Effect.logInfo(`stopping ${label} (pid ${proc.pid})`)
+    const stopped = yield* proc.kill("SIGTERM").pipe(
+      Effect.timeoutOption(Duration.millis(graceMs)),
+      Effect.orElseSucceed(() => Option.none())
+    )
+    if (Option.isNone(stopped)) {
+      yield* Effect.logWarning(`${label} (pid ${proc.pid}) ignored SIGTERM for ${graceMs} ms: SIGKILL`)
+      yield* proc.kill("SIGKILL").pipe(Effect.timeout("5 seconds"), Effect.ignore)
+    }
+  })
+
+export const makeMlxLmSupervisor = (
+  options: MlxLmOptions
+): Effect.Effect<MlxLmSupervisor, never, Scope.Scope | CommandExecutor | HttpClient.HttpClient> =>
+  Effect.gen(function* () {
+    const host = options.host ?? "127.0.0.1"
+    const graceMs = options.stopGraceMs ?? 5_000
+    const supervisorScope = yield* Effect.scope
+    const context = yield* Effect.context<CommandExecutor | HttpClient.HttpClient>()
+    const client = yield* HttpClient.HttpClient
+    const state = yield* Ref.make<State>({ slots: new Map(), ports: new Set(), up: new Map() })
+    const portLock = yield* Effect.makeSemaphore(1)
+    let closed = false
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        closed = true
+        const pending = (yield* Ref.get(state)).slots.values()
+        for (const slot of pending) yield* Deferred.fail(slot.ready, stoppedError())
+      })
+    )
+
+    const releasePort = (port: number) =>
+      Ref.update(state, (s) => {
+        const ports = new Set(s.ports)
+        ports.delete(port)
+        return { ...s, ports }
+      })
+
+    const forget = (modelPath: string, slot: Slot) =>
+      Ref.update(state, (s) => {
+        if (s.slots.get(modelPath) !== slot) return s
+        const slots = new Map(s.slots)
+        slots.delete(modelPath)
+        const up = new Map(s.up)
+        up.delete(modelPath)
+        return { ...s, slots, up }
+      })
+
+    const allocatePort = portLock.withPermits(1)(
+      Effect.gen(function* () {
+        for (let port = options.basePort; port <= 65535; port++) {
+          const taken = (yield* Ref.get(state)).ports.has(port)
+          if (taken) continue
+          if (yield* isPortFree(port, host)) {
+            yield* Ref.update(state, (s) => ({ ...s, ports: new Set([...s.ports, port]) }))
+            return port
+          }
+        }
+        return yield* Effect.fail(startFailed(`no free port from ${options.basePort} upward`))
+      })
+    )
+
+    const probe = (baseUrl: string) =>
+      client.get(`${baseUrl}/models`).pipe(
+        Effect.flatMap((res) => (res.status < 500 ? Effect.void : Effect.fail(`status ${res.status}`))),
+        Effect.timeout("2 seconds"),
+        Effect.scoped
+      )
+
+    const start = (modelPath: string, slot: Slot) =>
+      Effect.gen(function* () {
+        const port = yield* allocatePort
+        const label = `mlx-lm server for ${modelPath} on port ${port}`
+        const baseUrl = `http://${host}:${port}/v1`
+        const childScope = yield* Scope.fork(supervisorScope, ExecutionStrategy.sequential)
+        const closeChild = Scope.close(childScope, Exit.void)
+        const fail = (error: EngineError) =>
+          closeChild.pipe(
+            Effect.zipRight(releasePort(port)),
+            Effect.zipRight(forget(modelPath, slot)),
+            Effect.zipRight(Effect.logWarning(`${label}: ${error.message}`)),
+            Effect.zipRight(Deferred.fail(slot.ready, error))
+          )
+
+        let command = Command.make(
+          options.python,
+          "-m",
+          options.module,
+          "--model",
+          modelPath,
+          "--port",
+          String(port)
+        ).pipe(Command.env(options.env ?? {}))
+        if (options.cwd !== undefined) command = Command.workingDirectory(command, options.cwd)
+
+        const started = yield* Command.start(command).pipe(Scope.extend(childScope), Effect.either)
+        if (Either.isLeft(started)) {
+          return yield* fail(startFailed(`cannot start ${options.python} -m ${options.module}: ${started.left.message}`, started.left))
+        }
+        const proc = started.right
+        yield* Scope.addFinalizer(childScope, stopChild(proc, graceMs, label))
+        yield* Effect.logInfo(`starting ${label} (pid ${proc.pid})`)
+
+        const tail: Array<string> = []
+        yield* Stream.merge(proc.stdout, proc.stderr).pipe(
+          Stream.decodeText(),
+          Stream.splitLines,
+          Stream.runForEach((line) =>
+            Effect.sync(() => {
+              tail.push(line)
+              if (tail.length > TAIL_LINES) tail.shift()
+            }).pipe(Effect.zipRight(Effect.logDebug(`[mlx-lm ${port}] ${line}`)))
+          ),
+          Effect.ignore,
+          Effect.forkIn(childScope)
+        )
+        const output = () => (tail.length > 0 ? `; last output:\n${tail.join("\n")}` : "")
+
+        const exited = yield* Deferred.make<string>()
+        yield* proc.exitCode.pipe(
+          Effect.map((code) => `exited with code ${code}`),
+          Effect.orElseSucceed(() => "was killed by a signal"),
+          Effect.tap((how) => Deferred.succeed(exited, how)),
+          Effect.flatMap((how) =>
+            Effect.gen(function* () {
+              const wasUp = (yield* Ref.get(state)).up.get(modelPath)?.pid === proc.pid
+              yield* forget(modelPath, slot)
+              yield* releasePort(port)
+              if (wasUp) yield* Effect.logWarning(`${label} ${how}; the next request starts it again${output()}`)
+              yield* closeChild
+            })
+          ),
+          Effect.forkIn(childScope)
+        )
+
+        const ready = yield* probe(baseUrl).pipe(
+          Effect.retry(Schedule.spaced("200 millis")),
+          Effect.either,
+          Effect.raceFirst(Deferred.await(exited).pipe(Effect.map(Either.left))),
+          Effect.timeoutOption(Duration.millis(options.startupTimeoutMs))
+        )
+        if (Option.isNone(ready)) {
+          return yield* fail(startFailed(`${label} did not answer within ${options.startupTimeoutMs} ms${output()}`))
+        }
+        if (Either.isLeft(ready.value)) {
+          return yield* fail(startFailed(`${label} ${String(ready.value.left)} while starting${output()}`))
+        }
+        const server: RunningServer = { modelPath, port, pid: proc.pid, baseUrl }
+        yield* Ref.update(state, (s) => ({ ...s, up: new Map([...s.up, [modelPath, server]]) }))
+        yield* Effect.logInfo(`${label} is ready`)
+        yield* Deferred.succeed(slot.ready, server)
+      }).pipe(
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit)
+            ? Effect.void
+            : Deferred.failCause(slot.ready, exit.cause).pipe(Effect.zipRight(forget(modelPath, slot)))
+        )
+      )
+
+    const ensure = (modelPath: string) =>
+      Effect.gen(function* () {
+        if (closed) return yield* Effect.fail(stoppedError())
+        const fresh: Slot = { ready: yield* Deferred.make<RunningServer, EngineError>() }
+        const [slot, isNew] = yield* Ref.modify(state, (s): readonly [readonly [Slot, boolean], State] => {
+          const existing = s.slots.get(modelPath)
+          if (existing !== undefined) return [[existing, false], s]
+          return [[fresh, true], { ...s, slots: new Map([...s.slots, [modelPath, fresh]]) }]
+        })
+        if (isNew) yield* start(modelPath, slot).pipe(Effect.provide(context), Effect.forkIn(supervisorScope))
+        return yield* Deferred.await(slot.ready)
+      })
+
+    return {
+      ensure,
+      running: Ref.get(state).pipe(Effect.map((s) => [...s.up.values()]))
+    }
+  })
+
+/** The mlx-lm engine over a supervisor. */
+export const makeMlxLmEngine = (
+  options: MlxLmOptions
+): Effect.Effect<InferenceEngineService & { readonly supervisor: MlxLmSupervisor }, never, Scope.Scope | CommandExecutor | HttpClient.HttpClient> =>
+  Effect.gen(function* () {
+    const supervisor = yield* makeMlxLmSupervisor(options)
+    const client = yield* HttpClient.HttpClient
+    return {
+      type: "mlx-lm",
+      supervisor,
+      generate: (request, modelPath) =>
+        Stream.unwrap(
+          supervisor
+            .ensure(modelPath)
+            .pipe(
+              Effect.map((server) =>
+                streamChatCompletion(client, { baseUrl: server.baseUrl, model: () => undefined }, request)
+              )
+            )
+        )
+    }
+  })
+
+export const mlxLmEngineLayer = (
+  options: MlxLmOptions
+): Layer.Layer<InferenceEngine, never, CommandExecutor | HttpClient.HttpClient> =>
+  Layer.scoped(InferenceEngine, makeMlxLmEngine(options))
+
+/** The mlx-lm engine with `worker.engine.mlx_lm` from the config. */
+export const MlxLmEngineLive: Layer.Layer<InferenceEngine, never, ClusterConfigService | CommandExecutor | HttpClient.HttpClient> =
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const config = yield* ClusterConfigService
+      const mlx = config.worker.engine.mlxLm
+      yield* Effect.logInfo(`inference engine: mlx-lm (${mlx.python} -m ${mlx.module}, ports from ${mlx.basePort})`)
+      return mlxLmEngineLayer({
+        python: mlx.python,
+        module: mlx.module,
+        basePort: mlx.basePort,
+        startupTimeoutMs: mlx.startupTimeoutMs
+      })
+    })
+  )

@@ -1,0 +1,260 @@
+import { HttpClient, HttpClientRequest } from "@effect/platform"
+import { Effect, Either, Layer, Option, ParseResult, Redacted, Schema, Stream } from "effect"
+import { ClusterConfigService } from "../../config/cluster-config.js"
+import type { FinishReason, InferenceRequest, Usage } from "../../domain/inference.js"
+import {
+  countPromptTokens,
+  EngineError,
+  type EnginePiece,
+  finishPiece,
+  InferenceEngine,
+  type InferenceEngineService,
+  tokenPiece
+} from "./inference-engine.js"
+
+/**
+ * The `openai` engine: any OpenAI-compatible server. `POST {base_url}/chat/completions` with
+ * `stream: true`, read as server-sent events (`data: {...}` lines ending in `data: [DONE]`).
+ *
+ * - Model sent upstream: `engine.openai.model`, else the cluster's model name (mlx-lm omits it:
+ *   `mlx_lm.server` then uses the model it was started with).
+ * - A prompt is sent as one user message. `stream_options.include_usage` is asked for; usage comes
+ *   from the chunk that carries it, else prompt words and received pieces are counted.
+ * - Every content delta is one token piece. `finish_reason: "length"` → length, any other → stop.
+ * - Failures become an `EngineError`: non-2xx (`upstream_error`, with the status and the start of
+ *   the body), no connection (`upstream_unreachable`), a stream that ends or breaks before
+ *   `[DONE]` and before any finish reason (`upstream_disconnected`), a data line that is not a chunk
+ *   (`upstream_malformed`), an `error` object in the stream (`upstream_error`).
+ * - Interrupting the stream aborts the upstream HTTP request.
+ */
+
+export interface OpenAiTarget {
+  /** e.g. `http://127.0.0.1:8000/v1` (a trailing `/` is fine). */
+  readonly baseUrl: string
+  readonly apiKey?: Redacted.Redacted<string> | undefined
+  /** The `model` field sent upstream; `undefined` omits the field. */
+  readonly model: (request: InferenceRequest) => string | undefined
+}
+
+const Delta = Schema.Struct({ content: Schema.optional(Schema.NullOr(Schema.String)) })
+
+const ChunkChoice = Schema.Struct({
+  delta: Schema.optional(Schema.NullOr(Delta)),
+  /** Legacy `/completions` chunks carry `text`. */
+  text: Schema.optional(Schema.NullOr(Schema.String)),
+  finish_reason: Schema.optional(Schema.NullOr(Schema.String))
+})
+
+const ChunkUsage = Schema.Struct({
+  prompt_tokens: Schema.Number.pipe(Schema.int(), Schema.nonNegative()),
+  completion_tokens: Schema.Number.pipe(Schema.int(), Schema.nonNegative())
+})
+
+/** One `chat.completion.chunk` (extra fields are ignored). */
+export const ChatCompletionChunk = Schema.Struct({
+  choices: Schema.optional(Schema.Array(ChunkChoice)),
+  usage: Schema.optional(Schema.NullOr(ChunkUsage)),
+  error: Schema.optional(Schema.Unknown)
+})
+
+/** What one SSE line means. */
+export type SseLine =
+  | { readonly _tag: "Ignore" }
+  | { readonly _tag: "Done" }
+  | {
+      readonly _tag: "Chunk"
+      readonly texts: ReadonlyArray<string>
+      readonly finishReason: FinishReason | undefined
+      readonly usage: Usage | undefined
+    }
+  | { readonly _tag: "UpstreamError"; readonly message: string }
+
+const decodeChunk = Schema.decodeUnknownEither(Schema.parseJson(ChatCompletionChunk))
+
+const errorText = (error: unknown): string => {
+  if (typeof error === "string") return error
+  if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
+    return error.message
+  }
+  return JSON.stringify(error)
+}
+
+/** Parses one line of an SSE body; `Left` is a malformed data line. */
+export const parseSseLine = (line: string): Either.Either<SseLine, string> => {
+  const trimmed = line.endsWith("\r") ? line.slice(0, -1) : line
+  if (!trimmed.startsWith("data:")) return Either.right({ _tag: "Ignore" }) // comments, event:, id:, blank lines
+  const data = trimmed.slice(5).trim()
+  if (data.length === 0) return Either.right({ _tag: "Ignore" })
+  if (data === "[DONE]") return Either.right({ _tag: "Done" })
+  return Either.match(decodeChunk(data), {
+    onLeft: (error) =>
+      Either.left(`malformed SSE data ${JSON.stringify(data.slice(0, 120))}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`),
+    onRight: (chunk): Either.Either<SseLine, string> => {
+      if (chunk.error !== undefined && chunk.error !== null) {
+        return Either.right({ _tag: "UpstreamError", message: errorText(chunk.error) })
+      }
+      const texts: Array<string> = []
+      let finishReason: FinishReason | undefined
+      for (const choice of chunk.choices ?? []) {
+        const text = choice.delta?.content ?? choice.text ?? ""
+        if (text.length > 0) texts.push(text)
+        if (choice.finish_reason !== undefined && choice.finish_reason !== null) {
+          finishReason = choice.finish_reason === "length" ? "length" : "stop"
+        }
+      }
+      const usage =
+        chunk.usage !== undefined && chunk.usage !== null
+          ? { promptTokens: chunk.usage.prompt_tokens, completionTokens: chunk.usage.completion_tokens }
+          : undefined
+      return Either.right({ _tag: "Chunk", texts, finishReason, usage })
+    }
+  })
+}
+
+/** The JSON body of the upstream request. */
+export const chatCompletionBody = (request: InferenceRequest, model: string | undefined): Record<string, unknown> => ({
+  ...(model !== undefined ? { model } : {}),
+  messages: request.messages ?? [{ role: "user", content: request.prompt ?? "" }],
+  max_tokens: request.maxTokens,
+  stream: true,
+  stream_options: { include_usage: true },
+  ...(request.temperature !== undefined ? { temperature: request.temperature } : {}),
+  ...(request.topP !== undefined ? { top_p: request.topP } : {}),
+  ...(request.stop !== undefined && request.stop.length > 0 ? { stop: request.stop } : {})
+})
+
+const joinUrl = (base: string, path: string): string => `${base.replace(/\/+$/, "")}/${path}`
+
+const MAX_ERROR_BODY = 500
+
+/** Streams one chat completion from an OpenAI-compatible server. */
+export const streamChatCompletion = (
+  client: HttpClient.HttpClient,
+  target: OpenAiTarget,
+  request: InferenceRequest
+): Stream.Stream<EnginePiece, EngineError> =>
+  Stream.suspend(() => {
+    const url = joinUrl(target.baseUrl, "chat/completions")
+    let httpRequest = HttpClientRequest.post(url).pipe(
+      HttpClientRequest.setHeader("accept", "text/event-stream"),
+      HttpClientRequest.bodyUnsafeJson(chatCompletionBody(request, target.model(request)))
+    )
+    if (target.apiKey !== undefined) {
+      httpRequest = HttpClientRequest.bearerToken(httpRequest, Redacted.value(target.apiKey))
+    }
+
+    const state = {
+      tokens: 0,
+      finishReason: undefined as FinishReason | undefined,
+      usage: undefined as Usage | undefined,
+      done: false
+    }
+
+    const response = client.execute(httpRequest).pipe(
+      Effect.mapError(
+        (cause) =>
+          new EngineError({
+            code: "upstream_unreachable",
+            message: `cannot reach ${url}: ${cause.message}`,
+            cause
+          })
+      ),
+      Effect.flatMap((res) =>
+        res.status >= 200 && res.status < 300
+          ? Effect.succeed(res)
+          : res.text.pipe(
+              Effect.orElseSucceed(() => ""),
+              Effect.flatMap((text) =>
+                Effect.fail(
+                  new EngineError({
+                    code: "upstream_error",
+                    message: `upstream answered ${res.status}${text.length > 0 ? `: ${text.slice(0, MAX_ERROR_BODY)}` : ""}`
+                  })
+                )
+              )
+            )
+      )
+    )
+
+    const pieces = Stream.unwrap(Effect.map(response, (res) => res.stream)).pipe(
+      Stream.catchTag("ResponseError", (cause) =>
+        Stream.fail(
+          new EngineError({
+            code: "upstream_disconnected",
+            message: `upstream stream broke: ${cause.message}`,
+            cause
+          })
+        )
+      ),
+      Stream.decodeText(),
+      Stream.splitLines,
+      Stream.takeUntil((line) => line.trim() === "data: [DONE]" || line.trim() === "data:[DONE]"),
+      Stream.mapConcatEffect((line) =>
+        Either.match(parseSseLine(line), {
+          onLeft: (message) => Effect.fail(new EngineError({ code: "upstream_malformed", message })),
+          onRight: (parsed): Effect.Effect<ReadonlyArray<EnginePiece>, EngineError> => {
+            switch (parsed._tag) {
+              case "Ignore":
+                return Effect.succeed([])
+              case "Done":
+                state.done = true
+                return Effect.succeed([])
+              case "UpstreamError":
+                return Effect.fail(new EngineError({ code: "upstream_error", message: parsed.message }))
+              case "Chunk":
+                if (parsed.finishReason !== undefined) state.finishReason = parsed.finishReason
+                if (parsed.usage !== undefined) state.usage = parsed.usage
+                state.tokens += parsed.texts.length
+                return Effect.succeed(parsed.texts.map(tokenPiece))
+            }
+          }
+        })
+      )
+    )
+
+    const finish = Stream.fromEffect(
+      Effect.suspend(() =>
+        state.done || state.finishReason !== undefined
+          ? Effect.succeed<EnginePiece>(
+              finishPiece(
+                state.finishReason ?? "stop",
+                state.usage ?? { promptTokens: countPromptTokens(request), completionTokens: state.tokens }
+              )
+            )
+          : Effect.fail(
+              new EngineError({
+                code: "upstream_disconnected",
+                message: "upstream stream ended before [DONE]"
+              })
+            )
+      )
+    )
+    return Stream.concat(pieces, finish)
+  })
+
+/** An engine talking to one OpenAI-compatible server. */
+export const makeOpenAiEngine = (target: OpenAiTarget, type = "openai") =>
+  Effect.map(
+    HttpClient.HttpClient,
+    (client): InferenceEngineService => ({
+      type,
+      generate: (request) => streamChatCompletion(client, target, request)
+    })
+  )
+
+/** The openai engine with `worker.engine.openai` from the config. */
+export const OpenAiEngineLive: Layer.Layer<InferenceEngine, never, ClusterConfigService | HttpClient.HttpClient> =
+  Layer.effect(
+    InferenceEngine,
+    Effect.gen(function* () {
+      const config = yield* ClusterConfigService
+      const openai = config.worker.engine.openai
+      const fixedModel = Option.fromNullable(openai.model)
+      yield* Effect.logInfo(`inference engine: openai-compatible server at ${openai.baseUrl}`)
+      return yield* makeOpenAiEngine({
+        baseUrl: openai.baseUrl,
+        apiKey: openai.apiKey,
+        model: (request) => Option.getOrElse(fixedModel, () => request.model)
+      })
+    })
+  )

@@ -1,0 +1,182 @@
+import { Chunk, Clock, Effect, Layer, Stream } from "effect"
+import { ClusterConfigService } from "../../config/cluster-config.js"
+import type { FinishReason, InferenceRequest } from "../../domain/inference.js"
+import {
+  countPromptTokens,
+  type EnginePiece,
+  finishPiece,
+  InferenceEngine,
+  type InferenceEngineService,
+  tokenPiece
+} from "./inference-engine.js"
+
+/**
+ * The `synthetic` engine: no model weights, deterministic text for tests, demos and benchmarks.
+ *
+ * - Same request (model + messages/prompt + maxTokens + stop) → same tokens: words of a fixed
+ *   vocabulary drawn by a PRNG seeded with an FNV-1a hash of the model and the prompt.
+ * - The answer's natural length is 32..256 tokens (from the hash); it ends there with `stop`, at
+ *   `maxTokens` with `length`, or before the first stop sequence with `stop` (the text before the
+ *   sequence is sent, the sequence is not).
+ * - Prompt tokens are the whitespace-separated words of all messages; completion tokens are the
+ *   token pieces sent.
+ * - Pacing: the first token after `first_token_ms`, then `tokens_per_second` (drift-free, on the
+ *   Effect clock so TestClock drives it). `tokens_per_second: 0` emits without sleeping, yielding
+ *   to the event loop every 32 tokens so that a cancel can land.
+ */
+
+export interface SyntheticOptions {
+  readonly tokensPerSecond: number
+  readonly firstTokenMs: number
+}
+
+const VOCABULARY = [
+  "the", "cluster", "answers", "with", "synthetic", "words", "from", "a", "small", "fixed", "list", "so",
+  "every", "request", "gets", "the", "same", "reply", "model", "worker", "controller", "token", "stream",
+  "apple", "silicon", "memory", "unified", "fast", "quiet", "room", "of", "machines", "serving", "one",
+  "endpoint", "through", "messages", "and", "subjects", "in", "order", "until", "done", "light", "river",
+  "mountain", "garden", "signal", "bright", "calm", "window", "paper", "orbit", "harbor", "meadow", "echo",
+  "lantern", "field", "stone", "cloud", "north", "amber", "violet", "silver"
+] as const
+
+export const MIN_NATURAL_TOKENS = 32
+export const MAX_NATURAL_TOKENS = 256
+const YIELD_EVERY = 32
+
+/** FNV-1a, 32 bits. */
+export const fnv1a = (text: string): number => {
+  let hash = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i)
+    hash = Math.imul(hash, 0x01000193)
+  }
+  return hash >>> 0
+}
+
+/** mulberry32: a tiny seeded PRNG giving floats in [0, 1). */
+const prng = (seed: number) => {
+  let a = seed >>> 0
+  return (): number => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+export interface SyntheticPlan {
+  readonly tokens: ReadonlyArray<string>
+  readonly finishReason: FinishReason
+  readonly promptTokens: number
+}
+
+const seedOf = (request: InferenceRequest): number =>
+  fnv1a(`${request.model}\u0000${JSON.stringify(request.messages ?? [])}\u0000${request.prompt ?? ""}`)
+
+/** The natural answer for a request, before maxTokens and stop sequences. */
+export const naturalAnswer = (request: InferenceRequest): ReadonlyArray<string> => {
+  const seed = seedOf(request)
+  const length = MIN_NATURAL_TOKENS + (seed % (MAX_NATURAL_TOKENS - MIN_NATURAL_TOKENS + 1))
+  const next = prng(seed)
+  const words: Array<string> = []
+  let sentenceLeft = 0
+  for (let i = 0; i < length; i++) {
+    const word = VOCABULARY[Math.floor(next() * VOCABULARY.length)] ?? "the"
+    const startsSentence = sentenceLeft === 0
+    if (startsSentence) sentenceLeft = 5 + Math.floor(next() * 10)
+    sentenceLeft--
+    const text = startsSentence ? word.charAt(0).toUpperCase() + word.slice(1) : word
+    const last = i === length - 1
+    words.push(`${i === 0 ? "" : " "}${text}${sentenceLeft === 0 || last ? "." : ""}`)
+  }
+  return words
+}
+
+/** The tokens a request gets: the natural answer cut by `maxTokens` and the stop sequences. */
+export const planSynthetic = (request: InferenceRequest): SyntheticPlan => {
+  const natural = naturalAnswer(request)
+  const promptTokens = countPromptTokens(request)
+  const limited = natural.slice(0, request.maxTokens)
+  const lengthReason: FinishReason = natural.length > request.maxTokens ? "length" : "stop"
+  const stops = (request.stop ?? []).filter((s) => s.length > 0)
+  if (stops.length === 0) return { tokens: limited, finishReason: lengthReason, promptTokens }
+  const text = limited.join("")
+  const cut = stops.reduce((min, stop) => {
+    const at = text.indexOf(stop)
+    return at >= 0 && (min < 0 || at < min) ? at : min
+  }, -1)
+  if (cut < 0) return { tokens: limited, finishReason: lengthReason, promptTokens }
+  const tokens: Array<string> = []
+  let offset = 0
+  for (const token of limited) {
+    if (offset >= cut) break
+    const kept = token.slice(0, cut - offset)
+    if (kept.length > 0) tokens.push(kept)
+    offset += token.length
+  }
+  return { tokens, finishReason: "stop", promptTokens }
+}
+
+/** A real macrotask boundary: lets I/O (a cancel arriving over NATS) run. Independent of the clock. */
+const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
+const chunksOf = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
+  const out: Array<ReadonlyArray<A>> = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
+
+export const makeSyntheticEngine = (options: SyntheticOptions): InferenceEngineService => ({
+  type: "synthetic",
+  generate: (request) =>
+    Stream.unwrap(
+      Effect.gen(function* () {
+        const plan = planSynthetic(request)
+        const finish = Stream.succeed<EnginePiece>(
+          finishPiece(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length })
+        )
+        const firstDelay = options.firstTokenMs > 0 ? Effect.sleep(options.firstTokenMs) : Effect.void
+        if (options.tokensPerSecond <= 0) {
+          const groups = chunksOf(plan.tokens.map(tokenPiece), YIELD_EVERY).map((group, i) => ({ group, i }))
+          const tokens = Stream.fromIterable(groups).pipe(
+            Stream.mapEffect(({ group, i }) => (i === 0 ? firstDelay : yieldToEventLoop).pipe(Effect.as(group))),
+            Stream.mapConcatChunk((group) => Chunk.unsafeFromArray<EnginePiece>(group))
+          )
+          return Stream.concat(tokens, finish)
+        }
+        const interval = 1000 / options.tokensPerSecond
+        const start = yield* Clock.currentTimeMillis
+        const tokens = Stream.fromIterable(plan.tokens.map((text, i) => ({ text, i }))).pipe(
+          Stream.mapEffect(({ text, i }) =>
+            Effect.gen(function* () {
+              const due = start + options.firstTokenMs + i * interval
+              const now = yield* Clock.currentTimeMillis
+              if (due > now) yield* Effect.sleep(Math.ceil(due - now))
+              return tokenPiece(text) as EnginePiece
+            })
+          )
+        )
+        return Stream.concat(tokens, finish)
+      })
+    )
+})
+
+/** The synthetic engine with `worker.engine.synthetic` from the config. */
+export const SyntheticEngineLive: Layer.Layer<InferenceEngine, never, ClusterConfigService> = Layer.effect(
+  InferenceEngine,
+  Effect.gen(function* () {
+    const config = yield* ClusterConfigService
+    const options = config.worker.engine.synthetic
+    yield* Effect.logInfo(
+      `inference engine: synthetic (generated text, no model weights; ${options.tokensPerSecond || "unlimited"} tokens/s, first token after ${options.firstTokenMs} ms)`
+    )
+    return makeSyntheticEngine(options)
+  })
+)
+
+export const syntheticEngineLayer = (options: SyntheticOptions): Layer.Layer<InferenceEngine> =>
+  Layer.succeed(InferenceEngine, makeSyntheticEngine(options))

@@ -1,0 +1,23 @@
+import * as Os from "node:os"
+import { Schema } from "effect"
+import { WorkerId } from "../domain/ids.js"
+
+/**
+ * A stable worker id derived from a host name: the first DNS label (so `Mac-Studio-1.local` and
+ * `Mac-Studio-1.lan` give the same id), lower-cased, with every character that is not a letter,
+ * digit, `_` or `-` (in particular `.`, `*`, `>` and whitespace, which NATS subject tokens forbid)
+ * replaced by `-`, runs of `-` collapsed and trimmed. An empty result becomes `worker`.
+ */
+export const workerIdFromHostname = (hostname: string): WorkerId => {
+  const label = hostname.trim().split(".")[0] ?? ""
+  const cleaned = label
+    .toLowerCase()
+    .replace(/[^a-z0-9_-]+/g, "-")
+    .replace(/-+/g, "-")
+    .replace(/^-|-$/g, "")
+  return Schema.decodeSync(WorkerId)(cleaned.length > 0 ? cleaned : "worker")
+}
+
+/** `worker.id` from the config when set, else the id derived from this machine's host name. */
+export const resolveWorkerId = (configured: string | null, hostname: string = Os.hostname()): WorkerId =>
+  configured !== null ? Schema.decodeSync(WorkerId)(configured) : workerIdFromHostname(hostname)

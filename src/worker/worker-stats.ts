@@ -1,0 +1,109 @@
+import * as Os from "node:os"
+import { Clock, Effect, Ref } from "effect"
+import type { RequestCounters, WorkerMetrics } from "../domain/worker.js"
+
+/**
+ * Request counters of this worker. `total` counts every accepted request (refusals are not
+ * requests); each accepted request ends as exactly one of `succeeded` (a `done` was sent), `failed`
+ * (an `error` was sent: engine error, timeout, shutdown) or `cancelled` (stopped by a cancel: no
+ * message sent). `cancelled` is not part of the heartbeat, so a cancelled request counts in `total`
+ * only.
+ */
+export interface StatsSnapshot extends RequestCounters {
+  readonly cancelled: number
+  /** Tokens produced since start. */
+  readonly tokens: number
+}
+
+export type Outcome = "succeeded" | "failed" | "cancelled"
+
+const empty: StatsSnapshot = { active: 0, total: 0, succeeded: 0, failed: 0, cancelled: 0, tokens: 0 }
+
+/** Takes a slot when fewer than `max` requests are active. */
+export const acquireSlot = (s: StatsSnapshot, max: number): readonly [boolean, StatsSnapshot] =>
+  s.active >= max ? [false, s] : [true, { ...s, active: s.active + 1, total: s.total + 1 }]
+
+export const releaseSlot = (s: StatsSnapshot, outcome: Outcome): StatsSnapshot => ({
+  ...s,
+  active: Math.max(0, s.active - 1),
+  succeeded: s.succeeded + (outcome === "succeeded" ? 1 : 0),
+  failed: s.failed + (outcome === "failed" ? 1 : 0),
+  cancelled: s.cancelled + (outcome === "cancelled" ? 1 : 0)
+})
+
+export class WorkerStats extends Effect.Service<WorkerStats>()("worker/WorkerStats", {
+  effect: Effect.gen(function* () {
+    const ref = yield* Ref.make(empty)
+    return {
+      snapshot: Ref.get(ref),
+      /** Takes a request slot when fewer than `max` are active; false when busy. */
+      tryAcquire: (max: number) => Ref.modify(ref, (s) => acquireSlot(s, max)),
+      release: (outcome: Outcome) => Ref.update(ref, (s) => releaseSlot(s, outcome)),
+      addTokens: (n: number) => Ref.update(ref, (s) => ({ ...s, tokens: s.tokens + n }))
+    } as const
+  })
+}) {}
+
+/** The CPU time counters of `os.cpus()`. */
+export interface CpuTimes {
+  readonly user: number
+  readonly nice: number
+  readonly sys: number
+  readonly idle: number
+  readonly irq: number
+}
+
+/** Fraction 0..1 of all cores busy between two samples (0 when nothing elapsed). */
+export const cpuUsageBetween = (previous: ReadonlyArray<CpuTimes>, next: ReadonlyArray<CpuTimes>): number => {
+  let busy = 0
+  let total = 0
+  next.forEach((n, i) => {
+    const p = previous[i]
+    if (p === undefined) return
+    const b = n.user - p.user + (n.nice - p.nice) + (n.sys - p.sys) + (n.irq - p.irq)
+    const t = b + (n.idle - p.idle)
+    if (b >= 0 && t > 0) {
+      busy += b
+      total += t
+    }
+  })
+  return total > 0 ? Math.min(1, Math.max(0, busy / total)) : 0
+}
+
+/** Fraction 0..1 of physical memory in use. */
+export const memoryUsage = (free: number, total: number): number =>
+  total > 0 ? Math.min(1, Math.max(0, 1 - free / total)) : 0
+
+/** Tokens per second between two samples. */
+export const tokensPerSecond = (tokens: number, previousTokens: number, elapsedMs: number): number =>
+  elapsedMs > 0 ? Math.max(0, ((tokens - previousTokens) * 1000) / elapsedMs) : 0
+
+const readCpuTimes = (): ReadonlyArray<CpuTimes> => Os.cpus().map((c) => c.times)
+
+/**
+ * Heartbeat metrics: CPU usage and throughput over the time since the previous sample (the first
+ * sample measures from the sampler's creation).
+ */
+export const makeMetricsSampler = Effect.gen(function* () {
+  const stats = yield* WorkerStats
+  const start = yield* stats.snapshot
+  const previous = yield* Ref.make({ cpu: readCpuTimes(), tokens: start.tokens, at: yield* Clock.currentTimeMillis })
+  const sample: Effect.Effect<WorkerMetrics> = Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    const snapshot = yield* stats.snapshot
+    const cpu = readCpuTimes()
+    const before = yield* Ref.getAndSet(previous, { cpu, tokens: snapshot.tokens, at: now })
+    return {
+      cpuUsage: cpuUsageBetween(before.cpu, cpu),
+      memoryUsage: memoryUsage(Os.freemem(), Os.totalmem()),
+      requests: {
+        active: snapshot.active,
+        total: snapshot.total,
+        succeeded: snapshot.succeeded,
+        failed: snapshot.failed
+      },
+      tokensPerSecond: tokensPerSecond(snapshot.tokens, before.tokens, now - before.at)
+    }
+  })
+  return { sample } as const
+})

@@ -1,0 +1,196 @@
+import { describe, expect, inject, it } from "@effect/vitest"
+import { Context, Effect, Layer, Option, Stream, TestClock } from "effect"
+import { ClusterConfigService } from "../../src/config/cluster-config.js"
+import { ControllerIdentity, makeControllerId } from "../../src/controller/controller-identity.js"
+import { Registry, type RegistrySnapshot } from "../../src/controller/registry.js"
+import { announce, announceDue, RegistrySyncLive } from "../../src/controller/registry-sync.js"
+import { WorkerId } from "../../src/domain/ids.js"
+import { Subjects } from "../../src/domain/subjects.js"
+import {
+  ControllerAnnounce,
+  WorkerDeregistration,
+  WorkerHeartbeat,
+  type WorkerInfo,
+  WorkerRegistration
+} from "../../src/domain/worker.js"
+import { NatsTransport } from "../../src/nats/nats-transport.js"
+import { layer as natsLayer } from "../../src/nats/nats-transport-live.js"
+import { heartbeat, registration } from "./support/fixtures.js"
+import { InMemoryNats } from "./support/in-memory-nats.js"
+
+const RegistryTest = Registry.Default.pipe(Layer.provide(ClusterConfigService.layerTest()))
+
+/** The sync layer over the in-memory bus; the test reaches the same bus, Registry and identity. */
+const SyncTest = RegistrySyncLive.pipe(
+  Layer.provideMerge(Layer.mergeAll(RegistryTest, InMemoryNats.layer, ControllerIdentity.layerTest("ctl-test")))
+)
+
+/** Waits (without a clock) until the registry holds a worker matching `predicate`. */
+const awaitWorker = (id: string, predicate: (w: WorkerInfo) => boolean = () => true) =>
+  Effect.flatMap(Registry, (registry) =>
+    registry.changes.pipe(
+      Stream.map((s: RegistrySnapshot) => s.workers.find((w) => w.workerId === id)),
+      Stream.filter((w): w is WorkerInfo => w !== undefined && predicate(w)),
+      Stream.runHead,
+      Effect.map(Option.getOrThrow)
+    )
+  )
+
+const announcesSoFar = Effect.flatMap(InMemoryNats, (bus) => bus.publishedOn(Subjects.announce))
+
+const publish = {
+  register: (id: string) =>
+    Effect.flatMap(NatsTransport, (n) => n.publish(Subjects.register, WorkerRegistration, registration({ id }))),
+  heartbeat: (id: string, active = 0) =>
+    Effect.flatMap(NatsTransport, (n) => n.publish(Subjects.heartbeat, WorkerHeartbeat, heartbeat(id, active))),
+  deregister: (id: string) =>
+    Effect.flatMap(NatsTransport, (n) =>
+      n.publish(Subjects.deregister, WorkerDeregistration, { workerId: WorkerId.make(id), timestamp: 0 })
+    )
+}
+
+describe("RegistrySync (in-memory NATS double)", () => {
+  it.effect("registrations, heartbeats and deregistrations reach the Registry", () =>
+    Effect.gen(function* () {
+      yield* TestClock.setTime(1_000)
+      yield* publish.register("w1")
+      const w = yield* awaitWorker("w1")
+      expect(w.status).toBe("online")
+      expect(w.registeredAt).toBe(1_000)
+
+      yield* TestClock.adjust(4_000)
+      yield* publish.heartbeat("w1", 3)
+      const beat = yield* awaitWorker("w1", (x) => x.metrics?.requests.active === 3)
+      expect(beat.lastHeartbeat).toBe(5_000)
+
+      yield* publish.deregister("w1")
+      const gone = yield* awaitWorker("w1", (x) => x.status === "offline")
+      expect(gone.statusReason).toBe("deregistered")
+      expect(yield* announcesSoFar).toEqual([])
+    }).pipe(Effect.provide(SyncTest))
+  )
+
+  it.effect("drops messages that fail their schema and keeps consuming", () =>
+    Effect.gen(function* () {
+      const nats = yield* NatsTransport
+      yield* nats.publishRaw(Subjects.register, "{ not json")
+      yield* nats.publishRaw(Subjects.register, JSON.stringify({ workerId: "bad id with spaces" }))
+      yield* nats.publishRaw(Subjects.heartbeat, new TextEncoder().encode(JSON.stringify({ workerId: "w1" })))
+      yield* nats.publishRaw(Subjects.deregister, "[]")
+      yield* publish.register("w2")
+      expect((yield* awaitWorker("w2")).status).toBe("online")
+      expect((yield* Effect.flatMap(Registry, (r) => r.all)).map((w) => w.workerId)).toEqual(["w2"])
+    }).pipe(Effect.provide(SyncTest))
+  )
+
+  it.effect("a heartbeat from an unknown worker adds nothing and publishes controller.announce", () =>
+    Effect.gen(function* () {
+      yield* TestClock.setTime(42_000)
+      yield* publish.register("known")
+      yield* awaitWorker("known")
+      yield* publish.heartbeat("ghost")
+      yield* publish.heartbeat("known", 1) // same subject, so processed after the ghost's
+      yield* awaitWorker("known", (w) => w.metrics?.requests.active === 1)
+      expect(yield* announcesSoFar).toEqual([{ controllerId: "ctl-test", timestamp: 42_000 }])
+      expect(Option.isNone(yield* Effect.flatMap(Registry, (r) => r.get("ghost")))).toBe(true)
+    }).pipe(Effect.provide(SyncTest))
+  )
+
+  it.effect("a flood of unknown heartbeats announces at most once per second", () =>
+    Effect.gen(function* () {
+      yield* publish.register("known")
+      yield* awaitWorker("known")
+      /** Sends `n` unknown heartbeats, then waits until all of them were handled. */
+      let marker = 0
+      const flood = (n: number) =>
+        Effect.gen(function* () {
+          for (let i = 0; i < n; i++) yield* publish.heartbeat(`ghost-${i}`)
+          marker += 1
+          const m = marker
+          yield* publish.heartbeat("known", m)
+          yield* awaitWorker("known", (w) => w.metrics?.requests.active === m)
+        })
+      yield* flood(50)
+      expect(yield* announcesSoFar).toHaveLength(1)
+      yield* TestClock.adjust(999)
+      yield* flood(10)
+      expect(yield* announcesSoFar).toHaveLength(1)
+      yield* TestClock.adjust(1)
+      yield* flood(10)
+      expect(yield* announcesSoFar).toHaveLength(2)
+      yield* TestClock.adjust(5_000)
+      yield* flood(1)
+      const all = yield* announcesSoFar
+      expect(all).toHaveLength(3)
+      expect(all.map((a) => (a as { timestamp: number }).timestamp)).toEqual([0, 1_000, 6_000])
+    }).pipe(Effect.provide(SyncTest))
+  )
+
+  it.effect("announce publishes { controllerId, timestamp } on controller.announce", () =>
+    Effect.gen(function* () {
+      yield* TestClock.setTime(7_000)
+      yield* announce
+      expect(yield* announcesSoFar).toEqual([{ controllerId: "ctl-test", timestamp: 7_000 }])
+    }).pipe(Effect.provide(Layer.merge(InMemoryNats.layer, ControllerIdentity.layerTest("ctl-test"))))
+  )
+})
+
+describe("announce rate limit (pure)", () => {
+  it("the first is due, then one per interval", () => {
+    expect(announceDue(undefined, 0)).toEqual([true, 0])
+    expect(announceDue(0, 999)).toEqual([false, 0])
+    expect(announceDue(0, 1_000)).toEqual([true, 1_000])
+    expect(announceDue(0, 50, 50)).toEqual([true, 50])
+  })
+})
+
+describe("ControllerIdentity", () => {
+  it.effect("is host name, pid and a random suffix, fresh per process start", () =>
+    Effect.gen(function* () {
+      const { controllerId } = yield* ControllerIdentity
+      expect(controllerId).toContain(`-${process.pid}-`)
+      expect(controllerId).toMatch(/-[0-9a-f]{6}$/)
+      expect(makeControllerId()).not.toBe(makeControllerId())
+    }).pipe(Effect.provide(ControllerIdentity.Default))
+  )
+})
+
+describe("RegistrySync (real nats-server)", () => {
+  const url = inject("natsUrl")
+  const suffix = Math.random().toString(36).slice(2, 8)
+  const controllerId = `ctl-it-${suffix}`
+  const ControllerSide = RegistrySyncLive.pipe(
+    Layer.provideMerge(Layer.mergeAll(RegistryTest, ControllerIdentity.layerTest(controllerId))),
+    Layer.provide(natsLayer({ url, name: "registry-sync test controller" }))
+  )
+
+  it.scopedLive("a worker's register, heartbeat and deregister over NATS; an unknown heartbeat gets an announce", () =>
+    Effect.gen(function* () {
+      // The worker's own connection.
+      const worker = Context.get(
+        yield* Layer.build(natsLayer({ url, name: "registry-sync test worker" })),
+        NatsTransport
+      )
+      const announces = yield* worker.subscribe(Subjects.announce, ControllerAnnounce)
+      yield* worker.flush
+      const id = `it-${suffix}`
+
+      yield* worker.publish(Subjects.register, WorkerRegistration, registration({ id }))
+      expect((yield* awaitWorker(id)).status).toBe("online")
+
+      yield* worker.publish(Subjects.heartbeat, WorkerHeartbeat, heartbeat(id, 2))
+      yield* awaitWorker(id, (w) => w.metrics?.requests.active === 2)
+
+      yield* worker.publish(Subjects.heartbeat, WorkerHeartbeat, heartbeat(`ghost-${suffix}`))
+      const ours = yield* announces.pipe(
+        Stream.filter((m) => m.data.controllerId === controllerId),
+        Stream.runHead,
+        Effect.map(Option.getOrThrow)
+      )
+      expect(ours.data.timestamp).toBeGreaterThan(0)
+
+      yield* worker.publish(Subjects.deregister, WorkerDeregistration, { workerId: WorkerId.make(id), timestamp: 0 })
+      expect((yield* awaitWorker(id, (w) => w.status === "offline")).statusReason).toBe("deregistered")
+    }).pipe(Effect.provide(ControllerSide), Effect.timeout("10 seconds"))
+  )
+})

@@ -1,0 +1,72 @@
+import { WorkerId } from "../../../src/domain/ids.js"
+import type {
+  WorkerHeartbeat,
+  WorkerInfo,
+  WorkerMetrics,
+  WorkerRegistration
+} from "../../../src/domain/worker.js"
+
+export interface WorkerSpec {
+  readonly id: string
+  readonly models?: ReadonlyArray<string>
+  readonly modelSizes?: Readonly<Record<string, number>>
+  readonly gpuMemoryGB?: number
+  readonly maxConcurrent?: number
+  readonly priority?: number
+  readonly tags?: ReadonlyArray<string>
+  readonly timestamp?: number
+}
+
+export const registration = (spec: WorkerSpec): WorkerRegistration => ({
+  workerId: WorkerId.make(spec.id),
+  hostname: `${spec.id}.local`,
+  ip: "10.0.0.1",
+  port: 0,
+  hardware: {
+    platform: "darwin",
+    arch: "arm64",
+    chip: "Apple M2 Max",
+    cpuCores: 12,
+    gpuCores: 38,
+    gpuMemoryGB: spec.gpuMemoryGB ?? 48,
+    totalMemoryGB: 64
+  },
+  capabilities: { maxConcurrent: spec.maxConcurrent ?? 4, supportsStreaming: true, engine: "synthetic" },
+  skills: {
+    availableModels: [...(spec.models ?? ["m/Model-7B"])],
+    modelPaths: Object.fromEntries((spec.models ?? ["m/Model-7B"]).map((m) => [m, `/models/${m}`])),
+    modelSizes: { ...spec.modelSizes },
+    totalModelSize: Object.values(spec.modelSizes ?? {}).reduce((a, b) => a + b, 0),
+    lastScanned: 0
+  },
+  ...(spec.priority !== undefined ? { priority: spec.priority } : {}),
+  ...(spec.tags !== undefined ? { tags: [...spec.tags] } : {}),
+  timestamp: spec.timestamp ?? 0
+})
+
+export const metrics = (active: number): WorkerMetrics => ({
+  cpuUsage: 0.1,
+  memoryUsage: 0.2,
+  requests: { active, total: active, succeeded: 0, failed: 0 }
+})
+
+export const heartbeat = (id: string, active = 0, timestamp = 0): WorkerHeartbeat => ({
+  workerId: WorkerId.make(id),
+  timestamp,
+  metrics: metrics(active)
+})
+
+export interface InfoSpec extends WorkerSpec {
+  readonly status?: WorkerInfo["status"]
+  /** Reported `metrics.requests.active`; no metrics when absent. */
+  readonly active?: number
+}
+
+/** A registry entry as the balancer sees it. */
+export const info = (spec: InfoSpec): WorkerInfo => ({
+  ...registration(spec),
+  status: spec.status ?? "online",
+  ...(spec.active !== undefined ? { metrics: metrics(spec.active) } : {}),
+  lastHeartbeat: 0,
+  registeredAt: 0
+})

@@ -1,0 +1,231 @@
+import * as Net from "node:net"
+import * as Path from "node:path"
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Context, Effect, Exit, Layer, Schema, Scope, Stream } from "effect"
+import { ClusterConfigService } from "../../../src/config/cluster-config.js"
+import { RequestId } from "../../../src/domain/ids.js"
+import type { InferenceRequest } from "../../../src/domain/inference.js"
+import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
+import { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
+import { isPortFree, makeMlxLmEngine, type MlxLmOptions } from "../../../src/worker/engines/mlx-lm-engine.js"
+import { eventually } from "../support/test-transport.js"
+
+const FIXTURES = Path.join(import.meta.dirname, "..", "..", "fixtures")
+
+const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
+  requestId: Schema.decodeSync(RequestId)("r1"),
+  model: "mlx-community/fake",
+  messages: [{ role: "user", content: "hi there" }],
+  maxTokens: 16,
+  stream: true,
+  ...over
+})
+
+/** A base port unlikely to collide with other test files running at the same time. */
+const randomBasePort = () => 20_000 + Math.floor(Math.random() * 30_000)
+
+const options = (over: Partial<MlxLmOptions> = {}): MlxLmOptions => ({
+  python: "python3",
+  module: "fake_mlx_lm.server",
+  basePort: randomBasePort(),
+  startupTimeoutMs: 15_000,
+  cwd: FIXTURES,
+  stopGraceMs: 2_000,
+  ...over
+})
+
+const platform = Layer.merge(NodeContext.layer, NodeHttpClient.layer)
+
+/** The engine in its own scope, so a test can close it (stop the children) and look afterwards. */
+const engineInScope = (o: MlxLmOptions) =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.make()
+    const engine = yield* makeMlxLmEngine(o).pipe(Scope.extend(scope), Effect.provide(platform))
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    return { engine, close: Scope.close(scope, Exit.void) }
+  })
+
+const run = (engine: { generate: (r: InferenceRequest, p: string) => Stream.Stream<unknown, unknown> }, path: string) =>
+  engine.generate(request(), path).pipe(Stream.runCollect, Effect.map(Chunk.toReadonlyArray))
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
+  it.scopedLive("starts a server on first use, streams through it, reuses it, and stops it on close", () =>
+    Effect.gen(function* () {
+      const o = options()
+      const { engine, close } = yield* engineInScope(o)
+      expect(engine.type).toBe("mlx-lm")
+      expect(yield* engine.supervisor.running).toEqual([])
+      const pieces = yield* run(engine, "/models/a")
+      expect(pieces).toEqual([
+        { _tag: "Token", text: "fake" },
+        { _tag: "Token", text: " mlx" },
+        { _tag: "Token", text: " says" },
+        { _tag: "Token", text: " hello" },
+        { _tag: "Token", text: " to" },
+        { _tag: "Token", text: " you" },
+        { _tag: "Finish", finishReason: "stop", usage: { promptTokens: 2, completionTokens: 6 } }
+      ])
+      const [first] = yield* engine.supervisor.running
+      expect(first?.modelPath).toBe("/models/a")
+      expect(first?.port).toBeGreaterThanOrEqual(o.basePort)
+      expect(first?.baseUrl).toBe(`http://127.0.0.1:${first?.port}/v1`)
+      yield* run(engine, "/models/a")
+      const again = yield* engine.supervisor.running
+      expect(again.map((s) => s.pid)).toEqual([first?.pid])
+      yield* close
+      expect(isAlive(first?.pid ?? 0)).toBe(false)
+    })
+  )
+
+  it.scopedLive("concurrent first requests share one start; another model gets its own server and port", () =>
+    Effect.gen(function* () {
+      const { engine } = yield* engineInScope(options({ env: { FAKE_MLX_STARTUP_DELAY_S: "0.3" } }))
+      yield* Effect.all([run(engine, "/models/a"), run(engine, "/models/a"), run(engine, "/models/b")], {
+        concurrency: "unbounded"
+      })
+      const running = yield* engine.supervisor.running
+      expect(running.map((s) => s.modelPath).sort()).toEqual(["/models/a", "/models/b"])
+      expect(new Set(running.map((s) => s.port)).size).toBe(2)
+    })
+  )
+
+  it.scopedLive("restarts a server that crashed: the next request starts a new process", () =>
+    Effect.gen(function* () {
+      const { engine } = yield* engineInScope(options())
+      yield* run(engine, "/models/a")
+      const [before] = yield* engine.supervisor.running
+      process.kill(before?.pid ?? 0, "SIGKILL")
+      yield* eventually(Effect.map(engine.supervisor.running, (r) => expect(r).toEqual([])))
+      const pieces = yield* run(engine, "/models/a")
+      expect(pieces.length).toBe(7)
+      const [after] = yield* engine.supervisor.running
+      expect(after?.pid).not.toBe(before?.pid)
+    })
+  )
+
+  it.scopedLive("a server that exits while starting fails the request with its output; the next request tries again", () =>
+    Effect.gen(function* () {
+      const { engine } = yield* engineInScope(options({ env: { FAKE_MLX_FAIL_START: "1" } }))
+      const error = yield* Effect.flip(run(engine, "/models/broken"))
+      expect(error).toMatchObject({ _tag: "EngineError", code: "engine_start_failed" })
+      expect(String((error as { message: string }).message)).toMatch(/exited with code 3/)
+      expect(String((error as { message: string }).message)).toMatch(/cannot load model \/models\/broken/)
+      expect(yield* engine.supervisor.running).toEqual([])
+      const again = yield* Effect.flip(run(engine, "/models/broken"))
+      expect(again).toMatchObject({ code: "engine_start_failed" })
+    })
+  )
+
+  it.scopedLive("a stopped engine refuses new work instead of hanging", () =>
+    Effect.gen(function* () {
+      const { engine, close } = yield* engineInScope(options())
+      yield* close
+      const error = yield* Effect.flip(run(engine, "/models/a"))
+      expect(error).toMatchObject({ code: "engine_stopped" })
+    })
+  )
+
+  it.scopedLive("a server that does not answer within startup_timeout_ms is stopped and the request fails", () =>
+    Effect.gen(function* () {
+      const { engine } = yield* engineInScope(
+        options({ startupTimeoutMs: 600, env: { FAKE_MLX_STARTUP_DELAY_S: "30" } })
+      )
+      const error = yield* Effect.flip(run(engine, "/models/slow"))
+      expect(error).toMatchObject({ code: "engine_start_failed" })
+      expect(String((error as { message: string }).message)).toMatch(/did not answer within 600 ms/)
+      expect(yield* engine.supervisor.running).toEqual([])
+    })
+  )
+
+  it.scopedLive("a missing python executable is engine_start_failed", () =>
+    Effect.gen(function* () {
+      const { engine } = yield* engineInScope(options({ python: "/nonexistent/python3" }))
+      const error = yield* Effect.flip(run(engine, "/models/a"))
+      expect(error).toMatchObject({ code: "engine_start_failed" })
+      expect(String((error as { message: string }).message)).toMatch(/cannot start/)
+    })
+  )
+
+  it.scopedLive("a child that ignores SIGTERM is killed after the grace period", () =>
+    Effect.gen(function* () {
+      const { engine, close } = yield* engineInScope(
+        options({ stopGraceMs: 300, env: { FAKE_MLX_IGNORE_SIGTERM: "1" } })
+      )
+      yield* run(engine, "/models/a")
+      const [server] = yield* engine.supervisor.running
+      expect(isAlive(server?.pid ?? 0)).toBe(true)
+      const started = Date.now()
+      yield* close
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250)
+      expect(isAlive(server?.pid ?? 0)).toBe(false)
+    })
+  )
+
+  it.scopedLive("skips a base port that something else holds", () =>
+    Effect.gen(function* () {
+      const base = randomBasePort()
+      const blocker = Net.createServer()
+      yield* Effect.async<void>((resume) => {
+        blocker.listen(base, "127.0.0.1", () => resume(Effect.void))
+      })
+      yield* Effect.addFinalizer(() => Effect.async<void>((resume) => void blocker.close(() => resume(Effect.void))))
+      expect(yield* isPortFree(base, "127.0.0.1")).toBe(false)
+      const { engine } = yield* engineInScope(options({ basePort: base }))
+      yield* run(engine, "/models/a")
+      const [server] = yield* engine.supervisor.running
+      expect(server?.port).toBe(base + 1)
+    })
+  )
+
+  it.scopedLive("InferenceEngineLive builds the mlx-lm engine from worker.engine.mlx_lm", () =>
+    Effect.gen(function* () {
+      const previous = process.env["PYTHONPATH"]
+      process.env["PYTHONPATH"] = FIXTURES
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          if (previous === undefined) delete process.env["PYTHONPATH"]
+          else process.env["PYTHONPATH"] = previous
+        })
+      )
+      const engine = yield* Effect.map(
+        Layer.build(
+          InferenceEngineLive.pipe(
+            Layer.provide([
+              platform,
+              ClusterConfigService.layerTest((c) => ({
+                ...c,
+                worker: {
+                  ...c.worker,
+                  engine: {
+                    ...c.worker.engine,
+                    type: "mlx-lm",
+                    mlxLm: {
+                      python: "python3",
+                      module: "fake_mlx_lm.server",
+                      basePort: randomBasePort(),
+                      startupTimeoutMs: 15_000
+                    }
+                  }
+                }
+              }))
+            ])
+          )
+        ),
+        Context.get(InferenceEngine)
+      )
+      expect(engine.type).toBe("mlx-lm")
+      const pieces = yield* run(engine, "/models/a")
+      expect(pieces.at(-1)).toMatchObject({ _tag: "Finish", finishReason: "stop" })
+    })
+  )
+})
