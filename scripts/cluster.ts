@@ -7,7 +7,7 @@
  * `--url` defaults to `CLUSTER_URL`, else `http://127.0.0.1:8080/rpc`; `--api-key` to
  * `CLUSTER_API_KEY`. Any failure prints one line on stderr and exits 1.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Clock, Effect, Either, Option, Stream } from "effect"
 import { parseClusterArgs, USAGE, type ClusterCommand } from "../src/cli/args.js"
 import { formatGenerateSummary, formatStatus, formatWorkers } from "../src/cli/format.js"

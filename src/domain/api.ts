@@ -21,11 +21,7 @@ const asOpenAiBody = <A extends WorkerNotFound, I>(
     strict: true,
     decode: fromBody,
     encode: (error) => toOpenAiError(error).body
-  }).annotations({
-    [HttpApiSchema.AnnotationStatus]: SchemaAST.getAnnotation<number>(HttpApiSchema.AnnotationStatus)(errorSchema.ast).pipe(
-      (o) => (o._tag === "Some" ? o.value : 500)
-    )
-  })
+  }).annotations({ [HttpApiSchema.AnnotationStatus]: HttpApiSchema.getStatusErrorAST(errorSchema.ast) })
 
 export const WorkerNotFoundBody = asOpenAiBody(
   WorkerNotFound,

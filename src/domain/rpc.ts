@@ -1,4 +1,5 @@
-import { Rpc, RpcGroup } from "@effect/rpc"
+import * as Rpc from "@effect/rpc/Rpc"
+import * as RpcGroup from "@effect/rpc/RpcGroup"
 import { Schema } from "effect"
 import { ClusterStatus } from "./cluster.js"
 import { InferenceError, WorkerNotFound } from "./errors.js"

@@ -21,6 +21,8 @@ export interface TestTransportControl {
   readonly inject: (subject: string, data: unknown, replyTo?: string) => Effect.Effect<void>
   /** Subjects with a live subscription. */
   readonly subscriptions: Effect.Effect<ReadonlyArray<string>>
+  /** `sub SUBJECT`, `unsub SUBJECT`, `pub SUBJECT` and `flush` in the order they happened. */
+  readonly timeline: Effect.Effect<ReadonlyArray<string>>
   readonly clear: Effect.Effect<void>
 }
 
@@ -34,6 +36,7 @@ export class TestTransport extends Context.Tag("test/TestTransport")<TestTranspo
  */
 export const makeTestTransport = Effect.sync(() => {
   const sent: Array<Sent> = []
+  const timeline: Array<string> = []
   const subscribers = new Set<Subscriber>()
 
   const deliver = (subject: string, data: unknown, replyTo: string | undefined) => {
@@ -46,6 +49,7 @@ export const makeTestTransport = Effect.sync(() => {
       if (Either.isLeft(encoded)) throw new Error(`invalid message on ${subject}: ${encoded.left.message}`)
       const body: unknown = JSON.parse(JSON.stringify(encoded.right))
       sent.push({ subject, body })
+      timeline.push(`pub ${subject}`)
       deliver(subject, body, undefined)
     })
 
@@ -67,14 +71,23 @@ export const makeTestTransport = Effect.sync(() => {
           }
         }
         yield* Effect.acquireRelease(
-          Effect.sync(() => subscribers.add(subscriber)),
-          () => Effect.sync(() => subscribers.delete(subscriber))
+          Effect.sync(() => {
+            subscribers.add(subscriber)
+            timeline.push(`sub ${subject}`)
+          }),
+          () =>
+            Effect.sync(() => {
+              subscribers.delete(subscriber)
+              timeline.push(`unsub ${subject}`)
+            })
         )
         return Stream.fromQueue(queue)
       }),
     request: () => Effect.die(new Error("TestTransport.request is not supported")),
     respond: record,
-    flush: Effect.void
+    flush: Effect.sync(() => {
+      timeline.push("flush")
+    })
   }
 
   const control: TestTransportControl = {
@@ -83,8 +96,10 @@ export const makeTestTransport = Effect.sync(() => {
       Effect.sync(() => sent.filter((s) => s.subject === subject).map((s) => Schema.decodeUnknownSync(schema)(s.body))),
     inject: (subject, data, replyTo) => Effect.sync(() => deliver(subject, data, replyTo)),
     subscriptions: Effect.sync(() => [...subscribers].map((s) => s.subject)),
+    timeline: Effect.sync(() => [...timeline]),
     clear: Effect.sync(() => {
       sent.length = 0
+      timeline.length = 0
     })
   }
   return { service, control }

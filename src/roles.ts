@@ -1,0 +1,44 @@
+import { Layer, Logger, LogLevel } from "effect"
+import { ClusterConfigService } from "./config/cluster-config.js"
+import type { ClusterConfig } from "./config/schema.js"
+import { ControllerCoreLive, ControllerReadyLive } from "./controller/controller-live.js"
+import { HttpServerLive } from "./http/server.js"
+import { EmbeddedNatsLive } from "./nats/embedded-nats.js"
+import { NatsTransportLive } from "./nats/nats-transport-live.js"
+import { WorkerLive } from "./worker/worker-live.js"
+
+/**
+ * The controller role, built core → HTTP server → ready, so that it stops in the opposite order:
+ * drain first (the server still streams what is in flight), then the server, then the core.
+ * Needs a NATS connection and the config.
+ */
+export const ControllerLive = ControllerReadyLive.pipe(
+  Layer.provideMerge(HttpServerLive),
+  Layer.provideMerge(ControllerCoreLive)
+)
+
+/** NATS as the config says: a connection, after starting our own nats-server when embedded. */
+export const natsFor = (config: ClusterConfig) =>
+  config.nats.mode === "embedded" ? NatsTransportLive.pipe(Layer.provide(EmbeddedNatsLive)) : NatsTransportLive
+
+const logLevels = {
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error
+} as const
+
+/** Every layer of one process for its mode. In `both`, the worker starts first and stops last. */
+export const mainLayer = (config: ClusterConfig) => {
+  const roles =
+    config.mode === "controller"
+      ? Layer.discard(ControllerLive)
+      : config.mode === "worker"
+        ? Layer.discard(WorkerLive)
+        : Layer.discard(ControllerLive.pipe(Layer.provideMerge(WorkerLive)))
+  return roles.pipe(
+    Layer.provide(natsFor(config)),
+    Layer.provide(ClusterConfigService.layer(config)),
+    Layer.provide(Logger.minimumLogLevel(logLevels[config.logLevel]))
+  )
+}

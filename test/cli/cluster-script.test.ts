@@ -1,0 +1,89 @@
+import { expect, inject, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { execFile } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { RpcRouteLive } from "../../src/http/rpc.js"
+import { FakeWorker } from "../http/support/fake-worker.js"
+import { baseUrl, testServerLayer, unique } from "../http/support/test-server.js"
+
+const natsUrl = inject("natsUrl")
+const MODEL = unique("test-cli/model")
+const root = fileURLToPath(new URL("../..", import.meta.url))
+const tsx = fileURLToPath(new URL("../../node_modules/.bin/tsx", import.meta.url))
+
+interface Run {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** `tsx scripts/cluster.ts ...args` in the repo root (the local tsx, as `npx tsx` runs it), without the caller's CLUSTER_* variables. */
+const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  Effect.async<Run>((resume) => {
+    const { CLUSTER_URL: _url, CLUSTER_API_KEY: _key, ...inherited } = process.env
+    const child = execFile(
+      tsx,
+      ["scripts/cluster.ts", ...args],
+      { cwd: root, env: { ...inherited, ...env }, timeout: 20_000 },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === "number" ? error.code : 1
+        resume(Effect.succeed({ code, stdout, stderr }))
+      }
+    )
+    return Effect.sync(() => child.kill())
+  })
+
+layer(
+  testServerLayer({ natsUrl, routes: RpcRouteLive, workerId: unique("cli-worker"), models: [MODEL], tokenDelayMs: 5 }),
+  { excludeTestServices: true }
+)("scripts/cluster.ts against a running controller", (it) => {
+  it.effect("status and workers print readable tables", () =>
+    Effect.gen(function* () {
+      const worker = yield* FakeWorker
+      const url = `${yield* baseUrl}/rpc`
+      const [status, workers] = yield* Effect.all([cli(["status", "--url", url]), cli(["workers"], { CLUSTER_URL: url })], {
+        concurrency: "unbounded"
+      })
+      expect(status.stderr).toBe("")
+      expect(status.code).toBe(0)
+      expect(status.stdout).toMatch(/^controller {2}ready, version \S+, mode controller, uptime /)
+      expect(status.stdout).toMatch(/\nworkers {5}\d+ total, \d+ online, \d+ offline\n/)
+      expect(status.stdout).toMatch(/\nrequests {4}\d+ active, .* success rate \d+\.\d %\n$/)
+
+      // `workers` took its URL from CLUSTER_URL.
+      expect(workers.code).toBe(0)
+      const lines = workers.stdout.trimEnd().split("\n")
+      expect(lines[0]).toMatch(/^ID +STATUS +HOST +CHIP +GPU GB +MODELS +ACTIVE\/TOTAL +LAST HEARTBEAT$/)
+      const row = lines.find((l) => l.startsWith(`${worker.workerId} `))
+      expect(row).toMatch(new RegExp(`^${worker.workerId} +online +\\S+ +Apple M2 Max +48 +${MODEL}`))
+    })
+  )
+
+  it.effect("generate streams the tokens to stdout, then a summary line", () =>
+    Effect.gen(function* () {
+      const run = yield* cli(["generate", MODEL, "say", "hi", "--max-tokens", "4", "--url", `${yield* baseUrl}/rpc`])
+      expect(run.code).toBe(0)
+      expect(run.stdout).toMatch(/^t0 t1 t2 t3 \n\[4 tokens in .*, finish length, prompt 3 tokens, worker cli-worker-\w+\]\n$/)
+    })
+  )
+
+  it.effect("an error is one readable line on stderr and exit code 1", () =>
+    Effect.gen(function* () {
+      const url = `${yield* baseUrl}/rpc`
+      const [unknownModel, unreachable, usage] = yield* Effect.all(
+        [
+          cli(["generate", "no/such-model", "hi", "--url", url]),
+          cli(["status", "--url", "http://127.0.0.1:9/rpc"]),
+          cli(["frobnicate"])
+        ],
+        { concurrency: "unbounded" }
+      )
+      expect(unknownModel.code).toBe(1)
+      expect(unknownModel.stderr).toMatch(/^cluster: No online worker can serve model "no\/such-model".*\(no_skilled_worker\)\n$/)
+      expect(unreachable.code).toBe(1)
+      expect(unreachable.stderr).toMatch(/^cluster: cannot reach the controller at http:\/\/127\.0\.0\.1:9\/rpc[^\n]*\n$/)
+      expect(usage).toMatchObject({ code: 1, stdout: "" })
+      expect(usage.stderr).toMatch(/^cluster: unknown command "frobnicate"[^\n]*\n$/)
+    })
+  )
+})

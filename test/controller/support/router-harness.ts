@@ -1,0 +1,117 @@
+import { expect } from "@effect/vitest"
+import { Cause, Effect, Exit, Fiber, identity, Layer, Option, Queue, type Scope, Stream, TestClock } from "effect"
+import { ClusterConfigService } from "../../../src/config/cluster-config.js"
+import type { ClusterConfig } from "../../../src/config/schema.js"
+import { AdmissionQueue } from "../../../src/controller/admission-queue.js"
+import { Balancer } from "../../../src/controller/balancer.js"
+import { InFlight } from "../../../src/controller/in-flight.js"
+import { ControllerLifecycle } from "../../../src/controller/lifecycle.js"
+import { Registry } from "../../../src/controller/registry.js"
+import { RequestStats } from "../../../src/controller/request-stats.js"
+import { type RelayEvent, Router } from "../../../src/controller/router.js"
+import type { InferenceError } from "../../../src/domain/errors.js"
+import { ScriptedNats } from "./scripted-nats.js"
+
+type ControllerConfig = ClusterConfig["controller"]
+
+/** The defaults with some `controller` fields changed. */
+export const controllerConfig =
+  (patch: Partial<ControllerConfig>) =>
+  (c: ClusterConfig): ClusterConfig => ({ ...c, controller: { ...c.controller, ...patch } })
+
+/** The defaults with `controller.queue` changed. */
+export const queueConfig =
+  (patch: Partial<ControllerConfig["queue"]>) =>
+  (c: ClusterConfig): ClusterConfig => ({ ...c, controller: { ...c.controller, queue: { ...c.controller.queue, ...patch } } })
+
+const StateTest = Layer.mergeAll(
+  Registry.Default,
+  Balancer.Default,
+  InFlight.Default,
+  RequestStats.Default,
+  ControllerLifecycle.Default
+)
+
+/**
+ * The Router as `ControllerCoreLive` composes it (Router ← AdmissionQueue ← state services), over
+ * the scripted NATS double and the contract's defaults changed by `patch`. One build per test.
+ */
+export const routerTestLayer = (patch: (c: ClusterConfig) => ClusterConfig = identity) =>
+  Router.Default.pipe(
+    Layer.provideMerge(AdmissionQueue.Default),
+    Layer.provideMerge(StateTest),
+    Layer.provideMerge(ScriptedNats.layer),
+    Layer.provideMerge(ClusterConfigService.layerTest(patch))
+  )
+
+export type RouterTestServices = Layer.Layer.Success<ReturnType<typeof routerTestLayer>>
+
+/**
+ * Runs `body` in its own scope (closed before the layer) with a fresh router layer, the controller
+ * lifecycle set to `ready` first.
+ */
+export const withRouter =
+  (patch: (c: ClusterConfig) => ClusterConfig = identity) =>
+  <A, E>(body: Effect.Effect<A, E, RouterTestServices | Scope.Scope>): Effect.Effect<A, E> =>
+    Effect.gen(function* () {
+      const lifecycle = yield* ControllerLifecycle
+      yield* lifecycle.transition("ready")
+      return yield* body
+    }).pipe(Effect.scoped, Effect.provide(routerTestLayer(patch)))
+
+/** Lets forked fibers (consumer, fake workers, the router's watchers) run until they wait. */
+export const settle: Effect.Effect<void> = Effect.gen(function* () {
+  for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+  yield* TestClock.adjust(0)
+  for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+})
+
+/** A forked consumer of a relay stream that records what it received. */
+export interface Consumer {
+  readonly fiber: Fiber.RuntimeFiber<void, InferenceError>
+  /** Waits for the next event the consumer received. */
+  readonly next: Effect.Effect<RelayEvent>
+  readonly events: Effect.Effect<ReadonlyArray<RelayEvent>>
+  /** Waits for the stream to end; its exit. */
+  readonly exit: Effect.Effect<Exit.Exit<void, InferenceError>>
+}
+
+export const consume = (stream: Stream.Stream<RelayEvent, InferenceError>): Effect.Effect<Consumer> =>
+  Effect.gen(function* () {
+    const queue = yield* Queue.unbounded<RelayEvent>()
+    const events: Array<RelayEvent> = []
+    const fiber = yield* stream.pipe(
+      Stream.runForEach((e) => Effect.sync(() => events.push(e)).pipe(Effect.zipRight(Queue.offer(queue, e)))),
+      Effect.fork
+    )
+    return { fiber, next: Queue.take(queue), events: Effect.sync(() => [...events]), exit: Fiber.await(fiber) }
+  })
+
+/** The value of a successful exit (the test fails otherwise). */
+export const successOf = <A, E>(exit: Exit.Exit<A, E>): A => {
+  if (Exit.isFailure(exit)) throw new Error(`expected a success, got ${Cause.pretty(exit.cause)}`)
+  return exit.value
+}
+
+/** The typed failure of an exit (the test fails if the exit is a success or a defect). */
+export const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got a success: ${JSON.stringify(exit.value)}`)
+  return Option.getOrThrowWith(Cause.failureOption(exit.cause), () => new Error(`expected a typed failure, got ${Cause.pretty(exit.cause)}`))
+}
+
+/** Nothing reserved, nothing active, nobody queued: whatever happened, no slot leaked. */
+export const expectIdle = Effect.gen(function* () {
+  yield* settle
+  const inFlight = yield* InFlight
+  const stats = yield* RequestStats
+  const queue = yield* AdmissionQueue
+  expect([...(yield* inFlight.snapshot).entries()]).toEqual([])
+  expect((yield* stats.snapshot).active).toBe(0)
+  expect(yield* queue.pending).toBe(0)
+})
+
+/** The request counts, without `active`/`total` noise: the outcomes so far. */
+export const outcomes = Effect.map(RequestStats, (s) => s.snapshot).pipe(
+  Effect.flatten,
+  Effect.map(({ cancelled, failed, succeeded }) => ({ succeeded, failed, cancelled }))
+)

@@ -1,0 +1,295 @@
+import { describe, expect, inject, it, layer } from "@effect/vitest"
+import { Effect, Either, Redacted } from "effect"
+import { decodeFrame, toRouteRequest, WebSocketRouteLive } from "../../src/http/websocket.js"
+import { FakeWorker } from "./support/fake-worker.js"
+import { baseUrl, testServerLayer, unique } from "./support/test-server.js"
+import { connectWs, repliesOf, wsUrl } from "./support/ws-client.js"
+
+const natsUrl = inject("natsUrl")
+const MODEL = unique("test-ws/model")
+
+const tokens = (n: number) => Array.from({ length: n }, (_, i) => ({ token: `t${i} `, index: i }))
+
+describe("decodeFrame / toRouteRequest", () => {
+  it("reads inference and cancel messages", () => {
+    expect(decodeFrame(JSON.stringify({ type: "cancel", id: "a" }))).toEqual(Either.right({ type: "cancel", id: "a" }))
+    const inference = decodeFrame(JSON.stringify({ type: "inference", data: { model: "m", prompt: "p" } }))
+    expect(inference).toEqual(Either.right({ type: "inference", data: { model: "m", prompt: "p" } }))
+  })
+
+  it("names the field that is wrong and keeps the id it could read", () => {
+    expect(decodeFrame("{ nope")).toEqual(Either.left({ id: null, message: "message is not valid JSON" }))
+    const missing = decodeFrame(JSON.stringify({ type: "inference", id: "x", data: { prompt: "p" } }))
+    expect(missing).toEqual(Either.left({ id: "x", message: expect.stringContaining("data.model") }))
+    const both = decodeFrame(JSON.stringify({ type: "inference", id: "y", data: { model: "m", prompt: "p", messages: [] } }))
+    expect(Either.isLeft(both)).toBe(true)
+    const neither = decodeFrame(JSON.stringify({ type: "inference", id: "z", data: { model: "m" } }))
+    expect(neither).toEqual(Either.left({ id: "z", message: expect.stringContaining("exactly one of prompt or messages") }))
+    const unknownType = decodeFrame(JSON.stringify({ type: "hello", id: 7 }))
+    expect(unknownType).toEqual(Either.left({ id: null, message: expect.stringContaining("invalid type") }))
+  })
+
+  it("defaults and caps maxTokens", () => {
+    const limits = { defaultMaxTokens: 5, maxTokensCeiling: 64 } as Parameters<typeof toRouteRequest>[1]
+    expect(toRouteRequest({ model: "m", prompt: "p" }, limits)).toEqual({ model: "m", prompt: "p", maxTokens: 5, route: "ws" })
+    expect(toRouteRequest({ model: "m", prompt: "p", maxTokens: 1000, temperature: 0.5 }, limits)).toMatchObject({
+      maxTokens: 64,
+      temperature: 0.5
+    })
+    const messages = [{ role: "user" as const, content: "hi" }]
+    expect(toRouteRequest({ model: "m", messages, maxTokens: 7 }, limits)).toEqual({ model: "m", messages, maxTokens: 7, route: "ws" })
+  })
+})
+
+layer(testServerLayer({ natsUrl, routes: WebSocketRouteLive, workerId: unique("ws-worker"), models: [MODEL], tokenDelayMs: 10 }), {
+  excludeTestServices: true
+})("GET /ws end to end", (it) => {
+  it.scoped("streams the tokens of a request in order, then done", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", id: "a", data: { model: MODEL, prompt: "hello", maxTokens: 5 } })
+      const replies = yield* ws.finished("a")
+      expect(replies.slice(0, 5)).toEqual(tokens(5).map((data) => ({ type: "token", id: "a", data })))
+      const done = replies[5]
+      expect(replies).toHaveLength(6)
+      expect(done).toMatchObject({
+        type: "done",
+        id: "a",
+        data: { totalTokens: 5, finishReason: "length", promptTokens: 3, completionTokens: 5 }
+      })
+      expect(done?.type === "done" ? done.data.latencyMs : -1).toBeGreaterThanOrEqual(0)
+    })
+  )
+
+  it.scoped("serves chat messages as well as prompts", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      const messages = [{ role: "user", content: "hi" }]
+      yield* ws.send({ type: "inference", id: "chat", data: { model: MODEL, messages, maxTokens: 2 } })
+      const replies = yield* ws.finished("chat")
+      expect(replies.map((r) => r.type)).toEqual(["token", "token", "done"])
+    })
+  )
+
+  it.scoped("runs two requests at once on one socket, told apart by id", () =>
+    Effect.gen(function* () {
+      const worker = yield* FakeWorker
+      const before = (yield* worker.requests).length
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", id: "x", data: { model: MODEL, prompt: "one", maxTokens: 8 } })
+      yield* ws.send({ type: "inference", id: "y", data: { model: MODEL, prompt: "two", maxTokens: 4 } })
+      const x = yield* ws.finished("x")
+      const y = yield* ws.finished("y")
+      expect(x.filter((m) => m.type === "token").map((m) => m.data)).toEqual(tokens(8))
+      expect(y.filter((m) => m.type === "token").map((m) => m.data)).toEqual(tokens(4))
+      expect(x.at(-1)?.type).toBe("done")
+      expect(y.at(-1)?.type).toBe("done")
+      // Interleaved: y finished while x was still streaming.
+      const order = ws.messages.map((m) => (m.type === "ping" ? "ping" : `${m.id}:${m.type}`))
+      expect(order.indexOf("y:done")).toBeLessThan(order.indexOf("x:done"))
+      expect(order.indexOf("x:token")).toBeLessThan(order.indexOf("y:done"))
+      expect((yield* worker.requests).length - before).toBe(2)
+    })
+  )
+
+  it.scoped("assigns an id when the client omits it and uses it in every reply", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", data: { model: MODEL, prompt: "first", maxTokens: 2 } })
+      const first = yield* ws.finished("ws-1")
+      expect(first.map((m) => m.type)).toEqual(["token", "token", "done"])
+      yield* ws.send({ type: "inference", data: { model: MODEL, prompt: "second", maxTokens: 1 } })
+      const second = yield* ws.finished("ws-2")
+      expect(second.map((m) => m.type)).toEqual(["token", "done"])
+      // A client id that looks like a server id is skipped by the counter while in flight.
+      yield* ws.send({ type: "inference", id: "ws-3", data: { model: MODEL, prompt: "slow", maxTokens: 30 } })
+      yield* ws.waitFor((m) => m.type === "token" && m.id === "ws-3")
+      yield* ws.send({ type: "inference", data: { model: MODEL, prompt: "third", maxTokens: 1 } })
+      const fourth = yield* ws.finished("ws-4")
+      expect(fourth.map((m) => m.type)).toEqual(["token", "done"])
+      yield* ws.finished("ws-3")
+    })
+  )
+
+  it.scoped("cancel ends the request with error cancelled and tells the worker", () =>
+    Effect.gen(function* () {
+      const worker = yield* FakeWorker
+      const cancelsBefore = (yield* worker.cancels).length
+      const requestsBefore = (yield* worker.requests).length
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", id: "c", data: { model: MODEL, prompt: "long", maxTokens: 60 } })
+      yield* ws.waitFor((m) => m.type === "token" && m.id === "c" && m.data.index >= 1)
+      yield* ws.send({ type: "cancel", id: "c" })
+      const replies = yield* ws.finished("c")
+      expect(replies.at(-1)).toEqual({ type: "error", id: "c", data: { code: "cancelled", message: "The request was cancelled" } })
+      expect(replies.some((m) => m.type === "done")).toBe(false)
+      const requestId = (yield* worker.requests)[requestsBefore]?.requestId
+      const cancels = yield* worker.awaitCancels(cancelsBefore + 1)
+      expect(cancels.slice(cancelsBefore)).toEqual([requestId])
+      // Nothing more for "c" after its error.
+      const count = repliesOf(ws.messages, "c").length
+      yield* Effect.sleep("100 millis")
+      expect(repliesOf(ws.messages, "c")).toHaveLength(count)
+      // Cancelling something not in flight (finished, or never started) is ignored.
+      yield* ws.send({ type: "cancel", id: "c" })
+      yield* ws.send({ type: "cancel", id: "never" })
+      yield* ws.send({ type: "inference", id: "after", data: { model: MODEL, prompt: "x", maxTokens: 1 } })
+      expect((yield* ws.finished("after")).at(-1)?.type).toBe("done")
+      expect(repliesOf(ws.messages, "never")).toEqual([])
+    })
+  )
+
+  it.scoped("answers bad messages with invalid_request and keeps the socket usable", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send("this is not json")
+      yield* ws.send({ type: "inference", id: "bad", data: { prompt: "no model" } })
+      yield* ws.send({ type: "launch", id: "rocket" })
+      yield* ws.send({ type: "inference", id: "tokens", data: { model: MODEL, prompt: "p", maxTokens: -3 } })
+      const unreadable = yield* ws.finished(null)
+      expect(unreadable).toEqual([{ type: "error", id: null, data: { code: "invalid_request", message: "message is not valid JSON" } }])
+      expect(yield* ws.finished("bad")).toEqual([
+        { type: "error", id: "bad", data: { code: "invalid_request", message: expect.stringContaining("data.model") } }
+      ])
+      expect((yield* ws.finished("rocket"))[0]).toMatchObject({ type: "error", data: { code: "invalid_request" } })
+      expect((yield* ws.finished("tokens"))[0]).toMatchObject({
+        type: "error",
+        data: { code: "invalid_request", message: expect.stringContaining("data.maxTokens") }
+      })
+      // Binary frames are read as UTF-8 JSON too.
+      ws.socket.send(Buffer.from(JSON.stringify({ type: "inference", id: "bin", data: { model: MODEL, prompt: "p", maxTokens: 1 } })))
+      expect((yield* ws.finished("bin")).map((m) => m.type)).toEqual(["token", "done"])
+      yield* ws.send({ type: "inference", id: "ok", data: { model: MODEL, prompt: "still here", maxTokens: 2 } })
+      expect((yield* ws.finished("ok")).map((m) => m.type)).toEqual(["token", "token", "done"])
+      expect(ws.socket.readyState).toBe(ws.socket.OPEN)
+    })
+  )
+
+  it.scoped("refuses a second request with an id already in flight", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", id: "dup", data: { model: MODEL, prompt: "one", maxTokens: 10 } })
+      yield* ws.waitFor((m) => m.type === "token" && m.id === "dup")
+      yield* ws.send({ type: "inference", id: "dup", data: { model: MODEL, prompt: "two", maxTokens: 1 } })
+      const error = yield* ws.waitFor((m) => m.type === "error" && m.id === "dup")
+      expect(error).toMatchObject({ data: { code: "invalid_request", message: expect.stringContaining("already in flight") } })
+      yield* ws.waitFor((m) => m.type === "done" && m.id === "dup")
+      const dup = repliesOf(ws.messages, "dup").filter((m) => m.type === "token")
+      expect(dup.map((m) => m.data)).toEqual(tokens(10))
+    })
+  )
+
+  it.scoped("closing the socket cancels every request still running", () =>
+    Effect.gen(function* () {
+      const worker = yield* FakeWorker
+      const cancelsBefore = (yield* worker.cancels).length
+      const requestsBefore = (yield* worker.requests).length
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", id: "p", data: { model: MODEL, prompt: "long", maxTokens: 60 } })
+      yield* ws.send({ type: "inference", id: "q", data: { model: MODEL, prompt: "long", maxTokens: 60 } })
+      yield* ws.waitFor((m) => m.type === "token" && m.id === "p")
+      yield* ws.waitFor((m) => m.type === "token" && m.id === "q")
+      yield* ws.close
+      expect(yield* ws.closed).toBe(1000)
+      const cancels = yield* worker.awaitCancels(cancelsBefore + 2)
+      const started = (yield* worker.requests).slice(requestsBefore).map((r) => r.requestId)
+      expect([...cancels.slice(cancelsBefore)].sort()).toEqual([...started].sort())
+    })
+  )
+
+  it.scoped("reports a model no worker serves as no_skilled_worker", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", id: "nope", data: { model: "no/such-model", prompt: "p" } })
+      const [error] = yield* ws.finished("nope")
+      expect(error).toMatchObject({
+        type: "error",
+        id: "nope",
+        data: { code: "no_skilled_worker", message: expect.stringContaining("no/such-model") }
+      })
+    })
+  )
+
+  it.scoped("reports a worker failure after the first token with the worker's own error code", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", id: "boom", data: { model: MODEL, prompt: "fail", maxTokens: 5 } })
+      const replies = yield* ws.finished("boom")
+      expect(replies.map((m) => m.type)).toEqual(["token", "error"])
+      expect(replies[1]).toMatchObject({ data: { code: "engine_error", message: "the fake engine failed" } })
+    })
+  )
+
+  it.scoped("caps maxTokens at the ceiling and defaults it", () =>
+    Effect.gen(function* () {
+      const worker = yield* FakeWorker
+      const before = (yield* worker.requests).length
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", id: "big", data: { model: MODEL, prompt: "p", maxTokens: 100_000, temperature: 0.2 } })
+      yield* ws.waitFor((m) => m.type === "token" && m.id === "big")
+      yield* ws.send({ type: "cancel", id: "big" })
+      yield* ws.send({ type: "inference", id: "default", data: { model: MODEL, prompt: "p" } })
+      const replies = yield* ws.finished("default")
+      expect(replies.filter((m) => m.type === "token")).toHaveLength(5)
+      const seen = (yield* worker.requests).slice(before)
+      expect(seen.map((r) => r.maxTokens)).toEqual([64, 5])
+      expect(seen[0]?.temperature).toBe(0.2)
+    })
+  )
+
+  it.scoped("keeps the connection alive: JSON pings before the first frame, protocol pings after", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.waitFor((m) => m.type === "ping", "a JSON ping")
+      expect(ws.pings()).toBe(0)
+      yield* ws.send({ type: "cancel", id: "nothing" })
+      const jsonPings = ws.messages.filter((m) => m.type === "ping").length
+      yield* Effect.sleep("400 millis")
+      expect(ws.pings()).toBeGreaterThanOrEqual(1)
+      // At most one JSON ping raced with the first frame.
+      expect(ws.messages.filter((m) => m.type === "ping").length).toBeLessThanOrEqual(jsonPings + 1)
+    })
+  )
+
+  it.effect("answers a plain GET /ws (no upgrade) with 426", () =>
+    Effect.gen(function* () {
+      const base = yield* baseUrl
+      const res = yield* Effect.promise(() => fetch(`${base}/ws`))
+      expect(res.status).toBe(426)
+      expect(yield* Effect.promise(() => res.json())).toMatchObject({ error: { code: "upgrade_required" } })
+    })
+  )
+})
+
+layer(
+  testServerLayer({
+    natsUrl,
+    routes: WebSocketRouteLive,
+    workerId: unique("ws-key-worker"),
+    models: [MODEL],
+    config: (c) => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, apiKeys: [Redacted.make("sekret")] } } })
+  }),
+  { excludeTestServices: true }
+)("GET /ws with api_keys", (it) => {
+  it.scoped("refuses the upgrade without a valid key", () =>
+    Effect.gen(function* () {
+      const base = yield* baseUrl
+      const none = yield* Effect.flip(connectWs(wsUrl(base)))
+      expect(none.message).toBe("unexpected response 401")
+      const wrong = yield* Effect.flip(connectWs(wsUrl(base), { authorization: "Bearer nope" }))
+      expect(wrong.message).toBe("unexpected response 401")
+    })
+  )
+
+  it.scoped("accepts the key as a bearer header or as ?api_key=", () =>
+    Effect.gen(function* () {
+      const base = yield* baseUrl
+      const header = yield* connectWs(wsUrl(base), { authorization: "Bearer sekret" })
+      yield* header.send({ type: "inference", id: "h", data: { model: MODEL, prompt: "p", maxTokens: 1 } })
+      expect((yield* header.finished("h")).at(-1)?.type).toBe("done")
+      const query = yield* connectWs(wsUrl(base, "/ws?api_key=sekret"))
+      yield* query.send({ type: "inference", id: "q", data: { model: MODEL, prompt: "p", maxTokens: 1 } })
+      expect((yield* query.finished("q")).at(-1)?.type).toBe("done")
+    })
+  )
+})

@@ -1,0 +1,115 @@
+import { HttpServer } from "@effect/platform"
+import { Effect, Layer, Logger, LogLevel, Schedule } from "effect"
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { ClusterConfigService } from "../../src/config/cluster-config.js"
+import { type ClusterConfig, defaultClusterConfig } from "../../src/config/schema.js"
+import { layer as natsLayer } from "../../src/nats/nats-transport-live.js"
+import { ControllerLive } from "../../src/roles.js"
+import { WorkerLive } from "../../src/worker/worker-live.js"
+
+/** A model folder holding `models` (config.json + a small *.safetensors each), for real workers. */
+export const makeModelDir = (models: ReadonlyArray<string>): string => {
+  const root = mkdtempSync(join(tmpdir(), "cluster-models-"))
+  for (const model of models) {
+    const dir = join(root, ...model.split("/"))
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(join(dir, "config.json"), JSON.stringify({ model_type: "llama" }))
+    writeFileSync(join(dir, "model.safetensors"), Buffer.alloc(1024))
+  }
+  return root
+}
+
+export interface WorkerSpec {
+  readonly id: string
+  readonly models: ReadonlyArray<string>
+  readonly maxConcurrent?: number
+  readonly tokensPerSecond?: number
+  readonly firstTokenMs?: number
+  readonly tags?: ReadonlyArray<string>
+}
+
+/** A test config: quiet logs, fast heartbeats, everything else the contract's defaults. */
+export const testConfig = (natsUrl: string, patch: (c: ClusterConfig) => ClusterConfig = (c) => c): ClusterConfig => {
+  const base = defaultClusterConfig()
+  return patch({
+    ...base,
+    logLevel: "warning",
+    nats: { ...base.nats, mode: "external", serverUrl: natsUrl },
+    controller: { ...base.controller, port: 0, bindAddress: "127.0.0.1" },
+    discovery: { ...base.discovery, heartbeatIntervalMs: 500 }
+  })
+}
+
+export const workerConfig = (natsUrl: string, spec: WorkerSpec): ClusterConfig =>
+  testConfig(natsUrl, (c) => ({
+    ...c,
+    mode: "worker",
+    worker: {
+      ...c.worker,
+      id: spec.id,
+      modelDir: makeModelDir(spec.models),
+      maxConcurrent: spec.maxConcurrent ?? c.worker.maxConcurrent,
+      tags: spec.tags ?? [],
+      drainTimeoutMs: 2_000,
+      engine: {
+        ...c.worker.engine,
+        type: "synthetic",
+        synthetic: { tokensPerSecond: spec.tokensPerSecond ?? 0, firstTokenMs: spec.firstTokenMs ?? 0 }
+      }
+    }
+  }))
+
+const quiet = (config: ClusterConfig) => Logger.minimumLogLevel(config.logLevel === "debug" ? LogLevel.Debug : LogLevel.Warning)
+
+/**
+ * Builds `layer` with a memo map of its own. Layers are memoized by reference within one build, so
+ * three workers in one test graph would otherwise share one WorkerLive (and one config).
+ */
+export const isolated = <A, E>(layer: Layer.Layer<A, E>): Layer.Layer<A, E> =>
+  Layer.scopedContext(
+    Effect.gen(function* () {
+      const memoMap = yield* Layer.makeMemoMap
+      return yield* Layer.buildWithMemoMap(layer, memoMap, yield* Effect.scope)
+    })
+  )
+
+/** A real worker (synthetic engine) on its own NATS connection. */
+export const workerLayer = (natsUrl: string, spec: WorkerSpec) => {
+  const config = workerConfig(natsUrl, spec)
+  return isolatedWorker(config, natsUrl, spec.id)
+}
+
+const isolatedWorker = (config: ClusterConfig, natsUrl: string, id: string) =>
+  isolated(
+    WorkerLive.pipe(
+      Layer.provide(natsLayer({ url: natsUrl, name: `test worker ${id}` })),
+      Layer.provide(ClusterConfigService.layer(config)),
+      Layer.provide(quiet(config))
+    )
+  )
+
+/** A real controller with its HTTP server on a free port, on its own NATS connection. */
+export const controllerLayer = (natsUrl: string, patch: (c: ClusterConfig) => ClusterConfig = (c) => c) => {
+  const config = testConfig(natsUrl, (c) => patch({ ...c, mode: "controller" }))
+  return isolated(
+    ControllerLive.pipe(
+      Layer.provideMerge(ClusterConfigService.layer(config)),
+      Layer.provide(natsLayer({ url: natsUrl, name: "test controller" })),
+      Layer.provide(quiet(config))
+    )
+  )
+}
+
+/** `http://127.0.0.1:PORT` of the controller's server. */
+export const baseUrl = Effect.map(HttpServer.HttpServer, (server) =>
+  server.address._tag === "TcpAddress" ? `http://127.0.0.1:${server.address.port}` : "http://invalid"
+)
+
+/** Polls `check` every 20 ms until it holds, failing after `timeoutMs`. */
+export const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, timeoutMs = 5_000) =>
+  check.pipe(
+    Effect.repeat({ until: (ok) => ok, schedule: Schedule.spaced("20 millis") }),
+    Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => new Error(`condition not met within ${timeoutMs} ms`) })
+  )

@@ -1,0 +1,125 @@
+import { NodeFileSystem } from "@effect/platform-node"
+import { Context, Effect, Exit, Fiber, Layer, Logger, Schema, Scope, TestClock } from "effect"
+import { ClusterConfigService } from "../../../src/config/cluster-config.js"
+import type { ClusterConfig } from "../../../src/config/schema.js"
+import { RequestId } from "../../../src/domain/ids.js"
+import { InferenceReply, type InferenceRequest, TokenMessage } from "../../../src/domain/inference.js"
+import { Subjects } from "../../../src/domain/subjects.js"
+import type { HardwareProfile } from "../../../src/domain/worker.js"
+import type { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
+import { syntheticEngineLayer } from "../../../src/worker/engines/synthetic-engine.js"
+import { Hardware } from "../../../src/worker/hardware.js"
+import { ModelScanner } from "../../../src/worker/model-scanner.js"
+import { Worker, WorkerCore, type WorkerService } from "../../../src/worker/worker-live.js"
+import { WorkerStats } from "../../../src/worker/worker-stats.js"
+import { TestTransport, TestTransportLayer, type TestTransportControl } from "./test-transport.js"
+
+export const testHardware: HardwareProfile = {
+  platform: "darwin",
+  arch: "arm64",
+  chip: "Apple M2 Max",
+  cpuCores: 12,
+  gpuCores: 38,
+  gpuMemoryGB: 72,
+  totalMemoryGB: 96
+}
+
+export type WorkerPatch = (worker: ClusterConfig["worker"]) => ClusterConfig["worker"]
+
+export interface HarnessOptions {
+  readonly workerId?: string
+  readonly modelDir: string
+  readonly worker?: WorkerPatch
+  readonly heartbeatIntervalMs?: number
+  readonly engine?: Layer.Layer<InferenceEngine>
+}
+
+export interface Harness {
+  readonly workerId: string
+  readonly worker: WorkerService
+  readonly bus: TestTransportControl
+  /** Log lines (`LEVEL message`) of the worker's fibers. */
+  readonly logs: ReadonlyArray<string>
+  /** Closes the worker's scope: graceful stop. */
+  readonly close: Effect.Effect<void>
+}
+
+export const configFor = (options: HarnessOptions) =>
+  ClusterConfigService.layerTest((c) => ({
+    ...c,
+    discovery: { ...c.discovery, heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1_000 },
+    worker: (options.worker ?? ((w) => w))({
+      ...c.worker,
+      id: options.workerId ?? "test-worker",
+      modelDir: options.modelDir,
+      maxConcurrent: 2,
+      drainTimeoutMs: 10_000
+    })
+  }))
+
+/**
+ * The worker core over the in-memory transport, a fixed hardware profile and (by default) an
+ * unpaced synthetic engine; built in its own scope so a test can stop it.
+ */
+export const startHarness = (options: HarnessOptions) =>
+  Effect.gen(function* () {
+    const logs: Array<string> = []
+    const logger = Logger.make(({ logLevel, message }) => {
+      logs.push(`${logLevel.label} ${Array.isArray(message) ? message.map(String).join(" ") : String(message)}`)
+    })
+    const layer = WorkerCore.pipe(
+      Layer.provide(
+        Layer.mergeAll(
+          ModelScanner.layer.pipe(Layer.provide(NodeFileSystem.layer)),
+          Hardware.layerTest(testHardware),
+          options.engine ?? syntheticEngineLayer({ tokensPerSecond: 0, firstTokenMs: 0 }),
+          WorkerStats.Default
+        )
+      ),
+      Layer.provideMerge(TestTransportLayer),
+      Layer.provide(configFor(options))
+    )
+    const scope = yield* Scope.make()
+    // At the end of a test, stop the worker with the TestClock moved past any drain.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+        yield* TestClock.adjust("1 hour")
+        yield* Fiber.join(closing)
+      })
+    )
+    const context = yield* Layer.buildWithScope(layer, scope).pipe(
+      Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+    )
+    const worker = Context.get(context, Worker)
+    const harness: Harness = {
+      workerId: worker.workerId,
+      worker,
+      bus: Context.get(context, TestTransport),
+      logs,
+      close: Scope.close(scope, Exit.void)
+    }
+    return harness
+  })
+
+let counter = 0
+export const requestId = (prefix = "req"): RequestId => Schema.decodeSync(RequestId)(`${prefix}-${++counter}`)
+
+export const inferenceRequest = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
+  requestId: requestId(),
+  model: "synthetic/demo",
+  messages: [{ role: "user", content: "tell me something" }],
+  maxTokens: 20,
+  stream: true,
+  ...over
+})
+
+/** Sends a request to the harness worker; its reply goes to `reply.{requestId}`. */
+export const send = (h: Harness, request: unknown, replyTo?: string) =>
+  h.bus.inject(Subjects.inference(h.workerId), request, replyTo)
+
+export const replyTo = (request: InferenceRequest) => `reply.${request.requestId}`
+
+export const repliesTo = (h: Harness, subject: string) => h.bus.sentOn(subject, InferenceReply)
+
+export const tokenMessages = (h: Harness, id: string) => h.bus.sentOn(Subjects.response(id), TokenMessage)

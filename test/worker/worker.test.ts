@@ -1,0 +1,425 @@
+import * as Path from "node:path"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber, Layer, Schema, Stream, TestClock } from "effect"
+import { Subjects } from "../../src/domain/subjects.js"
+import { WorkerDeregistration, WorkerHeartbeat, WorkerRegistration } from "../../src/domain/worker.js"
+import {
+  EngineError,
+  InferenceEngine,
+  finishPiece,
+  tokenPiece
+} from "../../src/worker/engines/inference-engine.js"
+import { syntheticEngineLayer, planSynthetic } from "../../src/worker/engines/synthetic-engine.js"
+import { buildRegistration, primaryIPv4 } from "../../src/worker/worker-live.js"
+import { makeModelFixture, tmpDir, writeBytes, writeText } from "./support/model-fixtures.js"
+import { eventually } from "./support/test-transport.js"
+import {
+  type Harness,
+  inferenceRequest,
+  repliesTo,
+  replyTo,
+  send,
+  startHarness,
+  testHardware,
+  tokenMessages
+} from "./support/worker-harness.js"
+
+const registrations = (h: Harness) => h.bus.sentOn(Subjects.register, WorkerRegistration)
+
+const paced = (tokensPerSecond: number) => syntheticEngineLayer({ tokensPerSecond, firstTokenMs: 0 })
+
+describe("worker presence (TestClock, in-memory transport)", () => {
+  it.scoped("subscribes and flushes before registering, then logs one ready line", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir() })
+      const timeline = yield* h.bus.timeline
+      const registerAt = timeline.indexOf(`pub ${Subjects.register}`)
+      expect(registerAt).toBeGreaterThan(0)
+      const before = timeline.slice(0, registerAt)
+      expect(before).toContain(`sub ${Subjects.inference("test-worker")}`)
+      expect(before).toContain(`sub ${Subjects.cancel("test-worker")}`)
+      expect(before).toContain(`sub ${Subjects.announce}`)
+      expect(before.at(-1)).toBe("flush")
+      expect(h.logs.filter((l) => l.includes("registered"))).toEqual(["INFO worker test-worker registered"])
+      const [registration] = yield* registrations(h)
+      expect(registration).toMatchObject({
+        workerId: "test-worker",
+        port: 0,
+        hardware: testHardware,
+        capabilities: { maxConcurrent: 2, supportsStreaming: true, engine: "synthetic" },
+        skills: { availableModels: ["synthetic/demo"], modelPaths: { "synthetic/demo": "builtin:synthetic/demo" } },
+        priority: 0,
+        tags: []
+      })
+    })
+  )
+
+  it.scoped("registration carries the scanned skills, tags and priority from the config", () =>
+    Effect.gen(function* () {
+      const fixture = makeModelFixture(yield* tmpDir())
+      const h = yield* startHarness({
+        modelDir: fixture.modelDir,
+        worker: (w) => ({ ...w, hfCacheDir: fixture.hfCacheDir, tags: ["fast", "studio"], priority: 5 })
+      })
+      const [registration] = yield* registrations(h)
+      expect(registration?.skills.availableModels).toEqual(Object.keys(fixture.expected).sort())
+      for (const [name, { path, size }] of Object.entries(fixture.expected)) {
+        expect(registration?.skills.modelPaths[name]).toBe(path)
+        expect(registration?.skills.modelSizes[name]).toBe(size)
+      }
+      expect(registration?.tags).toEqual(["fast", "studio"])
+      expect(registration?.priority).toBe(5)
+    })
+  )
+
+  it.scoped("heartbeats every heartbeat_interval_ms with request counters and tokens/s", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir(), heartbeatIntervalMs: 1_000 })
+      const heartbeats = h.bus.sentOn(Subjects.heartbeat, WorkerHeartbeat)
+      expect(yield* heartbeats).toEqual([])
+      yield* TestClock.adjust("999 millis")
+      expect(yield* heartbeats).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect((yield* heartbeats).length).toBe(1)
+      yield* TestClock.adjust("3 seconds")
+      const four = yield* heartbeats
+      expect(four.length).toBe(4)
+      expect(four.map((b) => b.timestamp)).toEqual([1000, 2000, 3000, 4000])
+      const first = four[0]
+      expect(first?.workerId).toBe("test-worker")
+      expect(first?.metrics.requests).toEqual({ active: 0, total: 0, succeeded: 0, failed: 0 })
+      expect(first?.metrics.cpuUsage).toBeGreaterThanOrEqual(0)
+      expect(first?.metrics.cpuUsage).toBeLessThanOrEqual(1)
+      expect(first?.metrics.memoryUsage).toBeGreaterThan(0)
+      expect(first?.metrics.memoryUsage).toBeLessThanOrEqual(1)
+
+      const request = inferenceRequest({ maxTokens: 30 })
+      yield* send(h, request, replyTo(request))
+      const done = yield* eventually(
+        Effect.map(tokenMessages(h, request.requestId), (m) => {
+          const last = m.at(-1)
+          expect(last?.type).toBe("done")
+          return m
+        })
+      )
+      yield* TestClock.adjust("1 second")
+      const latest = (yield* heartbeats).at(-1)
+      expect(latest?.metrics.requests).toEqual({ active: 0, total: 1, succeeded: 1, failed: 0 })
+      expect(latest?.metrics.tokensPerSecond).toBe(done.length - 1)
+      yield* TestClock.adjust("1 second")
+      expect((yield* heartbeats).at(-1)?.metrics.tokensPerSecond).toBe(0)
+    })
+  )
+
+  it.scoped("registers again on controller.announce", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir() })
+      expect((yield* registrations(h)).length).toBe(1)
+      yield* h.bus.inject(Subjects.announce, { controllerId: "c-2", timestamp: 5 })
+      yield* eventually(Effect.map(registrations(h), (r) => expect(r.length).toBe(2)))
+      yield* h.bus.inject(Subjects.announce, { controllerId: "c-3" }) // invalid: ignored
+      yield* h.bus.inject(Subjects.announce, { controllerId: "c-3", timestamp: 6 })
+      yield* eventually(Effect.map(registrations(h), (r) => expect(r.length).toBe(3)))
+      expect(h.logs.filter((l) => l.includes("registered")).length).toBe(1)
+    })
+  )
+
+  it.scoped("a rescan (scheduled or on demand) that finds new models registers again", () =>
+    Effect.gen(function* () {
+      const modelDir = yield* tmpDir()
+      const h = yield* startHarness({ modelDir, worker: (w) => ({ ...w, rescanIntervalMs: 10_000 }) })
+      writeText(Path.join(modelDir, "org", "m1", "config.json"), "{}")
+      writeBytes(Path.join(modelDir, "org", "m1", "model.safetensors"), 10)
+      yield* TestClock.adjust("10 seconds")
+      const second = yield* eventually(
+        Effect.map(registrations(h), (r) => {
+          expect(r.length).toBe(2)
+          return r[1]
+        })
+      )
+      expect(second?.skills.availableModels).toEqual(["org/m1"])
+      expect(second?.skills.modelSizes["org/m1"]).toBe(12)
+      // nothing changed: no registration
+      yield* TestClock.adjust("10 seconds")
+      yield* h.worker.rescan
+      expect((yield* registrations(h)).length).toBe(2)
+      writeText(Path.join(modelDir, "org", "m2", "config.json"), "{}")
+      writeBytes(Path.join(modelDir, "org", "m2", "model.safetensors"), 1)
+      const skills = yield* h.worker.rescan
+      expect(skills.availableModels).toEqual(["org/m1", "org/m2"])
+      yield* eventually(Effect.map(registrations(h), (r) => expect(r.at(-1)?.skills.availableModels).toEqual(["org/m1", "org/m2"])))
+      expect((yield* h.worker.registration).skills.availableModels).toEqual(["org/m1", "org/m2"])
+    })
+  )
+
+  it.scoped("graceful stop: refuses new requests as busy, lets running ones finish, then deregisters", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: paced(10) })
+      const request = inferenceRequest({ maxTokens: 5 })
+      yield* send(h, request, replyTo(request))
+      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      const closing = yield* Effect.fork(h.close)
+      yield* eventually(Effect.sync(() => expect(h.logs.some((l) => l.includes("draining 1"))).toBe(true)))
+      const late = inferenceRequest()
+      yield* send(h, late, replyTo(late))
+      yield* eventually(
+        Effect.map(repliesTo(h, replyTo(late)), (r) => expect(r).toEqual([{ accepted: false, reason: "busy", message: expect.stringContaining("shutting down") }]))
+      )
+      expect(yield* h.bus.sentOn(Subjects.deregister, WorkerDeregistration)).toEqual([])
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(closing)
+      const sent = yield* h.bus.sent
+      const doneAt = sent.findIndex((s) => s.subject === Subjects.response(request.requestId) && (s.body as { type: string }).type === "done")
+      const deregisterAt = sent.findIndex((s) => s.subject === Subjects.deregister)
+      expect(doneAt).toBeGreaterThan(0)
+      expect(deregisterAt).toBeGreaterThan(doneAt)
+      expect(Schema.decodeUnknownSync(WorkerDeregistration)(sent[deregisterAt]?.body)).toMatchObject({ workerId: "test-worker" })
+    })
+  )
+
+  it.scoped("graceful stop with a request running past drain_timeout_ms stops it with worker_shutdown", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({
+        modelDir: yield* tmpDir(),
+        engine: paced(10),
+        worker: (w) => ({ ...w, drainTimeoutMs: 2_000 })
+      })
+      const request = inferenceRequest({ maxTokens: 1_000 })
+      yield* send(h, request, replyTo(request))
+      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      console.log("A")
+      const closing = yield* Effect.fork(h.close)
+      yield* eventually(Effect.sync(() => expect(h.logs.some((l) => l.includes("draining 1"))).toBe(true)))
+      console.log("B")
+      yield* TestClock.adjust("2 seconds")
+      console.log("C", h.logs)
+      yield* Fiber.join(closing)
+      console.log("D")
+      const messages = yield* tokenMessages(h, request.requestId)
+      expect(messages.at(-1)).toMatchObject({ type: "error", code: "worker_shutdown" })
+      expect(messages.filter((m) => m.type === "token").length).toBeGreaterThan(10)
+      expect((yield* h.bus.sentOn(Subjects.deregister, WorkerDeregistration)).length).toBe(1)
+      expect(yield* h.worker.stats).toMatchObject({ total: 1, failed: 1, succeeded: 0, active: 0 })
+    })
+  )
+})
+
+describe("inference handling (TestClock, in-memory transport)", () => {
+  it.scoped("acks, streams ordered tokens and ends with one done carrying usage and latency", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: paced(100) })
+      const request = inferenceRequest({ maxTokens: 10 })
+      yield* send(h, request, replyTo(request))
+      yield* eventually(Effect.map(repliesTo(h, replyTo(request)), (r) => expect(r).toEqual([{ accepted: true, workerId: "test-worker" }])))
+      yield* TestClock.adjust("1 second")
+      const messages = yield* eventually(
+        Effect.map(tokenMessages(h, request.requestId), (m) => {
+          expect(m.at(-1)?.type).toBe("done")
+          return m
+        })
+      )
+      const plan = planSynthetic(request)
+      const tokens = messages.filter((m) => m.type === "token")
+      expect(tokens.map((t) => (t.type === "token" ? t.index : -1))).toEqual(plan.tokens.map((_, i) => i))
+      expect(tokens.map((t) => (t.type === "token" ? t.token : ""))).toEqual(plan.tokens)
+      expect(messages.at(-1)).toEqual({
+        type: "done",
+        requestId: request.requestId,
+        finishReason: "length",
+        usage: { promptTokens: 3, completionTokens: 10 },
+        latencyMs: 90
+      })
+      expect(yield* h.worker.stats).toMatchObject({ total: 1, succeeded: 1, active: 0, tokens: 10 })
+    })
+  )
+
+  it.scoped("refuses: busy at max_concurrent, model_not_found, duplicate request id", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: paced(10) })
+      const requests = [inferenceRequest(), inferenceRequest(), inferenceRequest()]
+      for (const r of requests) yield* send(h, r, replyTo(r))
+      const replies = yield* eventually(
+        Effect.map(Effect.forEach(requests, (r) => repliesTo(h, replyTo(r))), (all) => {
+          expect(all.every((r) => r.length === 1)).toBe(true)
+          return all.map((r) => r[0])
+        })
+      )
+      expect(replies.filter((r) => r?.accepted === true).length).toBe(2)
+      expect(replies.filter((r) => r?.accepted === false && r.reason === "busy").length).toBe(1)
+
+      const duplicate = { ...inferenceRequest(), requestId: requests[0]?.requestId }
+      yield* send(h, duplicate, "reply.duplicate")
+      yield* eventually(
+        Effect.map(repliesTo(h, "reply.duplicate"), (r) => expect(r[0]).toMatchObject({ accepted: false, reason: "invalid_request" }))
+      )
+      const unknown = inferenceRequest({ model: "no/such-model" })
+      yield* send(h, unknown, replyTo(unknown))
+      yield* eventually(
+        Effect.map(repliesTo(h, replyTo(unknown)), (r) =>
+          expect(r[0]).toMatchObject({ accepted: false, reason: "model_not_found", message: expect.stringContaining("synthetic/demo") })
+        )
+      )
+      expect((yield* h.worker.stats).total).toBe(2)
+    })
+  )
+
+  it.scoped("a cancel stops the request: no more tokens, no done; counted in total only", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: paced(10) })
+      const request = inferenceRequest({ maxTokens: 100 })
+      yield* send(h, request, replyTo(request))
+      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      yield* TestClock.adjust("250 millis")
+      yield* eventually(Effect.map(tokenMessages(h, request.requestId), (m) => expect(m.length).toBe(3)))
+      yield* h.bus.inject(Subjects.cancel("test-worker"), { requestId: request.requestId })
+      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(0)))
+      yield* TestClock.adjust("20 seconds")
+      expect((yield* tokenMessages(h, request.requestId)).map((m) => m.type)).toEqual(["token", "token", "token"])
+      expect(yield* h.worker.stats).toMatchObject({ total: 1, succeeded: 0, failed: 0, cancelled: 1, active: 0 })
+      // a cancel for something not running is harmless
+      yield* h.bus.inject(Subjects.cancel("test-worker"), { requestId: "nothing-here" })
+      const next = inferenceRequest({ maxTokens: 2 })
+      yield* send(h, next, replyTo(next))
+      yield* TestClock.adjust("1 second")
+      yield* eventually(Effect.map(tokenMessages(h, next.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+    })
+  )
+
+  it.scoped("worker.request_timeout_ms ends a request with an error of code timeout", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({
+        modelDir: yield* tmpDir(),
+        engine: paced(10),
+        worker: (w) => ({ ...w, requestTimeoutMs: 1_000 })
+      })
+      const request = inferenceRequest({ maxTokens: 100 })
+      yield* send(h, request, replyTo(request))
+      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      yield* TestClock.adjust("1 second")
+      const messages = yield* eventually(
+        Effect.map(tokenMessages(h, request.requestId), (m) => {
+          expect(m.at(-1)?.type).toBe("error")
+          return m
+        })
+      )
+      expect(messages.at(-1)).toMatchObject({ type: "error", code: "timeout", message: expect.stringContaining("1000 ms") })
+      expect(messages.filter((m) => m.type === "done")).toEqual([])
+      expect(yield* h.worker.stats).toMatchObject({ total: 1, failed: 1, active: 0 })
+    })
+  )
+
+  it.scoped("invalid bodies: invalid_request when there is a reply subject, dropped otherwise; serving goes on", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir() })
+      yield* send(h, { requestId: "x", model: "synthetic/demo" }, "reply.bad")
+      yield* send(h, { nonsense: true })
+      yield* send(h, "just a string", "reply.string")
+      yield* send(h, { ...inferenceRequest(), maxTokens: -1 }, "reply.negative")
+      for (const subject of ["reply.bad", "reply.string", "reply.negative"]) {
+        yield* eventually(
+          Effect.map(repliesTo(h, subject), (r) =>
+            expect(r).toEqual([{ accepted: false, reason: "invalid_request", message: expect.stringContaining("invalid inference request") }])
+          )
+        )
+      }
+      expect(h.logs.filter((l) => l.startsWith("WARN") && l.includes("no reply subject")).length).toBe(1)
+      const ok = inferenceRequest({ maxTokens: 3 })
+      yield* send(h, ok, replyTo(ok))
+      yield* eventually(Effect.map(tokenMessages(h, ok.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+      // a valid request without a reply subject still runs
+      const silent = inferenceRequest({ maxTokens: 2 })
+      yield* send(h, silent)
+      yield* eventually(Effect.map(tokenMessages(h, silent.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+    })
+  )
+
+  it.scoped("another engine with no model folder registers its type and no skills", () =>
+    Effect.gen(function* () {
+      const other = Layer.succeed(InferenceEngine, { type: "other", generate: () => Stream.empty })
+      const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: other, worker: (w) => ({ ...w, engine: { ...w.engine, type: "openai" } }) })
+      const [registration] = yield* registrations(h)
+      expect(registration?.capabilities.engine).toBe("other")
+      expect(registration?.skills.availableModels).toEqual([])
+      yield* h.worker.register
+      expect((yield* registrations(h)).length).toBe(2)
+    })
+  )
+
+  it.scoped("engine errors, defects and streams without a finish piece", () =>
+    Effect.gen(function* () {
+      const fixture = makeModelFixture(yield* tmpDir())
+      const engine = Layer.succeed(InferenceEngine, {
+        type: "scripted",
+        generate: (request) => {
+          switch (request.messages?.[0]?.content) {
+            case "fail":
+              return Stream.concat(
+                Stream.make(tokenPiece("a"), tokenPiece("b")),
+                Stream.fail(new EngineError({ code: "upstream_error", message: "upstream answered 500: boom" }))
+              )
+            case "die":
+              return Stream.die(new Error("engine bug"))
+            case "no-finish":
+              return Stream.make(tokenPiece("x"))
+            default:
+              return Stream.make(tokenPiece("y"), finishPiece("stop", { promptTokens: 1, completionTokens: 1 }))
+          }
+        }
+      })
+      const h = yield* startHarness({ modelDir: fixture.modelDir, engine })
+      const ask = (content: string) => {
+        const r = inferenceRequest({ model: "tiny", messages: [{ role: "user", content }] })
+        return send(h, r, replyTo(r)).pipe(
+          Effect.zipRight(
+            eventually(
+              Effect.map(tokenMessages(h, r.requestId), (m) => {
+                expect(["done", "error"]).toContain(m.at(-1)?.type)
+                return m
+              })
+            )
+          )
+        )
+      }
+      const failed = yield* ask("fail")
+      expect(failed.map((m) => m.type)).toEqual(["token", "token", "error"])
+      expect(failed.at(-1)).toMatchObject({ code: "upstream_error", message: "upstream answered 500: boom" })
+      const died = yield* ask("die")
+      expect(died.at(-1)).toMatchObject({ type: "error", code: "internal_error" })
+      const noFinish = yield* ask("no-finish")
+      expect(noFinish.at(-1)).toMatchObject({
+        type: "done",
+        finishReason: "stop",
+        usage: { promptTokens: 1, completionTokens: 1 }
+      })
+      expect(yield* h.worker.stats).toMatchObject({ total: 3, succeeded: 1, failed: 2, active: 0 })
+    })
+  )
+})
+
+describe("registration helpers", () => {
+  it("buildRegistration and primaryIPv4", () => {
+    expect(
+      primaryIPv4({
+        lo: [{ address: "127.0.0.1", netmask: "255.0.0.0", family: "IPv4", mac: "00", internal: true, cidr: null }],
+        en0: [
+          { address: "fe80::1", netmask: "ffff::", family: "IPv6", mac: "00", internal: false, cidr: null, scopeid: 1 },
+          { address: "192.168.1.20", netmask: "255.255.255.0", family: "IPv4", mac: "00", internal: false, cidr: null }
+        ]
+      })
+    ).toBe("192.168.1.20")
+    expect(primaryIPv4({})).toBe("127.0.0.1")
+    const registration = buildRegistration({
+      workerId: Schema.decodeSync(WorkerRegistration.fields.workerId)("w"),
+      hostname: "h",
+      ip: "1.2.3.4",
+      hardware: testHardware,
+      maxConcurrent: 3,
+      engine: "synthetic",
+      skills: { availableModels: [], modelPaths: {}, modelSizes: {}, totalModelSize: 0, lastScanned: 1 },
+      priority: 1,
+      tags: ["t"],
+      timestamp: 2
+    })
+    expect(Schema.decodeUnknownSync(WorkerRegistration)(registration)).toEqual(registration)
+  })
+})
