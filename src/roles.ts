@@ -17,9 +17,15 @@ export const ControllerLive = ControllerReadyLive.pipe(
   Layer.provideMerge(ControllerCoreLive)
 )
 
-/** NATS as the config says: a connection, after starting our own nats-server when embedded. */
+/**
+ * NATS as the config says: a connection, after starting our own nats-server when embedded. A
+ * worker-only process never embeds one: the server belongs with the controller, and a worker
+ * reaches it at `nats.server_url`.
+ */
 export const natsFor = (config: ClusterConfig) =>
-  config.nats.mode === "embedded" ? NatsTransportLive.pipe(Layer.provide(EmbeddedNatsLive)) : NatsTransportLive
+  config.nats.mode === "embedded" && config.mode !== "worker"
+    ? NatsTransportLive.pipe(Layer.provide(EmbeddedNatsLive))
+    : NatsTransportLive
 
 const logLevels = {
   debug: LogLevel.Debug,

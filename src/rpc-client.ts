@@ -16,10 +16,13 @@ import { toOpenAiError, type WireError } from "./domain/errors.js"
  * framing, so `Generate` yields its tokens as they arrive.
  *
  * ```ts
+ * import { ClusterClient, layer } from "./rpc-client.js"
+ *
  * const program = Effect.gen(function* () {
  *   const cluster = yield* ClusterClient
  *   const status = yield* cluster.ClusterStatus()
- * }).pipe(Effect.provide(ClusterClientLayer.layer({ url: "http://127.0.0.1:8080/rpc" })))
+ *   yield* cluster.Generate({ model, prompt }).pipe(Stream.runForEach(Console.log))
+ * }).pipe(Effect.provide(layer({ url: "http://127.0.0.1:8080/rpc", apiKey })))
  * ```
  */
 export type ClusterClientService = RpcClient.RpcClient<RpcGroup.Rpcs<typeof ClusterRpcs>, RpcClientError>

@@ -192,6 +192,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           const attemptId = RequestId.make(attemptNo === 0 ? requestId : `${requestId}-${attemptNo}`)
 
           const failure = yield* Deferred.make<never, AttemptError>()
+          // Completed by the first token: the watchdog then switches from the first-token deadline to the (earlier) idle one.
+          const firstToken = yield* Deferred.make<void>()
           let finished = false
           let lastActivity = yield* Clock.currentTimeMillis
           const dispatchedAt = lastActivity
@@ -231,7 +233,9 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
                 : { at: lastActivity + c.streamIdleTimeoutMs, phase: "stream_idle" as const, timeoutMs: c.streamIdleTimeoutMs }
             return phase.at < whole.at ? phase : whole
           }
-          // One watchdog per stream: it sleeps until the next deadline and checks again if tokens came meanwhile.
+          // One watchdog per stream, not a timer per token: it sleeps until the next deadline and checks
+          // again, since tokens that came meanwhile only move deadlines later. The one exception, the
+          // switch from the first-token deadline to the idle one, wakes it through `firstToken`.
           yield* Effect.gen(function* () {
             while (true) {
               const now = yield* Clock.currentTimeMillis
@@ -242,26 +246,28 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
                   new InferenceTimeout({ phase: next.phase, timeoutMs: next.timeoutMs, workerId })
                 )
               }
-              yield* Effect.sleep(next.at - now)
+              const sleep = Effect.sleep(next.at - now)
+              yield* next.phase === "first_token" ? Effect.raceFirst(sleep, Deferred.await(firstToken)) : sleep
             }
           }).pipe(Effect.forkScoped)
 
           const relayChunk = (chunk: Chunk.Chunk<Incoming<TokenMessage>>) =>
             Effect.suspend(() => {
               const out: Array<RelayEvent> = []
+              // A failure still relays the tokens before it in the same chunk (see `flattenExitOption`).
+              let failed: WorkerFailed | undefined
               for (const { data } of chunk) {
-                if (finished) break
+                if (finished || failed !== undefined) break
                 switch (data.type) {
                   case "token": {
                     if (data.index !== expected) {
-                      finished = true
-                      return Effect.fail(
-                        new WorkerFailed({
-                          workerId,
-                          code: "token_gap",
-                          message: `expected token ${expected} from worker ${workerId}, got ${data.index}`
-                        })
-                      )
+                      // Not `finished`: the worker may still be generating, so the finalizer cancels it.
+                      failed = new WorkerFailed({
+                        workerId,
+                        code: "token_gap",
+                        message: `expected token ${expected} from worker ${workerId}, got ${data.index}`
+                      })
+                      break
                     }
                     expected++
                     out.push({ type: "token", index: data.index, token: data.token })
@@ -273,14 +279,16 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
                     break
                   case "error":
                     finished = true
-                    return Effect.fail(new WorkerFailed({ workerId, code: data.code, message: data.message }))
+                    failed = new WorkerFailed({ workerId, code: data.code, message: data.message })
+                    break
                 }
               }
               return Effect.gen(function* () {
                 const now = yield* Clock.currentTimeMillis
                 lastActivity = now
-                const tokens = out.length - (finished ? 1 : 0)
+                const tokens = out.length - (out.at(-1)?.type === "done" ? 1 : 0)
                 if (tokens > 0) {
+                  if (expected === tokens) yield* Deferred.succeed(firstToken, undefined)
                   if (progress.relayed === 0) {
                     progress.firstTokenAt = now
                     yield* Metric.update(Metrics.timeToFirstTokenMs, now - dispatchedAt)
@@ -288,15 +296,19 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
                   progress.relayed += tokens
                   yield* Metric.incrementBy(Metrics.tokensRelayed, tokens)
                 }
-                return Chunk.unsafeFromArray(out)
+                const events = Chunk.unsafeFromArray(out.map((event) => Exit.succeed(event)))
+                return failed === undefined
+                  ? events
+                  : Chunk.append(events, Exit.fail(Option.some<AttemptError>(failed)))
               })
             })
 
           const stop = lifecycle.stopped.pipe(Effect.zipRight(Effect.fail(new ShuttingDown())))
           return responses.pipe(
             Stream.mapChunksEffect(relayChunk),
+            Stream.flattenExitOption,
             Stream.takeUntil((event) => event.type === "done"),
-            Stream.interruptWhen(Effect.race(Deferred.await(failure), stop))
+            Stream.interruptWhen(Effect.raceFirst(Deferred.await(failure), stop))
           )
         })
       )

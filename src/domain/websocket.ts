@@ -48,9 +48,6 @@ export type WsCancel = typeof WsCancel.Type
 export const WsClientMessage = Schema.Union(WsInference, WsCancel)
 export type WsClientMessage = typeof WsClientMessage.Type
 
-/** A client frame as text: JSON, then the message schema. */
-export const WsClientFrame = Schema.parseJson(WsClientMessage)
-
 export const WsToken = Schema.Struct({
   type: Schema.Literal("token"),
   id: Schema.String,

@@ -1,4 +1,3 @@
-import { HttpLayerRouter, HttpServerRequest } from "@effect/platform"
 import { RpcSerialization, RpcServer } from "@effect/rpc"
 import { Effect, Layer, Option, Stream } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
@@ -7,7 +6,6 @@ import { Registry } from "../controller/registry.js"
 import { Router } from "../controller/router.js"
 import { InvalidRequest, WorkerNotFound } from "../domain/errors.js"
 import { ClusterRpcs, type GenerateRequest } from "../domain/rpc.js"
-import { apiKeyAccepted, unauthorizedResponse } from "./websocket.js"
 
 /** `Generate` payload → Router request, with `maxTokens` defaulted and capped like the other front doors. */
 const toRouteRequest = (payload: GenerateRequest, api: { readonly defaultMaxTokens: number; readonly maxTokensCeiling: number }) => ({
@@ -41,19 +39,11 @@ export const ClusterRpcHandlersLive = ClusterRpcs.toLayer(
   })
 )
 
-/** With `controller.api.api_keys` set, `/rpc` needs `Authorization: Bearer KEY`, like `/v1/*` and `/api/*`. */
-const RpcApiKeyMiddleware = HttpLayerRouter.middleware(
-  Effect.map(ClusterConfigService, (config) => (httpApp) =>
-    Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
-      apiKeyAccepted(request, config.controller.api.apiKeys) ? httpApp : Effect.succeed(unauthorizedResponse())
-    )
-  )
-)
-
 /**
  * `POST /rpc`: the `ClusterRpcs` group over HTTP with NDJSON framing. Needs the HttpRouter,
- * `ClusterStatusQuery`, `Registry`, `Router` and the config.
+ * `ClusterStatusQuery`, `Registry`, `Router` and the config. API keys are checked by the server's
+ * global middleware (`protections.ts`).
  */
 export const RpcRouteLive = RpcServer.layerHttpRouter({ group: ClusterRpcs, path: "/rpc", protocol: "http" }).pipe(
-  Layer.provide([ClusterRpcHandlersLive, RpcSerialization.layerNdjson, RpcApiKeyMiddleware.layer])
+  Layer.provide([ClusterRpcHandlersLive, RpcSerialization.layerNdjson])
 )

@@ -1,10 +1,9 @@
 import { HttpLayerRouter, HttpServerRequest, HttpServerResponse, Socket } from "@effect/platform"
-import { Cause, Clock, Effect, Either, Exit, Fiber, FiberMap, Option, ParseResult, Queue, Redacted, Schema, Stream } from "effect"
-import { timingSafeEqual } from "node:crypto"
+import { Cause, Clock, Effect, Either, Exit, Fiber, FiberMap, Option, ParseResult, Queue, Schema, Stream } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ClusterConfig } from "../config/schema.js"
 import { Router, type RouteRequest } from "../controller/router.js"
-import { Cancelled, type InferenceError, toOpenAiError, Unauthorized } from "../domain/errors.js"
+import { BodyTooLarge, Cancelled, toOpenAiError, type WireError } from "../domain/errors.js"
 import { type WsClientMessage, WsClientMessage as WsClientMessageSchema, type WsInferenceData, type WsServerMessage } from "../domain/websocket.js"
 
 /**
@@ -15,8 +14,9 @@ import { type WsClientMessage, WsClientMessage as WsClientMessageSchema, type Ws
  *   its id, so several requests stream at once.
  * - A frame that is not valid JSON or fails `WsClientMessage` gets an `error` reply with code
  *   `invalid_request` (and the id when one could be read); the socket stays open. So does an
- *   `inference` whose id is already in flight. A `cancel` for an id not in flight is ignored (it
- *   may have just finished).
+ *   `inference` whose id is already in flight, and a frame larger than
+ *   `controller.api.max_body_bytes` (code `body_too_large`, id `null`: it is not parsed). A
+ *   `cancel` for an id not in flight is ignored (it may have just finished).
  * - `cancel` interrupts the request's Router stream (the Router tells the worker
  *   `worker.{id}.cancel`) and replies `error` with code `cancelled`. Closing the socket closes the
  *   connection's scope: every request still running is interrupted the same way.
@@ -26,42 +26,13 @@ import { type WsClientMessage, WsClientMessage as WsClientMessageSchema, type Ws
  *   context of the effects that handle incoming frames. So it is captured from the first client
  *   frame on; until then (a socket that has sent nothing yet) the keep-alive is a JSON
  *   `{"type":"ping"}` text frame, which clients ignore.
- * - With `controller.api.api_keys` set, the upgrade needs `Authorization: Bearer KEY` or, for
- *   browsers that cannot set headers on a WebSocket, `?api_key=KEY`; otherwise 401.
+ * - API keys are checked before the upgrade by the server's global middleware (`protections.ts`).
  */
 
 /** The OpenAI error code of a wire error, as `error.data.code` carries it. */
-const errorCode = (error: InferenceError): { readonly code: string; readonly message: string } => {
+const errorCode = (error: WireError): { readonly code: string; readonly message: string } => {
   const body = toOpenAiError(error).body.error
   return { code: body.code ?? "internal_error", message: body.message }
-}
-
-const safeEqual = (a: string, b: string): boolean => {
-  const x = Buffer.from(a)
-  const y = Buffer.from(b)
-  return x.length === y.length && timingSafeEqual(x, y)
-}
-
-/**
- * Whether `request` carries one of `keys` as `Authorization: Bearer KEY` or as an `api_key` query
- * parameter. No keys configured: every request is accepted.
- */
-export const apiKeyAccepted = (
-  request: HttpServerRequest.HttpServerRequest,
-  keys: ReadonlyArray<Redacted.Redacted<string>>
-): boolean => {
-  if (keys.length === 0) return true
-  const header = request.headers["authorization"]
-  const bearer = header !== undefined && /^bearer\s+/i.test(header) ? header.replace(/^bearer\s+/i, "").trim() : undefined
-  const query = new URL(request.url, "http://localhost").searchParams.get("api_key") ?? undefined
-  const given = bearer ?? query
-  return given !== undefined && keys.some((key) => safeEqual(Redacted.value(key), given))
-}
-
-/** The OpenAI-shaped 401 answer of a request without a valid key. */
-export const unauthorizedResponse = (): HttpServerResponse.HttpServerResponse => {
-  const { status, body } = toOpenAiError(new Unauthorized({ message: "Missing or invalid API key" }))
-  return HttpServerResponse.unsafeJson(body, { status })
 }
 
 export interface FrameError {
@@ -69,7 +40,26 @@ export interface FrameError {
   readonly message: string
 }
 
-const decodeMessage = Schema.decodeUnknownEither(WsClientMessageSchema, { errors: "first" })
+const decodeMessage = Schema.decodeUnknownEither(WsClientMessageSchema, { errors: "all" })
+
+/**
+ * The first schema issue as one line, `invalid data.maxTokens: Expected …`. Several issues at the
+ * same path (each member of a literal union) are merged: `Expected "system" | "user", actual "bot"`.
+ */
+const describeIssues = (error: ParseResult.ParseError): string => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const first = issues[0]
+  if (first === undefined) return "invalid message"
+  const where = first.path.length === 0 ? "message" : first.path.join(".")
+  const samePath = issues.filter((i) => i.path.join(".") === first.path.join("."))
+  const parts = samePath.map((i) => /^Expected (.*), actual (.*)$/s.exec(i.message))
+  if (samePath.length > 1 && parts.every((m) => m !== null)) {
+    // An optional field also reports "Expected undefined": leave that out.
+    const expected = parts.map((m) => m?.[1] ?? "").filter((e) => e !== "undefined").join(" | ")
+    return `invalid ${where}: Expected ${expected}, actual ${parts[0]?.[2] ?? "?"}`
+  }
+  return `invalid ${where}: ${first.message}`
+}
 
 /** Decodes one client frame; on failure, what to tell the client (with the id, if one was readable). */
 export const decodeFrame = (text: string): Either.Either<WsClientMessage, FrameError> => {
@@ -79,15 +69,11 @@ export const decodeFrame = (text: string): Either.Either<WsClientMessage, FrameE
   } catch {
     return Either.left({ id: null, message: "message is not valid JSON" })
   }
-  const id =
-    typeof json === "object" && json !== null && "id" in json && typeof json.id === "string" && json.id.length > 0
-      ? json.id
-      : null
-  return Either.mapLeft(decodeMessage(json), (error) => {
-    const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
-    const where = issue === undefined || issue.path.length === 0 ? "message" : issue.path.join(".")
-    return { id, message: `invalid ${where}: ${issue?.message ?? "does not match the WebSocket protocol"}` }
-  })
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    return Either.left({ id: null, message: 'message must be a JSON object with a "type"' })
+  }
+  const id = "id" in json && typeof json.id === "string" && json.id.length > 0 ? json.id : null
+  return Either.mapLeft(decodeMessage(json), (error) => ({ id, message: describeIssues(error) }))
 }
 
 /** The Router request of one `inference` message, with `maxTokens` defaulted and capped. */
@@ -164,6 +150,7 @@ const serveSocket = (socket: Socket.Socket, router: Router, config: ClusterConfi
         Effect.annotateLogs({ wsRequestId: id })
       )
 
+    const cancelled = errorCode(new Cancelled())
     const cancel = (id: string) =>
       Option.match(FiberMap.unsafeGet(requests, id), {
         onNone: () => Effect.logDebug(`cancel for ${id}: no such request in flight`),
@@ -172,13 +159,18 @@ const serveSocket = (socket: Socket.Socket, router: Router, config: ClusterConfi
             const exit = yield* Fiber.interrupt(fiber)
             yield* FiberMap.remove(requests, id)
             // It may have finished (and sent its `done`) just before the cancel arrived.
-            if (Exit.isInterrupted(exit)) yield* sendError(id, errorCode(new Cancelled()).code, new Cancelled().message)
+            if (Exit.isInterrupted(exit)) yield* sendError(id, cancelled.code, cancelled.message)
           })
       })
 
     const handle = (frame: string | Uint8Array) =>
       Effect.gen(function* () {
         const receivedAt = yield* Clock.currentTimeMillis
+        const size = typeof frame === "string" ? Buffer.byteLength(frame) : frame.byteLength
+        if (size > api.maxBodyBytes) {
+          const { code, message } = errorCode(new BodyTooLarge({ limitBytes: api.maxBodyBytes }))
+          return yield* sendError(null, code, message)
+        }
         const decoded = decodeFrame(typeof frame === "string" ? frame : textDecoder.decode(frame))
         if (Either.isLeft(decoded)) return yield* sendError(decoded.left.id, "invalid_request", decoded.left.message)
         const message = decoded.right
@@ -225,7 +217,6 @@ export const WebSocketRouteLive = HttpLayerRouter.use((httpRouter) =>
     const config = yield* ClusterConfigService
     const handler = Effect.gen(function* () {
       const request = yield* HttpServerRequest.HttpServerRequest
-      if (!apiKeyAccepted(request, config.controller.api.apiKeys)) return unauthorizedResponse()
       const upgraded = yield* Effect.either(request.upgrade)
       if (Either.isLeft(upgraded)) {
         return HttpServerResponse.unsafeJson(

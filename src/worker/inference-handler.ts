@@ -39,7 +39,7 @@ export interface InferenceHandlerOptions {
 export interface InferenceHandler {
   /** Refuse new requests as `busy`, wait up to `timeoutMs` for the running ones, then stop them. */
   readonly drain: (timeoutMs: number) => Effect.Effect<void>
-  /** Ids of the requests running now. */
+  /** Number of requests running now. */
   readonly running: Effect.Effect<number>
 }
 
@@ -220,7 +220,10 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
         const inFlight = yield* FiberMap.size(fibers)
         if (inFlight === 0) return
         yield* Effect.logInfo(`draining ${inFlight} running request(s), up to ${timeoutMs} ms`)
-        const finished = yield* FiberMap.awaitEmpty(fibers).pipe(Effect.timeoutOption(Duration.millis(timeoutMs)))
+        // Interruptible: drain runs in a finalizer, where a timeout could not stop the wait otherwise.
+        const finished = yield* Effect.interruptible(FiberMap.awaitEmpty(fibers)).pipe(
+          Effect.timeoutOption(Duration.millis(timeoutMs))
+        )
         if (Option.isNone(finished)) {
           const left = yield* FiberMap.size(fibers)
           yield* Effect.logWarning(`drain timeout: stopping ${left} request(s)`)

@@ -91,100 +91,106 @@ export const buildRegistration = (input: RegistrationInput): WorkerRegistration 
   timestamp: input.timestamp
 })
 
-/** The worker in the current scope; see the module comment. */
+const runWorker = (workerId: WorkerId) =>
+  Effect.gen(function* () {
+    const config = yield* ClusterConfigService
+    const nats = yield* NatsTransport
+    const engine = yield* InferenceEngine
+    const scanner = yield* ModelScanner
+    const hardware = yield* Hardware
+    const stats = yield* WorkerStats
+    const workerConfig = config.worker
+    const hostname = Os.hostname()
+
+    const registration = Effect.gen(function* () {
+      return buildRegistration({
+        workerId,
+        hostname,
+        ip: primaryIPv4(Os.networkInterfaces()),
+        hardware,
+        maxConcurrent: workerConfig.maxConcurrent,
+        engine: engine.type,
+        skills: yield* scanner.current,
+        priority: workerConfig.priority,
+        tags: workerConfig.tags,
+        timestamp: yield* Clock.currentTimeMillis
+      })
+    })
+    const register = registration.pipe(
+      Effect.flatMap((message) => nats.publish(Subjects.register, WorkerRegistration, message))
+    )
+
+    const handler = yield* makeInferenceHandler({
+      workerId,
+      maxConcurrent: workerConfig.maxConcurrent,
+      requestTimeoutMs: workerConfig.requestTimeoutMs
+    })
+    const announces = yield* nats.subscribe(Subjects.announce, ControllerAnnounce)
+    yield* nats.flush
+
+    yield* register
+    yield* nats.flush
+    yield* Effect.logInfo(`worker ${workerId} registered`)
+
+    yield* Stream.runForEach(announces, (incoming) =>
+      Effect.logDebug(`controller ${incoming.data.controllerId} announced: registering again`).pipe(
+        Effect.zipRight(register)
+      )
+    ).pipe(Effect.forkScoped)
+
+    // Skills changes (from the schedule below or an on-demand rescan) are announced by registering.
+    yield* scanner.changes.pipe(
+      Stream.drop(1),
+      Stream.runForEach(() => register),
+      Effect.forkScoped
+    )
+
+    const sampler = yield* makeMetricsSampler
+    const heartbeat = Effect.gen(function* () {
+      const metrics = yield* sampler.sample
+      const timestamp = yield* Clock.currentTimeMillis
+      yield* nats.publish(Subjects.heartbeat, WorkerHeartbeat, { workerId, timestamp, metrics })
+    })
+    yield* heartbeat.pipe(
+      Effect.catchAllCause((cause) => Effect.logError("heartbeat failed", cause)),
+      Effect.schedule(Schedule.spaced(config.discovery.heartbeatIntervalMs)),
+      Effect.forkScoped
+    )
+    yield* scanner.rescan.pipe(
+      Effect.catchAllCause((cause) => Effect.logError("model rescan failed", cause)),
+      Effect.schedule(Schedule.spaced(workerConfig.rescanIntervalMs)),
+      Effect.forkScoped
+    )
+
+    const stopped = yield* Ref.make(false)
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        if (yield* Ref.getAndSet(stopped, true)) return
+        yield* handler.drain(workerConfig.drainTimeoutMs)
+        const timestamp = yield* Clock.currentTimeMillis
+        yield* nats.publish(Subjects.deregister, WorkerDeregistration, { workerId, timestamp })
+        yield* Effect.interruptible(nats.flush).pipe(Effect.timeoutOption("5 seconds"))
+        yield* Effect.logInfo(`worker ${workerId} deregistered`)
+      })
+    )
+
+    const service: WorkerService = {
+      workerId,
+      registration,
+      register,
+      rescan: scanner.rescan.pipe(Effect.map((r) => r.skills)),
+      stats: stats.snapshot,
+      running: handler.running
+    }
+    return service
+  })
+
+/** The worker in the current scope (see the module comment); its log lines carry `workerId`. */
 export const makeWorker = Effect.gen(function* () {
   const config = yield* ClusterConfigService
-  const nats = yield* NatsTransport
-  const engine = yield* InferenceEngine
-  const scanner = yield* ModelScanner
-  const hardware = yield* Hardware
-  const stats = yield* WorkerStats
-  const workerConfig = config.worker
-  const workerId = resolveWorkerId(workerConfig.id)
-  const hostname = Os.hostname()
-
-  const registration = Effect.gen(function* () {
-    return buildRegistration({
-      workerId,
-      hostname,
-      ip: primaryIPv4(Os.networkInterfaces()),
-      hardware,
-      maxConcurrent: workerConfig.maxConcurrent,
-      engine: engine.type,
-      skills: yield* scanner.current,
-      priority: workerConfig.priority,
-      tags: workerConfig.tags,
-      timestamp: yield* Clock.currentTimeMillis
-    })
-  })
-  const register = registration.pipe(
-    Effect.flatMap((message) => nats.publish(Subjects.register, WorkerRegistration, message))
-  )
-
-  const handler = yield* makeInferenceHandler({
-    workerId,
-    maxConcurrent: workerConfig.maxConcurrent,
-    requestTimeoutMs: workerConfig.requestTimeoutMs
-  })
-  const announces = yield* nats.subscribe(Subjects.announce, ControllerAnnounce)
-  yield* nats.flush
-
-  yield* register
-  yield* nats.flush
-  yield* Effect.logInfo(`worker ${workerId} registered`)
-
-  yield* Stream.runForEach(announces, (incoming) =>
-    Effect.logDebug(`controller ${incoming.data.controllerId} announced: registering again`).pipe(
-      Effect.zipRight(register)
-    )
-  ).pipe(Effect.forkScoped)
-
-  // Skills changes (from the schedule below or an on-demand rescan) are announced by registering.
-  yield* scanner.changes.pipe(
-    Stream.drop(1),
-    Stream.runForEach(() => register),
-    Effect.forkScoped
-  )
-
-  const sampler = yield* makeMetricsSampler
-  const heartbeat = Effect.gen(function* () {
-    const metrics = yield* sampler.sample
-    const timestamp = yield* Clock.currentTimeMillis
-    yield* nats.publish(Subjects.heartbeat, WorkerHeartbeat, { workerId, timestamp, metrics })
-  })
-  yield* heartbeat.pipe(
-    Effect.catchAllCause((cause) => Effect.logError("heartbeat failed", cause)),
-    Effect.schedule(Schedule.spaced(config.discovery.heartbeatIntervalMs)),
-    Effect.forkScoped
-  )
-  yield* scanner.rescan.pipe(
-    Effect.catchAllCause((cause) => Effect.logError("model rescan failed", cause)),
-    Effect.schedule(Schedule.spaced(workerConfig.rescanIntervalMs)),
-    Effect.forkScoped
-  )
-
-  const stopped = yield* Ref.make(false)
-  yield* Effect.addFinalizer(() =>
-    Effect.gen(function* () {
-      if (yield* Ref.getAndSet(stopped, true)) return
-      yield* handler.drain(workerConfig.drainTimeoutMs)
-      const timestamp = yield* Clock.currentTimeMillis
-      yield* nats.publish(Subjects.deregister, WorkerDeregistration, { workerId, timestamp })
-      yield* nats.flush
-      yield* Effect.logInfo(`worker ${workerId} deregistered`)
-    })
-  )
-
-  const service: WorkerService = {
-    workerId,
-    registration,
-    register,
-    rescan: scanner.rescan.pipe(Effect.map((r) => r.skills)),
-    stats: stats.snapshot,
-    running: handler.running
-  }
-  return service
-}).pipe(Effect.annotateLogs({ role: "worker" }))
+  const workerId = resolveWorkerId(config.worker.id)
+  return yield* runWorker(workerId).pipe(Effect.annotateLogs({ workerId }))
+})
 
 /**
  * The worker over services given by the caller: `NatsTransport`, `ClusterConfigService`,

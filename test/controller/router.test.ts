@@ -5,6 +5,7 @@ import { ControllerLifecycle } from "../../src/controller/lifecycle.js"
 import { Registry } from "../../src/controller/registry.js"
 import { RequestStats } from "../../src/controller/request-stats.js"
 import { type RelayEvent, type RouteRequest, Router } from "../../src/controller/router.js"
+import { WorkerId } from "../../src/domain/ids.js"
 import { Subjects } from "../../src/domain/subjects.js"
 import {
   consume,
@@ -453,6 +454,204 @@ describe("Router.route: timeouts", () => {
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "InferenceTimeout", phase: "request", timeoutMs: 5_000, workerId: "w1" })
         expect(yield* w1.nextCancel).toBe(req.requestId)
+        yield* expectIdle
+      })
+    )
+  )
+})
+
+describe("Router.route: failures after dispatch", () => {
+  it.effect("a token gap (0, then 2): WorkerFailed token_gap, and a cancel to the worker", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1" })
+        const c = yield* consume(yield* route())
+        const req = yield* w1.nextRequest
+        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
+        yield* c.next
+        yield* w1.emit(tokenMsg(req.requestId, 2, "c"))
+        const error = failureOf(yield* c.exit)
+        expect(error).toMatchObject({ _tag: "WorkerFailed", workerId: "w1", code: "token_gap" })
+        expect(error.message).toContain("expected token 1")
+        expect(yield* c.events).toEqual([{ type: "token", index: 0, token: "a" }])
+        expect(yield* w1.nextCancel).toBe(req.requestId)
+        expect(yield* outcomes).toEqual({ succeeded: 0, failed: 1, cancelled: 0 })
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("a worker error message: WorkerFailed with its code and message, no retry and no cancel", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1", priority: 10 })
+        const w2 = yield* startWorker({ id: "w2" }, { stream: streams("ok") })
+        const c = yield* consume(yield* route())
+        const req = yield* w1.nextRequest
+        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
+        yield* c.next
+        yield* w1.emit(errorMsg(req.requestId, "engine_crashed", "the engine ran out of memory"))
+        const error = failureOf(yield* c.exit)
+        expect(error).toEqual(
+          expect.objectContaining({
+            _tag: "WorkerFailed",
+            workerId: "w1",
+            code: "engine_crashed",
+            message: "the engine ran out of memory"
+          })
+        )
+        expect(yield* w2.received).toEqual([])
+        yield* settle
+        expect(yield* w1.cancels).toEqual([])
+        expect(yield* outcomes).toEqual({ succeeded: 0, failed: 1, cancelled: 0 })
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("tokens that arrive together with an error are relayed before the error", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        yield* startWorker(
+          { id: "w1" },
+          {
+            stream: (r) => [
+              tokenMsg(r.requestId, 0, "a"),
+              tokenMsg(r.requestId, 1, "b"),
+              errorMsg(r.requestId, "engine_error", "boom")
+            ]
+          }
+        )
+        const c = yield* consume(yield* route())
+        expect(failureOf(yield* c.exit)).toMatchObject({ _tag: "WorkerFailed", code: "engine_error" })
+        expect((yield* c.events).map((e) => e.type === "token" && e.token)).toEqual(["a", "b"])
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("the worker going offline after a token: WorkerFailed worker_lost naming the reason", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1", priority: 10 })
+        const w2 = yield* startWorker({ id: "w2" }, { stream: streams("ok") })
+        const c = yield* consume(yield* route())
+        const req = yield* w1.nextRequest
+        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
+        yield* c.next
+        yield* (yield* Registry).markOffline("w1", "no heartbeat for 15.2 s")
+        const error = failureOf(yield* c.exit)
+        expect(error).toMatchObject({ _tag: "WorkerFailed", workerId: "w1", code: "worker_lost" })
+        expect(error.message).toContain("no heartbeat for 15.2 s")
+        expect(yield* w2.received).toEqual([])
+        expect(yield* w1.nextCancel).toBe(req.requestId)
+        expect(yield* outcomes).toEqual({ succeeded: 0, failed: 1, cancelled: 0 })
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("a worker deregistering mid-stream: worker_lost, deregistered", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1" })
+        const c = yield* consume(yield* route())
+        const req = yield* w1.nextRequest
+        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
+        yield* c.next
+        yield* (yield* Registry).deregister({ workerId: WorkerId.make("w1"), timestamp: 0 })
+        const error = failureOf(yield* c.exit)
+        expect(error).toMatchObject({ _tag: "WorkerFailed", code: "worker_lost" })
+        expect(error.message).toContain("deregistered")
+        yield* expectIdle
+      })
+    )
+  )
+})
+
+describe("Router.route: the consumer goes away", () => {
+  it.effect("Stream.take(2) ends the stream early: a cancel for that request, counted as cancelled", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker(
+          { id: "w1" },
+          { stream: (r) => ["a", "b", "c", "d"].map((t, i) => tokenMsg(r.requestId, i, t)) }
+        )
+        const events = yield* route().pipe(
+          Effect.flatMap((s) => Stream.runCollect(Stream.take(s, 2))),
+          Effect.map(Chunk.toReadonlyArray)
+        )
+        expect(events.map((e) => e.type === "token" && e.token)).toEqual(["a", "b"])
+        const [req] = yield* w1.received
+        expect(yield* w1.nextCancel).toBe(req?.requestId)
+        expect(yield* cancelsOn("w1")).toEqual([{ requestId: req?.requestId }])
+        expect(yield* outcomes).toEqual({ succeeded: 0, failed: 0, cancelled: 1 })
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("interrupting the consumer fiber: a cancel for the right request, counted as cancelled", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1", priority: 10 })
+        const w2 = yield* startWorker({ id: "w2" })
+        // One request on each worker, so that the cancel must name the interrupted one.
+        const keep = yield* consume(yield* route())
+        const keptReq = yield* w1.nextRequest
+        const gone = yield* consume(yield* route())
+        const goneReq = yield* w2.nextRequest
+        yield* w2.emit(tokenMsg(goneReq.requestId, 0, "a"))
+        yield* gone.next
+        yield* Fiber.interrupt(gone.fiber)
+        expect(yield* w2.nextCancel).toBe(goneReq.requestId)
+        expect(yield* cancelsOn("w2")).toEqual([{ requestId: goneReq.requestId }])
+        expect(yield* outcomes).toEqual({ succeeded: 0, failed: 0, cancelled: 1 })
+        // The other request is untouched.
+        yield* w1.emit(tokenMsg(keptReq.requestId, 0, "x"), doneMsg(keptReq.requestId, 1))
+        successOf(yield* keep.exit)
+        expect(yield* w1.cancels).toEqual([])
+        expect(yield* outcomes).toEqual({ succeeded: 1, failed: 0, cancelled: 1 })
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("interrupting the consumer before the ack: a cancel all the same", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1" }, { reply: () => Reply.silence })
+        const c = yield* consume(yield* route())
+        const req = yield* w1.nextRequest
+        yield* Fiber.interrupt(c.fiber)
+        expect(yield* w1.nextCancel).toBe(req.requestId)
+        expect(yield* outcomes).toEqual({ succeeded: 0, failed: 0, cancelled: 1 })
+        yield* expectIdle
+      })
+    )
+  )
+})
+
+describe("Router.route: shutdown", () => {
+  it.effect("forceStop ends every running stream with ShuttingDown and cancels their work", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1", priority: 10 })
+        const w2 = yield* startWorker({ id: "w2" })
+        const a = yield* consume(yield* route())
+        const reqA = yield* w1.nextRequest
+        const b = yield* consume(yield* route())
+        const reqB = yield* w2.nextRequest
+        yield* w1.emit(tokenMsg(reqA.requestId, 0, "a"))
+        yield* a.next
+        yield* settle
+        expect(Option.isNone(yield* Fiber.poll(a.fiber))).toBe(true)
+        yield* (yield* ControllerLifecycle).forceStop
+        expect(failureOf(yield* a.exit)._tag).toBe("ShuttingDown")
+        expect(failureOf(yield* b.exit)._tag).toBe("ShuttingDown")
+        expect(yield* w1.nextCancel).toBe(reqA.requestId)
+        expect(yield* w2.nextCancel).toBe(reqB.requestId)
+        expect(yield* outcomes).toEqual({ succeeded: 0, failed: 2, cancelled: 0 })
         yield* expectIdle
       })
     )

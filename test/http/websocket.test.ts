@@ -1,5 +1,5 @@
 import { describe, expect, inject, it, layer } from "@effect/vitest"
-import { Effect, Either, Redacted } from "effect"
+import { Clock, Effect, Either, Exit, Layer, Redacted, Scope } from "effect"
 import { decodeFrame, toRouteRequest, WebSocketRouteLive } from "../../src/http/websocket.js"
 import { FakeWorker } from "./support/fake-worker.js"
 import { baseUrl, testServerLayer, unique } from "./support/test-server.js"
@@ -26,7 +26,19 @@ describe("decodeFrame / toRouteRequest", () => {
     const neither = decodeFrame(JSON.stringify({ type: "inference", id: "z", data: { model: "m" } }))
     expect(neither).toEqual(Either.left({ id: "z", message: expect.stringContaining("exactly one of prompt or messages") }))
     const unknownType = decodeFrame(JSON.stringify({ type: "hello", id: 7 }))
-    expect(unknownType).toEqual(Either.left({ id: null, message: expect.stringContaining("invalid type") }))
+    expect(unknownType).toEqual(
+      Either.left({ id: null, message: 'invalid type: Expected "inference" | "cancel", actual "hello"' })
+    )
+    const role = decodeFrame(JSON.stringify({ type: "inference", id: "r", data: { model: "m", messages: [{ role: "bot", content: "" }] } }))
+    expect(role).toEqual(
+      Either.left({
+        id: "r",
+        message: 'invalid data.messages.0.role: Expected "system" | "developer" | "user" | "assistant" | "tool", actual "bot"'
+      })
+    )
+    const tokens = decodeFrame(JSON.stringify({ type: "inference", id: "t", data: { model: "m", prompt: "p", maxTokens: 0 } }))
+    expect(tokens).toEqual(Either.left({ id: "t", message: "invalid data.maxTokens: Expected a positive number, actual 0" }))
+    expect(decodeFrame("[1]")).toEqual(Either.left({ id: null, message: 'message must be a JSON object with a "type"' }))
   })
 
   it("defaults and caps maxTokens", () => {
@@ -41,9 +53,17 @@ describe("decodeFrame / toRouteRequest", () => {
   })
 })
 
-layer(testServerLayer({ natsUrl, routes: WebSocketRouteLive, workerId: unique("ws-worker"), models: [MODEL], tokenDelayMs: 10 }), {
-  excludeTestServices: true
-})("GET /ws end to end", (it) => {
+layer(
+  testServerLayer({
+    natsUrl,
+    routes: WebSocketRouteLive,
+    workerId: unique("ws-worker"),
+    models: [MODEL],
+    tokenDelayMs: 10,
+    config: (c) => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, maxBodyBytes: 4096 } } })
+  }),
+  { excludeTestServices: true }
+)("GET /ws end to end", (it) => {
   it.scoped("streams the tokens of a request in order, then done", () =>
     Effect.gen(function* () {
       const ws = yield* connectWs(wsUrl(yield* baseUrl))
@@ -146,7 +166,7 @@ layer(testServerLayer({ natsUrl, routes: WebSocketRouteLive, workerId: unique("w
       yield* ws.send({ type: "inference", id: "bad", data: { prompt: "no model" } })
       yield* ws.send({ type: "launch", id: "rocket" })
       yield* ws.send({ type: "inference", id: "tokens", data: { model: MODEL, prompt: "p", maxTokens: -3 } })
-      const unreadable = yield* ws.finished(null)
+      const unreadable = (yield* ws.finished(null)).slice(0, 1)
       expect(unreadable).toEqual([{ type: "error", id: null, data: { code: "invalid_request", message: "message is not valid JSON" } }])
       expect(yield* ws.finished("bad")).toEqual([
         { type: "error", id: "bad", data: { code: "invalid_request", message: expect.stringContaining("data.model") } }
@@ -156,6 +176,15 @@ layer(testServerLayer({ natsUrl, routes: WebSocketRouteLive, workerId: unique("w
         type: "error",
         data: { code: "invalid_request", message: expect.stringContaining("data.maxTokens") }
       })
+      yield* ws.send({ type: "inference", id: "huge", data: { model: MODEL, prompt: "x".repeat(5000) } })
+      const tooLarge = yield* ws.waitFor((m) => m.type === "error" && m.data.code === "body_too_large")
+      expect(tooLarge).toEqual({
+        type: "error",
+        id: null,
+        data: { code: "body_too_large", message: "Request body is larger than 4096 bytes" }
+      })
+      yield* ws.send([1, 2, 3])
+      yield* ws.waitFor((m) => m.type === "error" && m.data.message.includes("JSON object"))
       // Binary frames are read as UTF-8 JSON too.
       ws.socket.send(Buffer.from(JSON.stringify({ type: "inference", id: "bin", data: { model: MODEL, prompt: "p", maxTokens: 1 } })))
       expect((yield* ws.finished("bin")).map((m) => m.type)).toEqual(["token", "done"])
@@ -290,6 +319,27 @@ layer(
       const query = yield* connectWs(wsUrl(base, "/ws?api_key=sekret"))
       yield* query.send({ type: "inference", id: "q", data: { model: MODEL, prompt: "p", maxTokens: 1 } })
       expect((yield* query.finished("q")).at(-1)?.type).toBe("done")
+    })
+  )
+})
+
+describe("GET /ws shutdown", () => {
+  it.live("closing the server closes open sockets at once, requests still running", () =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(
+        testServerLayer({ natsUrl, routes: WebSocketRouteLive, workerId: unique("ws-stop-worker"), models: [MODEL], tokenDelayMs: 20 }),
+        scope
+      )
+      const base = yield* Effect.provide(baseUrl, context)
+      const ws = yield* connectWs(wsUrl(base)).pipe(Scope.extend(scope))
+      yield* ws.send({ type: "inference", id: "s", data: { model: MODEL, prompt: "long", maxTokens: 60 } })
+      yield* ws.waitFor((m) => m.type === "token" && m.id === "s")
+      const started = yield* Clock.currentTimeMillis
+      yield* Scope.close(scope, Exit.void)
+      expect((yield* Clock.currentTimeMillis) - started).toBeLessThan(3_000)
+      expect(yield* ws.closed).toBeGreaterThanOrEqual(1000)
+      expect(repliesOf(ws.messages, "s").some((m) => m.type === "done")).toBe(false)
     })
   )
 })

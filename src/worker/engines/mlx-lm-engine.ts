@@ -101,13 +101,14 @@ const stopChild = (proc: Process, graceMs: number, label: string) =>
     const running = yield* proc.isRunning.pipe(Effect.orElseSucceed(() => false))
     if (!running) return
     yield* Effect.logInfo(`stopping ${label} (pid ${proc.pid})`)
-    const stopped = yield* proc.kill("SIGTERM").pipe(
+    // Interruptible: this runs in finalizers, where a timeout could not stop the wait otherwise.
+    const stopped = yield* Effect.interruptible(proc.kill("SIGTERM")).pipe(
       Effect.timeoutOption(Duration.millis(graceMs)),
       Effect.orElseSucceed(() => Option.none())
     )
     if (Option.isNone(stopped)) {
       yield* Effect.logWarning(`${label} (pid ${proc.pid}) ignored SIGTERM for ${graceMs} ms: SIGKILL`)
-      yield* proc.kill("SIGKILL").pipe(Effect.timeout("5 seconds"), Effect.ignore)
+      yield* Effect.interruptible(proc.kill("SIGKILL")).pipe(Effect.timeout("5 seconds"), Effect.ignore)
     }
   })
 

@@ -1,6 +1,6 @@
 import { HttpLayerRouter, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Effect, Layer, Option, Stream } from "effect"
+import { Effect, Layer, Stream } from "effect"
 import { createServer } from "node:http"
 import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import type { ClusterConfig } from "../../../src/config/schema.js"
@@ -83,5 +83,3 @@ export const baseUrl = Effect.map(HttpServer.HttpServer, (server) => {
 })
 
 export const unique = (prefix: string) => `${prefix}-${Math.random().toString(36).slice(2, 8)}`
-
-export const optionValue = <A>(o: Option.Option<A>): A => Option.getOrThrow(o)
