@@ -120,6 +120,9 @@ export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller
         const entered = yield* enqueue(request)
         if (Either.isRight(entered)) return entered.right
         const waiter = entered.left
+        // Waiters ahead of it may only wait for other (busy) workers: let the serve pass, which goes in
+        // priority order, hand it a free slot on a worker nobody ahead of it can use.
+        yield* Queue.offer(wakeups, undefined)
         const since = yield* Clock.currentTimeMillis
         yield* Effect.logDebug(`queued a request for ${request.model}: every worker is busy`)
         return yield* Deferred.await(waiter.result).pipe(

@@ -45,7 +45,8 @@ export const drain = Effect.gen(function* () {
   const idle = stats.snapshot.pipe(
     Effect.repeat({ until: (s) => s.active === 0, schedule: Schedule.spaced("50 millis") })
   )
-  const finished = yield* idle.pipe(Effect.timeout(config.controller.drainTimeoutMs), Effect.option)
+  // Drain runs in a finalizer, which is uninterruptible: the wait must be made interruptible for the timeout to fire.
+  const finished = yield* idle.pipe(Effect.interruptible, Effect.timeout(config.controller.drainTimeoutMs), Effect.option)
   if (finished._tag === "None") {
     const left = (yield* stats.snapshot).active
     yield* Effect.logWarning(`drain timeout: ending ${left} requests still active`)

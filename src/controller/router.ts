@@ -203,7 +203,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           const responses = yield* nats.subscribe(Subjects.response(attemptId), TokenMessage)
           yield* Effect.addFinalizer((exit) => {
             if (finished) return Effect.void
-            const reason = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) ? "client" : "error"
+            // Ended early without a failure (the consumer stopped pulling) or interrupted: the client's doing.
+            const reason = Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause) ? "client" : "error"
             return sendCancel(workerId, attemptId, reason)
           })
           yield* watch(workerId, (reason) =>

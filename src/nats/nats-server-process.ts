@@ -35,6 +35,8 @@ export interface NatsServerOptions {
   /** Longest wait for "Server is ready". */
   readonly readyTimeoutMs?: number
   readonly binary?: string
+  /** Extra command-line arguments, e.g. `--user`/`--pass` for an authenticated server. */
+  readonly args?: ReadonlyArray<string>
 }
 
 export interface RunningNatsServer {
@@ -67,7 +69,9 @@ export const startNatsServer = (options: NatsServerOptions) =>
     const ready = yield* Deferred.make<void, NatsServerError>()
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        spawn(binary, ["-a", options.host, "-p", String(options.port)], { stdio: ["ignore", "ignore", "pipe"] })
+        spawn(binary, ["-a", options.host, "-p", String(options.port), ...(options.args ?? [])], {
+          stdio: ["ignore", "ignore", "pipe"]
+        })
       ),
       stopChild
     )

@@ -20,6 +20,7 @@ import {
 } from "nats"
 import { readFileSync } from "node:fs"
 import { ClusterConfigService } from "../config/cluster-config.js"
+import type { ClusterConfig } from "../config/schema.js"
 import { decoderFor, encodeText, encoderFor } from "./codec.js"
 import {
   type Incoming,
@@ -54,7 +55,7 @@ const DEFAULT_BUFFER = 16_384
 
 const isNatsError = (u: unknown): u is NatsError => typeof u === "object" && u !== null && "code" in u
 
-const toConnectionOptions = (o: NatsConnectOptions): ConnectionOptions => {
+export const toConnectionOptions = (o: NatsConnectOptions): ConnectionOptions => {
   const wait = o.reconnectWaitMs ?? 250
   const tls =
     o.tls === undefined || o.tls === false
@@ -136,8 +137,11 @@ const watchStatus = (nc: NatsConnection, url: string) =>
 
 const make = (options: NatsConnectOptions) =>
   Effect.gen(function* () {
-    const nc = yield* Effect.acquireRelease(connectWithRetry(options), (nc) =>
+    // Acquire and release run uninterruptibly; the waits inside are made interruptible so that a
+    // SIGINT can stop a process still trying to connect, and so that the drain timeout can fire.
+    const nc = yield* Effect.acquireRelease(Effect.interruptible(connectWithRetry(options)), (nc) =>
       Effect.promise(() => (nc.isClosed() ? Promise.resolve() : nc.drain().catch(() => nc.close()))).pipe(
+        Effect.interruptible,
         Effect.timeout("5 seconds"),
         Effect.catchAll(() => Effect.promise(() => nc.close())),
         Effect.zipRight(Effect.logDebug("NATS connection drained"))
@@ -237,7 +241,7 @@ const make = (options: NatsConnectOptions) =>
       subscribe,
       request,
       respond: publish,
-      flush: Effect.promise(() => nc.flush()).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+      flush: Effect.promise(() => nc.flush()).pipe(Effect.interruptible, Effect.timeout("5 seconds"), Effect.ignore)
     }
     return service
   })
@@ -246,17 +250,17 @@ const make = (options: NatsConnectOptions) =>
 export const layer = (options: NatsConnectOptions): Layer.Layer<NatsTransport> =>
   Layer.scoped(NatsTransport, make(options))
 
-/** The connection the config describes (`nats.server_url` and credentials). */
+/** The connection options the config describes (`nats.server_url` and credentials). */
+export const connectOptionsFromConfig = (config: ClusterConfig): NatsConnectOptions => ({
+  url: config.nats.serverUrl,
+  name: `mlx-cluster ${config.mode}`,
+  ...(config.nats.user === undefined ? {} : { user: config.nats.user }),
+  ...(config.nats.pass === undefined ? {} : { pass: config.nats.pass }),
+  ...(config.nats.token === undefined ? {} : { token: config.nats.token }),
+  ...(config.nats.credsFile === undefined ? {} : { credsFile: config.nats.credsFile }),
+  ...(config.nats.tls === undefined ? {} : { tls: config.nats.tls })
+})
+
 export const NatsTransportLive: Layer.Layer<NatsTransport, never, ClusterConfigService> = Layer.unwrapEffect(
-  Effect.map(ClusterConfigService, (config) =>
-    layer({
-      url: config.nats.serverUrl,
-      name: `mlx-cluster ${config.mode}`,
-      ...(config.nats.user === undefined ? {} : { user: config.nats.user }),
-      ...(config.nats.pass === undefined ? {} : { pass: config.nats.pass }),
-      ...(config.nats.token === undefined ? {} : { token: config.nats.token }),
-      ...(config.nats.credsFile === undefined ? {} : { credsFile: config.nats.credsFile }),
-      ...(config.nats.tls === undefined ? {} : { tls: config.nats.tls })
-    })
-  )
+  Effect.map(ClusterConfigService, (config) => layer(connectOptionsFromConfig(config)))
 )

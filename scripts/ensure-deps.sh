@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# What `npm start` and `npm test` need before they run, installed when missing (idempotent):
+# Node.js 20.10 or later, the npm packages (npm ci when node_modules is missing or older than
+# package-lock.json), and a nats-server binary (scripts/ensure-nats-server.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "error: Node.js 20.10 or later is needed (found: $(node --version 2>/dev/null || echo none))." >&2
+  echo "  macOS: brew install node@22   Debian/Ubuntu: see https://nodejs.org/en/download" >&2
+  exit 1
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "installing npm packages (npm ci)" >&2
+  npm ci --no-audit --no-fund
+fi
+
+exec bash scripts/ensure-nats-server.sh
