@@ -8,6 +8,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: "forks",
+    // Logs of passing tests are noise; a failing test still shows its own.
+    silent: "passed-only",
     coverage: {
       provider: "v8",
       include: ["src/**/*.ts"],

@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest"
+import { execFileSync } from "node:child_process"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { spawnCli, stopCli } from "../support/cli-process.js"
+import { freePort } from "../support/nats-server.js"
+
+const tmpFile = (name: string, text: string) => {
+  const path = join(mkdtempSync(join(tmpdir(), "main-cli-")), name)
+  writeFileSync(path, text)
+  return path
+}
+
+/** PIDs of nats-server processes listening on `port` (from their command lines). */
+const natsServersOn = (port: number): ReadonlyArray<string> => {
+  try {
+    return execFileSync("pgrep", ["-f", `nats-server -a 127.0.0.1 -p ${port}`], { encoding: "utf8" }).trim().split("\n").filter(Boolean)
+  } catch {
+    return []
+  }
+}
+
+describe("src/main.ts, the real CLI", () => {
+  it("a bad config file exits 1 before anything starts, with one line naming the key and the file", async () => {
+    const file = tmpFile("bad.yaml", "cluster:\n  mode: boss\n")
+    const cli = spawnCli(["--config", file])
+    expect(await cli.exited).toBe(1)
+    const lines = cli.output().trim().split("\n")
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toContain("cluster.mode")
+    expect(lines[0]).toContain(file)
+  }, 30_000)
+
+  it("a negative timeout and a missing file are config errors too", async () => {
+    const negative = spawnCli(["--config", tmpFile("neg.yaml", "cluster:\n  controller:\n    request_timeout_ms: -5\n")])
+    expect(await negative.exited).toBe(1)
+    expect(negative.output()).toContain("cluster.controller.request_timeout_ms")
+    const missing = spawnCli(["--config", "/nonexistent/cluster.yaml"])
+    expect(await missing.exited).toBe(1)
+    expect(missing.output()).toContain("/nonexistent/cluster.yaml")
+  }, 30_000)
+
+  it("--help prints the usage and exits 0", async () => {
+    const cli = spawnCli(["--help"])
+    expect(await cli.exited).toBe(0)
+    expect(cli.output()).toContain("--nats-url")
+  }, 30_000)
+
+  it("mode both with embedded NATS serves a chat completion, then SIGINT drains, exits 0 and leaves no nats-server", async () => {
+    const [natsPort, httpPort] = [await freePort(), await freePort()]
+    const cli = spawnCli([
+      "--config",
+      "config/cluster.yaml",
+      "--port",
+      String(httpPort),
+      "--nats-url",
+      `nats://127.0.0.1:${natsPort}`,
+      "--model-dir",
+      "/nonexistent-models"
+    ])
+    try {
+      await cli.waitFor(/controller ready on http:\/\/0\.0\.0\.0:\d+/)
+      await cli.waitFor(/worker \S+ registered/)
+      expect(natsServersOn(natsPort)).toHaveLength(1)
+      const response = await fetch(`http://127.0.0.1:${httpPort}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "synthetic/demo", messages: [{ role: "user", content: "hello" }], max_tokens: 3 })
+      })
+      expect(response.status).toBe(200)
+      const body = (await response.json()) as { usage: { completion_tokens: number } }
+      expect(body.usage.completion_tokens).toBe(3)
+      cli.process.kill("SIGINT")
+      expect(await cli.exited).toBe(0)
+      expect(natsServersOn(natsPort)).toEqual([])
+    } finally {
+      await stopCli(cli)
+    }
+  }, 60_000)
+})
