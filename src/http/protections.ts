@@ -27,6 +27,17 @@ export const bearerToken = (header: string | undefined): Option.Option<string> =
   return match?.[1] === undefined ? Option.none() : Option.some(match[1])
 }
 
+/**
+ * Browsers cannot set headers on a WebSocket, so `/ws` also takes the key as `?api_key=KEY`. Only
+ * there: a key in a URL ends up in proxy logs and browser history.
+ */
+export const queryKey = (path: string, url: string): Option.Option<string> => {
+  if (path !== "/ws") return Option.none()
+  const query = url.indexOf("?")
+  const key = query < 0 ? null : new URLSearchParams(url.slice(query + 1)).get("api_key")
+  return key === null || key === "" ? Option.none() : Option.some(key)
+}
+
 /** Routes that need a key when keys are configured; `/health`, `/ready`, `/metrics` and the docs stay open. */
 export const needsKey = (path: string) =>
   path.startsWith("/v1/") || path.startsWith("/api/") || path === "/ws" || path.startsWith("/rpc")
@@ -91,7 +102,7 @@ export const ProtectionsLive = HttpLayerRouter.middleware(
         const request = yield* HttpServerRequest.HttpServerRequest
         const path = request.url.split("?")[0] ?? request.url
         if (request.method === "OPTIONS") return yield* httpEffect
-        const token = bearerToken(request.headers["authorization"])
+        const token = Option.orElse(bearerToken(request.headers["authorization"]), () => queryKey(path, request.url))
         if (keys.length > 0 && needsKey(path)) {
           if (Option.isNone(token)) {
             return errorResponse(new Unauthorized({ message: "Missing API key: send it as 'Authorization: Bearer KEY'" }))

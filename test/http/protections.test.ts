@@ -1,7 +1,7 @@
 import { describe, expect, inject, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Redacted } from "effect"
 import OpenAI from "openai"
-import { admitRequest, bearerToken, makeKeyCheck, needsKey } from "../../src/http/protections.js"
+import { admitRequest, bearerToken, makeKeyCheck, needsKey, queryKey } from "../../src/http/protections.js"
 import { baseUrl, controllerLayer, eventually, workerLayer } from "../support/cluster.js"
 
 const natsUrl = inject("natsUrl")
@@ -34,6 +34,9 @@ describe("API protections", () => {
     expect(bearerToken("Bearer abc")).toEqual(expect.objectContaining({ value: "abc" }))
     expect(bearerToken("Basic abc")._tag).toBe("None")
     expect(bearerToken(undefined)._tag).toBe("None")
+    expect(queryKey("/ws", "/ws?api_key=k1")).toEqual(expect.objectContaining({ value: "k1" }))
+    expect(queryKey("/v1/models", "/v1/models?api_key=k1")._tag).toBe("None")
+    expect(queryKey("/ws", "/ws?api_key=")._tag).toBe("None")
     const check = makeKeyCheck([Redacted.make("k1"), Redacted.make("k2")])
     expect([check("k1"), check("k2"), check("k3"), check("")]).toEqual([true, true, false, false])
     expect(["/v1/models", "/api/cluster/status", "/ws", "/rpc", "/health", "/ready", "/metrics"].map(needsKey)).toEqual([

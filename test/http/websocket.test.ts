@@ -1,5 +1,7 @@
 import { describe, expect, inject, it, layer } from "@effect/vitest"
 import { Clock, Effect, Either, Exit, Layer, Redacted, Scope } from "effect"
+import { defaultClusterConfig } from "../../src/config/schema.js"
+import { ProtectionsLive } from "../../src/http/protections.js"
 import { decodeFrame, toRouteRequest, WebSocketRouteLive } from "../../src/http/websocket.js"
 import { FakeWorker } from "./support/fake-worker.js"
 import { baseUrl, testServerLayer, unique } from "./support/test-server.js"
@@ -36,13 +38,13 @@ describe("decodeFrame / toRouteRequest", () => {
         message: 'invalid data.messages.0.role: Expected "system" | "developer" | "user" | "assistant" | "tool", actual "bot"'
       })
     )
-    const tokens = decodeFrame(JSON.stringify({ type: "inference", id: "t", data: { model: "m", prompt: "p", maxTokens: 0 } }))
-    expect(tokens).toEqual(Either.left({ id: "t", message: "invalid data.maxTokens: Expected a positive number, actual 0" }))
+    const zero = decodeFrame(JSON.stringify({ type: "inference", id: "t", data: { model: "m", prompt: "p", maxTokens: 0 } }))
+    expect(zero).toEqual(Either.left({ id: "t", message: "invalid data.maxTokens: Expected a positive number, actual 0" }))
     expect(decodeFrame("[1]")).toEqual(Either.left({ id: null, message: 'message must be a JSON object with a "type"' }))
   })
 
   it("defaults and caps maxTokens", () => {
-    const limits = { defaultMaxTokens: 5, maxTokensCeiling: 64 } as Parameters<typeof toRouteRequest>[1]
+    const limits = { ...defaultClusterConfig().controller.api, defaultMaxTokens: 5, maxTokensCeiling: 64 }
     expect(toRouteRequest({ model: "m", prompt: "p" }, limits)).toEqual({ model: "m", prompt: "p", maxTokens: 5, route: "ws" })
     expect(toRouteRequest({ model: "m", prompt: "p", maxTokens: 1000, temperature: 0.5 }, limits)).toMatchObject({
       maxTokens: 64,
@@ -293,13 +295,13 @@ layer(
 layer(
   testServerLayer({
     natsUrl,
-    routes: WebSocketRouteLive,
+    routes: Layer.mergeAll(WebSocketRouteLive, ProtectionsLive),
     workerId: unique("ws-key-worker"),
     models: [MODEL],
     config: (c) => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, apiKeys: [Redacted.make("sekret")] } } })
   }),
   { excludeTestServices: true }
-)("GET /ws with api_keys", (it) => {
+)("GET /ws behind the server's API key middleware", (it) => {
   it.scoped("refuses the upgrade without a valid key", () =>
     Effect.gen(function* () {
       const base = yield* baseUrl
@@ -310,15 +312,22 @@ layer(
     })
   )
 
-  it.scoped("accepts the key as a bearer header or as ?api_key=", () =>
+  it.scoped("accepts the key as ?api_key= (browsers cannot set headers on a WebSocket), and refuses a wrong one", () =>
     Effect.gen(function* () {
       const base = yield* baseUrl
-      const header = yield* connectWs(wsUrl(base), { authorization: "Bearer sekret" })
-      yield* header.send({ type: "inference", id: "h", data: { model: MODEL, prompt: "p", maxTokens: 1 } })
-      expect((yield* header.finished("h")).at(-1)?.type).toBe("done")
-      const query = yield* connectWs(wsUrl(base, "/ws?api_key=sekret"))
-      yield* query.send({ type: "inference", id: "q", data: { model: MODEL, prompt: "p", maxTokens: 1 } })
-      expect((yield* query.finished("q")).at(-1)?.type).toBe("done")
+      const wrong = yield* Effect.flip(connectWs(`${wsUrl(base)}?api_key=nope`))
+      expect(wrong.message).toBe("unexpected response 401")
+      const ws = yield* connectWs(`${wsUrl(base)}?api_key=sekret`)
+      yield* ws.send({ type: "inference", id: "q", data: { model: MODEL, prompt: "p", maxTokens: 1 } })
+      expect((yield* ws.finished("q")).at(-1)?.type).toBe("done")
+    })
+  )
+
+  it.scoped("accepts the key as a bearer header", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl), { authorization: "Bearer sekret" })
+      yield* ws.send({ type: "inference", id: "h", data: { model: MODEL, prompt: "p", maxTokens: 1 } })
+      expect((yield* ws.finished("h")).at(-1)?.type).toBe("done")
     })
   )
 })
