@@ -36,14 +36,22 @@ const run = (command: ClusterCommand) =>
           ...(command.maxTokens === undefined ? {} : { maxTokens: command.maxTokens })
         }
         let done = Option.none<Extract<GenerateEvent, { type: "done" }>>()
+        let printed = false
         yield* cluster.Generate(request).pipe(
           Stream.runForEach((event) =>
             event.type === "token"
-              ? out(event.token)
+              ? Effect.zipRight(
+                  Effect.sync(() => {
+                    printed = true
+                  }),
+                  out(event.token)
+                )
               : Effect.sync(() => {
                   done = Option.some(event)
                 })
-          )
+          ),
+          // A failure after some tokens: end their line before the error line on stderr.
+          Effect.onError(() => (printed ? out("\n") : Effect.void))
         )
         const elapsed = (yield* Clock.currentTimeMillis) - startedAt
         return yield* Option.match(done, {

@@ -179,14 +179,16 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             ...(request.tags === undefined ? {} : { tags: request.tags }),
             ...(request.priority === undefined ? {} : { priority: request.priority })
           }
-          const worker = yield* queue.admit(admission).pipe(
+          // The slot and the finalizer that gives it back are taken together: no interruption between them.
+          const worker = yield* Effect.uninterruptibleMask((restore) =>
+            restore(queue.admit(admission)).pipe(Effect.tap((w) => Effect.addFinalizer(() => queue.release(w.workerId))))
+          ).pipe(
             Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
               tried.size > 0
                 ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: tried.size, lastReason: "every skilled worker was tried" }))
                 : Effect.fail(e)
             )
           )
-          yield* Effect.addFinalizer(() => queue.release(worker.workerId))
           tried.add(worker.workerId)
           const workerId = worker.workerId
           const attemptId = RequestId.make(attemptNo === 0 ? requestId : `${requestId}-${attemptNo}`)

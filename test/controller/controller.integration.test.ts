@@ -27,7 +27,8 @@ const startController = (patch?: Parameters<typeof controllerLayer>[1]) =>
     }))
   )
 
-const onlineIds = (registry: Registry) => Effect.map(registry.online, (ws) => ws.map((w) => w.workerId).sort())
+const onlineIds = (registry: Registry) =>
+  Effect.map(registry.online, (ws): ReadonlyArray<string> => ws.map((w): string => w.workerId).sort())
 
 const collect = (stream: Stream.Stream<RelayEvent, unknown>) => Effect.map(Stream.runCollect(stream), Chunk.toReadonlyArray)
 

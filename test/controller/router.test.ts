@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Fiber, Option, Stream, TestClock } from "effect"
+import { Chunk, Effect, Fiber, Metric, Option, Stream, TestClock } from "effect"
 import { InFlight } from "../../src/controller/in-flight.js"
+import * as Metrics from "../../src/controller/metrics.js"
 import { ControllerLifecycle } from "../../src/controller/lifecycle.js"
 import { Registry } from "../../src/controller/registry.js"
 import { RequestStats } from "../../src/controller/request-stats.js"
@@ -21,6 +22,7 @@ import { ScriptedNats } from "./support/scripted-nats.js"
 import {
   doneMsg,
   errorMsg,
+  type FakeWorker,
   registerGhost,
   Reply,
   startWorker,
@@ -47,6 +49,17 @@ const doneOf = (events: ReadonlyArray<RelayEvent>) => {
   if (last?.type !== "done") throw new Error(`the stream did not end with done: ${JSON.stringify(events)}`)
   return last
 }
+
+/** Once the deliveries settled, `worker` has received exactly these cancels. */
+const expectCancels = (worker: FakeWorker, requestIds: ReadonlyArray<string | undefined>) =>
+  Effect.gen(function* () {
+    yield* settle
+    expect(yield* worker.cancels).toEqual(requestIds)
+  })
+
+/** How many cancels the controller counted with this reason so far (a process-wide metric). */
+const cancelMetric = (reason: "client" | "error") =>
+  Metric.value(Metric.tagged(Metrics.cancelsTotal, "reason", reason)).pipe(Effect.map((s) => s.count))
 
 const cancelsOn = (workerId: string) =>
   Effect.flatMap(ScriptedNats, (nats) => nats.publishedOn(Subjects.cancel(workerId)))
@@ -282,7 +295,7 @@ describe("Router.route: retries before the first token", () => {
         yield* TestClock.adjust(1)
         successOf(yield* c.exit)
         expect(doneOf(yield* c.events).workerId).toBe("w2")
-        expect(yield* w1.nextCancel).toBe(first.requestId)
+        yield* expectCancels(w1, [first.requestId])
         expect(yield* cancelsOn("w1")).toEqual([{ requestId: first.requestId }])
         expect(yield* w2.cancels).toEqual([])
         yield* expectIdle
@@ -376,7 +389,7 @@ describe("Router.route: retries before the first token", () => {
           expect.objectContaining({ type: "done", workerId: "w2" })
         ])
         expect((yield* w2.received)[0]?.requestId).toBe(`${first.requestId}-1`)
-        expect(yield* w1.nextCancel).toBe(first.requestId)
+        yield* expectCancels(w1, [first.requestId])
         expect(yield* outcomes).toEqual({ succeeded: 1, failed: 0, cancelled: 0 })
         yield* expectIdle
       })
@@ -395,10 +408,12 @@ describe("Router.route: timeouts", () => {
         yield* TestClock.adjust(4_999)
         yield* settle
         expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
+        const errorBefore = yield* cancelMetric("error")
         yield* TestClock.adjust(1)
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "InferenceTimeout", phase: "first_token", timeoutMs: 5_000, workerId: "w1" })
-        expect(yield* w1.nextCancel).toBe(req.requestId)
+        expect((yield* cancelMetric("error")) - errorBefore).toBe(1)
+        yield* expectCancels(w1, [req.requestId])
         expect(yield* c.events).toEqual([])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 1, cancelled: 0 })
         yield* expectIdle
@@ -427,7 +442,7 @@ describe("Router.route: timeouts", () => {
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "InferenceTimeout", phase: "stream_idle", timeoutMs: 3_000, workerId: "w1" })
         expect((yield* c.events).map((e) => e.type === "token" && e.token)).toEqual(["a", "b", "c"])
-        expect(yield* w1.nextCancel).toBe(req.requestId)
+        yield* expectCancels(w1, [req.requestId])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 1, cancelled: 0 })
         yield* expectIdle
       })
@@ -453,7 +468,7 @@ describe("Router.route: timeouts", () => {
         yield* TestClock.adjust(1)
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "InferenceTimeout", phase: "request", timeoutMs: 5_000, workerId: "w1" })
-        expect(yield* w1.nextCancel).toBe(req.requestId)
+        yield* expectCancels(w1, [req.requestId])
         yield* expectIdle
       })
     )
@@ -474,7 +489,7 @@ describe("Router.route: failures after dispatch", () => {
         expect(error).toMatchObject({ _tag: "WorkerFailed", workerId: "w1", code: "token_gap" })
         expect(error.message).toContain("expected token 1")
         expect(yield* c.events).toEqual([{ type: "token", index: 0, token: "a" }])
-        expect(yield* w1.nextCancel).toBe(req.requestId)
+        yield* expectCancels(w1, [req.requestId])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 1, cancelled: 0 })
         yield* expectIdle
       })
@@ -544,7 +559,7 @@ describe("Router.route: failures after dispatch", () => {
         expect(error).toMatchObject({ _tag: "WorkerFailed", workerId: "w1", code: "worker_lost" })
         expect(error.message).toContain("no heartbeat for 15.2 s")
         expect(yield* w2.received).toEqual([])
-        expect(yield* w1.nextCancel).toBe(req.requestId)
+        yield* expectCancels(w1, [req.requestId])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 1, cancelled: 0 })
         yield* expectIdle
       })
@@ -577,15 +592,17 @@ describe("Router.route: the consumer goes away", () => {
           { id: "w1" },
           { stream: (r) => ["a", "b", "c", "d"].map((t, i) => tokenMsg(r.requestId, i, t)) }
         )
+        const clientBefore = yield* cancelMetric("client")
         const events = yield* route().pipe(
           Effect.flatMap((s) => Stream.runCollect(Stream.take(s, 2))),
           Effect.map(Chunk.toReadonlyArray)
         )
         expect(events.map((e) => e.type === "token" && e.token)).toEqual(["a", "b"])
         const [req] = yield* w1.received
-        expect(yield* w1.nextCancel).toBe(req?.requestId)
+        yield* expectCancels(w1, [req?.requestId])
         expect(yield* cancelsOn("w1")).toEqual([{ requestId: req?.requestId }])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 0, cancelled: 1 })
+        expect((yield* cancelMetric("client")) - clientBefore).toBe(1)
         yield* expectIdle
       })
     )
@@ -601,10 +618,12 @@ describe("Router.route: the consumer goes away", () => {
         const keptReq = yield* w1.nextRequest
         const gone = yield* consume(yield* route())
         const goneReq = yield* w2.nextRequest
+        const clientBefore = yield* cancelMetric("client")
         yield* w2.emit(tokenMsg(goneReq.requestId, 0, "a"))
         yield* gone.next
         yield* Fiber.interrupt(gone.fiber)
-        expect(yield* w2.nextCancel).toBe(goneReq.requestId)
+        expect((yield* cancelMetric("client")) - clientBefore).toBe(1)
+        yield* expectCancels(w2, [goneReq.requestId])
         expect(yield* cancelsOn("w2")).toEqual([{ requestId: goneReq.requestId }])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 0, cancelled: 1 })
         // The other request is untouched.
@@ -624,7 +643,7 @@ describe("Router.route: the consumer goes away", () => {
         const c = yield* consume(yield* route())
         const req = yield* w1.nextRequest
         yield* Fiber.interrupt(c.fiber)
-        expect(yield* w1.nextCancel).toBe(req.requestId)
+        yield* expectCancels(w1, [req.requestId])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 0, cancelled: 1 })
         yield* expectIdle
       })
@@ -649,8 +668,8 @@ describe("Router.route: shutdown", () => {
         yield* (yield* ControllerLifecycle).forceStop
         expect(failureOf(yield* a.exit)._tag).toBe("ShuttingDown")
         expect(failureOf(yield* b.exit)._tag).toBe("ShuttingDown")
-        expect(yield* w1.nextCancel).toBe(reqA.requestId)
-        expect(yield* w2.nextCancel).toBe(reqB.requestId)
+        yield* expectCancels(w1, [reqA.requestId])
+        yield* expectCancels(w2, [reqB.requestId])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 2, cancelled: 0 })
         yield* expectIdle
       })

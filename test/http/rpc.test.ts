@@ -1,5 +1,6 @@
 import { describe, expect, inject, it, layer } from "@effect/vitest"
 import { Chunk, Clock, Effect, Layer, Redacted, Stream } from "effect"
+import { ProtectionsLive } from "../../src/http/protections.js"
 import { RpcRouteLive } from "../../src/http/rpc.js"
 import { InvalidRequest, NoSkilledWorker, WorkerNotFound } from "../../src/domain/errors.js"
 import { ClusterClient, describeError, layer as clusterClientLayer } from "../../src/rpc-client.js"
@@ -134,13 +135,13 @@ describe("describeError", () => {
 layer(
   testServerLayer({
     natsUrl,
-    routes: RpcRouteLive,
+    routes: Layer.mergeAll(RpcRouteLive, ProtectionsLive),
     workerId: unique("rpc-key-worker"),
     models: [MODEL],
     config: (c) => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, apiKeys: [Redacted.make("rpc-key")] } } })
   }),
   { excludeTestServices: true }
-)("/rpc with api_keys", (it) => {
+)("/rpc behind the server's API key middleware", (it) => {
   const status = (apiKey?: string) =>
     Effect.flatMap(baseUrl, (base) =>
       Effect.flatMap(ClusterClient, (c) => c.ClusterStatus()).pipe(

@@ -45,8 +45,6 @@ export interface FakeWorker {
   readonly received: Effect.Effect<ReadonlyArray<InferenceRequest>>
   /** The request ids of every cancel received so far. */
   readonly cancels: Effect.Effect<ReadonlyArray<string>>
-  /** Waits for the next cancel the worker receives. */
-  readonly nextCancel: Effect.Effect<string>
   /** Publishes token messages on `response.{requestId}` of each message, in order. */
   readonly emit: (...messages: ReadonlyArray<TokenMessage>) => Effect.Effect<void>
 }
@@ -102,7 +100,6 @@ export const startWorker = (
     const received: Array<InferenceRequest> = []
     const cancels: Array<string> = []
     const requestQueue = yield* Queue.unbounded<InferenceRequest>()
-    const cancelQueue = yield* Queue.unbounded<string>()
 
     const emit = (...messages: ReadonlyArray<TokenMessage>) =>
       Effect.forEach(messages, (m) => nats.publish(Subjects.response(m.requestId), TokenMessage, m), { discard: true })
@@ -140,7 +137,9 @@ export const startWorker = (
     )
     yield* cancel.pipe(
       Stream.runForEach(({ data }) =>
-        Effect.sync(() => cancels.push(data.requestId)).pipe(Effect.zipRight(Queue.offer(cancelQueue, data.requestId)))
+        Effect.sync(() => {
+          cancels.push(data.requestId)
+        })
       ),
       Effect.forkScoped
     )
@@ -151,7 +150,6 @@ export const startWorker = (
       nextRequest: Queue.take(requestQueue),
       received: Effect.sync(() => [...received]),
       cancels: Effect.sync(() => [...cancels]),
-      nextCancel: Queue.take(cancelQueue),
       emit
     }
   })

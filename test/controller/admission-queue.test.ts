@@ -1,0 +1,340 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber, Option, Stream, TestClock } from "effect"
+import { AdmissionQueue, type AdmissionRequest } from "../../src/controller/admission-queue.js"
+import { InFlight } from "../../src/controller/in-flight.js"
+import { Registry } from "../../src/controller/registry.js"
+import { Router } from "../../src/controller/router.js"
+import { registration } from "./support/fixtures.js"
+import {
+  consume,
+  expectIdle,
+  failureOf,
+  outcomes,
+  queueConfig,
+  settle,
+  successOf,
+  withRouter
+} from "./support/router-harness.js"
+import { doneMsg, startWorker, tokenMsg } from "./support/scripted-workers.js"
+
+const MODEL = "m/Model-7B"
+const ask = (patch: Partial<AdmissionRequest> = {}): AdmissionRequest => ({ model: MODEL, ...patch })
+
+/** Registers `id` with `maxConcurrent` slots and takes every one of them. */
+const fullWorker = (id: string, maxConcurrent: number) =>
+  Effect.gen(function* () {
+    yield* (yield* Registry).register(registration({ id, maxConcurrent }))
+    const inFlight = yield* InFlight
+    for (let i = 0; i < maxConcurrent; i++) yield* inFlight.reserve(id)
+  })
+
+const countOf = (id: string) => Effect.map(Effect.flatMap(InFlight, (f) => f.snapshot), (m) => m.get(id) ?? 0)
+
+/** Forks `admit`, lets it reach the queue, and returns its fiber. */
+const admitInBackground = (request: AdmissionRequest) =>
+  Effect.gen(function* () {
+    const queue = yield* AdmissionQueue
+    const fiber = yield* Effect.fork(queue.admit(request))
+    yield* settle
+    return fiber
+  })
+
+const isRunning = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isNone)
+
+describe("AdmissionQueue.admit", () => {
+  it.effect("with free capacity: reserves a slot on the chosen worker at once", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        yield* (yield* Registry).register(registration({ id: "w1", maxConcurrent: 2 }))
+        const worker = yield* queue.admit(ask())
+        expect(worker.workerId).toBe("w1")
+        expect(yield* countOf("w1")).toBe(1)
+        yield* queue.release("w1")
+        expect(yield* countOf("w1")).toBe(0)
+        expect(yield* queue.pending).toBe(0)
+      })
+    )
+  )
+
+  it.effect("fails at once with NoWorkers / NoSkilledWorker when nobody could ever serve", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        expect(failureOf(yield* Effect.exit(queue.admit(ask())))._tag).toBe("NoWorkers")
+        yield* (yield* Registry).register(registration({ id: "w1", models: ["m/Other-3B"] }))
+        expect(failureOf(yield* Effect.exit(queue.admit(ask())))).toMatchObject({
+          _tag: "NoSkilledWorker",
+          model: MODEL,
+          available: ["m/Other-3B"]
+        })
+        expect(yield* queue.pending).toBe(0)
+      })
+    )
+  )
+
+  it.effect("every worker at maxConcurrent: the request waits, and proceeds when a slot is released", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        const inFlight = yield* InFlight
+        yield* fullWorker("w1", 2)
+        const waiting = yield* admitInBackground(ask())
+        expect(yield* isRunning(waiting)).toBe(true)
+        expect(yield* queue.pending).toBe(1)
+        expect(yield* countOf("w1")).toBe(2)
+        yield* inFlight.release("w1")
+        const worker = yield* Fiber.join(waiting)
+        expect(worker.workerId).toBe("w1")
+        // The released slot went to the waiter.
+        expect(yield* countOf("w1")).toBe(2)
+        expect(yield* queue.pending).toBe(0)
+      })
+    )
+  )
+
+  it.effect("a waiting request is served by a worker that comes online", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        yield* fullWorker("w1", 1)
+        const waiting = yield* admitInBackground(ask())
+        expect(yield* isRunning(waiting)).toBe(true)
+        yield* (yield* Registry).register(registration({ id: "w2" }))
+        expect((yield* Fiber.join(waiting)).workerId).toBe("w2")
+        expect(yield* countOf("w2")).toBe(1)
+        expect(yield* countOf("w1")).toBe(1)
+      })
+    )
+  )
+
+  it.effect("a waiting request fails with NoWorkers when its only worker goes offline", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        yield* fullWorker("w1", 1)
+        const waiting = yield* admitInBackground(ask())
+        yield* (yield* Registry).markOffline("w1", "no heartbeat for 15.2 s")
+        expect(failureOf(yield* Fiber.await(waiting))._tag).toBe("NoWorkers")
+        expect(yield* queue.pending).toBe(0)
+      })
+    )
+  )
+
+  it.effect("queue.max_pending reached: QueueFull at once, with retryAfterSeconds", () =>
+    withRouter(queueConfig({ maxPending: 1, maxWaitMs: 4_500 }))(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        yield* fullWorker("w1", 1)
+        const first = yield* admitInBackground(ask())
+        expect(yield* queue.pending).toBe(1)
+        // No waiting and no clock: the second one is refused right away.
+        const error = failureOf(yield* Effect.exit(queue.admit(ask())))
+        expect(error).toMatchObject({ _tag: "QueueFull", model: MODEL, pending: 1, retryAfterSeconds: 5 })
+        expect(error.message).toContain(MODEL)
+        expect(yield* queue.pending).toBe(1)
+        expect(yield* isRunning(first)).toBe(true)
+        yield* Fiber.interrupt(first)
+        expect(yield* queue.pending).toBe(0)
+      })
+    )
+  )
+
+  it.effect("queue.max_pending 0: QueueFull as soon as every worker is busy", () =>
+    withRouter(queueConfig({ maxPending: 0, maxWaitMs: 500 }))(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        yield* fullWorker("w1", 1)
+        expect(failureOf(yield* Effect.exit(queue.admit(ask())))).toMatchObject({
+          _tag: "QueueFull",
+          pending: 0,
+          retryAfterSeconds: 1
+        })
+      })
+    )
+  )
+
+  it.effect("with requests already waiting, one nobody could serve still fails at once", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        yield* fullWorker("w1", 1)
+        const waiting = yield* admitInBackground(ask())
+        const error = failureOf(yield* Effect.exit(queue.admit(ask({ model: "m/Nobody-1B" }))))
+        expect(error).toMatchObject({ _tag: "NoSkilledWorker", model: "m/Nobody-1B" })
+        expect(yield* queue.pending).toBe(1)
+        yield* Fiber.interrupt(waiting)
+      })
+    )
+  )
+
+  it.effect("requests waiting for busy workers do not hold up a request an idle worker can take", () =>
+    withRouter(queueConfig({ maxWaitMs: 10_000 }))(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        yield* fullWorker("w1", 1)
+        yield* (yield* Registry).register(registration({ id: "w2", models: ["m/Other-3B"] }))
+        const waiting = yield* admitInBackground(ask())
+        const other = yield* admitInBackground(ask({ model: "m/Other-3B" }))
+        // No slot was released and no worker changed: w2 was free all along.
+        expect(yield* isRunning(other)).toBe(false)
+        expect((yield* Fiber.join(other)).workerId).toBe("w2")
+        expect(yield* countOf("w2")).toBe(1)
+        expect(yield* isRunning(waiting)).toBe(true)
+        expect(yield* queue.pending).toBe(1)
+        yield* Fiber.interrupt(waiting)
+      })
+    )
+  )
+
+  it.effect("waiting past queue.max_wait_ms: QueueTimeout, and the request leaves the queue", () =>
+    withRouter(queueConfig({ maxWaitMs: 10_000 }))(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        yield* fullWorker("w1", 1)
+        const waiting = yield* admitInBackground(ask())
+        yield* TestClock.adjust(9_999)
+        expect(yield* isRunning(waiting)).toBe(true)
+        yield* TestClock.adjust(1)
+        const error = failureOf(yield* Fiber.await(waiting))
+        expect(error).toMatchObject({ _tag: "QueueTimeout", model: MODEL, waitedMs: 10_000, retryAfterSeconds: 10 })
+        expect(yield* queue.pending).toBe(0)
+        expect(yield* countOf("w1")).toBe(1)
+      })
+    )
+  )
+
+  it.effect("higher priority leaves the queue first; equal priorities first come first served", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const inFlight = yield* InFlight
+        yield* fullWorker("w1", 1)
+        const low = yield* admitInBackground(ask({ priority: 0 }))
+        const lowLater = yield* admitInBackground(ask())
+        const high = yield* admitInBackground(ask({ priority: 5 }))
+        expect(yield* (yield* AdmissionQueue).pending).toBe(3)
+
+        yield* inFlight.release("w1")
+        yield* Fiber.join(high)
+        yield* settle
+        expect(yield* isRunning(low)).toBe(true)
+        expect(yield* isRunning(lowLater)).toBe(true)
+
+        yield* inFlight.release("w1")
+        yield* Fiber.join(low)
+        yield* settle
+        expect(yield* isRunning(lowLater)).toBe(true)
+
+        yield* inFlight.release("w1")
+        yield* Fiber.join(lowLater)
+        expect(yield* countOf("w1")).toBe(1)
+      })
+    )
+  )
+
+  it.effect("an interrupted waiter leaves the queue and does not take a slot", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const queue = yield* AdmissionQueue
+        const inFlight = yield* InFlight
+        yield* fullWorker("w1", 2)
+        const gone = yield* admitInBackground(ask())
+        const stays = yield* admitInBackground(ask())
+        expect(yield* queue.pending).toBe(2)
+        yield* Fiber.interrupt(gone)
+        expect(yield* queue.pending).toBe(1)
+        // The freed slot goes to the one still waiting, not to the interrupted one.
+        yield* inFlight.release("w1")
+        yield* Fiber.join(stays)
+        expect(yield* countOf("w1")).toBe(2)
+        // And once everybody is gone every slot can be given back: nothing leaked.
+        yield* inFlight.release("w1")
+        yield* inFlight.release("w1")
+        yield* settle
+        expect(yield* countOf("w1")).toBe(0)
+        expect(yield* queue.pending).toBe(0)
+      })
+    )
+  )
+})
+
+describe("AdmissionQueue through the Router", () => {
+  const route = (priority?: number) =>
+    Effect.map(Router, (router) =>
+      router.route({ model: MODEL, prompt: "hi", maxTokens: 4, ...(priority === undefined ? {} : { priority }) })
+    )
+
+  it.effect("a request beyond every worker's maxConcurrent is dispatched when the running one ends", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1", maxConcurrent: 1 })
+        const a = yield* consume(yield* route())
+        const reqA = yield* w1.nextRequest
+        const b = yield* consume(yield* route())
+        yield* settle
+        expect(yield* (yield* AdmissionQueue).pending).toBe(1)
+        expect(yield* w1.received).toHaveLength(1)
+        yield* w1.emit(tokenMsg(reqA.requestId, 0, "a"), doneMsg(reqA.requestId, 1))
+        successOf(yield* a.exit)
+        const reqB = yield* w1.nextRequest
+        yield* w1.emit(tokenMsg(reqB.requestId, 0, "b"), doneMsg(reqB.requestId, 1))
+        successOf(yield* b.exit)
+        expect((yield* b.events)[0]).toEqual({ type: "token", index: 0, token: "b" })
+        expect(yield* outcomes).toEqual({ succeeded: 2, failed: 0, cancelled: 0 })
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("QueueFull and QueueTimeout reach the caller and count as failed", () =>
+    withRouter(queueConfig({ maxPending: 1, maxWaitMs: 1_000 }))(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1", maxConcurrent: 1 })
+        const running = yield* consume(yield* route())
+        const req = yield* w1.nextRequest
+        const queued = yield* consume(yield* route())
+        yield* settle
+        const full = yield* Effect.exit(Stream.runDrain(yield* route()))
+        expect(failureOf(full)).toMatchObject({ _tag: "QueueFull", retryAfterSeconds: 1 })
+        yield* TestClock.adjust(1_000)
+        expect(failureOf(yield* queued.exit)).toMatchObject({ _tag: "QueueTimeout", waitedMs: 1_000 })
+        expect(yield* w1.received).toHaveLength(1)
+        yield* w1.emit(doneMsg(req.requestId, 0))
+        successOf(yield* running.exit)
+        expect(yield* outcomes).toEqual({ succeeded: 1, failed: 2, cancelled: 0 })
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("the higher-priority request is dispatched first; an interrupted queued request sends no cancel", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1", maxConcurrent: 1 })
+        const running = yield* consume(yield* route())
+        const req = yield* w1.nextRequest
+        const low = yield* consume(yield* route(1))
+        yield* settle
+        const gone = yield* consume(yield* route(3))
+        yield* settle
+        const high = yield* consume(yield* route(2))
+        yield* settle
+        expect(yield* (yield* AdmissionQueue).pending).toBe(3)
+        yield* Fiber.interrupt(gone.fiber)
+        expect(yield* (yield* AdmissionQueue).pending).toBe(2)
+
+        yield* w1.emit(doneMsg(req.requestId, 0))
+        successOf(yield* running.exit)
+        const second = yield* w1.nextRequest
+        yield* w1.emit(tokenMsg(second.requestId, 0, "high"), doneMsg(second.requestId, 1))
+        successOf(yield* high.exit)
+        expect(yield* isRunning(low.fiber)).toBe(true)
+        const third = yield* w1.nextRequest
+        yield* w1.emit(tokenMsg(third.requestId, 0, "low"), doneMsg(third.requestId, 1))
+        successOf(yield* low.exit)
+        expect(yield* w1.cancels).toEqual([])
+        expect(yield* outcomes).toEqual({ succeeded: 3, failed: 0, cancelled: 1 })
+        yield* expectIdle
+      })
+    )
+  )
+})
