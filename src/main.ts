@@ -8,6 +8,13 @@ import { mainLayer } from "./roles.js"
  * roles of its mode until SIGINT/SIGTERM, which drain and exit 0. A bad config prints one line
  * naming the key and the file and exits 1 before anything starts.
  */
+/** A failure as one readable line: its message, else its cause's (e.g. a port already in use). */
+const describeFailure = (error: { readonly message: string; readonly cause?: unknown }): string => {
+  if (error.message !== "") return error.message
+  const cause = error.cause
+  return cause instanceof Error ? cause.message : String(cause ?? "unknown error")
+}
+
 const program = Effect.gen(function* () {
   const loaded = yield* loadConfig(process.argv.slice(2), process.env)
   if (loaded._tag === "Help") return yield* Console.log(loaded.text)
@@ -20,7 +27,7 @@ const program = Effect.gen(function* () {
     if (Option.isSome(failure) && failure.value._tag === "ConfigError") {
       return Console.error(`config error: ${failure.value.message}`)
     }
-    if (Option.isSome(failure)) return Console.error(`error: ${failure.value.message}`)
+    if (Option.isSome(failure)) return Console.error(`error: ${describeFailure(failure.value)}`)
     return Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("stopped by a defect", cause)
   })
 )

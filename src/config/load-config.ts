@@ -57,6 +57,7 @@ const homePaths: ReadonlyArray<ReadonlyArray<string>> = [
   ["cluster", "worker", "model_dir"],
   ["cluster", "worker", "hf_cache_dir"],
   ["cluster", "nats", "creds_file"],
+  ["cluster", "worker", "engine", "mlx_lm", "python"],
   ["cluster", "nats", "tls", "ca_file"],
   ["cluster", "nats", "tls", "cert_file"],
   ["cluster", "nats", "tls", "key_file"]

@@ -122,7 +122,7 @@ export const selectWorker = (
 
   const tags = request.tags ?? []
   const tagged = skilled.filter((w) => tags.every((tag) => (w.tags ?? []).includes(tag)))
-  if (tagged.length === 0) return noSkilled()
+  if (tagged.length === 0) return Either.left(new NoSkilledWorker({ model, available: servedModels(online), tags }))
 
   const exclude = request.exclude
   const candidates = exclude === undefined ? tagged : tagged.filter((w) => !exclude.has(w.workerId))

@@ -25,7 +25,7 @@ export class ControllerLifecycle extends Effect.Service<ControllerLifecycle>()("
       transition,
       /** Fails with `ShuttingDown` unless the controller takes new requests. */
       ensureAccepting: Effect.flatMap(SubscriptionRef.get(state), (s) =>
-        s === "ready" ? Effect.void : Effect.fail(new ShuttingDown())
+        s === "ready" ? Effect.void : Effect.fail(new ShuttingDown({}))
       ),
       /** Completes when running streams must end now. */
       stopped: Deferred.await(stopSignal),

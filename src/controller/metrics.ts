@@ -4,7 +4,7 @@ import { Metric, MetricBoundaries } from "effect"
  * The controller's metrics, defined once with Effect's `Metric` API and exported at `/metrics` in
  * Prometheus text format. Names follow Prometheus conventions (unit suffixes, `_total` counters).
  */
-const latencyBoundaries = MetricBoundaries.exponential({ start: 1, factor: 2, count: 17 }) // 1 ms … 65 s
+const latencyBoundaries = MetricBoundaries.exponential({ start: 1, factor: 2, count: 18 }) // 1 ms … 131 s, then +Inf
 
 export const requestsTotal = Metric.counter("mlx_cluster_requests_total", {
   description: "Inference requests finished, by route, model and outcome",
@@ -33,7 +33,8 @@ export const queueDepth = Metric.gauge("mlx_cluster_queue_depth", {
 })
 
 export const retriesTotal = Metric.counter("mlx_cluster_retries_total", {
-  description: "Dispatches retried on another worker, by reason",
+  description:
+    "Dispatches moved to another worker, by reason: no_responders, ack_timeout, invalid_ack, refused, worker_offline, worker_error",
   incremental: true
 })
 

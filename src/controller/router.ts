@@ -57,8 +57,25 @@ export type RelayEvent =
       readonly workerId: string
     }
 
+/** Why a request moved to another worker: the `reason` label of `mlx_cluster_retries_total`. */
+export type RetryKind = "no_responders" | "ack_timeout" | "invalid_ack" | "refused" | "worker_offline" | "worker_error"
+
 /** Internal: this worker cannot take the request, and no token has been sent yet: try another. */
-class RetryElsewhere extends Data.TaggedError("RetryElsewhere")<{ readonly workerId: string; readonly reason: string }> {}
+class RetryElsewhere extends Data.TaggedError("RetryElsewhere")<{
+  readonly workerId: string
+  readonly kind: RetryKind
+  readonly reason: string
+}> {}
+
+interface TaggedError {
+  readonly _tag: string
+  readonly message: string
+}
+const isTaggedError = (u: unknown): u is TaggedError =>
+  typeof u === "object" && u !== null && "_tag" in u && typeof u._tag === "string" && "message" in u
+
+/** Worker error codes that say the request itself cannot succeed anywhere: no retry. */
+const FINAL_WORKER_CODES: ReadonlySet<string> = new Set(["timeout", "cancelled", "invalid_request"])
 
 type AttemptError = InferenceError | RetryElsewhere
 
@@ -144,16 +161,24 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             NatsNoResponders: () =>
               registry
                 .markOffline(worker.workerId, "no responders")
-                .pipe(Effect.zipRight(Effect.fail(new RetryElsewhere({ workerId: worker.workerId, reason: "no responders" })))),
+                .pipe(
+                  Effect.zipRight(
+                    Effect.fail(new RetryElsewhere({ workerId: worker.workerId, kind: "no_responders", reason: "no responders" }))
+                  )
+                ),
             NatsRequestTimeout: () =>
-              Effect.fail(new RetryElsewhere({ workerId: worker.workerId, reason: `no ack within ${c.dispatchTimeoutMs} ms` })),
+              Effect.fail(
+                new RetryElsewhere({ workerId: worker.workerId, kind: "ack_timeout", reason: `no ack within ${c.dispatchTimeoutMs} ms` })
+              ),
             NatsReplyInvalid: (e) =>
-              Effect.fail(new RetryElsewhere({ workerId: worker.workerId, reason: `invalid ack: ${e.reason}` }))
+              Effect.fail(new RetryElsewhere({ workerId: worker.workerId, kind: "invalid_ack", reason: `invalid ack: ${e.reason}` }))
           }),
           Effect.flatMap((reply): Effect.Effect<void, InvalidRequest | RetryElsewhere> => {
             if (reply.accepted) return Effect.void
             if (reply.reason === "invalid_request") return Effect.fail(new InvalidRequest({ message: reply.message }))
-            return Effect.fail(new RetryElsewhere({ workerId: worker.workerId, reason: `${reply.reason}: ${reply.message}` }))
+            return Effect.fail(
+              new RetryElsewhere({ workerId: worker.workerId, kind: "refused", reason: `${reply.reason}: ${reply.message}` })
+            )
           })
         )
 
@@ -213,7 +238,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             Deferred.fail(
               failure,
               progress.relayed === 0
-                ? new RetryElsewhere({ workerId, reason: `went offline (${reason})` })
+                ? new RetryElsewhere({ workerId, kind: "worker_offline", reason: `went offline (${reason})` })
                 : new WorkerFailed({ workerId, code: "worker_lost", message: `worker ${workerId} went offline: ${reason}` })
             ).pipe(Effect.asVoid)
           )
@@ -222,7 +247,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           if (Exit.isFailure(dispatched)) {
             // A refusal or no responders: the worker runs nothing for us. A timeout may still ack late: cancel.
             finished = !Cause.failureOption(dispatched.cause).pipe(
-              Option.exists((e) => e._tag === "RetryElsewhere" && e.reason.startsWith("no ack"))
+              Option.exists((e) => e._tag === "RetryElsewhere" && e.kind === "ack_timeout")
             )
             return yield* Effect.failCause(dispatched.cause)
           }
@@ -258,7 +283,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             Effect.suspend(() => {
               const out: Array<RelayEvent> = []
               // A failure still relays the tokens before it in the same chunk (see `flattenExitOption`).
-              let failed: WorkerFailed | undefined
+              let failed: WorkerFailed | RetryElsewhere | undefined
               for (const { data } of chunk) {
                 if (finished || failed !== undefined) break
                 switch (data.type) {
@@ -282,7 +307,12 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
                     break
                   case "error":
                     finished = true
-                    failed = new WorkerFailed({ workerId, code: data.code, message: data.message })
+                    // Before any token, a worker's own failure (engine down, upstream unreachable) is
+                    // that worker's problem: another one may serve the request.
+                    failed =
+                      progress.relayed === 0 && expected === 0 && !FINAL_WORKER_CODES.has(data.code)
+                        ? new RetryElsewhere({ workerId, kind: "worker_error", reason: `failed (${data.code}: ${data.message})` })
+                        : new WorkerFailed({ workerId, code: data.code, message: data.message })
                     break
                 }
               }
@@ -306,7 +336,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               })
             })
 
-          const stop = lifecycle.stopped.pipe(Effect.zipRight(Effect.fail(new ShuttingDown())))
+          const stop = lifecycle.stopped.pipe(Effect.zipRight(Effect.fail(new ShuttingDown({ forced: true }))))
           return responses.pipe(
             Stream.mapChunksEffect(relayChunk),
             Stream.flattenExitOption,
@@ -337,7 +367,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               )
             )
           }
-          const retry = Metric.increment(Metric.tagged(Metrics.retriesTotal, "reason", error.reason.split(/[:( ]/)[0] ?? "other"))
+          const retry = Metric.increment(Metric.tagged(Metrics.retriesTotal, "reason", error.kind))
           return Stream.fromEffect(Effect.zipRight(log, retry)).pipe(
             Stream.drain,
             Stream.concat(attempts(request, requestId, attemptNo + 1, tried, progress, startedAt))
@@ -367,14 +397,24 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
                   : "cancelled"
               yield* stats.end(outcome)
               const now = yield* Clock.currentTimeMillis
+              const failure = Exit.isFailure(exit)
+                ? Option.filter(Cause.failureOption(exit.cause), isTaggedError)
+                : Option.none<TaggedError>()
+              // A model no worker serves is the client's typo: keep it out of the label set.
+              const unknownModel = Option.exists(failure, (e) => e._tag === "NoSkilledWorker" || e._tag === "InvalidRequest")
               yield* Metric.update(Metrics.requestDurationMs, now - startedAt)
               yield* Metric.incrementBy(
                 Metrics.requestsTotal.pipe(
                   Metric.tagged("route", request.route ?? "internal"),
-                  Metric.tagged("model", request.model),
+                  Metric.tagged("model", unknownModel ? "unknown" : request.model),
                   Metric.tagged("outcome", outcome)
                 ),
                 1
+              )
+              // One concise line per request: debug for successes, warning for failures.
+              const line = `${request.route ?? "internal"} ${request.model} ${outcome} in ${now - startedAt} ms, ${progress.relayed} tokens${Option.match(failure, { onNone: () => "", onSome: (e) => `: ${e.message}` })}`
+              yield* (outcome === "failed" ? Effect.logWarning(line) : Effect.logDebug(line)).pipe(
+                Effect.annotateLogs({ requestId })
               )
             })
           )

@@ -93,10 +93,13 @@ export class NoWorkers extends Schema.TaggedError<NoWorkers>()(
 
 export class NoSkilledWorker extends Schema.TaggedError<NoSkilledWorker>()(
   "NoSkilledWorker",
-  { model: Schema.String, available: Schema.Array(Schema.String) },
+  { model: Schema.String, available: Schema.Array(Schema.String), tags: Schema.optional(Schema.Array(Schema.String)) },
   kind({ status: 503, type: "server_error", code: "no_skilled_worker" })
 ) {
   override get message() {
+    if (this.tags !== undefined && this.tags.length > 0) {
+      return `No online worker can serve model "${this.model}" with tags ${this.tags.join(", ")}`
+    }
     const hint = this.available.length > 0 ? ` (served models: ${this.available.join(", ")})` : ""
     return `No online worker can serve model "${this.model}"${hint}`
   }
@@ -114,11 +117,13 @@ export class WorkersUnavailable extends Schema.TaggedError<WorkersUnavailable>()
 
 export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()(
   "ShuttingDown",
-  {},
+  { /** The request was running and the drain timeout ended it. */ forced: Schema.optional(Schema.Boolean) },
   kind({ status: 503, type: "server_error", code: "shutting_down" })
 ) {
   override get message() {
-    return "The controller is draining and takes no new requests"
+    return this.forced === true
+      ? "The controller stopped: this request was still running when its drain timeout passed"
+      : "The controller is draining and takes no new requests"
   }
 }
 

@@ -1,5 +1,6 @@
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Redacted } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
+import type { ClusterConfig } from "../config/schema.js"
 import { NatsServerError, startNatsServer } from "./nats-server-process.js"
 
 /** Host and port of `nats.server_url`, the address the embedded server listens on. */
@@ -13,6 +14,17 @@ export const listenAddress = (serverUrl: string): Effect.Effect<{ host: string; 
   })
 
 /**
+ * The embedded server requires the credentials the config gives its clients (`nats.user`/`pass` or
+ * `nats.token`), so that binding it to 0.0.0.0 for remote workers does not leave an open bus.
+ */
+export const credentialArgs = (config: ClusterConfig): ReadonlyArray<string> => {
+  const { user, pass, token } = config.nats
+  if (token !== undefined) return ["--auth", Redacted.value(token)]
+  if (user !== undefined) return ["--user", user, "--pass", pass === undefined ? "" : Redacted.value(pass)]
+  return []
+}
+
+/**
  * `nats.mode: embedded`: this process starts and owns a real nats-server on `nats.server_url`'s
  * host and port, and stops it when the layer's scope closes (runMain closes it on SIGINT/SIGTERM).
  */
@@ -20,7 +32,7 @@ export const EmbeddedNatsLive: Layer.Layer<never, NatsServerError, ClusterConfig
   Effect.gen(function* () {
     const config = yield* ClusterConfigService
     const address = yield* listenAddress(config.nats.serverUrl)
-    const server = yield* startNatsServer(address)
+    const server = yield* startNatsServer({ ...address, args: credentialArgs(config) })
     yield* Effect.logInfo(`embedded nats-server ${server.pid} listening on ${server.url}`)
     yield* Effect.addFinalizer(() => Effect.logInfo("embedded nats-server stopped"))
   })

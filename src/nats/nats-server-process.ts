@@ -70,11 +70,18 @@ export const startNatsServer = (options: NatsServerOptions) =>
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
         spawn(binary, ["-a", options.host, "-p", String(options.port), ...(options.args ?? [])], {
-          stdio: ["ignore", "ignore", "pipe"]
+          stdio: ["ignore", "ignore", "pipe"],
+          // Its own process group: a Ctrl-C in the terminal reaches the whole foreground group, and
+          // the server must outlive the first one, while the controller drains over it.
+          detached: true
         })
       ),
       stopChild
     )
+    // The scope normally stops it; this covers a `process.exit` that skips the scope.
+    const onExit = () => child.kill("SIGTERM")
+    process.once("exit", onExit)
+    yield* Effect.addFinalizer(() => Effect.sync(() => process.off("exit", onExit)))
     let output = ""
     child.stderr?.setEncoding("utf8")
     child.stderr?.on("data", (chunk: string) => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest"
 import { execFileSync } from "node:child_process"
+import { createServer } from "node:net"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -39,6 +40,23 @@ describe("src/main.ts, the real CLI", () => {
     const missing = spawnCli(["--config", "/nonexistent/cluster.yaml"])
     expect(await missing.exited).toBe(1)
     expect(missing.output()).toContain("/nonexistent/cluster.yaml")
+  }, 30_000)
+
+  it("an HTTP port already in use is one clear line and exit 1", async () => {
+    const blocker = createServer()
+    const port = await new Promise<number>((resolve) =>
+      blocker.listen(0, "0.0.0.0", () => {
+        const a = blocker.address()
+        resolve(typeof a === "object" && a !== null ? a.port : 0)
+      })
+    )
+    try {
+      const cli = spawnCli(["--mode", "controller", "--port", String(port), "--nats-url", `nats://127.0.0.1:${await freePort()}`])
+      expect(await cli.exited).toBe(1)
+      expect(cli.output()).toMatch(/EADDRINUSE|address already in use/)
+    } finally {
+      blocker.close()
+    }
   }, 30_000)
 
   it("--help prints the usage and exits 0", async () => {

@@ -228,7 +228,8 @@ describe("Balancer (smart)", () => {
       expect(new Set(yield* selectN(4, { model: M7, tags: ["fast"] }, workers))).toEqual(new Set(["a", "b"]))
       expect(yield* selectN(3, { model: M7, tags: [] }, workers)).toHaveLength(3)
       const error = yield* Effect.flip(pick({ model: M7, tags: ["nope"] }, workers))
-      expect(error).toEqual(new NoSkilledWorker({ model: M7, available: [M7] }))
+      expect(error).toEqual(new NoSkilledWorker({ model: M7, available: [M7], tags: ["nope"] }))
+      expect(error.message).toBe(`No online worker can serve model "${M7}" with tags nope`)
     }).pipe(Effect.provide(layer))
   )
 

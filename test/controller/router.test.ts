@@ -524,6 +524,38 @@ describe("Router.route: failures after dispatch", () => {
     )
   )
 
+  it.effect("a worker error before any token moves the request to another worker", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1", priority: 10 })
+        yield* startWorker({ id: "w2" }, { stream: streams("ok") })
+        const c = yield* consume(yield* route())
+        const req = yield* w1.nextRequest
+        yield* w1.emit(errorMsg(req.requestId, "upstream_unreachable", "mlx_lm.server is not answering"))
+        const exit = yield* c.exit
+        expect(exit._tag).toBe("Success")
+        expect((yield* c.events).map((e) => (e.type === "token" ? e.token : e.workerId))).toEqual(["ok", "w2"])
+        expect(yield* outcomes).toEqual({ succeeded: 1, failed: 0, cancelled: 0 })
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("a worker timeout before any token is final: no retry", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1", priority: 10 })
+        const w2 = yield* startWorker({ id: "w2" }, { stream: streams("ok") })
+        const c = yield* consume(yield* route())
+        const req = yield* w1.nextRequest
+        yield* w1.emit(errorMsg(req.requestId, "timeout", "the request took longer than 300000 ms"))
+        expect(failureOf(yield* c.exit)).toMatchObject({ _tag: "WorkerFailed", code: "timeout" })
+        expect(yield* w2.received).toEqual([])
+        yield* expectIdle
+      })
+    )
+  )
+
   it.effect("tokens that arrive together with an error are relayed before the error", () =>
     withRouter()(
       Effect.gen(function* () {

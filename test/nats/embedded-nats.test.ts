@@ -1,8 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer, Option } from "effect"
+import { Cause, Effect, Exit, Layer, Option, Redacted } from "effect"
 import { createServer } from "node:net"
 import { ClusterConfigService } from "../../src/config/cluster-config.js"
-import { EmbeddedNatsLive, listenAddress } from "../../src/nats/embedded-nats.js"
+import { credentialArgs, EmbeddedNatsLive, listenAddress } from "../../src/nats/embedded-nats.js"
+import { NatsTransportLive } from "../../src/nats/nats-transport-live.js"
+import { NatsTransport } from "../../src/nats/nats-transport.js"
 import { findNatsServer, NatsServerError, startNatsServer } from "../../src/nats/nats-server-process.js"
 import { freePort } from "../support/nats-server.js"
 
@@ -37,6 +39,39 @@ describe("embedded nats-server", () => {
       )
       expect(yield* canConnect(port)).toBe(false)
     })
+  )
+
+  it.live("requires the configured credentials, which the configured clients then use", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const config = ClusterConfigService.layerTest((c) => ({
+        ...c,
+        nats: { ...c.nats, mode: "embedded", serverUrl: `nats://127.0.0.1:${port}`, user: "cluster", pass: Redacted.make("pw") }
+      }))
+      const flushed = yield* Effect.scoped(
+        Effect.gen(function* () {
+          const context = yield* Layer.build(NatsTransportLive.pipe(Layer.provide(EmbeddedNatsLive), Layer.provide(config)))
+          const nats = yield* Effect.provide(NatsTransport, context)
+          yield* nats.flush
+          return true
+        })
+      )
+      expect(flushed).toBe(true)
+    })
+  )
+
+  it.effect("turns nats.user/pass or nats.token into nats-server arguments", () =>
+    Effect.gen(function* () {
+      const config = yield* ClusterConfigService
+      expect(credentialArgs(config)).toEqual([])
+      expect(credentialArgs({ ...config, nats: { ...config.nats, user: "u", pass: Redacted.make("p") } })).toEqual([
+        "--user",
+        "u",
+        "--pass",
+        "p"
+      ])
+      expect(credentialArgs({ ...config, nats: { ...config.nats, token: Redacted.make("t") } })).toEqual(["--auth", "t"])
+    }).pipe(Effect.provide(ClusterConfigService.layerTest()))
   )
 
   it.live("a taken port is a clear error", () =>
