@@ -26,7 +26,13 @@ export const decoderFor = <A, I>(schema: Schema.Schema<A, I>): ((bytes: Uint8Arr
       } catch (cause) {
         return Either.left(`not JSON (${cause instanceof Error ? cause.message : String(cause)})`)
       }
-      return Either.mapLeft(fromUnknown(json), formatError)
+      try {
+        return Either.mapLeft(fromUnknown(json), formatError)
+      } catch (cause) {
+        // A deeply nested payload can exhaust the stack while it is checked or its error formatted:
+        // it is just another invalid message, never an exception in nats' read loop.
+        return Either.left(`fails its schema (${cause instanceof Error ? cause.message : String(cause)})`)
+      }
     }
     decoders.set(schema, decode)
   }

@@ -112,9 +112,8 @@ const connectWithRetry = (options: NatsConnectOptions) =>
     Effect.orDie
   )
 
-const watchStatus = (nc: NatsConnection, url: string) =>
-  Effect.gen(function* () {
-    const run = yield* FiberSet.makeRuntime<never>()
+const watchStatus = (nc: NatsConnection, url: string, run: (effect: Effect.Effect<void>) => unknown) =>
+  Effect.sync(() => {
     // The status iterator ends when the connection closes, so this loop needs no interruption.
     void (async () => {
       for await (const s of nc.status()) {
@@ -135,6 +134,26 @@ const watchStatus = (nc: NatsConnection, url: string) =>
     })()
   })
 
+/**
+ * Logs dropped invalid messages of one subscription: the first of each second in full, the rest
+ * counted in the next line. A flood of garbage must not turn into a flood of log fibers.
+ */
+const invalidMessageLog = (subscription: string, run: (effect: Effect.Effect<void>) => unknown) => {
+  let windowStart = 0
+  let suppressed = 0
+  return (subject: string, reason: string): void => {
+    const now = Date.now()
+    if (now - windowStart < 1_000) {
+      suppressed++
+      return
+    }
+    const more = suppressed > 0 ? ` (and ${suppressed} more invalid messages on ${subscription} in the last second)` : ""
+    windowStart = now
+    suppressed = 0
+    run(Effect.logWarning(`dropped a message on ${subject}: ${reason}${more}`))
+  }
+}
+
 const make = (options: NatsConnectOptions) =>
   Effect.gen(function* () {
     // Acquire and release run uninterruptibly; the waits inside are made interruptible so that a
@@ -147,7 +166,10 @@ const make = (options: NatsConnectOptions) =>
         Effect.zipRight(Effect.logDebug("NATS connection drained"))
       )
     )
-    yield* watchStatus(nc, options.url)
+    // One runtime per connection for the log lines of nats' callbacks (not one per subscription:
+    // a subscription per request is on the hot path).
+    const run = yield* FiberSet.makeRuntime<never>()
+    yield* watchStatus(nc, options.url, run)
     yield* Effect.logInfo(`connected to NATS at ${safeUrl(options.url)}`)
 
     const publishBytes = (subject: string, bytes: Uint8Array): Effect.Effect<void> =>
@@ -169,32 +191,34 @@ const make = (options: NatsConnectOptions) =>
 
     const subscribe = <A, I>(subject: string, schema: Schema.Schema<A, I>, opts: SubscribeOptions = {}) =>
       Effect.gen(function* () {
-        const run = yield* FiberSet.makeRuntime<never>()
         const size = opts.bufferSize ?? DEFAULT_BUFFER
         const queue = yield* Effect.acquireRelease(Queue.dropping<Incoming<A>>(size), Queue.shutdown)
         const decode = decoderFor(schema)
         let dropped = 0
+        const invalid = invalidMessageLog(subject, run)
         const sub = yield* Effect.acquireRelease(
           Effect.sync(() =>
             nc.subscribe(subject, {
               ...(opts.queue === undefined ? {} : { queue: opts.queue }),
               callback: (err, msg) => {
-                if (err !== null) {
-                  run(Effect.logWarning(`NATS subscription ${subject}: ${err.message}`))
-                  return
-                }
-                const decoded = decode(msg.data)
-                if (Either.isLeft(decoded)) {
-                  run(Effect.logWarning(`dropped a message on ${msg.subject}: ${decoded.left}`))
-                  return
-                }
-                const offered = queue.unsafeOffer({
-                  subject: msg.subject,
-                  data: decoded.right,
-                  replyTo: msg.reply === "" ? undefined : msg.reply
-                })
-                if (!offered && dropped++ % 1000 === 0) {
-                  run(Effect.logWarning(`subscription ${subject} is ${size} messages behind; dropping`))
+                // Nothing may escape into nats' read loop: an exception there stops it reading for good.
+                try {
+                  if (err !== null) {
+                    run(Effect.logWarning(`NATS subscription ${subject}: ${err.message}`))
+                    return
+                  }
+                  const decoded = decode(msg.data)
+                  if (Either.isLeft(decoded)) return invalid(msg.subject, decoded.left)
+                  const offered = queue.unsafeOffer({
+                    subject: msg.subject,
+                    data: decoded.right,
+                    replyTo: msg.reply === "" ? undefined : msg.reply
+                  })
+                  if (!offered && dropped++ % 1000 === 0) {
+                    run(Effect.logWarning(`subscription ${subject} is ${size} messages behind; dropping`))
+                  }
+                } catch (cause) {
+                  run(Effect.logError(`subscription ${subject}: a message could not be handled`, cause))
                 }
               }
             })

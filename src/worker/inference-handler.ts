@@ -54,6 +54,17 @@ const refusal = (reason: "busy" | "model_not_found" | "invalid_request", message
 const describeParseError = (error: ParseResult.ParseError): string =>
   ParseResult.TreeFormatter.formatErrorSync(error).replace(/\s+/g, " ").slice(0, 500)
 
+const decodeInferenceRequest = Schema.decodeUnknownEither(InferenceRequest)
+
+/** The request, or why not; a deeply nested body that exhausts the stack is invalid too, not a crash. */
+const decodeRequest = (data: unknown): Either.Either<InferenceRequest, string> => {
+  try {
+    return Either.mapLeft(decodeInferenceRequest(data), describeParseError)
+  } catch (cause) {
+    return Either.left(`the body cannot be checked (${cause instanceof Error ? cause.message : String(cause)})`)
+  }
+}
+
 /**
  * Subscribes to the inference and cancel subjects (in the caller's scope) and serves them. The
  * subscriptions exist on the connection when this effect completes (flush before announcing).
@@ -149,9 +160,9 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
       Effect.gen(function* () {
         const reply = (message: InferenceReply) =>
           incoming.replyTo !== undefined ? nats.respond(incoming.replyTo, InferenceReplySchema, message) : Effect.void
-        const decoded = Schema.decodeUnknownEither(InferenceRequest)(incoming.data)
+        const decoded = decodeRequest(incoming.data)
         if (Either.isLeft(decoded)) {
-          const reason = describeParseError(decoded.left)
+          const reason = decoded.left
           yield* Effect.logWarning(
             `invalid inference request on ${incoming.subject}${incoming.replyTo === undefined ? " (no reply subject: dropped)" : ""}: ${reason}`
           )

@@ -40,6 +40,9 @@ describe("NatsTransport (real nats-server)", () => {
         yield* nats.publishRaw(subject, "{ not json")
         yield* nats.publishRaw(subject, JSON.stringify({ n: "one" }))
         yield* nats.publishRaw(subject, new Uint8Array([0xff, 0x00, 0x12]))
+        // Nested deep enough to exhaust the stack while checked: must be dropped, not stop nats' reader.
+        yield* nats.publishRaw(subject, "[".repeat(50_000) + "]".repeat(50_000))
+        yield* nats.publishRaw(subject, `{"n":${"[".repeat(20_000)}${"]".repeat(20_000)}}`)
         yield* nats.publish(subject, Ping, { n: 7 })
         const items = Chunk.toReadonlyArray(yield* Fiber.join(received))
         expect(items.map((i) => i.data)).toEqual([{ n: 7 }])
