@@ -141,7 +141,9 @@ cluster:
     server_url: ${JSON.stringify(natsUrl)}
   worker:
     model_dir: ${JSON.stringify(modelDir)}
-    max_concurrent: 2048
+    # A worker takes at most this many requests at once; the controller queues the rest (its job).
+    # Thousands at once on one synthetic worker starve its event loop: acks and heartbeats stall.
+    max_concurrent: 64
     drain_timeout_ms: 2000
     engine:
       type: synthetic

@@ -1,4 +1,4 @@
-import { Cause, Chunk, Clock, Data, Deferred, Effect, Exit, Metric, Option, Stream } from "effect"
+import { Cause, Chunk, Clock, Data, Deferred, Effect, Exit, Metric, Option, Queue, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import {
@@ -66,6 +66,9 @@ class RetryElsewhere extends Data.TaggedError("RetryElsewhere")<{
   readonly kind: RetryKind
   readonly reason: string
 }> {}
+
+/** Wakes an attempt's relay when its failure was set from outside the worker's messages. */
+const WAKE = Symbol.for("mlx-cluster/Router/wake")
 
 interface TaggedError {
   readonly _tag: string
@@ -186,7 +189,16 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       /** Tokens relayed so far over all attempts: after the first, no retry. */
       relayed: number
       firstTokenAt: number | undefined
+      /** The worker's `done` was relayed. */
+      done: boolean
     }
+
+    /** The fail callbacks of the attempts running now: a forced stop ends them all. */
+    const running = new Set<(error: AttemptError) => Effect.Effect<void>>()
+    yield* lifecycle.stopped.pipe(
+      Effect.zipRight(Effect.suspend(() => Effect.forEach([...running], (fail) => fail(new ShuttingDown({ forced: true }))))),
+      Effect.forkScoped
+    )
 
     const attempt = (
       request: RouteRequest,
@@ -218,16 +230,33 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           const workerId = worker.workerId
           const attemptId = RequestId.make(attemptNo === 0 ? requestId : `${requestId}-${attemptNo}`)
 
-          const failure = yield* Deferred.make<never, AttemptError>()
           // Completed by the first token: the watchdog then switches from the first-token deadline to the (earlier) idle one.
           const firstToken = yield* Deferred.make<void>()
+          /** Set once: ends the stream with this error after the events before it. */
+          let failure: AttemptError | undefined
+          /** The worker sent `done` or `error`: it runs nothing more for us, so no cancel. */
           let finished = false
+          /** `done` was relayed: the stream ends. */
+          let ended = false
           let lastActivity = yield* Clock.currentTimeMillis
           const dispatchedAt = lastActivity
           let expected = 0
 
           // Subscribe before dispatching, so that no token can arrive before we listen.
           const responses = yield* nats.subscribe(Subjects.response(attemptId), TokenMessage)
+          // The relay reads one inbox: the worker's messages, and WAKE when a failure is set from outside
+          // (watchdog, worker lost, forced stop). One queue take per chunk, no race per pull.
+          const inbox = yield* Queue.unbounded<Incoming<TokenMessage> | typeof WAKE>()
+          yield* responses.pipe(
+            Stream.runForEachChunk((chunk) => inbox.offerAll(chunk)),
+            Effect.forkScoped
+          )
+          const fail = (error: AttemptError) =>
+            Effect.sync(() => {
+              if (failure !== undefined || ended) return
+              failure = error
+              inbox.unsafeOffer(WAKE)
+            })
           yield* Effect.addFinalizer((exit) => {
             if (finished) return Effect.void
             // Ended early without a failure (the consumer stopped pulling) or interrupted: the client's doing.
@@ -235,12 +264,15 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             return sendCancel(workerId, attemptId, reason)
           })
           yield* watch(workerId, (reason) =>
-            Deferred.fail(
-              failure,
+            fail(
               progress.relayed === 0
                 ? new RetryElsewhere({ workerId, kind: "worker_offline", reason: `went offline (${reason})` })
                 : new WorkerFailed({ workerId, code: "worker_lost", message: `worker ${workerId} went offline: ${reason}` })
-            ).pipe(Effect.asVoid)
+            )
+          )
+          yield* Effect.acquireRelease(
+            Effect.sync(() => running.add(fail)),
+            () => Effect.sync(() => running.delete(fail))
           )
 
           const dispatched = yield* Effect.exit(dispatch(worker, toWire(attemptId, request)))
@@ -265,32 +297,31 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           // again, since tokens that came meanwhile only move deadlines later. The one exception, the
           // switch from the first-token deadline to the idle one, wakes it through `firstToken`.
           yield* Effect.gen(function* () {
-            while (true) {
+            while (failure === undefined && !ended) {
               const now = yield* Clock.currentTimeMillis
               const next = deadline()
               if (now >= next.at) {
-                return yield* Deferred.fail(
-                  failure,
-                  new InferenceTimeout({ phase: next.phase, timeoutMs: next.timeoutMs, workerId })
-                )
+                return yield* fail(new InferenceTimeout({ phase: next.phase, timeoutMs: next.timeoutMs, workerId }))
               }
               const sleep = Effect.sleep(next.at - now)
               yield* next.phase === "first_token" ? Effect.raceFirst(sleep, Deferred.await(firstToken)) : sleep
             }
           }).pipe(Effect.forkScoped)
 
-          const relayChunk = (chunk: Chunk.Chunk<Incoming<TokenMessage>>) =>
-            Effect.suspend(() => {
+          /** The events of one batch of messages; a failure among them ends the stream at the next pull. */
+          const relay = (chunk: Chunk.Chunk<Incoming<TokenMessage> | typeof WAKE>) =>
+            Effect.gen(function* () {
               const out: Array<RelayEvent> = []
-              // A failure still relays the tokens before it in the same chunk (see `flattenExitOption`).
-              let failed: WorkerFailed | RetryElsewhere | undefined
-              for (const { data } of chunk) {
-                if (finished || failed !== undefined) break
+              let tokens = 0
+              for (const message of chunk) {
+                if (message === WAKE) continue
+                if (finished || failure !== undefined) break
+                const data = message.data
                 switch (data.type) {
                   case "token": {
                     if (data.index !== expected) {
                       // Not `finished`: the worker may still be generating, so the finalizer cancels it.
-                      failed = new WorkerFailed({
+                      failure = new WorkerFailed({
                         workerId,
                         code: "token_gap",
                         message: `expected token ${expected} from worker ${workerId}, got ${data.index}`
@@ -298,51 +329,48 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
                       break
                     }
                     expected++
+                    tokens++
                     out.push({ type: "token", index: data.index, token: data.token })
                     break
                   }
                   case "done":
                     finished = true
+                    ended = true
+                    progress.done = true
                     out.push({ type: "done", finishReason: data.finishReason, usage: data.usage, latencyMs: data.latencyMs, workerId })
                     break
                   case "error":
                     finished = true
                     // Before any token, a worker's own failure (engine down, upstream unreachable) is
                     // that worker's problem: another one may serve the request.
-                    failed =
+                    failure =
                       progress.relayed === 0 && expected === 0 && !FINAL_WORKER_CODES.has(data.code)
                         ? new RetryElsewhere({ workerId, kind: "worker_error", reason: `failed (${data.code}: ${data.message})` })
                         : new WorkerFailed({ workerId, code: data.code, message: data.message })
                     break
                 }
               }
-              return Effect.gen(function* () {
+              if (tokens > 0) {
                 const now = yield* Clock.currentTimeMillis
                 lastActivity = now
-                const tokens = out.length - (out.at(-1)?.type === "done" ? 1 : 0)
-                if (tokens > 0) {
-                  if (expected === tokens) yield* Deferred.succeed(firstToken, undefined)
-                  if (progress.relayed === 0) {
-                    progress.firstTokenAt = now
-                    yield* Metric.update(Metrics.timeToFirstTokenMs, now - dispatchedAt)
-                  }
-                  progress.relayed += tokens
-                  yield* Metric.incrementBy(Metrics.tokensRelayed, tokens)
+                if (expected === tokens) yield* Deferred.succeed(firstToken, undefined)
+                if (progress.relayed === 0) {
+                  progress.firstTokenAt = now
+                  yield* Metric.update(Metrics.timeToFirstTokenMs, now - dispatchedAt)
                 }
-                const events = Chunk.unsafeFromArray(out.map((event) => Exit.succeed(event)))
-                return failed === undefined
-                  ? events
-                  : Chunk.append(events, Exit.fail(Option.some<AttemptError>(failed)))
-              })
+                progress.relayed += tokens
+                yield* Metric.incrementBy(Metrics.tokensRelayed, tokens)
+              }
+              return Chunk.unsafeFromArray(out)
             })
 
-          const stop = lifecycle.stopped.pipe(Effect.zipRight(Effect.fail(new ShuttingDown({ forced: true }))))
-          return responses.pipe(
-            Stream.mapChunksEffect(relayChunk),
-            Stream.flattenExitOption,
-            Stream.takeUntil((event) => event.type === "done"),
-            Stream.interruptWhen(Effect.raceFirst(Deferred.await(failure), stop))
-          )
+          /** One pull: what the inbox holds now, or the end (after `done`), or the failure. */
+          const pull: Effect.Effect<Chunk.Chunk<RelayEvent>, Option.Option<AttemptError>> = Effect.suspend(() => {
+            if (ended) return Effect.fail(Option.none())
+            if (failure !== undefined) return Effect.fail(Option.some(failure))
+            return Effect.flatMap(Queue.takeBetween(inbox, 1, 4096), relay)
+          })
+          return Stream.repeatEffectChunkOption(pull)
         })
       )
 
@@ -385,12 +413,11 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           yield* lifecycle.ensureAccepting
           const requestId = `req-${randomUUID()}`
           const startedAt = yield* Clock.currentTimeMillis
-          const progress: Progress = { relayed: 0, firstTokenAt: undefined }
-          let succeeded = false
+          const progress: Progress = { relayed: 0, firstTokenAt: undefined, done: false }
           yield* stats.begin
           yield* Effect.addFinalizer((exit) =>
             Effect.gen(function* () {
-              const outcome: RequestOutcome = succeeded
+              const outcome: RequestOutcome = progress.done
                 ? "succeeded"
                 : Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
                   ? "failed"
@@ -418,15 +445,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               )
             })
           )
-          return attempts(request, requestId, 0, new Set(), progress, startedAt).pipe(
-            Stream.tap((event) =>
-              event.type === "done"
-                ? Effect.sync(() => {
-                    succeeded = true
-                  })
-                : Effect.void
-            )
-          )
+          return attempts(request, requestId, 0, new Set(), progress, startedAt)
         })
       )
 

@@ -49,24 +49,29 @@ export const sseResponse = (events: Stream.Stream<RelayEvent, InferenceError>, f
       yield* Scope.close(scope, Exit.fail(error))
       return errorResponse(error)
     }
+    // After the first chunk, one stage: each pull writes every event that is waiting as one chunk.
+    let pending: string | undefined = format.head + encodeEvents(format, first.right)
     let ended: Exit.Exit<void, InferenceError> | undefined
-    const rest = Stream.repeatEffectChunkOption(pull).pipe(
-      Stream.mapChunks((events) => Chunk.of(encodeEvents(format, events))),
-      Stream.concat(
-        Stream.fromEffect(
-          Effect.sync(() => {
+    const next: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<never>> = Effect.suspend(() => {
+      if (pending !== undefined) {
+        const text = pending
+        pending = undefined
+        return Effect.succeed(Chunk.of(encoder.encode(text)))
+      }
+      if (ended !== undefined) return Effect.fail(Option.none())
+      return pull.pipe(
+        Effect.map((events) => Chunk.of(encoder.encode(encodeEvents(format, events)))),
+        Effect.catchAll((end) => {
+          if (Option.isNone(end)) {
             ended = Exit.void
-          })
-        ).pipe(Stream.drain)
-      ),
-      Stream.catchAll((error) => {
-        ended = Exit.fail(error)
-        return Stream.succeed(sseErrorEvent(error))
-      })
-    )
-    const body = Stream.succeed(format.head + encodeEvents(format, first.right)).pipe(
-      Stream.concat(rest),
-      Stream.map((text) => encoder.encode(text)),
+            return Effect.fail(Option.none())
+          }
+          ended = Exit.fail(end.value)
+          return Effect.succeed(Chunk.of(encoder.encode(sseErrorEvent(end.value))))
+        })
+      )
+    })
+    const body = Stream.repeatEffectChunkOption(next).pipe(
       // Closing with the right exit tells the Router whether the client left (a cancel) or it ended.
       Stream.ensuringWith((exit) => Scope.close(scope, ended ?? (Exit.isFailure(exit) ? exit : Exit.void)))
     )
