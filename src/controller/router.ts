@@ -200,16 +200,20 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       Effect.forkScoped
     )
 
-    const attempt = (
-      request: RouteRequest,
-      requestId: string,
-      attemptNo: number,
-      tried: Set<string>,
-      progress: Progress,
-      startedAt: number
-    ): Stream.Stream<RelayEvent, AttemptError> =>
+    /** What every attempt of one request shares. */
+    interface RequestContext {
+      readonly request: RouteRequest
+      readonly requestId: string
+      readonly startedAt: number
+      /** Workers already tried: never chosen again for this request. */
+      readonly tried: Set<string>
+      readonly progress: Progress
+    }
+
+    const attempt = (ctx: RequestContext, attemptNo: number): Stream.Stream<RelayEvent, AttemptError> =>
       Stream.unwrapScoped(
         Effect.gen(function* () {
+          const { request, requestId, startedAt, tried, progress } = ctx
           const admission = {
             model: request.model,
             exclude: tried,
@@ -374,17 +378,11 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
         })
       )
 
-    const attempts = (
-      request: RouteRequest,
-      requestId: string,
-      attemptNo: number,
-      tried: Set<string>,
-      progress: Progress,
-      startedAt: number
-    ): Stream.Stream<RelayEvent, InferenceError> =>
-      attempt(request, requestId, attemptNo, tried, progress, startedAt).pipe(
+    const attempts = (ctx: RequestContext, attemptNo: number): Stream.Stream<RelayEvent, InferenceError> =>
+      attempt(ctx, attemptNo).pipe(
         Stream.catchAll((error): Stream.Stream<RelayEvent, InferenceError> => {
           if (error._tag !== "RetryElsewhere") return Stream.fail(error)
+          const { request, requestId } = ctx
           const log = Effect.logInfo(`request ${requestId}: worker ${error.workerId} ${error.reason}`).pipe(
             Effect.annotateLogs({ requestId, workerId: error.workerId })
           )
@@ -398,7 +396,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           const retry = Metric.increment(Metric.tagged(Metrics.retriesTotal, "reason", error.kind))
           return Stream.fromEffect(Effect.zipRight(log, retry)).pipe(
             Stream.drain,
-            Stream.concat(attempts(request, requestId, attemptNo + 1, tried, progress, startedAt))
+            Stream.concat(attempts(ctx, attemptNo + 1))
           )
         })
       )
@@ -445,7 +443,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               )
             })
           )
-          return attempts(request, requestId, 0, new Set(), progress, startedAt)
+          return attempts({ request, requestId, startedAt, tried: new Set(), progress }, 0)
         })
       )
 
