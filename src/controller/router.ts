@@ -5,7 +5,7 @@ import {
   type InferenceError,
   InferenceTimeout,
   InvalidRequest,
-  NoWorkers,
+  type NoWorkers,
   ShuttingDown,
   type TimeoutPhase,
   WorkerFailed,
@@ -455,7 +455,9 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
         ),
         Effect.flatMap(({ text, done }) =>
           Option.match(done, {
-            onNone: () => Effect.fail(new NoWorkers({ model: request.model })),
+            // Unreachable while attempts end in `done` or an error; kept total rather than asserted.
+            onNone: () =>
+              Effect.fail(new WorkerFailed({ workerId: "", code: "empty_stream", message: "the worker ended without a result" })),
             onSome: (d) => Effect.succeed({ text, ...d })
           })
         )
