@@ -3,7 +3,7 @@
  * `tsx scripts/bench.ts`).
  *
  *   tsx scripts/bench.ts [--concurrency 1,32,256,1024] [--duration 5] [--warmup 1] [--tokens 32]
- *                        [--workers 2] [--stress 2000] [--profile] [--timeout 30]
+ *                        [--workers 2] [--stress 2000] [--profile] [--timeout 120]
  *
  * One run starts, on free ports: a nats-server, N synthetic workers and a controller (each the real
  * CLI as a child process: `node --import tsx src/main.ts ...`), and the *floor*: a bare node:http
@@ -39,7 +39,7 @@ const USAGE = `Usage: tsx scripts/bench.ts [options]
   --tokens T           max_tokens of every request             default 32
   --workers N          synthetic workers                        default 2
   --stress N           streams started at once (0: skip)        default 2000
-  --timeout S          per-request timeout                      default 30
+  --timeout S          per-request client timeout (the controller's request_timeout_ms)  default 120
   --log-level L        the cluster's log_level (diagnosis)     default warning
   --profile            --cpu-prof the controller into bench/profiles and summarise it
   -h, --help           this text
@@ -101,7 +101,7 @@ const parseOptions = (argv: ReadonlyArray<string>): Options | "help" => {
     tokens: number("tokens", 32, 1, true),
     workers: number("workers", 2, 1, true),
     stress: number("stress", 2000, 0, true),
-    timeoutSeconds: number("timeout", 30, 1, false),
+    timeoutSeconds: number("timeout", 120, 1, false),
     profile,
     logLevel: parseLogLevel(values.get("log-level") ?? "warning")
   }

@@ -100,8 +100,8 @@ const toWire = (requestId: RequestId, r: RouteRequest): InferenceRequest => ({
  * Per attempt: reserve a slot through the admission queue (balancer + queue), subscribe to
  * `response.{id}` *before* dispatching, dispatch with a NATS request and read the ack. No
  * responders marks the worker offline and tries another; a `busy`/`model_not_found` refusal, an
- * ack timeout or the worker going offline before its first token also try another — at most
- * `max_retries` others, never after a token was relayed. The relay enforces the first-token,
+ * ack timeout, the worker going offline or reporting an error before its first token also try
+ * another — at most `max_retries` others, never after a token was relayed. The relay enforces the first-token,
  * inactivity and whole-request timeouts with one watchdog fiber per stream (not a timer per
  * token), checks that token indexes have no gaps, and when the stream ends without the worker's
  * `done` (client gone, timeout, error) it publishes `worker.{id}.cancel`.
@@ -188,7 +188,6 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     interface Progress {
       /** Tokens relayed so far over all attempts: after the first, no retry. */
       relayed: number
-      firstTokenAt: number | undefined
       /** The worker's `done` was relayed. */
       done: boolean
     }
@@ -359,7 +358,6 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
                 lastActivity = now
                 if (expected === tokens) yield* Deferred.succeed(firstToken, undefined)
                 if (progress.relayed === 0) {
-                  progress.firstTokenAt = now
                   yield* Metric.update(Metrics.timeToFirstTokenMs, now - dispatchedAt)
                 }
                 progress.relayed += tokens
@@ -411,7 +409,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           yield* lifecycle.ensureAccepting
           const requestId = `req-${randomUUID()}`
           const startedAt = yield* Clock.currentTimeMillis
-          const progress: Progress = { relayed: 0, firstTokenAt: undefined, done: false }
+          const progress: Progress = { relayed: 0, done: false }
           yield* stats.begin
           yield* Effect.addFinalizer((exit) =>
             Effect.gen(function* () {
