@@ -67,8 +67,12 @@ class RetryElsewhere extends Data.TaggedError("RetryElsewhere")<{
   readonly reason: string
 }> {}
 
-/** Wakes an attempt's relay when its failure was set from outside the worker's messages. */
-const WAKE = Symbol.for("mlx-cluster/Router/wake")
+/**
+ * Offered into an attempt's subscription queue to wake its relay when its failure was set from
+ * outside the worker's messages. Recognised by identity; it never reaches a consumer, so its `data`
+ * is never read (hence `never`).
+ */
+const WAKE: Incoming<never> = { subject: "", data: undefined as never, replyTo: undefined }
 
 interface TaggedError {
   readonly _tag: string
@@ -245,14 +249,12 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           const dispatchedAt = lastActivity
           let expected = 0
 
-          // Subscribe before dispatching, so that no token can arrive before we listen.
-          const responses = yield* nats.subscribe(Subjects.response(attemptId), TokenMessage)
-          // The relay reads one inbox: the worker's messages, and WAKE when a failure is set from outside
-          // (watchdog, worker lost, forced stop). One queue take per chunk, no race per pull.
-          const inbox = yield* Queue.unbounded<Incoming<TokenMessage> | typeof WAKE>()
-          yield* responses.pipe(
-            Stream.runForEachChunk((chunk) => inbox.offerAll(chunk)),
-            Effect.forkScoped
+          // Subscribe before dispatching, so that no token can arrive before we listen. The relay reads
+          // the subscription's own queue, into which WAKE is offered when a failure is set from outside
+          // (watchdog, worker lost, forced stop): one take per batch of messages, no race per pull.
+          const inbox = yield* nats.subscribeQueue(
+            Subjects.response(attemptId),
+            TokenMessage
           )
           const fail = (error: AttemptError) =>
             Effect.sync(() => {
@@ -312,7 +314,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           }).pipe(Effect.forkScoped)
 
           /** The events of one batch of messages; a failure among them ends the stream at the next pull. */
-          const relay = (chunk: Chunk.Chunk<Incoming<TokenMessage> | typeof WAKE>) =>
+          const relay = (chunk: Chunk.Chunk<Incoming<TokenMessage>>) =>
             Effect.gen(function* () {
               const out: Array<RelayEvent> = []
               let tokens = 0

@@ -189,7 +189,7 @@ const make = (options: NatsConnectOptions) =>
         onRight: (bytes) => publishBytes(subject, bytes)
       })
 
-    const subscribe = <A, I>(subject: string, schema: Schema.Schema<A, I>, opts: SubscribeOptions = {}) =>
+    const subscribeQueue = <A, I>(subject: string, schema: Schema.Schema<A, I>, opts: SubscribeOptions = {}) =>
       Effect.gen(function* () {
         const size = opts.bufferSize ?? DEFAULT_BUFFER
         const queue = yield* Effect.acquireRelease(Queue.dropping<Incoming<A>>(size), Queue.shutdown)
@@ -226,7 +226,7 @@ const make = (options: NatsConnectOptions) =>
           (sub) => Effect.sync(() => sub.unsubscribe())
         )
         void sub
-        return Stream.fromQueue(queue)
+        return queue
       })
 
     const request = <A, I, B, BI>(
@@ -260,9 +260,10 @@ const make = (options: NatsConnectOptions) =>
 
     const service: NatsTransportService = {
       publish,
+      subscribeQueue,
+      subscribe: (subject, schema, opts) => Effect.map(subscribeQueue(subject, schema, opts), (q) => Stream.fromQueue(q)),
       publishRaw: (subject, payload) =>
         publishBytes(subject, typeof payload === "string" ? encodeText(payload) : payload),
-      subscribe,
       request,
       respond: publish,
       flush: Effect.promise(() => nc.flush()).pipe(Effect.interruptible, Effect.timeout("5 seconds"), Effect.ignore)

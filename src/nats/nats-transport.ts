@@ -1,4 +1,4 @@
-import { Context, Data, type Effect, type Schema, type Scope, type Stream } from "effect"
+import { Context, Data, type Effect, type Queue, type Schema, type Scope, type Stream } from "effect"
 
 /** Nobody subscribes to the subject of a request (NATS 503 "no responders"). */
 export class NatsNoResponders extends Data.TaggedError("NatsNoResponders")<{ readonly subject: string }> {}
@@ -53,6 +53,15 @@ export interface NatsTransportService {
     schema: Schema.Schema<A, I>,
     options?: SubscribeOptions
   ) => Effect.Effect<Stream.Stream<Incoming<A>>, never, Scope.Scope>
+  /**
+   * The same subscription as `subscribe`, as the queue it fills: for a hot path that reads it
+   * directly (one take per batch) and may offer markers of its own into it.
+   */
+  readonly subscribeQueue: <A, I>(
+    subject: string,
+    schema: Schema.Schema<A, I>,
+    options?: SubscribeOptions
+  ) => Effect.Effect<Queue.Queue<Incoming<A>>, never, Scope.Scope>
   /** Request/reply: the reply is decoded with `replySchema`. */
   readonly request: <A, I, B, BI>(
     subject: string,

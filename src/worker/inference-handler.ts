@@ -88,19 +88,17 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
       let finish: FinishPiece | undefined
       const work = Effect.gen(function* () {
         yield* Deferred.await(gate)
+        // By chunk: the tokens an engine yields together are published in one step, counted once.
         yield* engine.generate(request, modelPath).pipe(
-          Stream.runForEach((piece) => {
-            if (piece._tag === "Finish") {
-              finish = piece
-              return Effect.void
+          Stream.runForEachChunk((pieces) => {
+            const messages: Array<TokenMessage> = []
+            for (const piece of pieces) {
+              if (piece._tag === "Finish") finish = piece
+              else messages.push({ type: "token", requestId: request.requestId, index: index++, token: piece.text })
             }
-            const message: TokenMessage = {
-              type: "token",
-              requestId: request.requestId,
-              index: index++,
-              token: piece.text
-            }
-            return Effect.zipRight(publish(message), stats.addTokens(1))
+            return messages.length === 0
+              ? Effect.void
+              : Effect.zipRight(Effect.forEach(messages, publish, { discard: true }), stats.addTokens(messages.length))
           })
         )
       }).pipe(

@@ -5,6 +5,7 @@ import {
   NatsTransport,
   type NatsTransportService
 } from "../../../src/nats/nats-transport.js"
+import { subscribeQueueVia } from "../../support/queue-subscription.js"
 
 /** One message as it went over the in-memory "wire": its subject and JSON text. */
 export interface WireMessage {
@@ -53,6 +54,7 @@ export const makeInMemoryNats = Effect.gen(function* () {
     )
 
   const service: NatsTransportService = {
+    subscribeQueue: subscribeQueueVia(() => service),
     publish: (subject, schema, message) => publishEncoded(subject, schema, message),
     publishRaw: (subject, payload) => send({ subject, payload: decodeText(payload), replyTo: undefined }),
     subscribe: <A, I>(subject: string, schema: Schema.Schema<A, I>) =>

@@ -8,6 +8,7 @@ import {
   type NatsTransportService
 } from "../../../src/nats/nats-transport.js"
 import { subjectMatches, type WireMessage } from "./in-memory-nats.js"
+import { subscribeQueueVia } from "../../support/queue-subscription.js"
 
 /** The test's view of the scripted bus. */
 export interface ScriptedNatsHandle {
@@ -76,6 +77,7 @@ export const makeScriptedNats = Effect.sync(() => {
     )
 
   const service: NatsTransportService = {
+    subscribeQueue: subscribeQueueVia(() => service),
     publish: (subject, schema, message) => publishWith(subject, schema, message, undefined),
     publishRaw: (subject, payload) =>
       send({ subject, payload: typeof payload === "string" ? payload : new TextDecoder().decode(payload), replyTo: undefined }),

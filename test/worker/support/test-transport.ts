@@ -1,5 +1,6 @@
 import { Context, Effect, Either, Exit, Layer, Queue, Schema, Stream } from "effect"
 import { type Incoming, NatsTransport, type NatsTransportService } from "../../../src/nats/nats-transport.js"
+import { subscribeQueueVia } from "../../support/queue-subscription.js"
 
 /** One message the code under test sent: its subject and its JSON-encoded body. */
 export interface Sent {
@@ -54,6 +55,7 @@ export const makeTestTransport = Effect.sync(() => {
     })
 
   const service: NatsTransportService = {
+    subscribeQueue: subscribeQueueVia(() => service),
     publish: record,
     publishRaw: (subject, payload) =>
       Effect.sync(() => {
