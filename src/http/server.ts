@@ -37,6 +37,17 @@ export const AllRoutesLive = Layer.mergeAll(ApiRoutesLive, WebSocketRouteLive, R
 )
 
 /**
+ * Keep-alive connections outlive the 5 s Node default: OpenAI clients and proxies reuse them, and a
+ * server that closes a connection just as a client sends on it resets that request.
+ */
+const makeNodeServer = () => {
+  const server = createServer()
+  server.keepAliveTimeout = 65_000
+  server.headersTimeout = 66_000
+  return server
+}
+
+/**
  * The controller's HTTP server on `controller.bind_address:port`. The per-request logger of
  * @effect/platform is off: it halves throughput; the Router logs one line per inference request.
  * Exposes the `HttpServer` so that the ready line can name the port actually bound.
@@ -44,7 +55,14 @@ export const AllRoutesLive = Layer.mergeAll(ApiRoutesLive, WebSocketRouteLive, R
 export const HttpServerLive = Layer.unwrapEffect(
   Effect.map(ClusterConfigService, (config) =>
     HttpLayerRouter.serve(AllRoutesLive, { disableLogger: true, disableListenLog: true }).pipe(
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: config.controller.port, host: config.controller.bindAddress }))
+      Layer.provideMerge(
+        NodeHttpServer.layer(makeNodeServer, {
+          port: config.controller.port,
+          host: config.controller.bindAddress,
+          // Hundreds of clients connect at once under load; Node's default backlog (511) resets the rest.
+          backlog: 4096
+        })
+      )
     )
   )
 )

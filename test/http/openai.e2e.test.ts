@@ -1,5 +1,5 @@
 import { describe, expect, inject, it, layer } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect, Exit, Layer, Scope } from "effect"
 import OpenAI from "openai"
 import { baseUrl, controllerLayer, eventually, workerLayer } from "../support/cluster.js"
 
@@ -14,6 +14,8 @@ const ClusterLive = Layer.mergeAll(
   workerLayer(natsUrl, { id: "e2e-w2", models: [LLAMA] }),
   workerLayer(natsUrl, { id: "e2e-w3", models: [LLAMA, MISTRAL] })
 ).pipe(Layer.provideMerge(controllerLayer(natsUrl)))
+
+const getJsonAt = (url: string, path: string) => Effect.promise(() => fetch(`${url}${path}`).then((r) => r.json() as Promise<unknown>))
 
 const client = Effect.map(baseUrl, (url) => new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0 }))
 const getJson = (path: string) =>
@@ -221,6 +223,11 @@ layer(ClusterLive, { excludeTestServices: true })("OpenAI-compatible API end to 
         ].sort()
       )
       expect(Object.keys(doc.paths["/v1/chat/completions"]?.["post"]?.responses["200"]?.content ?? {})).toContain("text/event-stream")
+      // Every $ref points at a schema the document defines.
+      const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)].map((m) => m[1] ?? "")
+      const schemas = (doc as unknown as { components: { schemas: Record<string, unknown> } }).components.schemas
+      expect(refs.length).toBeGreaterThan(0)
+      expect(refs.filter((name) => !(name in schemas))).toEqual([])
       const docs = yield* Effect.flatMap(baseUrl, (url) => Effect.promise(() => fetch(`${url}/docs`).then((r) => r.text())))
       expect(docs).toContain("swagger")
     })
@@ -233,6 +240,41 @@ layer(ClusterLive, { excludeTestServices: true })("OpenAI-compatible API end to 
       expect(text).toContain("mlx_cluster_time_to_first_token_ms_bucket")
       expect(text).toMatch(/mlx_cluster_workers\{[^}]*status="online"[^}]*\} 3/)
       expect(text).toContain("mlx_cluster_tokens_relayed_total")
+    })
+  )
+})
+
+describe("a stopped worker", () => {
+  it.scopedLive("its requests are served by the others", () =>
+    Effect.gen(function* () {
+      const context = yield* Layer.build(
+        workerLayer(natsUrl, { id: "stop-keep", models: ["stop/model"] }).pipe(Layer.provideMerge(controllerLayer(natsUrl)))
+      )
+      const url = yield* Effect.provide(baseUrl, context)
+      const leaving = yield* Scope.make()
+      yield* Scope.extend(Layer.build(workerLayer(natsUrl, { id: "stop-leave", models: ["stop/model"] })), leaving)
+      const online = (id: string) =>
+        Effect.promise(() =>
+          fetch(`${url}/api/cluster/workers/${id}`).then(async (r) => r.status === 200 && ((await r.json()) as { status: string }).status === "online")
+        )
+      yield* eventually(Effect.map(Effect.all([online("stop-keep"), online("stop-leave")]), ([a, b]) => a && b))
+      yield* Scope.close(leaving, Exit.void)
+      yield* eventually(Effect.map(online("stop-leave"), (up) => !up))
+      const openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0 })
+      const answers = yield* Effect.forEach(
+        [1, 2, 3, 4],
+        (i) =>
+          Effect.promise(() =>
+            openai.chat.completions.create({ model: "stop/model", messages: [{ role: "user", content: `q${i}` }], max_tokens: 3 })
+          ),
+        { concurrency: 4 }
+      )
+      expect(answers.map((a) => a.choices[0]?.finish_reason)).toEqual(["length", "length", "length", "length"])
+      const left = (yield* getJsonAt(url, "/api/cluster/workers/stop-leave")) as { status: string; statusReason?: string }
+      expect(left).toMatchObject({ status: "offline", statusReason: "deregistered" })
+      yield* eventually(
+        Effect.map(getJsonAt(url, "/api/cluster/workers/stop-keep"), (w) => ((w as { metrics?: { requests: { total: number } } }).metrics?.requests.total ?? 0) >= 4)
+      )
     })
   )
 })
