@@ -2,6 +2,8 @@ import { connect, type NatsConnection } from "nats"
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest"
 import { chat, type ClientResult, FaultCluster, getJson, hasExited, request, waitUntil, workers } from "../support/fault-cluster.js"
 import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.js"
+// Seeded: the same garbage on every run.
+import { prng } from "../../src/worker/engines/synthetic-engine.js"
 
 const MESSAGES = 10_000
 
@@ -20,17 +22,6 @@ afterAll(async () => {
   await nats.stop()
 })
 
-/** mulberry32: the same garbage on every run. */
-const prng = (seed: number) => {
-  let a = seed >>> 0
-  return (): number => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const registration = {
   workerId: "w1",

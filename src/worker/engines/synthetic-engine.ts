@@ -54,7 +54,7 @@ export const fnv1a = (text: string): number => {
 }
 
 /** mulberry32: a tiny seeded PRNG giving floats in [0, 1). */
-const prng = (seed: number) => {
+export const prng = (seed: number) => {
   let a = seed >>> 0
   return (): number => {
     a = (a + 0x6d2b79f5) >>> 0
