@@ -1,21 +1,14 @@
-import { afterAll, beforeAll, expect, it } from "@effect/vitest"
+import { expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schedule } from "effect"
 import { Registry } from "../../src/controller/registry.js"
 import { Worker } from "../../src/worker/worker-live.js"
 import { baseUrl, controllerLayer, eventually, workerLayer } from "../support/cluster.js"
 import { startFakeWorker, streamTokens } from "../support/fake-worker.js"
-import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.js"
+import { useFaultHarness } from "../support/fault-harness.js"
 
 const CANCEL_BOUND_MS = 100
 
-let nats: TestNatsServer
-
-beforeAll(async () => {
-  nats = await startTestNatsServer()
-})
-afterAll(async () => {
-  await nats.stop()
-})
+const harness = useFaultHarness()
 
 /** Starts a streaming request, reads `chunks` SSE events, then aborts it: the time of the abort. */
 const readThenAbort = (url: string, model: string, chunks: number) =>
@@ -48,7 +41,7 @@ const readThenAbort = (url: string, model: string, chunks: number) =>
   })
 
 const startController = Effect.gen(function* () {
-  const context = yield* Layer.build(controllerLayer(nats.url))
+  const context = yield* Layer.build(controllerLayer(harness.nats().url))
   return { url: yield* Effect.provide(baseUrl, context), registry: Context.get(context, Registry) }
 })
 
@@ -61,7 +54,7 @@ it.scopedLive(
     Effect.gen(function* () {
       const { url, registry } = yield* startController
       const worker = yield* startFakeWorker(
-        nats.url,
+        harness.nats().url,
         { id: "abort-fake", models: ["abort/fake"] },
         streamTokens(Array.from({ length: 1_000 }, (_, i) => ` t${i}`), 10)
       )
@@ -91,7 +84,7 @@ it.scopedLive(
   () =>
     Effect.gen(function* () {
       const { url, registry } = yield* startController
-      const context = yield* Layer.build(workerLayer(nats.url, { id: "abort-real", models: ["abort/real"], tokensPerSecond: 100, firstTokenMs: 0 }))
+      const context = yield* Layer.build(workerLayer(harness.nats().url, { id: "abort-real", models: ["abort/real"], tokensPerSecond: 100, firstTokenMs: 0 }))
       const worker = Context.get(context, Worker)
       yield* online(registry, "abort-real")
       const latencies: Array<number> = []

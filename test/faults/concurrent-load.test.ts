@@ -1,27 +1,15 @@
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest"
-import { chat, type ClientResult, FaultCluster, request, sampleRss, waitUntil, workers } from "../support/fault-cluster.js"
-import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.js"
+import { expect, it } from "vitest"
+import { chat, type ClientResult, request, sampleRss, waitUntil, workers } from "../support/fault-cluster.js"
+import { useFaultHarness } from "../support/fault-harness.js"
 
 const REQUESTS = 1_000
 const PROMPTS = 50
 const MAX_TOKENS = 32
 
-let nats: TestNatsServer
-let cluster: FaultCluster | undefined
-
-beforeAll(async () => {
-  nats = await startTestNatsServer()
-})
-afterEach(async () => {
-  await cluster?.cleanup()
-})
-afterAll(async () => {
-  await nats.stop()
-})
+const harness = useFaultHarness()
 
 it("1,000 concurrent streaming requests over 3 workers: every stream whole and in order, no errors; peak controller RSS reported", async () => {
-  const c = new FaultCluster(nats.url)
-  cluster = c
+  const c = harness.cluster()
   const config = c.config({
     worker: { max_concurrent: 400, engine: { synthetic: { tokens_per_second: 0, first_token_ms: 0 } } }
   })

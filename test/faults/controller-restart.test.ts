@@ -1,26 +1,15 @@
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest"
-import { chat, FaultCluster, hasExited, request, waitUntil, workers } from "../support/fault-cluster.js"
-import { freePort, startTestNatsServer, type TestNatsServer } from "../support/nats-server.js"
+import { expect, it } from "vitest"
+import { chat, hasExited, request, waitUntil, workers } from "../support/fault-cluster.js"
+import { freePort } from "../support/nats-server.js"
+import { useFaultHarness } from "../support/fault-harness.js"
 
 const RELIST_BOUND_MS = 1_000
 const WORKER_IDS = ["w1", "w2", "w3"]
 
-let nats: TestNatsServer
-let cluster: FaultCluster | undefined
-
-beforeAll(async () => {
-  nats = await startTestNatsServer()
-})
-afterEach(async () => {
-  await cluster?.cleanup()
-})
-afterAll(async () => {
-  await nats.stop()
-})
+const harness = useFaultHarness()
 
 it("the controller SIGKILLed and restarted: every worker is listed again within 1 s of the ready line, and requests succeed", async () => {
-  const c = new FaultCluster(nats.url)
-  cluster = c
+  const c = harness.cluster()
   const port = await freePort()
   const config = c.config({
     // Heartbeats far apart: only the re-registration on `controller.announce` can list the workers in time.

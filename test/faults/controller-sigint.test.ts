@@ -1,26 +1,14 @@
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest"
-import { chat, type ClientResult, FaultCluster, request, sleep, waitUntil, workers } from "../support/fault-cluster.js"
-import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.js"
+import { expect, it } from "vitest"
+import { chat, type ClientResult, request, sleep, waitUntil, workers } from "../support/fault-cluster.js"
+import { useFaultHarness } from "../support/fault-harness.js"
 
 const STREAMS = 4
 const TOKENS = 20
 
-let nats: TestNatsServer
-let cluster: FaultCluster | undefined
-
-beforeAll(async () => {
-  nats = await startTestNatsServer()
-})
-afterEach(async () => {
-  await cluster?.cleanup()
-})
-afterAll(async () => {
-  await nats.stop()
-})
+const harness = useFaultHarness()
 
 it("SIGINT to the controller with streams in flight: they finish with [DONE], new requests are refused, exit code 0", async () => {
-  const c = new FaultCluster(nats.url)
-  cluster = c
+  const c = harness.cluster()
   const config = c.config({
     controller: { drain_timeout_ms: 20_000 },
     // 20 tokens at 20 tokens/s: each stream runs about a second.

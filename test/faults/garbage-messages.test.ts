@@ -1,27 +1,17 @@
 import { connect, type NatsConnection } from "nats"
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest"
-import { chat, type ClientResult, FaultCluster, getJson, hasExited, request, waitUntil, workers } from "../support/fault-cluster.js"
-import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.js"
+import { afterEach, expect, it } from "vitest"
+import { chat, type ClientResult, getJson, hasExited, request, waitUntil, workers } from "../support/fault-cluster.js"
 // Seeded: the same garbage on every run.
 import { prng } from "../../src/worker/engines/synthetic-engine.js"
+import { useFaultHarness } from "../support/fault-harness.js"
 
 const MESSAGES = 10_000
 
-let nats: TestNatsServer
-let cluster: FaultCluster | undefined
+const harness = useFaultHarness()
 let raw: NatsConnection | undefined
-
-beforeAll(async () => {
-  nats = await startTestNatsServer()
-})
 afterEach(async () => {
   await raw?.close()
-  await cluster?.cleanup()
 })
-afterAll(async () => {
-  await nats.stop()
-})
-
 
 const registration = {
   workerId: "w1",
@@ -133,8 +123,7 @@ const stable = (list: unknown) =>
   (list as ReadonlyArray<Record<string, unknown>>).map(({ lastHeartbeat: _t, metrics: _m, ...rest }) => rest)
 
 it("10,000 garbage, truncated and schema-invalid messages on every subject: no crash, registry unchanged, requests still served", async () => {
-  const c = new FaultCluster(nats.url)
-  cluster = c
+  const c = harness.cluster()
   const config = c.config({
     // The contract's default offline timeout: digesting 10,000 bad messages (each logged) keeps every
     // node busy for seconds on 2 cores, and a worker must not be declared dead for that.
@@ -146,7 +135,7 @@ it("10,000 garbage, truncated and schema-invalid messages on every subject: no c
   await waitUntil(async () => (await workers(url)).filter((w) => w.status === "online").length === 2, 10_000)
   const before = stable((await getJson(`${url}/api/cluster/workers`)).body)
 
-  raw = await connect({ servers: nats.url, name: "garbage" })
+  raw = await connect({ servers: harness.nats().url, name: "garbage" })
   const conn = raw
   // Learn the response subjects of requests in flight, to aim garbage at them too.
   const inFlight = new Set<string>()

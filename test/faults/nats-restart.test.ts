@@ -1,29 +1,14 @@
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest"
-import { chat, type ClientResult, FaultCluster, hasExited, request, sleep, waitUntil, workers } from "../support/fault-cluster.js"
-import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.js"
+import { expect, it } from "vitest"
+import { chat, type ClientResult, hasExited, request, sleep, waitUntil, workers } from "../support/fault-cluster.js"
+import { useFaultHarness } from "../support/fault-harness.js"
 
 const OUTAGE_MS = 2_000
 const RECOVERY_BOUND_MS = 2_000
 
-let nats: TestNatsServer
-let cluster: FaultCluster | undefined
-/** Ends the client loops of the load, also when a test fails half-way. */
-let stopping = false
-
-beforeAll(async () => {
-  nats = await startTestNatsServer()
-})
-afterEach(async () => {
-  stopping = true
-  await cluster?.cleanup()
-})
-afterAll(async () => {
-  await nats.stop()
-})
+const harness = useFaultHarness()
 
 it("the nats-server restarted under load: every process reconnects by itself and requests succeed again within 2 s", async () => {
-  const c = new FaultCluster(nats.url)
-  cluster = c
+  const c = harness.cluster()
   const config = c.config({
     // Short enough that the outage marks the workers offline: coming back needs their heartbeats.
     discovery: { heartbeat_interval_ms: 200, offline_timeout_ms: 1_500, health_check_interval_ms: 250 },
@@ -36,9 +21,8 @@ it("the nats-server restarted under load: every process reconnects by itself and
 
   // Load: 4 clients alternating streaming and non-streaming requests, each bounded in time.
   const results: Array<ClientResult> = []
-  stopping = false
-  const client = async (i: number) => {
-    for (let n = 0; !stopping; n++) {
+    const client = async (i: number) => {
+    for (let n = 0; !harness.stopping(); n++) {
       const r = await request(url, chat(`client ${i} request ${n}`, 20, n % 2 === 0), { signal: AbortSignal.timeout(15_000) })
       results.push(r)
       if (!r.done) await sleep(50)
@@ -49,9 +33,9 @@ it("the nats-server restarted under load: every process reconnects by itself and
   const beforeOutage = results.filter((r) => r.done).length
 
   const stoppedAt = Date.now()
-  await nats.stop()
+  await harness.nats().stop()
   await sleep(OUTAGE_MS)
-  await nats.start()
+  await harness.nats().start()
   const backAt = Date.now()
 
   // Probes, one every 50 ms, each on its own: the first whole answer after the server's return.
@@ -67,7 +51,7 @@ it("the nats-server restarted under load: every process reconnects by itself and
     await sleep(50)
   }
   await sleep(1_000)
-  stopping = true
+  harness.stopLoad()
   await Promise.all([...loops, ...probes])
 
   const afterRecovery = results.filter((r) => r.startedAt > backAt + (firstOkMs ?? 0))

@@ -1,32 +1,25 @@
-import { afterAll, beforeAll, expect, it } from "@effect/vitest"
+import { expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { Registry } from "../../src/controller/registry.js"
 import { baseUrl, controllerLayer, eventually } from "../support/cluster.js"
 import { startFakeWorker } from "../support/fake-worker.js"
 import { request } from "../support/fault-cluster.js"
-import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.js"
+import { useFaultHarness } from "../support/fault-harness.js"
 
 const IDLE_TIMEOUT_MS = 1_000
 
-let nats: TestNatsServer
-
-beforeAll(async () => {
-  nats = await startTestNatsServer()
-})
-afterAll(async () => {
-  await nats.stop()
-})
+const harness = useFaultHarness()
 
 it.scopedLive(
   "a worker that stalls after its first token: the SSE stream ends with a stream_idle_timeout error chunk at the limit, and the worker gets a cancel",
   () =>
     Effect.gen(function* () {
       const context = yield* Layer.build(
-        controllerLayer(nats.url, (c) => ({ ...c, controller: { ...c.controller, streamIdleTimeoutMs: IDLE_TIMEOUT_MS } }))
+        controllerLayer(harness.nats().url, (c) => ({ ...c, controller: { ...c.controller, streamIdleTimeoutMs: IDLE_TIMEOUT_MS } }))
       )
       const url = yield* Effect.provide(baseUrl, context)
       const registry = Context.get(context, Registry)
-      const worker = yield* startFakeWorker(nats.url, { id: "stall", models: ["stall/model"] }, (r, send) =>
+      const worker = yield* startFakeWorker(harness.nats().url, { id: "stall", models: ["stall/model"] }, (r, send) =>
         send({ type: "token", requestId: r.requestId, index: 0, token: "first" }).pipe(Effect.zipRight(Effect.never))
       )
       yield* eventually(Effect.map(registry.online, (ws) => ws.some((w) => w.workerId === "stall")), 10_000)

@@ -1,8 +1,7 @@
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest"
+import { expect, it } from "vitest"
 import {
   chat,
   type ClientResult,
-  FaultCluster,
   getJson,
   hasExited,
   request,
@@ -10,32 +9,17 @@ import {
   waitUntil,
   workers
 } from "../support/fault-cluster.js"
-import { startTestNatsServer, type TestNatsServer } from "../support/nats-server.js"
+import { useFaultHarness } from "../support/fault-harness.js"
 
 const OFFLINE_TIMEOUT_MS = 1_500
 const HEALTH_CHECK_MS = 500
 const CLIENTS = 12
 const MAX_TOKENS = 60
 
-let nats: TestNatsServer
-let cluster: FaultCluster | undefined
-/** Ends the client loops of the load, also when a test fails half-way. */
-let stopping = false
-
-beforeAll(async () => {
-  nats = await startTestNatsServer()
-})
-afterEach(async () => {
-  stopping = true
-  await cluster?.cleanup()
-})
-afterAll(async () => {
-  await nats.stop()
-})
+const harness = useFaultHarness()
 
 it("a worker SIGKILLed under steady load: requests without a token yet succeed elsewhere, cut streams end with an error chunk, the worker goes offline in time", async () => {
-  const c = new FaultCluster(nats.url)
-  cluster = c
+  const c = harness.cluster()
   const config = c.config({
     discovery: { heartbeat_interval_ms: 200, offline_timeout_ms: OFFLINE_TIMEOUT_MS, health_check_interval_ms: HEALTH_CHECK_MS },
     controller: { stream_idle_timeout_ms: 10_000, first_token_timeout_ms: 10_000 },
@@ -52,9 +36,8 @@ it("a worker SIGKILLed under steady load: requests without a token yet succeed e
 
   // Steady load: 12 clients, each streaming 60-token answers (~1.5 s) back to back; 12 slots in all.
   const results: Array<ClientResult> = []
-  stopping = false
-  const client = async (i: number) => {
-    for (let n = 0; !stopping; n++) {
+    const client = async (i: number) => {
+    for (let n = 0; !harness.stopping(); n++) {
       results.push(
         await request(`${url}/v1/chat/completions`, chat(`client ${i} request ${n}`, MAX_TOKENS), {
           signal: AbortSignal.timeout(20_000)
@@ -87,7 +70,7 @@ it("a worker SIGKILLed under steady load: requests without a token yet succeed e
     return true
   }, 10_000, 10)
   await sleep(1_500)
-  stopping = true
+  harness.stopLoad()
   await Promise.all(loops)
 
   const inFlightAtKill = results.filter((r) => r.startedAt < killedAt && r.endedAt > killedAt)

@@ -1,0 +1,49 @@
+import { afterAll, afterEach, beforeAll } from "vitest"
+import { FaultCluster } from "./fault-cluster.js"
+import { startTestNatsServer, type TestNatsServer } from "./nats-server.js"
+
+/**
+ * What every fault test file sets up: a nats-server of its own (a test may stop and restart it),
+ * and the processes of the running test, cleaned up after it even when it fails half-way.
+ */
+export interface FaultHarness {
+  readonly nats: () => TestNatsServer
+  /** A new cluster for this test: its processes are stopped after the test. */
+  readonly cluster: () => FaultCluster
+  /** Whether load loops should end: after `stopLoad` or once the test is over. */
+  readonly stopping: () => boolean
+  readonly stopLoad: () => void
+}
+
+export const useFaultHarness = (): FaultHarness => {
+  let nats: TestNatsServer | undefined
+  let cluster: FaultCluster | undefined
+  let stopping = false
+  beforeAll(async () => {
+    nats = await startTestNatsServer()
+  })
+  afterEach(async () => {
+    stopping = true
+    await cluster?.cleanup()
+    cluster = undefined
+  })
+  afterAll(async () => {
+    await nats?.stop()
+  })
+  const server = () => {
+    if (nats === undefined) throw new Error("the fault harness's nats-server is not started yet")
+    return nats
+  }
+  return {
+    nats: server,
+    cluster: () => {
+      stopping = false
+      cluster = new FaultCluster(server().url)
+      return cluster
+    },
+    stopping: () => stopping,
+    stopLoad: () => {
+      stopping = true
+    }
+  }
+}
