@@ -59,9 +59,10 @@ export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller
       })
 
     /** Serves waiters in priority order while capacity lasts. */
-    const serveWaiters = lock.withPermits(1)(
+    // Every slot release wakes this: with nobody waiting (the common case) it must not even take the lock.
+    const serveWaiters = Effect.suspend(() => (waiters.length === 0 ? Effect.void : serveInOrder))
+    const serveInOrder = lock.withPermits(1)(
       Effect.gen(function* () {
-        if (waiters.length === 0) return
         const remaining: Array<Waiter> = []
         for (const waiter of waiters) {
           const taken = yield* Effect.either(tryTake(waiter.request))
