@@ -116,46 +116,64 @@ export const OpenAiHandlersLive = HttpApiBuilder.group(ClusterApi, "openai", (ha
         (now): StreamIdentity => ({ id: `${prefix}-${randomUUID()}`, created: Math.floor(now / 1000), model, includeUsage: usage })
       )
 
-    /** Shared by both inference routes: stream or collect, and turn every failure into its response. */
-    const serve = (
-      request: RouteRequest,
-      stream: boolean,
-      id: StreamIdentity,
-      format: (id: StreamIdentity) => SseFormat,
-      whole: (text: string, done: Extract<RelayEvent, { type: "done" }>) => ChatCompletion | Completion
-    ) =>
-      stream
-        ? sseResponse(router.route(request), format(id))
-        : router.complete(request).pipe(Effect.map(({ text, ...done }) => HttpServerResponse.unsafeJson(whole(text, done))))
+    /**
+     * One inference route: read and decode the body, then stream or collect through the Router; every
+     * failure becomes its OpenAI-shaped response.
+     */
+    const inferenceRoute =
+      <B extends ChatCompletionRequest | CompletionRequest>(route: {
+        readonly decode: (json: unknown) => Effect.Effect<B, InferenceError>
+        readonly toRoute: (body: B, limits: TokenLimits) => RouteRequest
+        readonly idPrefix: string
+        readonly format: (id: StreamIdentity) => SseFormat
+        readonly whole: (id: StreamIdentity, text: string, done: Extract<RelayEvent, { type: "done" }>) => ChatCompletion | Completion
+      }) =>
+      () =>
+        Effect.gen(function* () {
+          const body = yield* readBody(route.decode, maxBody)
+          const id = yield* identity(route.idPrefix, body.model, includeUsage(body))
+          const request = route.toRoute(body, limits)
+          return body.stream === true
+            ? yield* sseResponse(router.route(request), route.format(id))
+            : yield* router
+                .complete(request)
+                .pipe(Effect.map(({ text, ...done }) => HttpServerResponse.unsafeJson(route.whole(id, text, done))))
+        }).pipe(Effect.catchAll((error) => Effect.succeed(errorResponse(error))))
 
     return handlers
-      .handleRaw("chatCompletions", () =>
-        Effect.gen(function* () {
-          const body = yield* readBody(decodeChat, maxBody)
-          const id = yield* identity("chatcmpl", body.model, includeUsage(body))
-          return yield* serve(chatToRoute(body, limits), body.stream === true, id, chatFormat, (text, done) => ({
+      .handleRaw(
+        "chatCompletions",
+        inferenceRoute({
+          decode: decodeChat,
+          toRoute: chatToRoute,
+          idPrefix: "chatcmpl",
+          format: chatFormat,
+          whole: (id, text, done): ChatCompletion => ({
             id: id.id,
             object: "chat.completion",
             created: id.created,
-            model: body.model,
+            model: id.model,
             choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: done.finishReason }],
             usage: usageOf(done.usage)
-          }))
-        }).pipe(Effect.catchAll((error) => Effect.succeed(errorResponse(error))))
+          })
+        })
       )
-      .handleRaw("completions", () =>
-        Effect.gen(function* () {
-          const body = yield* readBody(decodeCompletion, maxBody)
-          const id = yield* identity("cmpl", body.model, includeUsage(body))
-          return yield* serve(completionToRoute(body, limits), body.stream === true, id, completionFormat, (text, done) => ({
+      .handleRaw(
+        "completions",
+        inferenceRoute({
+          decode: decodeCompletion,
+          toRoute: completionToRoute,
+          idPrefix: "cmpl",
+          format: completionFormat,
+          whole: (id, text, done): Completion => ({
             id: id.id,
             object: "text_completion",
             created: id.created,
-            model: body.model,
+            model: id.model,
             choices: [{ index: 0, text, finish_reason: done.finishReason, logprobs: null }],
             usage: usageOf(done.usage)
-          }))
-        }).pipe(Effect.catchAll((error) => Effect.succeed(errorResponse(error))))
+          })
+        })
       )
       .handle("listModels", () =>
         Effect.map(registry.online, (workers): ModelList => {
