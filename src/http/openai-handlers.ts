@@ -21,9 +21,9 @@ import {
   checkContentLength,
   completionToRoute,
   decodeBody,
-  parseJson,
-  type TokenLimits
+  parseJson
 } from "./openai-request.js"
+import type { TokenLimits } from "./route-request.js"
 import { chatFormat, completionFormat, encodeEvents, type SseFormat, type StreamIdentity } from "./sse.js"
 
 const encoder = new TextEncoder()

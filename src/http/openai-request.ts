@@ -3,12 +3,7 @@ import type { ChatMessage } from "../domain/inference.js"
 import { BodyTooLarge, InvalidRequest } from "../domain/errors.js"
 import type { ChatCompletionRequest, CompletionRequest, OpenAiChatMessage } from "../domain/openai.js"
 import type { RouteRequest } from "../controller/router.js"
-
-/** Limits that shape every inference request (from `controller.api`). */
-export interface TokenLimits {
-  readonly defaultMaxTokens: number
-  readonly maxTokensCeiling: number
-}
+import { maxTokensOf, type TokenLimits } from "./route-request.js"
 
 /** OpenAI's phrasing for a field that failed its schema, naming the field as a dotted path. */
 export const describeIssue = (issue: ParseResult.ArrayFormatterIssue): InvalidRequest => {
@@ -51,9 +46,6 @@ export const checkContentLength = (header: string | undefined, limitBytes: numbe
 
 const contentText = (content: OpenAiChatMessage["content"]): string =>
   content === null ? "" : typeof content === "string" ? content : content.map((part) => part.text).join("")
-
-const maxTokensOf = (requested: number | null | undefined, limits: TokenLimits) =>
-  Math.min(requested ?? limits.defaultMaxTokens, limits.maxTokensCeiling)
 
 const stopOf = (stop: string | ReadonlyArray<string> | null | undefined): Option.Option<ReadonlyArray<string>> =>
   stop === null || stop === undefined ? Option.none() : Option.some(typeof stop === "string" ? [stop] : stop)

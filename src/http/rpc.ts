@@ -5,17 +5,8 @@ import { ClusterStatusQuery } from "../controller/cluster-status.js"
 import { Registry } from "../controller/registry.js"
 import { Router } from "../controller/router.js"
 import { InvalidRequest, WorkerNotFound } from "../domain/errors.js"
-import { ClusterRpcs, type GenerateRequest } from "../domain/rpc.js"
-
-/** `Generate` payload → Router request, with `maxTokens` defaulted and capped like the other front doors. */
-const toRouteRequest = (payload: GenerateRequest, api: { readonly defaultMaxTokens: number; readonly maxTokensCeiling: number }) => ({
-  model: payload.model,
-  maxTokens: Math.min(payload.maxTokens ?? api.defaultMaxTokens, api.maxTokensCeiling),
-  route: "rpc",
-  ...(payload.prompt === undefined ? {} : { prompt: payload.prompt }),
-  ...(payload.messages === undefined ? {} : { messages: payload.messages }),
-  ...(payload.temperature === undefined ? {} : { temperature: payload.temperature })
-})
+import { ClusterRpcs } from "../domain/rpc.js"
+import { simpleToRoute } from "./route-request.js"
 
 /** The handlers of `ClusterRpcs`: each one call to a controller service. */
 export const ClusterRpcHandlersLive = ClusterRpcs.toLayer(
@@ -34,7 +25,7 @@ export const ClusterRpcHandlersLive = ClusterRpcs.toLayer(
       Generate: (payload) =>
         (payload.prompt === undefined) === (payload.messages === undefined)
           ? Stream.fail(new InvalidRequest({ message: "exactly one of prompt or messages is required", param: "prompt" }))
-          : router.route(toRouteRequest(payload, api))
+          : router.route(simpleToRoute(payload, api, "rpc"))
     })
   })
 )

@@ -5,6 +5,7 @@ import type { ClusterConfig } from "../config/schema.js"
 import { Router, type RouteRequest } from "../controller/router.js"
 import { BodyTooLarge, Cancelled, toOpenAiError, type WireError } from "../domain/errors.js"
 import { type WsClientMessage, WsClientMessage as WsClientMessageSchema, type WsInferenceData, type WsServerMessage } from "../domain/websocket.js"
+import { simpleToRoute } from "./route-request.js"
 
 /**
  * `GET /ws` (CONTRACT §6): streaming inference over one WebSocket.
@@ -77,14 +78,8 @@ export const decodeFrame = (text: string): Either.Either<WsClientMessage, FrameE
 }
 
 /** The Router request of one `inference` message, with `maxTokens` defaulted and capped. */
-export const toRouteRequest = (data: WsInferenceData, api: ClusterConfig["controller"]["api"]): RouteRequest => ({
-  model: data.model,
-  maxTokens: Math.min(data.maxTokens ?? api.defaultMaxTokens, api.maxTokensCeiling),
-  route: "ws",
-  ...(data.prompt === undefined ? {} : { prompt: data.prompt }),
-  ...(data.messages === undefined ? {} : { messages: data.messages }),
-  ...(data.temperature === undefined ? {} : { temperature: data.temperature })
-})
+export const toRouteRequest = (data: WsInferenceData, api: ClusterConfig["controller"]["api"]): RouteRequest =>
+  simpleToRoute(data, api, "ws")
 
 interface Pingable {
   readonly ping: () => void
