@@ -1,11 +1,12 @@
 import { describe, expect, inject, it } from "@effect/vitest"
-import { Chunk, Context, Effect, Either, Exit, Fiber, Layer, Logger, Option, Schema, Scope, Stream } from "effect"
+import { Chunk, Context, Effect, Exit, Fiber, Layer, Logger, Option, Schema, Scope, Stream } from "effect"
 import { connect } from "nats"
 import { ClusterConfigService } from "../../src/config/cluster-config.js"
 import type { ClusterConfig } from "../../src/config/schema.js"
 import {
   InferenceReply,
   InferenceRequest,
+  type TokenBatch,
   type TokenMessage,
   TokenMessage as TokenMessageSchema
 } from "../../src/domain/inference.js"
@@ -22,8 +23,8 @@ import { planSynthetic } from "../../src/worker/engines/synthetic-engine.js"
 import { Worker, WorkerLive } from "../../src/worker/worker-live.js"
 import { testHttpServer } from "./support/http-server.js"
 import { makeModelFixture, tmpDir } from "./support/model-fixtures.js"
-import { eventually, realSleep } from "./support/test-transport.js"
-import { inferenceRequest } from "./support/worker-harness.js"
+import { eventually, realSleep } from "../support/scripted-nats.js"
+import { contiguousIndexes, inferenceRequest, tokensOf } from "./support/worker-harness.js"
 
 const natsUrl = inject("natsUrl")
 
@@ -61,7 +62,7 @@ const collectResponse = (client: NatsTransportService, requestId: string) =>
     const stream = yield* client.subscribe(Subjects.response(requestId), TokenMessageSchema)
     return yield* stream.pipe(
       Stream.map((m) => m.data),
-      Stream.takeUntil((m) => m.type !== "token"),
+      Stream.takeUntil((m) => m.type === "done" || m.type === "error"),
       Stream.runCollect,
       Effect.map(Chunk.toReadonlyArray),
       Effect.timeout("10 seconds"),
@@ -114,9 +115,12 @@ describe("WorkerLive against a real nats-server", () => {
       expect(yield* ask(client, workerId, request)).toEqual({ accepted: true, workerId })
       const messages = yield* Fiber.join(response)
       const plan = planSynthetic(request)
-      const tokens = messages.filter((m): m is Extract<TokenMessage, { type: "token" }> => m.type === "token")
-      expect(tokens.map((t) => t.index)).toEqual(plan.tokens.map((_, i) => i))
-      expect(tokens.map((t) => t.token).join("")).toBe(plan.tokens.join(""))
+      const batches = messages.filter((m): m is TokenBatch => m.type === "tokens")
+      // unpaced: 25 tokens are one engine group, so one message
+      expect(batches.length).toBe(1)
+      expect(batches.map((b) => b.index)).toEqual(contiguousIndexes(batches))
+      expect(tokensOf(messages)).toEqual(plan.tokens)
+      expect(tokensOf(messages).join("")).toBe(plan.tokens.join(""))
       const done = messages.at(-1)
       expect(done).toMatchObject({
         type: "done",
@@ -124,7 +128,7 @@ describe("WorkerLive against a real nats-server", () => {
         finishReason: "length",
         usage: { promptTokens: 4, completionTokens: 25 }
       })
-      expect(messages.filter((m) => m.type !== "token").length).toBe(1)
+      expect(messages.filter((m) => m.type !== "tokens").length).toBe(1)
     })
   )
 
@@ -166,8 +170,10 @@ describe("WorkerLive against a real nats-server", () => {
       yield* realSleep(300)
       const late = arrivals.filter((a) => a.at > cancelledAt + 50)
       expect(late).toEqual([])
-      expect(arrivals.every((a) => a.message.type === "token")).toBe(true)
-      expect(arrivals.length).toBeLessThan(planSynthetic(request).tokens.length)
+      expect(arrivals.every((a) => a.message.type === "tokens")).toBe(true)
+      const sent = tokensOf(arrivals.map((a) => a.message))
+      expect(sent).toEqual(planSynthetic(request).tokens.slice(0, sent.length))
+      expect(sent.length).toBeLessThan(planSynthetic(request).tokens.length)
       expect(yield* worker.stats).toMatchObject({ total: 1, succeeded: 0, failed: 0, cancelled: 1 })
     })
   )
@@ -230,10 +236,11 @@ describe("WorkerLive against a real nats-server", () => {
       const workerId = uniqueId("garbage")
       const { worker } = yield* startWorker(workerId, yield* tmpDir(), syntheticAt(0))
       const subject = Subjects.inference(workerId)
+      const encoder = new TextEncoder()
       // no reply subject: logged and dropped
-      yield* client.publishRaw(subject, "{ not json")
-      yield* client.publishRaw(subject, new Uint8Array([0xff, 0x00, 0x01]))
-      yield* client.publishRaw(subject, JSON.stringify({ requestId: "x" }))
+      client.send(subject, encoder.encode("{ not json"))
+      client.send(subject, new Uint8Array([0xff, 0x00, 0x01]))
+      client.send(subject, encoder.encode(JSON.stringify({ requestId: "x" })))
       // a reply subject and a schema-invalid JSON body: invalid_request
       const invalid = yield* client.request(subject, Schema.Unknown, { requestId: "x", model: 3 }, InferenceReply, {
         timeoutMs: 3_000
@@ -247,15 +254,19 @@ describe("WorkerLive against a real nats-server", () => {
         { timeoutMs: 3_000 }
       )
       expect(negative).toMatchObject({ accepted: false, reason: "invalid_request", message: expect.stringContaining("maxTokens") })
-      // a reply subject and a body that is not JSON: the transport drops it, so no reply comes
+      // a reply subject and a body that is not JSON: invalid_request too
       const nc = yield* Effect.acquireRelease(
         Effect.promise(() => connect({ servers: natsUrl })),
         (c) => Effect.promise(() => c.close())
       )
-      const raw = yield* Effect.either(
-        Effect.tryPromise(() => nc.request(subject, new TextEncoder().encode("%%%"), { timeout: 300 }))
-      )
-      expect(Either.isLeft(raw)).toBe(true)
+      for (const body of [encoder.encode("%%%"), new Uint8Array([0xff, 0x00, 0x01]), new Uint8Array(0)]) {
+        const raw = yield* Effect.promise(() => nc.request(subject, body, { timeout: 3_000 }))
+        expect(Schema.decodeUnknownSync(InferenceReply)(raw.json())).toMatchObject({
+          accepted: false,
+          reason: "invalid_request",
+          message: expect.stringContaining("invalid inference request")
+        })
+      }
       // still serving
       const request = inferenceRequest({ maxTokens: 5 })
       const response = yield* collectResponse(client, request.requestId)

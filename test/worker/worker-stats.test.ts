@@ -46,7 +46,9 @@ describe("worker stats", () => {
       const stats = yield* WorkerStats
       const sampler = yield* makeMetricsSampler
       expect(yield* stats.tryAcquire(2)).toBe(true)
-      yield* stats.addTokens(100)
+      stats.countTokens(60)
+      stats.countTokens(40)
+      expect((yield* stats.snapshot).tokens).toBe(100)
       yield* TestClock.adjust("2 seconds")
       const first = yield* sampler.sample
       expect(first.requests).toEqual({ active: 1, total: 1, succeeded: 0, failed: 0 })

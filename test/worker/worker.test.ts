@@ -1,19 +1,18 @@
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Schema, Stream, TestClock } from "effect"
+import { Effect, Fiber, Layer, Schema, TestClock } from "effect"
 import { Subjects } from "../../src/domain/subjects.js"
 import { WorkerDeregistration, WorkerHeartbeat, WorkerRegistration } from "../../src/domain/worker.js"
-import {
-  EngineError,
-  InferenceEngine,
-  finishPiece,
-  tokenPiece
-} from "../../src/worker/engines/inference-engine.js"
-import { syntheticEngineLayer, planSynthetic } from "../../src/worker/engines/synthetic-engine.js"
+import { InferenceRequest, TokenMessage } from "../../src/domain/inference.js"
+import { EngineError, finish, InferenceEngine } from "../../src/worker/engines/inference-engine.js"
+import { makeSyntheticEngine, planSynthetic, syntheticEngineLayer } from "../../src/worker/engines/synthetic-engine.js"
 import { buildRegistration, primaryIPv4 } from "../../src/worker/worker-live.js"
 import { makeModelFixture, tmpDir, writeBytes, writeText } from "./support/model-fixtures.js"
-import { eventually } from "./support/test-transport.js"
+import { eventually } from "../support/scripted-nats.js"
+import { lateClock } from "./support/late-clock.js"
 import {
+  batchesOf,
+  contiguousIndexes,
   type Harness,
   inferenceRequest,
   repliesTo,
@@ -21,7 +20,8 @@ import {
   send,
   startHarness,
   testHardware,
-  tokenMessages
+  tokenMessages,
+  tokensOf
 } from "./support/worker-harness.js"
 
 const registrations = (h: Harness) => h.bus.sentOn(Subjects.register, WorkerRegistration)
@@ -102,10 +102,11 @@ describe("worker presence (TestClock, in-memory transport)", () => {
           return m
         })
       )
+      expect(tokensOf(done).length).toBe(30)
       yield* TestClock.adjust("1 second")
       const latest = (yield* heartbeats).at(-1)
       expect(latest?.metrics.requests).toEqual({ active: 0, total: 1, succeeded: 1, failed: 0 })
-      expect(latest?.metrics.tokensPerSecond).toBe(done.length - 1)
+      expect(latest?.metrics.tokensPerSecond).toBe(30)
       yield* TestClock.adjust("1 second")
       expect((yield* heartbeats).at(-1)?.metrics.tokensPerSecond).toBe(0)
     })
@@ -168,12 +169,17 @@ describe("worker presence (TestClock, in-memory transport)", () => {
       expect(yield* h.bus.sentOn(Subjects.deregister, WorkerDeregistration)).toEqual([])
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(closing)
-      const sent = yield* h.bus.sent
-      const doneAt = sent.findIndex((s) => s.subject === Subjects.response(request.requestId) && (s.body as { type: string }).type === "done")
+      const sent = yield* h.bus.published
+      const doneAt = sent.findIndex(
+        (s) => s.subject === Subjects.response(request.requestId) && Schema.decodeUnknownSync(TokenMessage)(JSON.parse(s.payload)).type === "done"
+      )
       const deregisterAt = sent.findIndex((s) => s.subject === Subjects.deregister)
       expect(doneAt).toBeGreaterThan(0)
       expect(deregisterAt).toBeGreaterThan(doneAt)
-      expect(Schema.decodeUnknownSync(WorkerDeregistration)(sent[deregisterAt]?.body)).toMatchObject({ workerId: "test-worker" })
+      expect(Schema.decodeUnknownSync(WorkerDeregistration)(JSON.parse(sent[deregisterAt]?.payload ?? "null"))).toMatchObject({
+        workerId: "test-worker"
+      })
+      expect(tokensOf(yield* tokenMessages(h, request.requestId))).toEqual(planSynthetic(request).tokens)
     })
   )
 
@@ -193,7 +199,8 @@ describe("worker presence (TestClock, in-memory transport)", () => {
       yield* Fiber.join(closing)
       const messages = yield* tokenMessages(h, request.requestId)
       expect(messages.at(-1)).toMatchObject({ type: "error", code: "worker_shutdown" })
-      expect(messages.filter((m) => m.type === "token").length).toBeGreaterThan(10)
+      expect(tokensOf(messages).length).toBeGreaterThan(10)
+      expect(tokensOf(messages)).toEqual(planSynthetic(request).tokens.slice(0, tokensOf(messages).length))
       expect((yield* h.bus.sentOn(Subjects.deregister, WorkerDeregistration)).length).toBe(1)
       expect(yield* h.worker.stats).toMatchObject({ total: 1, failed: 1, succeeded: 0, active: 0 })
     })
@@ -215,9 +222,12 @@ describe("inference handling (TestClock, in-memory transport)", () => {
         })
       )
       const plan = planSynthetic(request)
-      const tokens = messages.filter((m) => m.type === "token")
-      expect(tokens.map((t) => (t.type === "token" ? t.index : -1))).toEqual(plan.tokens.map((_, i) => i))
-      expect(tokens.map((t) => (t.type === "token" ? t.token : ""))).toEqual(plan.tokens)
+      const batches = batchesOf(messages)
+      expect(batches.length).toBeGreaterThan(0)
+      expect(batches.map((b) => b.index)).toEqual(contiguousIndexes(batches))
+      expect(batches.every((b) => b.requestId === request.requestId)).toBe(true)
+      expect(tokensOf(messages)).toEqual(plan.tokens)
+      expect(messages.filter((m) => m.type !== "tokens").length).toBe(1)
       expect(messages.at(-1)).toEqual({
         type: "done",
         requestId: request.requestId,
@@ -270,7 +280,9 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       yield* h.bus.inject(Subjects.cancel("test-worker"), { requestId: request.requestId })
       yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(0)))
       yield* TestClock.adjust("20 seconds")
-      expect((yield* tokenMessages(h, request.requestId)).map((m) => m.type)).toEqual(["token", "token", "token"])
+      const afterCancel = yield* tokenMessages(h, request.requestId)
+      expect(afterCancel.map((m) => m.type)).toEqual(["tokens", "tokens", "tokens"])
+      expect(tokensOf(afterCancel)).toEqual(planSynthetic(request).tokens.slice(0, 3))
       expect(yield* h.worker.stats).toMatchObject({ total: 1, succeeded: 0, failed: 0, cancelled: 1, active: 0 })
       // a cancel for something not running is harmless
       yield* h.bus.inject(Subjects.cancel("test-worker"), { requestId: "nothing-here" })
@@ -291,7 +303,12 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       const request = inferenceRequest({ maxTokens: 100 })
       yield* send(h, request, replyTo(request))
       yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      // at the limit, not past it: still running
       yield* TestClock.adjust("1 second")
+      expect(yield* h.worker.running).toBe(1)
+      expect((yield* tokenMessages(h, request.requestId)).map((m) => m.type)).not.toContain("error")
+      // the timeout check runs every request_timeout_ms / 20 (here 50 ms): the first tick past the limit stops it
+      yield* TestClock.adjust("50 millis")
       const messages = yield* eventually(
         Effect.map(tokenMessages(h, request.requestId), (m) => {
           expect(m.at(-1)?.type).toBe("error")
@@ -300,16 +317,21 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       )
       expect(messages.at(-1)).toMatchObject({ type: "error", code: "timeout", message: expect.stringContaining("1000 ms") })
       expect(messages.filter((m) => m.type === "done")).toEqual([])
+      expect(messages.filter((m) => m.type === "error").length).toBe(1)
+      expect(tokensOf(messages)).toEqual(planSynthetic(request).tokens.slice(0, 11))
       expect(yield* h.worker.stats).toMatchObject({ total: 1, failed: 1, active: 0 })
+      // nothing after the error
+      yield* TestClock.adjust("1 second")
+      expect((yield* tokenMessages(h, request.requestId)).length).toBe(messages.length)
     })
   )
 
   it.scoped("invalid bodies: invalid_request when there is a reply subject, dropped otherwise; serving goes on", () =>
     Effect.gen(function* () {
       const h = yield* startHarness({ modelDir: yield* tmpDir() })
-      yield* send(h, { requestId: "x", model: "synthetic/demo" }, "reply.bad")
       yield* send(h, { nonsense: true })
-      yield* send(h, "just a string", "reply.string")
+      yield* send(h, { requestId: "x", model: "synthetic/demo" }, "reply.bad")
+      yield* send(h, JSON.stringify("just a string"), "reply.string")
       yield* send(h, { ...inferenceRequest(), maxTokens: -1 }, "reply.negative")
       for (const subject of ["reply.bad", "reply.string", "reply.negative"]) {
         yield* eventually(
@@ -318,7 +340,11 @@ describe("inference handling (TestClock, in-memory transport)", () => {
           )
         )
       }
-      expect(h.logs.filter((l) => l.startsWith("WARN") && l.includes("no reply subject")).length).toBe(1)
+      // logged, at most one line a second: the first one (without a reply subject) only
+      const warnings = h.logs.filter((l) => l.startsWith("WARN") && l.includes("invalid inference request"))
+      expect(warnings.length).toBe(1)
+      expect(warnings[0]).toContain("no reply subject")
+      expect(yield* h.worker.stats).toMatchObject({ total: 0, active: 0 })
       const ok = inferenceRequest({ maxTokens: 3 })
       yield* send(h, ok, replyTo(ok))
       yield* eventually(Effect.map(tokenMessages(h, ok.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
@@ -329,9 +355,137 @@ describe("inference handling (TestClock, in-memory transport)", () => {
     })
   )
 
+  it.scoped("a body that is not JSON or not an inference request gets invalid_request at once when it has a reply subject", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir() })
+      const bodies: ReadonlyArray<string> = [
+        "{ not json",
+        "%%%",
+        "",
+        "[1, 2]",
+        "null",
+        JSON.stringify({ ...inferenceRequest(), model: "" }),
+        JSON.stringify({ ...inferenceRequest(), maxTokens: 1.5 })
+      ]
+      for (const [i, body] of bodies.entries()) yield* send(h, body, `reply.raw-${i}`)
+      h.nats.send(Subjects.inference(h.workerId), new Uint8Array([0xff, 0x00, 0x01]), "reply.bytes")
+      // answered synchronously, while the message is delivered: no waiting
+      for (const subject of [...bodies.map((_, i) => `reply.raw-${i}`), "reply.bytes"]) {
+        expect(yield* repliesTo(h, subject)).toEqual([
+          { accepted: false, reason: "invalid_request", message: expect.stringContaining("invalid inference request") }
+        ])
+      }
+      expect((yield* h.bus.published).filter((m) => m.subject.startsWith("response."))).toEqual([])
+      expect(yield* h.worker.stats).toMatchObject({ total: 0, active: 0 })
+      expect(yield* h.worker.running).toBe(0)
+    })
+  )
+
+  it.scoped("unpaced, maxTokens 100: one tokens message per engine group of 32 (4 messages), then done", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir() })
+      const request = inferenceRequest({ maxTokens: 100, messages: [{ role: "user", content: "tell me a long story" }] })
+      const plan = planSynthetic(request)
+      expect(plan.tokens.length).toBe(100)
+      yield* send(h, request, replyTo(request))
+      const messages = yield* eventually(
+        Effect.map(tokenMessages(h, request.requestId), (m) => {
+          expect(m.at(-1)?.type).toBe("done")
+          return m
+        })
+      )
+      expect(messages.map((m) => m.type)).toEqual(["tokens", "tokens", "tokens", "tokens", "done"])
+      expect(batchesOf(messages).map((b) => [b.index, b.tokens.length])).toEqual([
+        [0, 32],
+        [32, 32],
+        [64, 32],
+        [96, 4]
+      ])
+      expect(tokensOf(messages)).toEqual(plan.tokens)
+      expect(tokensOf(messages).join("")).toBe(plan.tokens.join(""))
+      expect(messages.at(-1)).toMatchObject({ finishReason: "length", usage: { completionTokens: 100 } })
+      expect(yield* h.worker.stats).toMatchObject({ succeeded: 1, tokens: 100 })
+    })
+  )
+
+  it.scoped("the slot is free when done is published: at max_concurrent 1 a request sent on seeing done is accepted", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: paced(10), worker: (w) => ({ ...w, maxConcurrent: 1 }) })
+      const first = inferenceRequest({ maxTokens: 3 })
+      const probe = inferenceRequest({ maxTokens: 3 })
+      const next = inferenceRequest({ maxTokens: 3 })
+      const encoder = new TextEncoder()
+      const decoder = new TextDecoder()
+      let activeAtDone: number | undefined
+      // Plays a controller that dispatches the next request the moment it reads `done` (the scripted
+      // bus delivers synchronously, inside the worker's publish).
+      const listener = h.nats.listen(Subjects.response(first.requestId), (m) => {
+        const message = Schema.decodeUnknownSync(TokenMessage)(JSON.parse(decoder.decode(m.data)))
+        if (message.type !== "done") return
+        activeAtDone = Effect.runSync(h.worker.stats).active
+        h.nats.send(
+          Subjects.inference(h.workerId),
+          encoder.encode(JSON.stringify(Schema.encodeSync(InferenceRequest)(next))),
+          replyTo(next)
+        )
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(listener.close))
+      yield* send(h, first, replyTo(first))
+      yield* eventually(Effect.map(repliesTo(h, replyTo(first)), (r) => expect(r).toEqual([{ accepted: true, workerId: "test-worker" }])))
+      // while it runs, the one slot is taken
+      yield* send(h, probe, replyTo(probe))
+      yield* eventually(Effect.map(repliesTo(h, replyTo(probe)), (r) => expect(r).toMatchObject([{ accepted: false, reason: "busy" }])))
+      yield* TestClock.adjust("200 millis")
+      yield* eventually(Effect.map(tokenMessages(h, first.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+      expect(activeAtDone).toBe(0)
+      expect(yield* repliesTo(h, replyTo(next))).toEqual([{ accepted: true, workerId: "test-worker" }])
+      yield* TestClock.adjust("200 millis")
+      yield* eventually(Effect.map(tokenMessages(h, next.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+      expect(yield* h.worker.stats).toMatchObject({ total: 2, succeeded: 2, active: 0 })
+    })
+  )
+
+  it.scoped("a paced engine waking late: the overdue tokens go out as one tokens message", () =>
+    Effect.gen(function* () {
+      // every timer of the engine fires 250 ms late; tokens are due every 100 ms
+      const late = Layer.effect(
+        InferenceEngine,
+        Effect.map(lateClock(250), (clock) => {
+          const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 0 })
+          return { type: engine.type, generate: (request, path, emit) => engine.generate(request, path, emit).pipe(Effect.withClock(clock)) }
+        })
+      )
+      const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: late })
+      const request = inferenceRequest({ maxTokens: 4 })
+      yield* send(h, request, replyTo(request))
+      yield* eventually(Effect.map(tokenMessages(h, request.requestId), (m) => expect(m.length).toBe(1)))
+      yield* TestClock.adjust("349 millis")
+      expect((yield* tokenMessages(h, request.requestId)).length).toBe(1)
+      yield* TestClock.adjust("1 millis")
+      const messages = yield* eventually(
+        Effect.map(tokenMessages(h, request.requestId), (m) => {
+          expect(m.at(-1)?.type).toBe("done")
+          return m
+        })
+      )
+      const plan = planSynthetic(request)
+      expect(messages).toEqual([
+        { type: "tokens", requestId: request.requestId, index: 0, tokens: plan.tokens.slice(0, 1) },
+        { type: "tokens", requestId: request.requestId, index: 1, tokens: plan.tokens.slice(1, 4) },
+        {
+          type: "done",
+          requestId: request.requestId,
+          finishReason: "length",
+          usage: { promptTokens: 3, completionTokens: 4 },
+          latencyMs: 350
+        }
+      ])
+    })
+  )
+
   it.scoped("another engine with no model folder registers its type and no skills", () =>
     Effect.gen(function* () {
-      const other = Layer.succeed(InferenceEngine, { type: "other", generate: () => Stream.empty })
+      const other = Layer.succeed(InferenceEngine, { type: "other", generate: () => Effect.never })
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: other, worker: (w) => ({ ...w, engine: { ...w.engine, type: "openai" } }) })
       const [registration] = yield* registrations(h)
       expect(registration?.capabilities.engine).toBe("other")
@@ -341,24 +495,27 @@ describe("inference handling (TestClock, in-memory transport)", () => {
     })
   )
 
-  it.scoped("engine errors, defects and streams without a finish piece", () =>
+  it.scoped("engine errors after some tokens, defects, empty batches and the engine's own finish", () =>
     Effect.gen(function* () {
       const fixture = makeModelFixture(yield* tmpDir())
       const engine = Layer.succeed(InferenceEngine, {
         type: "scripted",
-        generate: (request) => {
+        generate: (request, _path, emit) => {
           switch (request.messages?.[0]?.content) {
             case "fail":
-              return Stream.concat(
-                Stream.make(tokenPiece("a"), tokenPiece("b")),
-                Stream.fail(new EngineError({ code: "upstream_error", message: "upstream answered 500: boom" }))
+              return Effect.sync(() => emit(["a", "b"])).pipe(
+                Effect.zipRight(Effect.fail(new EngineError({ code: "upstream_error", message: "upstream answered 500: boom" })))
               )
             case "die":
-              return Stream.die(new Error("engine bug"))
-            case "no-finish":
-              return Stream.make(tokenPiece("x"))
+              return Effect.die(new Error("engine bug"))
             default:
-              return Stream.make(tokenPiece("y"), finishPiece("stop", { promptTokens: 1, completionTokens: 1 }))
+              return Effect.sync(() => {
+                emit([])
+                emit(["y"])
+                emit([])
+                emit(["z", "w"])
+                return finish("stop", { promptTokens: 1, completionTokens: 3 })
+              })
           }
         }
       })
@@ -377,17 +534,23 @@ describe("inference handling (TestClock, in-memory transport)", () => {
         )
       }
       const failed = yield* ask("fail")
-      expect(failed.map((m) => m.type)).toEqual(["token", "token", "error"])
+      expect(failed.map((m) => m.type)).toEqual(["tokens", "error"])
+      expect(failed[0]).toMatchObject({ type: "tokens", index: 0, tokens: ["a", "b"] })
       expect(failed.at(-1)).toMatchObject({ code: "upstream_error", message: "upstream answered 500: boom" })
       const died = yield* ask("die")
-      expect(died.at(-1)).toMatchObject({ type: "error", code: "internal_error" })
-      const noFinish = yield* ask("no-finish")
-      expect(noFinish.at(-1)).toMatchObject({
+      expect(died).toEqual([expect.objectContaining({ type: "error", code: "internal_error" })])
+      const ok = yield* ask("ok")
+      // empty batches are not sent; the index counts the tokens before each batch
+      expect(batchesOf(ok).map((b) => [b.index, b.tokens])).toEqual([
+        [0, ["y"]],
+        [1, ["z", "w"]]
+      ])
+      expect(ok.at(-1)).toMatchObject({
         type: "done",
         finishReason: "stop",
-        usage: { promptTokens: 1, completionTokens: 1 }
+        usage: { promptTokens: 1, completionTokens: 3 }
       })
-      expect(yield* h.worker.stats).toMatchObject({ total: 3, succeeded: 1, failed: 2, active: 0 })
+      expect(yield* h.worker.stats).toMatchObject({ total: 3, succeeded: 1, failed: 2, active: 0, tokens: 5 })
     })
   )
 })

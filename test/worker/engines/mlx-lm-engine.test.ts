@@ -2,14 +2,15 @@ import * as Net from "node:net"
 import * as Path from "node:path"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Context, Effect, Exit, Layer, Schema, Scope, Stream } from "effect"
+import { Context, Effect, Exit, Layer, Schema, Scope } from "effect"
 import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import { RequestId } from "../../../src/domain/ids.js"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
-import { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
+import { InferenceEngine, type InferenceEngineService } from "../../../src/worker/engines/inference-engine.js"
 import { isPortFree, makeMlxLmEngine, type MlxLmOptions } from "../../../src/worker/engines/mlx-lm-engine.js"
-import { eventually } from "../support/test-transport.js"
+import { eventually } from "../../support/scripted-nats.js"
+import { runEngine } from "../support/run-engine.js"
 
 const FIXTURES = Path.join(import.meta.dirname, "..", "..", "fixtures")
 
@@ -46,8 +47,7 @@ const engineInScope = (o: MlxLmOptions) =>
     return { engine, close: Scope.close(scope, Exit.void) }
   })
 
-const run = (engine: { generate: (r: InferenceRequest, p: string) => Stream.Stream<unknown, unknown> }, path: string) =>
-  engine.generate(request(), path).pipe(Stream.runCollect, Effect.map(Chunk.toReadonlyArray))
+const run = (engine: InferenceEngineService, path: string) => runEngine(engine, request(), path)
 
 const isAlive = (pid: number): boolean => {
   try {
@@ -65,16 +65,10 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
       const { engine, close } = yield* engineInScope(o)
       expect(engine.type).toBe("mlx-lm")
       expect(yield* engine.supervisor.running).toEqual([])
-      const pieces = yield* run(engine, "/models/a")
-      expect(pieces).toEqual([
-        { _tag: "Token", text: "fake" },
-        { _tag: "Token", text: " mlx" },
-        { _tag: "Token", text: " says" },
-        { _tag: "Token", text: " hello" },
-        { _tag: "Token", text: " to" },
-        { _tag: "Token", text: " you" },
-        { _tag: "Finish", finishReason: "stop", usage: { promptTokens: 2, completionTokens: 6 } }
-      ])
+      const result = yield* run(engine, "/models/a")
+      expect(result.tokens).toEqual(["fake", " mlx", " says", " hello", " to", " you"])
+      expect(result.batches.every((b) => b.length > 0)).toBe(true)
+      expect(result.finish).toEqual({ finishReason: "stop", usage: { promptTokens: 2, completionTokens: 6 } })
       const [first] = yield* engine.supervisor.running
       expect(first?.modelPath).toBe("/models/a")
       expect(first?.port).toBeGreaterThanOrEqual(o.basePort)
@@ -106,8 +100,8 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
       const [before] = yield* engine.supervisor.running
       process.kill(before?.pid ?? 0, "SIGKILL")
       yield* eventually(Effect.map(engine.supervisor.running, (r) => expect(r).toEqual([])))
-      const pieces = yield* run(engine, "/models/a")
-      expect(pieces.length).toBe(7)
+      const result = yield* run(engine, "/models/a")
+      expect(result.tokens.length).toBe(6)
       const [after] = yield* engine.supervisor.running
       expect(after?.pid).not.toBe(before?.pid)
     })
@@ -224,8 +218,9 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
         Context.get(InferenceEngine)
       )
       expect(engine.type).toBe("mlx-lm")
-      const pieces = yield* run(engine, "/models/a")
-      expect(pieces.at(-1)).toMatchObject({ _tag: "Finish", finishReason: "stop" })
+      const result = yield* run(engine, "/models/a")
+      expect(result.finish).toMatchObject({ finishReason: "stop" })
+      expect(result.tokens.join("")).toBe("fake mlx says hello to you")
     })
   )
 })

@@ -1,14 +1,15 @@
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Context, Effect, Either, Exit, Fiber, Layer, Redacted, Schema, Stream } from "effect"
+import { Context, Effect, Either, Exit, Fiber, Layer, Redacted, Schema } from "effect"
 import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import { RequestId } from "../../../src/domain/ids.js"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
-import { type EnginePiece, InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
+import { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
 import { chatCompletionBody, makeOpenAiEngine, parseSseLine } from "../../../src/worker/engines/openai-engine.js"
 import { chunk, sse, testHttpServer } from "../support/http-server.js"
-import { eventually } from "../support/test-transport.js"
+import { eventually } from "../../support/scripted-nats.js"
+import { runEngine, runEngineEither, tokenRecorder } from "../support/run-engine.js"
 
 const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
   requestId: Schema.decodeSync(RequestId)("r1"),
@@ -28,11 +29,6 @@ const engineAt = (baseUrl: string, options: { model?: string; apiKey?: string } 
       model: (r) => options.model ?? r.model
     }).pipe(Effect.provide(context))
   )
-
-const collect = <E>(stream: Stream.Stream<EnginePiece, E>) =>
-  Stream.runCollect(stream).pipe(Effect.map(Chunk.toReadonlyArray))
-
-const texts = (pieces: ReadonlyArray<EnginePiece>) => pieces.flatMap((p) => (p._tag === "Token" ? [p.text] : []))
 
 describe("SSE parsing", () => {
   it("reads data lines, [DONE], comments, usage, finish reasons, upstream errors", () => {
@@ -96,9 +92,9 @@ describe("openai engine against a local SSE server", () => {
         ])
       )
       const engine = yield* engineAt(`${server.baseUrl}/`, { apiKey: "sk-test" })
-      const pieces = yield* collect(engine.generate(request({ temperature: 0.2 }), "/models/x"))
-      expect(texts(pieces)).toEqual(["Hel", "lo"])
-      expect(pieces.at(-1)).toEqual({ _tag: "Finish", finishReason: "stop", usage: { promptTokens: 9, completionTokens: 2 } })
+      const run = yield* runEngine(engine, request({ temperature: 0.2 }), "/models/x")
+      expect(run.tokens).toEqual(["Hel", "lo"])
+      expect(run.finish).toEqual({ finishReason: "stop", usage: { promptTokens: 9, completionTokens: 2 } })
       const received = server.received[0]
       expect(received?.method).toBe("POST")
       expect(received?.url).toBe("/v1/chat/completions")
@@ -118,10 +114,49 @@ describe("openai engine against a local SSE server", () => {
     Effect.gen(function* () {
       const server = yield* testHttpServer((_req, res) => sse(res, [chunk("a"), chunk("b"), chunk("c", "length"), "[DONE]"]))
       const engine = yield* engineAt(server.baseUrl, { model: "upstream-model" })
-      const pieces = yield* collect(engine.generate(request(), "/p"))
-      expect(texts(pieces)).toEqual(["a", "b", "c"])
-      expect(pieces.at(-1)).toEqual({ _tag: "Finish", finishReason: "length", usage: { promptTokens: 2, completionTokens: 3 } })
+      const run = yield* runEngine(engine, request(), "/p")
+      expect(run.tokens).toEqual(["a", "b", "c"])
+      expect(run.finish).toEqual({ finishReason: "length", usage: { promptTokens: 2, completionTokens: 3 } })
       expect(server.received[0]?.body).toMatchObject({ model: "upstream-model" })
+    })
+  )
+
+  it.scopedLive("the tokens of one network read are emitted together, at once, without waiting for the next read", () =>
+    Effect.gen(function* () {
+      // The server sends the rest only after the engine emitted the first read: an engine holding
+      // tokens back to wait for more would never finish.
+      let firstEmitted: () => void = () => undefined
+      const emitted = new Promise<void>((resolve) => {
+        firstEmitted = resolve
+      })
+      const server = yield* testHttpServer((_req, res) => {
+        res.writeHead(200, { "content-type": "text/event-stream" })
+        res.write([chunk("Hel"), chunk("lo")].map((c) => `data: ${JSON.stringify(c)}\n\n`).join(""))
+        void emitted.then(() => {
+          res.write(`data: ${JSON.stringify(chunk("!", "stop"))}\n\ndata: [DONE]\n\n`)
+          res.end()
+        })
+      })
+      const engine = yield* engineAt(server.baseUrl)
+      const batches: Array<ReadonlyArray<string>> = []
+      const finish = yield* engine
+        .generate(request(), "/p", (tokens) => {
+          batches.push([...tokens])
+          firstEmitted()
+        })
+        .pipe(Effect.timeout("5 seconds"))
+      expect(batches).toEqual([["Hel", "lo"], ["!"]])
+      expect(finish).toEqual({ finishReason: "stop", usage: { promptTokens: 2, completionTokens: 3 } })
+    })
+  )
+
+  it.scopedLive("without maxTokens the upstream request carries no max_tokens", () =>
+    Effect.gen(function* () {
+      const server = yield* testHttpServer((_req, res) => sse(res, [chunk("a", "stop"), "[DONE]"]))
+      const engine = yield* engineAt(server.baseUrl)
+      yield* runEngine(engine, request({ maxTokens: undefined }), "/p")
+      expect(server.received[0]?.body).toMatchObject({ stream: true })
+      expect(server.received[0]?.body).not.toHaveProperty("max_tokens")
     })
   )
 
@@ -129,8 +164,9 @@ describe("openai engine against a local SSE server", () => {
     Effect.gen(function* () {
       const server = yield* testHttpServer((_req, res) => sse(res, [chunk("x"), chunk(null, "stop")]))
       const engine = yield* engineAt(server.baseUrl)
-      const pieces = yield* collect(engine.generate(request(), "/p"))
-      expect(pieces.at(-1)).toMatchObject({ _tag: "Finish", finishReason: "stop" })
+      const run = yield* runEngine(engine, request(), "/p")
+      expect(run.tokens).toEqual(["x"])
+      expect(run.finish).toMatchObject({ finishReason: "stop" })
     })
   )
 
@@ -141,7 +177,7 @@ describe("openai engine against a local SSE server", () => {
         res.end("model exploded")
       })
       const engine = yield* engineAt(server.baseUrl)
-      const error = yield* Effect.flip(collect(engine.generate(request(), "/p")))
+      const error = yield* Effect.flip(runEngine(engine, request(), "/p"))
       expect(error).toMatchObject({ _tag: "EngineError", code: "upstream_error" })
       expect(error.message).toContain("500")
       expect(error.message).toContain("model exploded")
@@ -155,14 +191,9 @@ describe("openai engine against a local SSE server", () => {
         setTimeout(() => res.socket?.destroy(), 30)
       })
       const engine = yield* engineAt(server.baseUrl)
-      const seen: Array<string> = []
-      const error = yield* Effect.flip(
-        engine.generate(request(), "/p").pipe(
-          Stream.runForEach((p) => Effect.sync(() => p._tag === "Token" && seen.push(p.text)))
-        )
-      )
-      expect(seen).toEqual(["one", "two"])
-      expect(error).toMatchObject({ _tag: "EngineError", code: "upstream_disconnected" })
+      const outcome = yield* runEngineEither(engine, request(), "/p")
+      expect(outcome.tokens).toEqual(["one", "two"])
+      expect(outcome.result).toEqual(Either.left(expect.objectContaining({ _tag: "EngineError", code: "upstream_disconnected" })))
     })
   )
 
@@ -170,19 +201,20 @@ describe("openai engine against a local SSE server", () => {
     Effect.gen(function* () {
       const server = yield* testHttpServer((_req, res) => sse(res, [chunk("one")]))
       const engine = yield* engineAt(server.baseUrl)
-      const error = yield* Effect.flip(collect(engine.generate(request(), "/p")))
-      expect(error).toMatchObject({ code: "upstream_disconnected" })
+      const outcome = yield* runEngineEither(engine, request(), "/p")
+      expect(outcome.tokens).toEqual(["one"])
+      expect(outcome.result).toEqual(Either.left(expect.objectContaining({ code: "upstream_disconnected" })))
     })
   )
 
   it.scopedLive("malformed SSE becomes upstream_malformed; an error event becomes upstream_error", () =>
     Effect.gen(function* () {
       const malformed = yield* testHttpServer((_req, res) => sse(res, [chunk("ok"), "{this is not json", "[DONE]"]))
-      const error = yield* Effect.flip(collect((yield* engineAt(malformed.baseUrl)).generate(request(), "/p")))
+      const error = yield* Effect.flip(runEngine(yield* engineAt(malformed.baseUrl), request(), "/p"))
       expect(error).toMatchObject({ code: "upstream_malformed" })
       expect(error.message).toContain("this is not json")
       const failing = yield* testHttpServer((_req, res) => sse(res, [{ error: { message: "out of memory" } }]))
-      const upstream = yield* Effect.flip(collect((yield* engineAt(failing.baseUrl)).generate(request(), "/p")))
+      const upstream = yield* Effect.flip(runEngine(yield* engineAt(failing.baseUrl), request(), "/p"))
       expect(upstream).toMatchObject({ code: "upstream_error", message: "out of memory" })
     })
   )
@@ -190,7 +222,7 @@ describe("openai engine against a local SSE server", () => {
   it.scopedLive("no server listening becomes upstream_unreachable", () =>
     Effect.gen(function* () {
       const engine = yield* engineAt(`http://127.0.0.1:1/v1`)
-      const error = yield* Effect.flip(collect(engine.generate(request(), "/p")))
+      const error = yield* Effect.flip(runEngine(engine, request(), "/p"))
       expect(error).toMatchObject({ code: "upstream_unreachable" })
     })
   )
@@ -206,12 +238,10 @@ describe("openai engine against a local SSE server", () => {
       })
       yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(timer)))
       const engine = yield* engineAt(server.baseUrl)
-      const seen: Array<string> = []
-      const fiber = yield* engine.generate(request(), "/p").pipe(
-        Stream.runForEach((p) => Effect.sync(() => p._tag === "Token" && seen.push(p.text))),
-        Effect.fork
-      )
-      yield* eventually(Effect.sync(() => expect(seen.length).toBeGreaterThanOrEqual(3)))
+      const recorder = tokenRecorder()
+      const fiber = yield* engine.generate(request(), "/p", recorder.emit).pipe(Effect.fork)
+      yield* eventually(Effect.sync(() => expect(recorder.tokens().length).toBeGreaterThanOrEqual(3)))
+      expect(recorder.tokens().slice(0, 3)).toEqual(["t0", "t1", "t2"])
       const exit = yield* Fiber.interrupt(fiber)
       expect(Exit.isInterrupted(exit)).toBe(true)
       yield* eventually(Effect.sync(() => expect(server.aborted()).toBe(1)), { timeoutMs: 2000 })
@@ -240,8 +270,8 @@ describe("openai engine against a local SSE server", () => {
         Context.get(InferenceEngine)
       )
       expect(engine.type).toBe("openai")
-      const pieces = yield* collect(engine.generate(request(), "/p"))
-      expect(texts(pieces)).toEqual(["z"])
+      const run = yield* runEngine(engine, request(), "/p")
+      expect(run.tokens).toEqual(["z"])
       expect(server.received[0]?.body).toMatchObject({ model: "fixed" })
     })
   )

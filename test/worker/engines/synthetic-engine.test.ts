@@ -1,9 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Fiber, Layer, Option, Stream, TestClock } from "effect"
+import { Effect, Fiber, Layer, Option, Schema, TestClock } from "effect"
 import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { RequestId } from "../../../src/domain/ids.js"
-import { type EnginePiece, InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
+import { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
 import {
   fnv1a,
   makeSyntheticEngine,
@@ -13,7 +13,8 @@ import {
   planSynthetic,
   SyntheticEngineLive
 } from "../../../src/worker/engines/synthetic-engine.js"
-import { Schema } from "effect"
+import { lateClock } from "../support/late-clock.js"
+import { runEngine, tokenRecorder } from "../support/run-engine.js"
 
 const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
   requestId: Schema.decodeSync(RequestId)("r1"),
@@ -24,10 +25,11 @@ const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
   ...over
 })
 
-const tokensOf = (pieces: ReadonlyArray<EnginePiece>) => pieces.flatMap((p) => (p._tag === "Token" ? [p.text] : []))
-const finishOf = (pieces: ReadonlyArray<EnginePiece>) => pieces.at(-1)
-
 const fast = makeSyntheticEngine({ tokensPerSecond: 0, firstTokenMs: 0 })
+
+/** A prompt whose natural answer is longer than 100 tokens. */
+const long = (over: Partial<InferenceRequest> = {}) =>
+  request({ messages: [{ role: "user", content: "tell me a long story" }], ...over })
 
 describe("synthetic engine", () => {
   it("fnv1a is the standard 32-bit hash", () => {
@@ -78,13 +80,21 @@ describe("synthetic engine", () => {
     expect(both.tokens).toEqual(natural.slice(0, 2))
   })
 
-  it.effect("streams the planned tokens then one finish with usage (unpaced)", () =>
+  it("maxTokens absent: the natural answer, ending with stop", () => {
+    const plan = planSynthetic(request({ maxTokens: undefined }))
+    expect(plan.tokens).toEqual(naturalAnswer(request()))
+    expect(plan.finishReason).toBe("stop")
+    // a limit at exactly the natural length still ends with stop
+    expect(planSynthetic(request({ maxTokens: plan.tokens.length })).finishReason).toBe("stop")
+    expect(planSynthetic(request({ maxTokens: plan.tokens.length - 1 })).finishReason).toBe("length")
+  })
+
+  it.effect("emits the planned tokens then finishes with usage (unpaced)", () =>
     Effect.gen(function* () {
-      const pieces = Chunk.toReadonlyArray(yield* Stream.runCollect(fast.generate(request({ maxTokens: 40 }), "x")))
+      const run = yield* runEngine(fast, request({ maxTokens: 40 }))
       const plan = planSynthetic(request({ maxTokens: 40 }))
-      expect(tokensOf(pieces)).toEqual(plan.tokens)
-      expect(finishOf(pieces)).toEqual({
-        _tag: "Finish",
+      expect(run.tokens).toEqual(plan.tokens)
+      expect(run.finish).toEqual({
         finishReason: plan.finishReason,
         usage: { promptTokens: 6, completionTokens: plan.tokens.length }
       })
@@ -92,51 +102,104 @@ describe("synthetic engine", () => {
     })
   )
 
+  it.effect("unpaced: emits groups of at most 32 tokens (100 tokens → 32, 32, 32, 4)", () =>
+    Effect.gen(function* () {
+      const plan = planSynthetic(long({ maxTokens: 100 }))
+      expect(plan.tokens.length).toBe(100)
+      const run = yield* runEngine(fast, long({ maxTokens: 100 }))
+      expect(run.batches.map((b) => b.length)).toEqual([32, 32, 32, 4])
+      expect(run.tokens).toEqual(plan.tokens)
+      expect(run.finish).toMatchObject({ finishReason: "length", usage: { completionTokens: 100 } })
+      // exactly one group when the answer fits in one
+      expect((yield* runEngine(fast, long({ maxTokens: 32 }))).batches.map((b) => b.length)).toEqual([32])
+    })
+  )
+
+  it.effect("an empty answer emits nothing and finishes with zero completion tokens", () =>
+    Effect.gen(function* () {
+      const first = planSynthetic(request()).tokens[0] ?? ""
+      const run = yield* runEngine(fast, request({ stop: [first] }))
+      expect(run.batches).toEqual([])
+      expect(run.finish).toEqual({ finishReason: "stop", usage: { promptTokens: 6, completionTokens: 0 } })
+    })
+  )
+
   it.effect("paces first token and tokens per second on the Effect clock", () =>
     Effect.gen(function* () {
       const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 500 })
-      const seen: Array<string> = []
-      const fiber = yield* engine.generate(request({ maxTokens: 3 }), "x").pipe(
-        Stream.runForEach((p) => Effect.sync(() => seen.push(p._tag))),
-        Effect.fork
-      )
+      const recorder = tokenRecorder()
+      const fiber = yield* engine.generate(request({ maxTokens: 3 }), "x", recorder.emit).pipe(Effect.fork)
       yield* TestClock.adjust("499 millis")
-      expect(seen).toEqual([])
+      expect(recorder.batches).toEqual([])
       yield* TestClock.adjust("1 millis")
-      expect(seen).toEqual(["Token"])
+      expect(recorder.batches.length).toBe(1)
       yield* TestClock.adjust("99 millis")
-      expect(seen).toEqual(["Token"])
+      expect(recorder.batches.length).toBe(1)
       yield* TestClock.adjust("1 millis")
-      expect(seen).toEqual(["Token", "Token"])
+      expect(recorder.batches.length).toBe(2)
+      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
       yield* TestClock.adjust("100 millis")
-      yield* Fiber.join(fiber)
-      expect(seen).toEqual(["Token", "Token", "Token", "Finish"])
+      const finish = yield* Fiber.join(fiber)
+      // on time: one token per wake-up
+      expect(recorder.batches.map((b) => b.length)).toEqual([1, 1, 1])
+      expect(recorder.tokens()).toEqual(planSynthetic(request({ maxTokens: 3 })).tokens)
+      expect(finish).toEqual({ finishReason: "length", usage: { promptTokens: 6, completionTokens: 3 } })
+    })
+  )
+
+  it.effect("paced, waking late: the overdue tokens go out together in one batch, none lost", () =>
+    Effect.gen(function* () {
+      const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 0 })
+      const clock = yield* lateClock(250)
+      const recorder = tokenRecorder()
+      const fiber = yield* engine.generate(request({ maxTokens: 10 }), "x", recorder.emit).pipe(Effect.withClock(clock), Effect.fork)
+      yield* TestClock.adjust("0 millis")
+      expect(recorder.batches.map((b) => b.length)).toEqual([1])
+      // token 1 is due at 100 ms, but the engine only wakes at 350 ms: tokens 1, 2 and 3 are due then
+      yield* TestClock.adjust("349 millis")
+      expect(recorder.batches.map((b) => b.length)).toEqual([1])
+      yield* TestClock.adjust("1 millis")
+      expect(recorder.batches.map((b) => b.length)).toEqual([1, 3])
+      // drift-free: the next wake-up (due at 400, late to 650) sends 4, 5, 6; the last (700 → 950) 7, 8, 9
+      yield* TestClock.adjust("600 millis")
+      const finish = yield* Fiber.join(fiber)
+      expect(recorder.batches.map((b) => b.length)).toEqual([1, 3, 3, 3])
+      expect(recorder.tokens()).toEqual(planSynthetic(request({ maxTokens: 10 })).tokens)
+      expect(finish.usage.completionTokens).toBe(10)
     })
   )
 
   it.effect("first_token_ms applies without pacing too", () =>
     Effect.gen(function* () {
       const engine = makeSyntheticEngine({ tokensPerSecond: 0, firstTokenMs: 200 })
-      const fiber = yield* engine.generate(request({ maxTokens: 100 }), "x").pipe(Stream.runCollect, Effect.fork)
+      const recorder = tokenRecorder()
+      const fiber = yield* engine.generate(request({ maxTokens: 100 }), "x", recorder.emit).pipe(Effect.fork)
       yield* TestClock.adjust("199 millis")
       expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      expect(recorder.batches).toEqual([])
       yield* TestClock.adjust("1 millis")
-      const pieces = Chunk.toReadonlyArray(yield* Fiber.join(fiber))
-      expect(pieces.length).toBe(planSynthetic(request({ maxTokens: 100 })).tokens.length + 1)
+      const finish = yield* Fiber.join(fiber)
+      expect(recorder.tokens()).toEqual(planSynthetic(request({ maxTokens: 100 })).tokens)
+      expect(finish.usage.completionTokens).toBe(recorder.tokens().length)
     })
   )
 
-  it.live("unpaced generation is fast and can be interrupted between chunks", () =>
+  it.live("unpaced generation is fast and can be interrupted between groups", () =>
     Effect.gen(function* () {
       const started = Date.now()
-      let count = 0
       const many = request({ maxTokens: 100_000 })
-      yield* fast.generate(many, "x").pipe(Stream.runForEach(() => Effect.sync(() => count++)))
-      expect(count).toBe(planSynthetic(many).tokens.length + 1)
+      const run = yield* runEngine(fast, many)
+      expect(run.tokens.length).toBe(planSynthetic(many).tokens.length)
       expect(Date.now() - started).toBeLessThan(1000)
-      // interruption lands while the stream yields to the event loop
-      const fiber = yield* fast.generate(many, "x").pipe(Stream.runDrain, Effect.fork)
+      // interruption lands while the engine yields to the event loop between groups
+      const long256 = long()
+      expect(planSynthetic(long256).tokens.length).toBeGreaterThan(64)
+      const recorder = tokenRecorder()
+      const fiber = yield* fast.generate(long256, "x", recorder.emit).pipe(Effect.fork)
+      yield* Effect.yieldNow()
       yield* Fiber.interrupt(fiber)
+      expect(recorder.batches.length).toBeGreaterThanOrEqual(1)
+      expect(recorder.tokens().length).toBeLessThan(planSynthetic(long256).tokens.length)
     })
   )
 
@@ -144,9 +207,12 @@ describe("synthetic engine", () => {
     Effect.gen(function* () {
       const engine = yield* InferenceEngine
       expect(engine.type).toBe("synthetic")
-      const fiber = yield* engine.generate(request({ maxTokens: 1 }), "x").pipe(Stream.runCollect, Effect.fork)
-      yield* TestClock.adjust("30 millis")
-      expect(Chunk.size(yield* Fiber.join(fiber))).toBe(2)
+      const fiber = yield* Effect.fork(runEngine(engine, request({ maxTokens: 1 })))
+      yield* TestClock.adjust("29 millis")
+      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      yield* TestClock.adjust("1 millis")
+      const run = yield* Fiber.join(fiber)
+      expect(run.batches).toEqual([planSynthetic(request({ maxTokens: 1 })).tokens])
     }).pipe(
       Effect.provide(
         SyntheticEngineLive.pipe(

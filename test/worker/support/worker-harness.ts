@@ -1,18 +1,19 @@
 import { NodeFileSystem } from "@effect/platform-node"
-import { Context, Effect, Exit, Fiber, Layer, Logger, Schema, Scope, TestClock } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Logger, Option, Schema, Scope, TestClock } from "effect"
 import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import type { ClusterConfig } from "../../../src/config/schema.js"
 import { RequestId } from "../../../src/domain/ids.js"
-import { InferenceReply, type InferenceRequest, TokenMessage } from "../../../src/domain/inference.js"
+import { InferenceReply, type InferenceRequest, type TokenBatch, TokenMessage } from "../../../src/domain/inference.js"
 import { Subjects } from "../../../src/domain/subjects.js"
 import type { HardwareProfile } from "../../../src/domain/worker.js"
+import { NatsTransport, type NatsTransportService } from "../../../src/nats/nats-transport.js"
 import type { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
 import { syntheticEngineLayer } from "../../../src/worker/engines/synthetic-engine.js"
 import { Hardware } from "../../../src/worker/hardware.js"
 import { ModelScanner } from "../../../src/worker/model-scanner.js"
 import { Worker, WorkerCore, type WorkerService } from "../../../src/worker/worker-live.js"
 import { WorkerStats } from "../../../src/worker/worker-stats.js"
-import { TestTransport, TestTransportLayer, type TestTransportControl } from "./test-transport.js"
+import { ScriptedNats, type ScriptedNatsHandle } from "../../support/scripted-nats.js"
 
 export const testHardware: HardwareProfile = {
   platform: "darwin",
@@ -37,7 +38,9 @@ export interface HarnessOptions {
 export interface Harness {
   readonly workerId: string
   readonly worker: WorkerService
-  readonly bus: TestTransportControl
+  readonly bus: ScriptedNatsHandle
+  /** The worker's own NatsTransport (the scripted bus): to listen or send from a test as another client would. */
+  readonly nats: NatsTransportService
   /** Log lines (`LEVEL message`) of the worker's fibers. */
   readonly logs: ReadonlyArray<string>
   /** Closes the worker's scope: graceful stop. */
@@ -58,7 +61,7 @@ export const configFor = (options: HarnessOptions) =>
   }))
 
 /**
- * The worker core over the in-memory transport, a fixed hardware profile and (by default) an
+ * The worker core over the scripted in-memory bus (test/support/scripted-nats.ts), a fixed hardware profile and (by default) an
  * unpaced synthetic engine; built in its own scope so a test can stop it.
  */
 export const startHarness = (options: HarnessOptions) =>
@@ -76,15 +79,17 @@ export const startHarness = (options: HarnessOptions) =>
           WorkerStats.Default
         )
       ),
-      Layer.provideMerge(TestTransportLayer),
+      Layer.provideMerge(ScriptedNats.layer),
       Layer.provide(configFor(options))
     )
     const scope = yield* Scope.make()
-    // At the end of a test, stop the worker with the TestClock moved past any drain.
+    // At the end of a test, stop the worker, moving the TestClock (a second at a time, up to an hour)
+    // only as far as a drain needs: every tick of the worker's timers costs real time.
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
-        yield* TestClock.adjust("1 hour")
+        yield* Effect.yieldNow()
+        for (let s = 0; s < 3_600 && Option.isNone(yield* Fiber.poll(closing)); s++) yield* TestClock.adjust("1 second")
         yield* Fiber.join(closing)
       })
     )
@@ -95,7 +100,8 @@ export const startHarness = (options: HarnessOptions) =>
     const harness: Harness = {
       workerId: worker.workerId,
       worker,
-      bus: Context.get(context, TestTransport),
+      bus: Context.get(context, ScriptedNats),
+      nats: Context.get(context, NatsTransport),
       logs,
       close: Scope.close(scope, Exit.void)
     }
@@ -114,7 +120,7 @@ export const inferenceRequest = (over: Partial<InferenceRequest> = {}): Inferenc
   ...over
 })
 
-/** Sends a request to the harness worker; its reply goes to `reply.{requestId}`. */
+/** Sends a request (a JSON value, or a string sent as raw text) to the harness worker, with `replyTo` as its reply subject. */
 export const send = (h: Harness, request: unknown, replyTo?: string) =>
   h.bus.inject(Subjects.inference(h.workerId), request, replyTo)
 
@@ -123,3 +129,21 @@ export const replyTo = (request: InferenceRequest) => `reply.${request.requestId
 export const repliesTo = (h: Harness, subject: string) => h.bus.sentOn(subject, InferenceReply)
 
 export const tokenMessages = (h: Harness, id: string) => h.bus.sentOn(Subjects.response(id), TokenMessage)
+
+/** The `tokens` batches among a request's messages, in order. */
+export const batchesOf = (messages: ReadonlyArray<TokenMessage>): ReadonlyArray<TokenBatch> =>
+  messages.filter((m): m is TokenBatch => m.type === "tokens")
+
+/** All tokens of a request's batches, in order. */
+export const tokensOf = (messages: ReadonlyArray<TokenMessage>): ReadonlyArray<string> =>
+  batchesOf(messages).flatMap((b) => b.tokens)
+
+/** The `index` each batch must carry to be contiguous: the number of tokens sent before it. */
+export const contiguousIndexes = (batches: ReadonlyArray<TokenBatch>): ReadonlyArray<number> => {
+  let next = 0
+  return batches.map((b) => {
+    const at = next
+    next += b.tokens.length
+    return at
+  })
+}
