@@ -24,6 +24,8 @@ export const ApiConfig = Schema.Struct({
   corsOrigins: key("cors_origins", Schema.Array(Schema.String), () => ["*"]),
   apiKeys: key("api_keys", Schema.Array(Schema.Redacted(Schema.String)), () => []),
   rateLimit: key("rate_limit", RateLimitConfig, () => RateLimitConfig.make({ enabled: false, requestsPerMinute: 600 })),
+  /** extension: failed authentications per client address and minute; past it the address gets 429. */
+  authFailuresPerMinute: key("auth_failures_per_minute", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 30),
   /** extension: largest accepted request body. */
   maxBodyBytes: key("max_body_bytes", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 1_048_576),
   /** extension: `max_tokens` above this is capped to it. */
@@ -31,7 +33,19 @@ export const ApiConfig = Schema.Struct({
   /** extension: `max_tokens` when a request gives none. */
   defaultMaxTokens: key("default_max_tokens", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 512),
   /** extension: WebSocket keep-alive ping period. */
-  wsPingIntervalMs: key("ws_ping_interval_ms", PositiveMillis, () => 30_000)
+  wsPingIntervalMs: key("ws_ping_interval_ms", PositiveMillis, () => 30_000),
+  /**
+   * extension: bytes waiting to be sent to one client (an SSE stream, a WebSocket) past which its
+   * requests end with `slow_consumer` and the workers' work is cancelled.
+   */
+  maxBufferedBytes: key("max_buffered_bytes", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 8 * 1024 * 1024),
+  /** extension: requests one WebSocket may run at once. */
+  wsMaxRequestsPerSocket: key("ws_max_requests_per_socket", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 64)
+})
+
+export const OverloadConfig = Schema.Struct({
+  /** New requests get 429 `overloaded` while the event loop lags more than this (0: never). */
+  maxEventLoopLagMs: key("max_event_loop_lag_ms", Millis, () => 500)
 })
 
 export const QueueConfig = Schema.Struct({
@@ -50,6 +64,8 @@ export const ControllerConfig = Schema.Struct({
   /** extension: how long a worker has to ack or refuse an inference request. */
   dispatchTimeoutMs: key("dispatch_timeout_ms", PositiveMillis, () => 2_000),
   queue: key("queue", QueueConfig, () => Schema.decodeSync(QueueConfig)({})),
+  /** extension: load shedding (issue 11). */
+  overload: key("overload", OverloadConfig, () => Schema.decodeSync(OverloadConfig)({})),
   drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000)
 })
 

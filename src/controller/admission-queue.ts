@@ -1,34 +1,45 @@
-import { Clock, Deferred, Effect, Either, Exit, Metric, Option, Queue, Stream } from "effect"
+import { Effect, Either, Exit } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
-import { type NoSkilledWorker, type NoWorkers, QueueFull, QueueTimeout } from "../domain/errors.js"
+import { QueueFull, QueueTimeout } from "../domain/errors.js"
 import type { WorkerInfo } from "../domain/worker.js"
-import { Balancer, type SelectRequest } from "./balancer.js"
+import { Balancer, type SelectError, type SelectRequest } from "./balancer.js"
+import { DeadlineSweep } from "./deadline-sweep.js"
 import { InFlight } from "./in-flight.js"
 import { Registry } from "./registry.js"
-import { queueDepth } from "./metrics.js"
+import * as State from "./registry-state.js"
+import { leavesBefore, ModelLine, type WaitingEntry } from "./waiting-room.js"
 
 export interface AdmissionRequest extends SelectRequest {
   /** Higher leaves the queue first; default 0. */
   readonly priority?: number
 }
 
-export type AdmissionError = NoWorkers | NoSkilledWorker | QueueFull | QueueTimeout
+export type AdmissionError = SelectError | QueueFull | QueueTimeout
 
-interface Waiter {
-  readonly seq: number
+interface Waiter extends WaitingEntry {
   readonly request: AdmissionRequest
-  readonly result: Deferred.Deferred<WorkerInfo, NoWorkers | NoSkilledWorker>
+  left: boolean
+  /** The slot it was given, if it was served while (or just as) it stopped waiting. */
+  granted: WorkerInfo | undefined
+  resume: ((exit: Exit.Exit<WorkerInfo, AdmissionError>) => void) | undefined
 }
 
-/** Higher priority first, then first come first served. */
-const byPriority = (a: Waiter, b: Waiter) => (b.request.priority ?? 0) - (a.request.priority ?? 0) || a.seq - b.seq
+const fitsWorker = (worker: WorkerInfo) => (waiter: Waiter) =>
+  !(waiter.request.exclude?.has(worker.workerId) ?? false) &&
+  (waiter.request.tags ?? []).every((tag) => (worker.tags ?? []).includes(tag))
 
 /**
- * Admission: picks a worker with the Balancer and reserves a slot on it (an in-flight count), all
- * under one lock so two requests never take the same last slot. When every eligible worker is at
- * `maxConcurrent` the request waits, highest priority first, until a slot frees or a worker comes
- * online — up to `queue.max_wait_ms` (then `QueueTimeout`). With `queue.max_pending` requests
- * already waiting it gets `QueueFull` at once. The caller must `release` the slot it was given.
+ * Admission: picks a worker with the Balancer and reserves a slot on it (an `InFlight` count). When
+ * every eligible worker is at `maxConcurrent` the request waits, highest priority first, until a
+ * slot that fits it frees up or a worker comes online — up to `queue.max_wait_ms` (then
+ * `QueueTimeout`). With `queue.max_pending` requests already waiting it gets `QueueFull` at once.
+ * The caller must `release` the slot it was given.
+ *
+ * Cost per event (issue 11): waiters are kept per model (`waiting-room.ts`); a released slot on
+ * worker W, or a registry change of W, looks only at the lines of the models W serves and hands the
+ * slot to the first waiter there that W can take — never a pass over every waiter, never a
+ * selection per waiter. Everything runs synchronously in the caller (JavaScript is single-threaded,
+ * so two requests can never take the same last slot); only a waiting request suspends.
  */
 export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller/AdmissionQueue", {
   scoped: Effect.gen(function* () {
@@ -36,114 +47,148 @@ export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller
     const registry = yield* Registry
     const balancer = yield* Balancer
     const inFlight = yield* InFlight
+    const deadlines = yield* DeadlineSweep
     const { maxPending, maxWaitMs } = config.controller.queue
     const retryAfterSeconds = Math.max(1, Math.ceil(maxWaitMs / 1000))
 
-    const lock = yield* Effect.makeSemaphore(1)
-    let waiters: ReadonlyArray<Waiter> = []
+    const lines = new Map<string, ModelLine<Waiter>>()
+    let pending = 0
     let seq = 0
-    const setWaiters = (next: ReadonlyArray<Waiter>) =>
-      Effect.sync(() => {
-        waiters = next
-      }).pipe(Effect.zipRight(Metric.set(queueDepth, next.length)))
+    let latest = yield* registry.state
+    const loadOf = (w: WorkerInfo) => inFlight.load(w.workerId)
 
-    /** One selection; reserves and returns the worker unless every eligible one is saturated. */
-    const tryTake = (request: SelectRequest) =>
-      Effect.gen(function* () {
-        const workers = yield* registry.all
-        const counts = yield* inFlight.snapshot
-        const selection = yield* balancer.select(request, workers, counts)
-        if (selection.saturated) return Option.none<WorkerInfo>()
-        yield* inFlight.reserve(selection.worker.workerId)
-        return Option.some(selection.worker)
-      })
+    const leave = (waiter: Waiter) => {
+      waiter.left = true
+      pending--
+      const line = lines.get(waiter.request.model)
+      line?.gone()
+      if (line !== undefined && line.size === 0) lines.delete(waiter.request.model)
+    }
 
-    /** Serves waiters in priority order while capacity lasts. */
-    // Every slot release wakes this: with nobody waiting (the common case) it must not even take the lock.
-    const serveWaiters = Effect.suspend(() => (waiters.length === 0 ? Effect.void : serveInOrder))
-    const serveInOrder = lock.withPermits(1)(
-      Effect.gen(function* () {
-        const remaining: Array<Waiter> = []
-        for (const waiter of waiters) {
-          const taken = yield* Effect.either(tryTake(waiter.request))
-          if (taken._tag === "Left") yield* Deferred.fail(waiter.result, taken.left)
-          else if (Option.isSome(taken.right)) yield* Deferred.succeed(waiter.result, taken.right.value)
-          else remaining.push(waiter)
+    const settle = (waiter: Waiter, exit: Exit.Exit<WorkerInfo, AdmissionError>) => {
+      leave(waiter)
+      if (Exit.isSuccess(exit)) waiter.granted = exit.value
+      const resume = waiter.resume
+      waiter.resume = undefined
+      resume?.(exit)
+    }
+
+    /** Hands free slots of `workerId` to the waiters it can serve, in leaving order. */
+    const serve = (workerId: string) => {
+      if (pending === 0) return
+      const worker = State.getWorker(latest, workerId)
+      if (worker === undefined || worker.status !== "online") return
+      const fits = fitsWorker(worker)
+      while (inFlight.load(workerId) < worker.capabilities.maxConcurrent) {
+        let best: Waiter | undefined
+        for (const model of worker.skills.availableModels) {
+          const candidate = lines.get(model)?.find(fits)
+          if (candidate !== undefined && (best === undefined || leavesBefore(candidate, best) < 0)) best = candidate
         }
-        yield* setWaiters(remaining)
+        if (best === undefined) return
+        inFlight.reserve(workerId)
+        settle(best, Exit.succeed(worker))
+      }
+    }
+
+    /** A model lost its last online worker: its waiters learn it now rather than at their timeout. */
+    const failUnserved = (workerId: string) => {
+      const worker = State.getWorker(latest, workerId)
+      if (worker === undefined) return
+      for (const model of worker.skills.availableModels) {
+        const line = lines.get(model)
+        if (line === undefined || State.onlineServing(latest, model).length > 0) continue
+        for (const waiter of line.all()) {
+          const selection = balancer.select(waiter.request, latest, loadOf)
+          if (Either.isLeft(selection)) settle(waiter, Exit.fail(selection.left))
+        }
+      }
+    }
+
+    // Capacity appears when a worker registers, comes back online or reports less load; it
+    // disappears for good when a model's last worker goes offline.
+    yield* registry.listen((change) => {
+      latest = change.state
+      for (const t of change.transitions) if (t.to === "offline" && pending > 0) failUnserved(t.workerId)
+      for (const id of change.touched) {
+        const worker = State.getWorker(latest, id)
+        if (worker?.metrics !== undefined) inFlight.reported(id, worker.metrics.requests.active)
+        serve(id)
+      }
+    })
+
+    // Queue timeouts: only the oldest waiters of each line can have waited too long.
+    yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        deadlines.add({
+          check: (now) => {
+            if (pending === 0) return
+            for (const line of [...lines.values()]) {
+              for (const waiter of line.expired(now - maxWaitMs)) {
+                settle(waiter, Exit.fail(new QueueTimeout({ model: waiter.request.model, waitedMs: now - waiter.since, retryAfterSeconds })))
+              }
+            }
+          }
+        })
+      ),
+      (remove) => Effect.sync(remove)
+    )
+
+    const wait = (request: AdmissionRequest) =>
+      Effect.async<WorkerInfo, AdmissionError>((resume) => {
+        const waiter: Waiter = {
+          seq: seq++,
+          priority: request.priority ?? 0,
+          since: deadlines.now(),
+          request,
+          left: false,
+          granted: undefined,
+          resume: (exit) => resume(exit)
+        }
+        let line = lines.get(request.model)
+        if (line === undefined) {
+          line = new ModelLine<Waiter>()
+          lines.set(request.model, line)
+        }
+        line.add(waiter)
+        pending++
+        return Effect.sync(() => {
+          // Interrupted (the client left). A slot granted just before is given back to the others.
+          if (!waiter.left) leave(waiter)
+          waiter.resume = undefined
+          const granted = waiter.granted
+          if (granted !== undefined) {
+            waiter.granted = undefined
+            release(granted.workerId)
+          }
+        })
       })
-    )
-
-    // Capacity appears when a slot is released or the registry changes (a worker joins or reports less load).
-    const wakeups = yield* Queue.sliding<void>(1)
-    yield* Stream.merge(inFlight.changes, registry.changes).pipe(
-      Stream.runForEach(() => Queue.offer(wakeups, undefined)),
-      Effect.forkScoped
-    )
-    yield* Queue.take(wakeups).pipe(Effect.zipRight(serveWaiters), Effect.forever, Effect.forkScoped)
-
-    const enqueue = (request: AdmissionRequest) =>
-      lock.withPermits(1)(
-        Effect.gen(function* () {
-          // Nobody jumps the queue: a new request takes a slot directly only when nobody waits.
-          if (waiters.length === 0) {
-            const taken = yield* tryTake(request)
-            if (Option.isSome(taken)) return Either.right(taken.value)
-          } else {
-            // Still fail fast when no worker could ever serve it.
-            yield* balancer.select(request, yield* registry.all, yield* inFlight.snapshot)
-          }
-          if (waiters.length >= maxPending) {
-            return yield* new QueueFull({ model: request.model, pending: waiters.length, retryAfterSeconds })
-          }
-          const result = yield* Deferred.make<WorkerInfo, NoWorkers | NoSkilledWorker>()
-          const waiter: Waiter = { seq: seq++, request, result }
-          yield* setWaiters([...waiters, waiter].sort(byPriority))
-          return Either.left(waiter)
-        })
-      )
-
-    /** Removes a waiter that stopped waiting; gives back a slot it was granted meanwhile. */
-    const abandon = (waiter: Waiter) =>
-      lock.withPermits(1)(
-        Effect.gen(function* () {
-          yield* setWaiters(waiters.filter((w) => w !== waiter))
-          const granted = yield* Deferred.poll(waiter.result)
-          if (Option.isSome(granted)) {
-            const exit = yield* Effect.exit(granted.value)
-            if (Exit.isSuccess(exit)) yield* inFlight.release(exit.value.workerId)
-          }
-        })
-      )
 
     const admit = (request: AdmissionRequest): Effect.Effect<WorkerInfo, AdmissionError> =>
-      Effect.gen(function* () {
-        const entered = yield* enqueue(request)
-        if (Either.isRight(entered)) return entered.right
-        const waiter = entered.left
-        // Waiters ahead of it may only wait for other (busy) workers: let the serve pass, which goes in
-        // priority order, hand it a free slot on a worker nobody ahead of it can use.
-        yield* Queue.offer(wakeups, undefined)
-        const since = yield* Clock.currentTimeMillis
-        yield* Effect.logDebug(`queued a request for ${request.model}: every worker is busy`)
-        return yield* Deferred.await(waiter.result).pipe(
-          Effect.timeoutFail({
-            duration: maxWaitMs,
-            onTimeout: () => new QueueTimeout({ model: request.model, waitedMs: maxWaitMs, retryAfterSeconds })
-          }),
-          Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : abandon(waiter))),
-          Effect.tapError(() =>
-            Clock.currentTimeMillis.pipe(
-              Effect.flatMap((now) => Effect.logDebug(`left the queue for ${request.model} after ${now - since} ms`))
-            )
-          )
-        )
+      Effect.suspend(() => {
+        const selection = balancer.select(request, latest, loadOf)
+        if (Either.isLeft(selection)) return Effect.fail(selection.left)
+        // A free slot that fits is taken at once: had a waiter been able to use it, `serve` would
+        // already have handed it over.
+        if (!selection.right.saturated) {
+          inFlight.reserve(selection.right.worker.workerId)
+          return Effect.succeed(selection.right.worker)
+        }
+        if (pending >= maxPending) return Effect.fail(new QueueFull({ model: request.model, pending, retryAfterSeconds }))
+        return wait(request)
       })
+
+    const release = (workerId: string): void => {
+      inFlight.release(workerId)
+      serve(workerId)
+    }
 
     return {
       admit,
-      release: (workerId: string) => inFlight.release(workerId),
-      pending: Effect.sync(() => waiters.length)
+      release,
+      /** Requests waiting now. */
+      pending: Effect.sync(() => pending),
+      pendingNow: (): number => pending
     } as const
   })
 }) {}

@@ -1,8 +1,9 @@
-import { Effect, Either, Ref } from "effect"
+import { Effect, Either } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { BalancingStrategy } from "../config/schema.js"
-import { NoSkilledWorker, NoWorkers } from "../domain/errors.js"
+import { ModelNotFound, NoSkilledWorker, NoWorkers } from "../domain/errors.js"
 import type { WorkerInfo } from "../domain/worker.js"
+import * as State from "./registry-state.js"
 
 /** What the Router asks the balancer for. */
 export interface SelectRequest {
@@ -23,7 +24,7 @@ export interface Selection {
   readonly saturated: boolean
 }
 
-export type SelectError = NoWorkers | NoSkilledWorker
+export type SelectError = ModelNotFound | NoWorkers | NoSkilledWorker
 
 /** Extra memory a model needs beyond its weights (KV cache, activations). */
 export const MEMORY_OVERHEAD = 1.2
@@ -64,25 +65,27 @@ export const memoryNeedGB = (worker: WorkerInfo, model: string): number => {
   return bytes !== undefined && bytes > 0 ? (bytes / BYTES_PER_GB) * MEMORY_OVERHEAD : estimateModelMemoryGB(model)
 }
 
-/** A worker's load: what the controller has in flight there, or what it last reported, whichever is more. */
-export const workerLoad = (worker: WorkerInfo, inFlight: ReadonlyMap<string, number>): number =>
-  Math.max(inFlight.get(worker.workerId) ?? 0, worker.metrics?.requests.active ?? 0)
-
-const byId = (a: WorkerInfo, b: WorkerInfo): number => (a.workerId < b.workerId ? -1 : a.workerId > b.workerId ? 1 : 0)
+/** A worker's load as the balancer weighs it: requests running there (see `InFlight.load`). */
+export type LoadOf = (worker: WorkerInfo) => number
 
 /**
  * Round robin over `candidates` (non-empty): in id order, the first worker after `lastSelected`,
  * wrapping around. With k candidates, k consecutive picks choose each of them once, whatever order
- * they are given in, and a changing candidate set still rotates.
+ * they are given in, and a changing candidate set still rotates. One pass, no sort.
  */
 export const pickRoundRobin = (candidates: ReadonlyArray<WorkerInfo>, lastSelected: string | undefined): WorkerInfo => {
-  const sorted = [...candidates].sort(byId)
-  const next = lastSelected === undefined ? undefined : sorted.find((w) => w.workerId > lastSelected)
-  return (next ?? sorted[0]) as WorkerInfo
+  let smallest: WorkerInfo | undefined
+  let next: WorkerInfo | undefined
+  for (const w of candidates) {
+    if (smallest === undefined || w.workerId < smallest.workerId) smallest = w
+    if (lastSelected !== undefined && w.workerId > lastSelected && (next === undefined || w.workerId < next.workerId)) next = w
+  }
+  return (next ?? smallest) as WorkerInfo
 }
 
 const minBy = (workers: ReadonlyArray<WorkerInfo>, key: (w: WorkerInfo) => number): ReadonlyArray<WorkerInfo> => {
-  const best = Math.min(...workers.map(key))
+  let best = Number.POSITIVE_INFINITY
+  for (const w of workers) best = Math.min(best, key(w))
   return workers.filter((w) => key(w) === best)
 }
 
@@ -90,16 +93,33 @@ const minBy = (workers: ReadonlyArray<WorkerInfo>, key: (w: WorkerInfo) => numbe
 export const servedModels = (workers: ReadonlyArray<WorkerInfo>): ReadonlyArray<string> =>
   Array.from(new Set(workers.flatMap((w) => w.skills.availableModels))).sort()
 
+/** What is known about the cluster when no online worker serves a model: enough to say why. */
+export interface UnservedContext {
+  /** Some registered worker (online or not) serves the model. */
+  readonly known: boolean
+  readonly onlineWorkers: number
+  /** The models online workers serve (only read to word the error). */
+  readonly served: () => ReadonlyArray<string>
+}
+
+/** The error for a model no online worker serves: unknown (404), nobody online, or nobody online with it. */
+export const unservedError = (request: SelectRequest, context: UnservedContext): SelectError => {
+  const { model } = request
+  if (!context.known) return new ModelNotFound({ model })
+  if (context.onlineWorkers === 0) return new NoWorkers({ model })
+  return new NoSkilledWorker({ model, available: context.served() })
+}
+
 /**
- * The selection algorithm, pure. `lastSelected` is the round-robin cursor (the id chosen last).
+ * The selection algorithm, pure. `workers` may be every worker or only the candidates for the model;
+ * `lastSelected` is the round-robin cursor (the id chosen last).
  *
- * 1. online workers only (none: `NoWorkers`);
- * 2. skills: the worker serves the model (none: `NoSkilledWorker`, naming the models served);
- * 3. tags: the worker has every requested tag (none: `NoSkilledWorker`);
- * 4. `exclude` drops workers already tried (none left: `NoWorkers`);
- * 5. capacity: workers whose load is below `maxConcurrent`; if there are none, all remaining ones
+ * 1. online workers that serve the model (none: `unservedError`, with `context` when given);
+ * 2. tags: the worker has every requested tag (none: `NoSkilledWorker`);
+ * 3. `exclude` drops workers already tried (none left: `NoWorkers`);
+ * 4. capacity: workers whose load is below `maxConcurrent`; if there are none, all remaining ones
  *    compete and the selection is `saturated`;
- * 6. by strategy —
+ * 5. by strategy —
  *    `smart`: prefer workers whose GPU memory fits the model (all if none fits), then least load,
  *    then highest `priority` (default 0), then round robin;
  *    `least_loaded`: least load, then round robin;
@@ -109,26 +129,36 @@ export const selectWorker = (
   strategy: BalancingStrategy,
   request: SelectRequest,
   workers: ReadonlyArray<WorkerInfo>,
-  inFlight: ReadonlyMap<string, number>,
-  lastSelected: string | undefined
+  load: LoadOf,
+  lastSelected: string | undefined,
+  context?: UnservedContext
 ): Either.Either<Selection, SelectError> => {
   const { model } = request
-  const online = workers.filter((w) => w.status === "online")
-  if (online.length === 0) return Either.left(new NoWorkers({ model }))
-
-  const noSkilled = () => Either.left(new NoSkilledWorker({ model, available: servedModels(online) }))
-  const skilled = online.filter((w) => w.skills.availableModels.includes(model))
-  if (skilled.length === 0) return noSkilled()
+  const skilled = workers.filter((w) => w.status === "online" && w.skills.availableModels.includes(model))
+  if (skilled.length === 0) {
+    const online = workers.filter((w) => w.status === "online")
+    return Either.left(
+      unservedError(
+        request,
+        context ?? {
+          known: workers.some((w) => w.skills.availableModels.includes(model)),
+          onlineWorkers: online.length,
+          served: () => servedModels(online)
+        }
+      )
+    )
+  }
 
   const tags = request.tags ?? []
-  const tagged = skilled.filter((w) => tags.every((tag) => (w.tags ?? []).includes(tag)))
-  if (tagged.length === 0) return Either.left(new NoSkilledWorker({ model, available: servedModels(online), tags }))
+  const tagged = tags.length === 0 ? skilled : skilled.filter((w) => tags.every((tag) => (w.tags ?? []).includes(tag)))
+  if (tagged.length === 0) {
+    return Either.left(new NoSkilledWorker({ model, available: servedModels(skilled), tags }))
+  }
 
   const exclude = request.exclude
-  const candidates = exclude === undefined ? tagged : tagged.filter((w) => !exclude.has(w.workerId))
+  const candidates = exclude === undefined || exclude.size === 0 ? tagged : tagged.filter((w) => !exclude.has(w.workerId))
   if (candidates.length === 0) return Either.left(new NoWorkers({ model }))
 
-  const load = (w: WorkerInfo) => workerLoad(w, inFlight)
   const withCapacity = candidates.filter((w) => load(w) < w.capabilities.maxConcurrent)
   const saturated = withCapacity.length === 0
   const pool = saturated ? candidates : withCapacity
@@ -151,31 +181,33 @@ export const selectWorker = (
 
 /**
  * Smart load balancing (PRD §5) with the strategy of `load_balancing.strategy`. Holds the
- * round-robin cursor, so that tied workers take turns across calls.
+ * round-robin cursor, so that tied workers take turns across calls. Selection reads the registry's
+ * index of online workers per model: its cost grows with the workers serving that model, not with
+ * the registry.
  */
 export class Balancer extends Effect.Service<Balancer>()("controller/Balancer", {
   effect: Effect.gen(function* () {
     const config = yield* ClusterConfigService
     const strategy = config.loadBalancing.strategy
-    const cursor = yield* Ref.make<string | undefined>(undefined)
+    let cursor: string | undefined
 
-    /**
-     * Chooses a worker for `request` among `workers`, given the controller's in-flight count per
-     * worker id. Fails with `NoWorkers` or `NoSkilledWorker`.
-     */
-    const select = (
-      request: SelectRequest,
-      workers: ReadonlyArray<WorkerInfo>,
-      inFlight: ReadonlyMap<string, number>
-    ): Effect.Effect<Selection, SelectError> =>
-      Ref.modify(cursor, (last) => {
-        const result = selectWorker(strategy, request, workers, inFlight, last)
-        return [result, Either.isRight(result) ? result.right.worker.workerId : last] as const
-      }).pipe(Effect.flatMap((result) => (Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))))
+    /** Chooses a worker for `request` in registry state `state`, weighing each candidate with `load`. */
+    const select = (request: SelectRequest, state: State.RegistryState, load: LoadOf): Either.Either<Selection, SelectError> => {
+      const candidates = State.onlineServing(state, request.model)
+      const result =
+        candidates.length === 0
+          ? Either.left(
+              unservedError(request, {
+                known: State.isKnownModel(state, request.model),
+                onlineWorkers: State.counts(state).online,
+                served: () => State.servedModels(state).map((m) => m.model)
+              })
+            )
+          : selectWorker(strategy, request, candidates, load, cursor)
+      if (Either.isRight(result)) cursor = result.right.worker.workerId
+      return result
+    }
 
-    /** Forgets the round-robin position. */
-    const reset: Effect.Effect<void> = Ref.set(cursor, undefined)
-
-    return { strategy, select, reset } as const
+    return { select } as const
   })
 }) {}

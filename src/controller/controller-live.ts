@@ -7,20 +7,26 @@ import { ClusterStatusQuery } from "./cluster-status.js"
 import { ControllerIdentity } from "./controller-identity.js"
 import { HealthMonitorLive } from "./health-monitor.js"
 import { InFlight } from "./in-flight.js"
+import { DeadlineSweep } from "./deadline-sweep.js"
 import { ControllerLifecycle } from "./lifecycle.js"
+import { LoadMonitor } from "./load-monitor.js"
 import { Registry } from "./registry.js"
 import { announce, RegistrySyncLive } from "./registry-sync.js"
+import { RequestJournal } from "./request-journal.js"
 import { RequestStats } from "./request-stats.js"
 import { Router } from "./router.js"
 
-/** The controller's state: registry, balancer, in-flight counts, statistics and lifecycle. */
+/** The controller's state: registry, balancer, in-flight counts, statistics, lifecycle and clocks. */
 const ControllerStateLive = Layer.mergeAll(
   Registry.Default,
   Balancer.Default,
   InFlight.Default,
   RequestStats.Default,
+  RequestJournal.Default,
   ControllerLifecycle.Default,
-  ControllerIdentity.Default
+  ControllerIdentity.Default,
+  DeadlineSweep.Default,
+  LoadMonitor.Default
 )
 
 /**

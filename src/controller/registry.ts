@@ -1,26 +1,20 @@
-import { Clock, Effect, HashMap, Option, Stream, SubscriptionRef } from "effect"
+import { Clock, Effect, Option, Ref } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { WorkerDeregistration, WorkerHeartbeat, WorkerInfo, WorkerRegistration } from "../domain/worker.js"
 import * as State from "./registry-state.js"
 
-/** What the registry holds at one moment; `version` grows by one with every change. */
-export interface RegistrySnapshot {
-  readonly version: number
-  readonly workers: ReadonlyArray<WorkerInfo>
-}
+export type RegistryCounts = State.RegistryCounts
 
-export interface RegistryCounts {
-  readonly total: number
-  readonly online: number
-  readonly offline: number
-}
-
-interface Versioned {
-  readonly version: number
+/** What one registry update changed: the status transitions and every worker whose entry changed. */
+export interface RegistryChange {
+  readonly transitions: ReadonlyArray<State.StatusTransition>
+  readonly touched: ReadonlyArray<string>
+  /** The registry after the change. */
   readonly state: State.RegistryState
 }
 
-const toSnapshot = (v: Versioned): RegistrySnapshot => ({ version: v.version, workers: State.toArray(v.state) })
+/** Called synchronously after every update that changed something; must not throw or block. */
+export type RegistryListener = (change: RegistryChange) => void
 
 const logTransition = (t: State.StatusTransition): Effect.Effect<void> => {
   const line =
@@ -30,97 +24,74 @@ const logTransition = (t: State.StatusTransition): Effect.Effect<void> => {
 }
 
 /**
- * The controller's list of workers (PRD §1). The state is a `SubscriptionRef` over the pure
- * transitions of `registry-state.ts`; every status change is logged as one line annotated with its
- * `workerId`. Time comes from `Clock`, so tests drive it with `TestClock`.
+ * The controller's list of workers (PRD §1). The state is a `Ref` over the pure transitions of
+ * `registry-state.ts`, whose indexes keep every update and every selection independent of the
+ * number of workers (issue 9: 10,000 registrations must not be quadratic). Every status change is
+ * logged as one line annotated with its `workerId`; listeners (the Router, the admission queue) hear
+ * of each change synchronously, instead of a snapshot stream that would copy the registry per change.
+ * Time comes from `Clock`, so tests drive it with `TestClock`.
  */
 export class Registry extends Effect.Service<Registry>()("controller/Registry", {
-  effect: Effect.gen(function* () {
+  scoped: Effect.gen(function* () {
     const config = yield* ClusterConfigService
     const { offlineTimeoutMs, pruneAfterMs } = config.discovery
-    const ref = yield* SubscriptionRef.make<Versioned>({ version: 0, state: State.empty })
+    const ref = yield* Ref.make<State.RegistryState>(State.empty)
+    const listeners = new Set<RegistryListener>()
 
-    /** Applies one pure transition atomically, logs its status changes, bumps the version if anything changed. */
+    /** Applies one pure transition atomically, logs its status changes and tells the listeners. */
     const apply = <A>(step: (state: State.RegistryState, now: number) => State.Transition<A>): Effect.Effect<A> =>
-      SubscriptionRef.modifyEffect(ref, (current) =>
-        Effect.gen(function* () {
-          const now = yield* Clock.currentTimeMillis
-          const next = step(current.state, now)
-          yield* Effect.forEach(next.transitions, logTransition, { discard: true })
-          const changed = next.state !== current.state
-          return [next.result, changed ? { version: current.version + 1, state: next.state } : current] as const
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const next = yield* Ref.modify(ref, (current) => {
+          const t = step(current, now)
+          return [t, t.state] as const
         })
-      )
+        if (next.transitions.length > 0) yield* Effect.forEach(next.transitions, logTransition, { discard: true })
+        if (next.touched.length > 0 && listeners.size > 0) {
+          const change: RegistryChange = { transitions: next.transitions, touched: next.touched, state: next.state }
+          for (const listener of listeners) listener(change)
+        }
+        return next.result
+      })
 
-    const workers = Effect.map(SubscriptionRef.get(ref), (v) => State.toArray(v.state))
-    const withStatus = (status: WorkerInfo["status"]) =>
-      Effect.map(workers, (all) => all.filter((w) => w.status === status))
-
-    const register = (reg: WorkerRegistration): Effect.Effect<void> =>
-      apply((s, now) => State.applyRegistration(s, reg, now)).pipe(
-        Effect.withSpan("Registry.register", { attributes: { workerId: reg.workerId } })
-      )
-
-    const heartbeat = (hb: WorkerHeartbeat): Effect.Effect<State.HeartbeatResult> =>
-      apply((s, now) => State.applyHeartbeat(s, hb, now))
-
-    const deregister = (msg: WorkerDeregistration): Effect.Effect<void> =>
-      apply((s) => State.applyDeregistration(s, msg)).pipe(
-        Effect.withSpan("Registry.deregister", { attributes: { workerId: msg.workerId } })
-      )
-
-    const markOffline = (workerId: string, reason: string): Effect.Effect<void> =>
-      apply((s) => State.markOffline(s, workerId, reason))
+    const state = Ref.get(ref)
+    const workers = Effect.map(state, State.toArray)
 
     /** Marks silent workers offline, then prunes offline workers past `prune_after_ms`. */
-    const sweep: Effect.Effect<void> = apply((s, now) => {
-      const swept = State.sweep(s, now, offlineTimeoutMs)
-      const pruned = State.prune(swept.state, now, pruneAfterMs)
-      return { state: pruned.state, transitions: [...swept.transitions, ...pruned.transitions], result: undefined }
-    }).pipe(Effect.withSpan("Registry.sweep"))
-
-    const get = (workerId: string): Effect.Effect<Option.Option<WorkerInfo>> =>
-      Effect.map(SubscriptionRef.get(ref), (v) => HashMap.get(v.state, workerId))
-
-    const counts: Effect.Effect<RegistryCounts> = Effect.map(workers, (all) => ({
-      total: all.length,
-      online: all.filter((w) => w.status === "online").length,
-      offline: all.filter((w) => w.status === "offline").length
-    }))
-
-    const snapshot: Effect.Effect<RegistrySnapshot> = Effect.map(SubscriptionRef.get(ref), toSnapshot)
-
-    /**
-     * The current snapshot at once, then one snapshot per change. Subscribing and reading the
-     * current value happen atomically, so no change is missed between the two.
-     */
-    const changes: Stream.Stream<RegistrySnapshot> = ref.changes.pipe(
-      Stream.changesWith((a, b) => a.version === b.version),
-      Stream.map(toSnapshot)
-    )
-
-    /** Completes as soon as the version is greater than `sinceVersion` (at once if it already is). */
-    const awaitChange = (sinceVersion: number): Effect.Effect<RegistrySnapshot> =>
-      ref.changes.pipe(
-        Stream.filter((v) => v.version > sinceVersion),
-        Stream.runHead,
-        Effect.map((head) => toSnapshot(Option.getOrThrow(head)))
-      )
+    const sweep = (lagAllowanceMs = 0): Effect.Effect<void> =>
+      apply((s, now) => {
+        const swept = State.sweep(s, now, offlineTimeoutMs + lagAllowanceMs)
+        const pruned = State.prune(swept.state, now, pruneAfterMs)
+        return {
+          state: pruned.state,
+          transitions: [...swept.transitions, ...pruned.transitions],
+          touched: [...swept.touched, ...pruned.touched],
+          result: undefined
+        }
+      }).pipe(Effect.withSpan("Registry.sweep"))
 
     return {
-      register,
-      heartbeat,
-      deregister,
-      markOffline,
+      register: (reg: WorkerRegistration): Effect.Effect<void> => apply((s, now) => State.applyRegistration(s, reg, now)),
+      heartbeat: (hb: WorkerHeartbeat): Effect.Effect<State.HeartbeatResult> =>
+        apply((s, now) => State.applyHeartbeat(s, hb, now)),
+      deregister: (msg: WorkerDeregistration): Effect.Effect<void> => apply((s) => State.applyDeregistration(s, msg)),
+      markOffline: (workerId: string, reason: string): Effect.Effect<void> => apply((s) => State.markOffline(s, workerId, reason)),
       sweep,
+      /** Every worker, ordered by id. */
       all: workers,
-      online: withStatus("online"),
-      offline: withStatus("offline"),
-      get,
-      counts,
-      snapshot,
-      changes,
-      awaitChange
+      /** The online workers, ordered by id. */
+      online: Effect.map(workers, (all) => all.filter((w) => w.status === "online")),
+      get: (workerId: string): Effect.Effect<Option.Option<WorkerInfo>> =>
+        Effect.map(state, (s) => Option.fromNullable(State.getWorker(s, workerId))),
+      counts: Effect.map(state, State.counts),
+      /** The whole state, for the balancer and listings that read several views at once. */
+      state,
+      /** Hears every change from now until the scope closes. */
+      listen: (listener: RegistryListener) =>
+        Effect.acquireRelease(
+          Effect.sync(() => listeners.add(listener)),
+          () => Effect.sync(() => listeners.delete(listener))
+        )
     } as const
   })
 }) {}

@@ -1,96 +1,59 @@
-import { Cause, Chunk, Clock, Data, Deferred, Effect, Exit, Metric, Option, Queue, Stream } from "effect"
+import { Cause, Effect, Exit, FiberSet, Metric, Option, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import {
+  type AttemptFailure,
   type InferenceError,
-  InferenceTimeout,
   InvalidRequest,
   type NoWorkers,
+  Overloaded,
   ShuttingDown,
-  type TimeoutPhase,
+  SlowConsumer,
+  toOpenAiError,
   WorkerFailed,
   WorkersUnavailable
 } from "../domain/errors.js"
 import { RequestId } from "../domain/ids.js"
-import {
-  CancelRequest,
-  type ChatMessage,
-  type FinishReason,
-  InferenceReply,
-  InferenceRequest,
-  TokenMessage,
-  type Usage
-} from "../domain/inference.js"
+import { InferenceReply, InferenceRequest } from "../domain/inference.js"
+import type { DoneEvent, RelayEvent, RelaySink, RouteRequest } from "../domain/route.js"
 import { Subjects } from "../domain/subjects.js"
 import type { WorkerInfo } from "../domain/worker.js"
-import { type Incoming, NatsTransport } from "../nats/nats-transport.js"
+import { NatsTransport } from "../nats/nats-transport.js"
 import { AdmissionQueue } from "./admission-queue.js"
+import { DeadlineSweep } from "./deadline-sweep.js"
 import { ControllerLifecycle } from "./lifecycle.js"
+import { LoadMonitor } from "./load-monitor.js"
 import * as Metrics from "./metrics.js"
 import { Registry } from "./registry.js"
+import { Relay } from "./relay.js"
+import type { AttemptOutcome, RetryKind } from "./relay-step.js"
+import { RequestJournal, type RequestSummary } from "./request-journal.js"
 import { type RequestOutcome, RequestStats } from "./request-stats.js"
 
-/** What a front door (HTTP, WebSocket, RPC) asks the cluster to generate. */
-export interface RouteRequest {
-  readonly model: string
-  readonly messages?: ReadonlyArray<ChatMessage>
-  readonly prompt?: string
-  readonly maxTokens: number
-  readonly temperature?: number
-  readonly topP?: number
-  readonly stop?: ReadonlyArray<string>
-  /** Only workers carrying every one of these tags. */
-  readonly tags?: ReadonlyArray<string>
-  /** Higher leaves the admission queue first. */
-  readonly priority?: number
-  /** Metrics label: which front door asked (`chat`, `completions`, `ws`, `rpc`). */
-  readonly route?: string
+export type { RetryKind } from "./relay-step.js"
+
+/** What every attempt of one request shares. */
+interface RequestContext {
+  readonly request: RouteRequest
+  readonly requestId: string
+  readonly startedAt: number
+  readonly sink: RelaySink
+  /** Workers already tried: never chosen again for this request. */
+  readonly tried: Set<string>
+  /** Why each tried worker did not serve it, in order. */
+  readonly failures: Array<AttemptFailure>
+  readonly retryKinds: Array<RetryKind>
+  /** Tokens relayed to the consumer so far, over all attempts. */
+  relayed: number
+  firstTokenAt: number | undefined
+  workerId: string | undefined
 }
-
-export type RelayEvent =
-  | { readonly type: "token"; readonly index: number; readonly token: string }
-  | {
-      readonly type: "done"
-      readonly finishReason: FinishReason
-      readonly usage: Usage
-      readonly latencyMs: number
-      readonly workerId: string
-    }
-
-/** Why a request moved to another worker: the `reason` label of `mlx_cluster_retries_total`. */
-export type RetryKind = "no_responders" | "ack_timeout" | "invalid_ack" | "refused" | "worker_offline" | "worker_error"
-
-/** Internal: this worker cannot take the request, and no token has been sent yet: try another. */
-class RetryElsewhere extends Data.TaggedError("RetryElsewhere")<{
-  readonly workerId: string
-  readonly kind: RetryKind
-  readonly reason: string
-}> {}
-
-/**
- * Offered into an attempt's subscription queue to wake its relay when its failure was set from
- * outside the worker's messages. Recognised by identity; it never reaches a consumer, so its `data`
- * is never read (hence `never`).
- */
-const WAKE: Incoming<never> = { subject: "", data: undefined as never, replyTo: undefined }
-
-interface TaggedError {
-  readonly _tag: string
-  readonly message: string
-}
-const isTaggedError = (u: unknown): u is TaggedError =>
-  typeof u === "object" && u !== null && "_tag" in u && typeof u._tag === "string" && "message" in u
-
-/** Worker error codes that say the request itself cannot succeed anywhere: no retry. */
-const FINAL_WORKER_CODES: ReadonlySet<string> = new Set(["timeout", "cancelled", "invalid_request"])
-
-type AttemptError = InferenceError | RetryElsewhere
 
 const toWire = (requestId: RequestId, r: RouteRequest): InferenceRequest => ({
   requestId,
   model: r.model,
-  maxTokens: r.maxTokens,
   stream: true,
+  ...(r.maxTokens === undefined ? {} : { maxTokens: r.maxTokens }),
   ...(r.messages === undefined ? {} : { messages: r.messages }),
   ...(r.prompt === undefined ? {} : { prompt: r.prompt }),
   ...(r.temperature === undefined ? {} : { temperature: r.temperature }),
@@ -98,371 +61,282 @@ const toWire = (requestId: RequestId, r: RouteRequest): InferenceRequest => ({
   ...(r.stop === undefined ? {} : { stop: r.stop })
 })
 
+const textEncoder = new TextEncoder()
+
 /**
- * Routes a request to a worker and relays its tokens as a `Stream` (PRD §4).
+ * Routes a request to a worker and relays its tokens (PRD §4), at the cost of one fiber and a fixed
+ * handful of Effect operations per request — none per token (issue 10).
  *
- * Per attempt: reserve a slot through the admission queue (balancer + queue), subscribe to
- * `response.{id}` *before* dispatching, dispatch with a NATS request and read the ack. No
- * responders marks the worker offline and tries another; a `busy`/`model_not_found` refusal, an
- * ack timeout, the worker going offline or reporting an error before its first token also try
- * another — at most `max_retries` others, never after a token was relayed. The relay enforces the first-token,
- * inactivity and whole-request timeouts with one watchdog fiber per stream (not a timer per
- * token), checks that token indexes have no gaps, and when the stream ends without the worker's
- * `done` (client gone, timeout, error) it publishes `worker.{id}.cancel`.
+ * Per attempt: a slot from the admission queue (balancer + queue), a subscription to
+ * `response.{id}` made *before* dispatching, the dispatch as a NATS request, its ack. From then on
+ * the worker's messages go from the NATS callback through the pure relay step (`relay-step.ts`) to
+ * the consumer's `RelaySink` synchronously; the request's fiber only waits for the outcome. No
+ * responders marks the worker offline and tries another; a refusal, an ack timeout, the worker
+ * going offline or reporting an error before its first token also try another — at most
+ * `max_retries` others, never after a token was relayed. One `DeadlineSweep` enforces every
+ * stream's first-token, inactivity and whole-request limits; token indexes are checked for gaps;
+ * when an attempt ends without the worker's `done` (client gone, timeout, error) the worker gets
+ * `worker.{id}.cancel`. Each finished request is recorded once in the `RequestJournal`.
  */
 export class Router extends Effect.Service<Router>()("controller/Router", {
   scoped: Effect.gen(function* () {
     const config = yield* ClusterConfigService
     const nats = yield* NatsTransport
     const registry = yield* Registry
-    const queue = yield* AdmissionQueue
+    const admission = yield* AdmissionQueue
     const stats = yield* RequestStats
     const lifecycle = yield* ControllerLifecycle
+    const journal = yield* RequestJournal
+    const deadlines = yield* DeadlineSweep
+    const monitor = yield* LoadMonitor
+    const runLog = yield* FiberSet.makeRuntime<never>()
     const c = config.controller
+    const maxLagMs = c.overload.maxEventLoopLagMs
+    const now = deadlines.now
 
-    /** Per worker id, the callbacks of attempts that must hear when that worker goes offline. */
-    const watchers = new Map<string, Set<(reason: string) => Effect.Effect<void>>>()
-    const watch = (workerId: string, onLost: (reason: string) => Effect.Effect<void>) =>
-      Effect.acquireRelease(
+    /** The relays running now, per worker id: told at once when their worker goes offline. */
+    const relaysByWorker = new Map<string, Set<Relay>>()
+    yield* registry.listen((change) => {
+      for (const t of change.transitions) {
+        if (t.to !== "offline" && t.to !== "absent") continue
+        const relays = relaysByWorker.get(t.workerId)
+        if (relays !== undefined) for (const relay of [...relays]) relay.lost(t.reason)
+      }
+    })
+    // A forced stop (drain timeout) ends every stream still running.
+    yield* lifecycle.stopped.pipe(
+      Effect.zipRight(
         Effect.sync(() => {
-          const set = watchers.get(workerId) ?? new Set()
-          set.add(onLost)
-          watchers.set(workerId, set)
-        }),
-        () =>
-          Effect.sync(() => {
-            const set = watchers.get(workerId)
-            set?.delete(onLost)
-            if (set?.size === 0) watchers.delete(workerId)
-          })
-      )
-    yield* registry.changes.pipe(
-      Stream.runForEach((snapshot) =>
-        Effect.forEach(
-          [...watchers.keys()],
-          (workerId) => {
-            const info = snapshot.workers.find((w) => w.workerId === workerId)
-            if (info !== undefined && info.status === "online") return Effect.void
-            const reason = info?.statusReason ?? "removed from the registry"
-            return Effect.forEach([...(watchers.get(workerId) ?? [])], (onLost) => onLost(reason), { discard: true })
-          },
-          { discard: true }
-        )
+          for (const relays of relaysByWorker.values()) {
+            for (const relay of [...relays]) relay.end({ _tag: "Fail", error: new ShuttingDown({ forced: true }) })
+          }
+        })
       ),
       Effect.forkScoped
     )
 
-    const sendCancel = (workerId: string, requestId: RequestId, reason: string) =>
-      nats
-        .publish(Subjects.cancel(workerId), CancelRequest, { requestId })
-        .pipe(Effect.zipRight(Metric.increment(Metric.tagged(Metrics.cancelsTotal, "reason", reason))))
+    let lastInvalidLog = 0
+    const onInvalid = (subject: string, reason: string) => {
+      const at = Date.now()
+      if (at - lastInvalidLog < 1_000) return
+      lastInvalidLog = at
+      runLog(Effect.logWarning(`dropped a message on ${subject}: ${reason}`))
+    }
 
-    /** Dispatches to `worker` and reads its ack; anything but an ack ends in an error. */
-    const dispatch = (worker: WorkerInfo, wire: InferenceRequest) =>
-      nats
-        .request(Subjects.inference(worker.workerId), InferenceRequest, wire, InferenceReply, {
-          timeoutMs: c.dispatchTimeoutMs
+    const sendCancel = (workerId: string, attemptId: string, reason: "client" | "error") => {
+      nats.send(Subjects.cancel(workerId), textEncoder.encode(JSON.stringify({ requestId: attemptId })))
+      return Metric.increment(Metric.tagged(Metrics.cancelsTotal, "reason", reason))
+    }
+
+    /** Dispatches to `worker` and reads its ack: `undefined` when accepted, else how the attempt ends. */
+    const dispatch = (worker: WorkerInfo, wire: InferenceRequest): Effect.Effect<AttemptOutcome | undefined> =>
+      nats.request(Subjects.inference(worker.workerId), InferenceRequest, wire, InferenceReply, { timeoutMs: c.dispatchTimeoutMs }).pipe(
+        Effect.map((reply): AttemptOutcome | undefined => {
+          if (reply.accepted) return undefined
+          if (reply.reason === "invalid_request") return { _tag: "Fail", error: new InvalidRequest({ message: reply.message }) }
+          return { _tag: "Retry", kind: "refused", reason: `${reply.reason}: ${reply.message}` }
+        }),
+        Effect.catchTags({
+          NatsNoResponders: () =>
+            Effect.as(registry.markOffline(worker.workerId, "no responders"), {
+              _tag: "Retry",
+              kind: "no_responders",
+              reason: "no responders"
+            } as const),
+          NatsRequestTimeout: () =>
+            Effect.succeed({ _tag: "Retry", kind: "ack_timeout", reason: `no ack within ${c.dispatchTimeoutMs} ms` } as const),
+          NatsReplyInvalid: (e) => Effect.succeed({ _tag: "Retry", kind: "invalid_ack", reason: `invalid ack: ${e.reason}` } as const)
         })
-        .pipe(
-          Effect.catchTags({
-            NatsNoResponders: () =>
-              registry
-                .markOffline(worker.workerId, "no responders")
-                .pipe(
-                  Effect.zipRight(
-                    Effect.fail(new RetryElsewhere({ workerId: worker.workerId, kind: "no_responders", reason: "no responders" }))
-                  )
-                ),
-            NatsRequestTimeout: () =>
-              Effect.fail(
-                new RetryElsewhere({ workerId: worker.workerId, kind: "ack_timeout", reason: `no ack within ${c.dispatchTimeoutMs} ms` })
-              ),
-            NatsReplyInvalid: (e) =>
-              Effect.fail(new RetryElsewhere({ workerId: worker.workerId, kind: "invalid_ack", reason: `invalid ack: ${e.reason}` }))
-          }),
-          Effect.flatMap((reply): Effect.Effect<void, InvalidRequest | RetryElsewhere> => {
-            if (reply.accepted) return Effect.void
-            if (reply.reason === "invalid_request") return Effect.fail(new InvalidRequest({ message: reply.message }))
-            return Effect.fail(
-              new RetryElsewhere({ workerId: worker.workerId, kind: "refused", reason: `${reply.reason}: ${reply.message}` })
-            )
-          })
-        )
+      )
 
-    interface Progress {
-      /** Tokens relayed so far over all attempts: after the first, no retry. */
-      relayed: number
-      /** The worker's `done` was relayed. */
-      done: boolean
+    const watch = (relay: Relay, workerId: string) => {
+      let relays = relaysByWorker.get(workerId)
+      if (relays === undefined) {
+        relays = new Set()
+        relaysByWorker.set(workerId, relays)
+      }
+      relays.add(relay)
+      return () => {
+        relays.delete(relay)
+        if (relays.size === 0) relaysByWorker.delete(workerId)
+      }
     }
 
-    /** The fail callbacks of the attempts running now: a forced stop ends them all. */
-    const running = new Set<(error: AttemptError) => Effect.Effect<void>>()
-    yield* lifecycle.stopped.pipe(
-      Effect.zipRight(Effect.suspend(() => Effect.forEach([...running], (fail) => fail(new ShuttingDown({ forced: true }))))),
-      Effect.forkScoped
-    )
-
-    /** What every attempt of one request shares. */
-    interface RequestContext {
-      readonly request: RouteRequest
-      readonly requestId: string
-      readonly startedAt: number
-      /** Workers already tried: never chosen again for this request. */
-      readonly tried: Set<string>
-      readonly progress: Progress
-    }
-
-    const attempt = (ctx: RequestContext, attemptNo: number): Stream.Stream<RelayEvent, AttemptError> =>
-      Stream.unwrapScoped(
+    /** One attempt on one worker, from taking a slot to the attempt's outcome. */
+    const attempt = (ctx: RequestContext, attemptNo: number): Effect.Effect<AttemptOutcome, InferenceError> =>
+      // The slot and the finalizer that gives it back are taken together: no interruption between them.
+      Effect.uninterruptibleMask((restore) =>
         Effect.gen(function* () {
-          const { request, requestId, startedAt, tried, progress } = ctx
-          const admission = {
-            model: request.model,
-            exclude: tried,
-            ...(request.tags === undefined ? {} : { tags: request.tags }),
-            ...(request.priority === undefined ? {} : { priority: request.priority })
-          }
-          // The slot and the finalizer that gives it back are taken together: no interruption between them.
-          const worker = yield* Effect.uninterruptibleMask((restore) =>
-            restore(queue.admit(admission)).pipe(Effect.tap((w) => Effect.addFinalizer(() => queue.release(w.workerId))))
+          const { request } = ctx
+          const worker = yield* restore(
+            admission.admit({
+              model: request.model,
+              exclude: ctx.tried,
+              ...(request.tags === undefined ? {} : { tags: request.tags }),
+              ...(request.priority === undefined ? {} : { priority: request.priority })
+            })
           ).pipe(
             Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
-              tried.size > 0
-                ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: tried.size, lastReason: "every skilled worker was tried" }))
-                : Effect.fail(e)
+              // Every skilled worker was tried: say what each of them answered.
+              ctx.tried.size > 0 ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: ctx.failures })) : Effect.fail(e)
             )
           )
-          tried.add(worker.workerId)
           const workerId = worker.workerId
-          const attemptId = RequestId.make(attemptNo === 0 ? requestId : `${requestId}-${attemptNo}`)
-
-          // Completed by the first token: the watchdog then switches from the first-token deadline to the (earlier) idle one.
-          const firstToken = yield* Deferred.make<void>()
-          /** Set once: ends the stream with this error after the events before it. */
-          let failure: AttemptError | undefined
-          /** The worker sent `done` or `error`: it runs nothing more for us, so no cancel. */
-          let finished = false
-          /** `done` was relayed: the stream ends. */
-          let ended = false
-          let lastActivity = yield* Clock.currentTimeMillis
-          const dispatchedAt = lastActivity
-          let expected = 0
-
-          // Subscribe before dispatching, so that no token can arrive before we listen. The relay reads
-          // the subscription's own queue, into which WAKE is offered when a failure is set from outside
-          // (watchdog, worker lost, forced stop): one take per batch of messages, no race per pull.
-          const inbox = yield* nats.subscribeQueue(
-            Subjects.response(attemptId),
-            TokenMessage
-          )
-          const fail = (error: AttemptError) =>
-            Effect.sync(() => {
-              if (failure !== undefined || ended) return
-              failure = error
-              inbox.unsafeOffer(WAKE)
-            })
-          yield* Effect.addFinalizer((exit) => {
-            if (finished) return Effect.void
-            // Ended early without a failure (the consumer stopped pulling) or interrupted: the client's doing.
-            const reason = Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause) ? "client" : "error"
-            return sendCancel(workerId, attemptId, reason)
+          ctx.tried.add(workerId)
+          ctx.workerId = workerId
+          const attemptId = attemptNo === 0 ? ctx.requestId : `${ctx.requestId}-${attemptNo}`
+          const relay = new Relay({
+            workerId,
+            attemptId,
+            sink: ctx.sink,
+            relayedBefore: ctx.relayed,
+            startedAt: ctx.startedAt,
+            limits: c,
+            now,
+            onTokens: (count, at) => {
+              if (ctx.relayed === 0) ctx.firstTokenAt = at
+              ctx.relayed += count
+            },
+            slowConsumer: () => new SlowConsumer({ limitBytes: c.api.maxBufferedBytes }),
+            onInvalid
           })
-          yield* watch(workerId, (reason) =>
-            fail(
-              progress.relayed === 0
-                ? new RetryElsewhere({ workerId, kind: "worker_offline", reason: `went offline (${reason})` })
-                : new WorkerFailed({ workerId, code: "worker_lost", message: `worker ${workerId} went offline: ${reason}` })
-            )
-          )
-          yield* Effect.acquireRelease(
-            Effect.sync(() => running.add(fail)),
-            () => Effect.sync(() => running.delete(fail))
-          )
-
-          const dispatched = yield* Effect.exit(dispatch(worker, toWire(attemptId, request)))
-          if (Exit.isFailure(dispatched)) {
-            // A refusal or no responders: the worker runs nothing for us. A timeout may still ack late: cancel.
-            finished = !Cause.failureOption(dispatched.cause).pipe(
-              Option.exists((e) => e._tag === "RetryElsewhere" && e.kind === "ack_timeout")
-            )
-            return yield* Effect.failCause(dispatched.cause)
-          }
-
-          /** The earliest deadline that applies now, and which limit it is. */
-          const deadline = (): { at: number; phase: TimeoutPhase; timeoutMs: number } => {
-            const whole = { at: startedAt + c.requestTimeoutMs, phase: "request" as const, timeoutMs: c.requestTimeoutMs }
-            const phase =
-              expected === 0
-                ? { at: dispatchedAt + c.firstTokenTimeoutMs, phase: "first_token" as const, timeoutMs: c.firstTokenTimeoutMs }
-                : { at: lastActivity + c.streamIdleTimeoutMs, phase: "stream_idle" as const, timeoutMs: c.streamIdleTimeoutMs }
-            return phase.at < whole.at ? phase : whole
-          }
-          // One watchdog per stream, not a timer per token: it sleeps until the next deadline and checks
-          // again, since tokens that came meanwhile only move deadlines later. The one exception, the
-          // switch from the first-token deadline to the idle one, wakes it through `firstToken`.
-          yield* Effect.gen(function* () {
-            while (failure === undefined && !ended) {
-              const now = yield* Clock.currentTimeMillis
-              const next = deadline()
-              if (now >= next.at) {
-                return yield* fail(new InferenceTimeout({ phase: next.phase, timeoutMs: next.timeoutMs, workerId }))
-              }
-              const sleep = Effect.sleep(next.at - now)
-              yield* next.phase === "first_token" ? Effect.raceFirst(sleep, Deferred.await(firstToken)) : sleep
+          // Subscribe before dispatching, so that no token can arrive before we listen.
+          const subscription = nats.listen(Subjects.response(attemptId), relay.onMessage)
+          const unwatch = watch(relay, workerId)
+          const unsweep = deadlines.add(relay)
+          const run = Effect.gen(function* () {
+            const refused = yield* dispatch(worker, toWire(RequestId.make(attemptId), request))
+            if (refused !== undefined) {
+              // A timeout may still be acked late (then a cancel is owed); anything else runs nothing.
+              if (!(refused._tag === "Retry" && refused.kind === "ack_timeout")) relay.markFinished()
+              relay.end(refused)
+            } else {
+              relay.dispatched(now())
             }
-          }).pipe(Effect.forkScoped)
-
-          /** The events of one batch of messages; a failure among them ends the stream at the next pull. */
-          const relay = (chunk: Chunk.Chunk<Incoming<TokenMessage>>) =>
-            Effect.gen(function* () {
-              const out: Array<RelayEvent> = []
-              let tokens = 0
-              for (const message of chunk) {
-                if (message === WAKE) continue
-                if (finished || failure !== undefined) break
-                const data = message.data
-                switch (data.type) {
-                  case "token": {
-                    if (data.index !== expected) {
-                      // Not `finished`: the worker may still be generating, so the finalizer cancels it.
-                      failure = new WorkerFailed({
-                        workerId,
-                        code: "token_gap",
-                        message: `expected token ${expected} from worker ${workerId}, got ${data.index}`
-                      })
-                      break
-                    }
-                    expected++
-                    tokens++
-                    out.push({ type: "token", index: data.index, token: data.token })
-                    break
-                  }
-                  case "done":
-                    finished = true
-                    ended = true
-                    progress.done = true
-                    out.push({ type: "done", finishReason: data.finishReason, usage: data.usage, latencyMs: data.latencyMs, workerId })
-                    break
-                  case "error":
-                    finished = true
-                    // Before any token, a worker's own failure (engine down, upstream unreachable) is
-                    // that worker's problem: another one may serve the request.
-                    failure =
-                      progress.relayed === 0 && expected === 0 && !FINAL_WORKER_CODES.has(data.code)
-                        ? new RetryElsewhere({ workerId, kind: "worker_error", reason: `failed (${data.code}: ${data.message})` })
-                        : new WorkerFailed({ workerId, code: data.code, message: data.message })
-                    break
-                }
-              }
-              if (tokens > 0) {
-                const now = yield* Clock.currentTimeMillis
-                lastActivity = now
-                if (expected === tokens) yield* Deferred.succeed(firstToken, undefined)
-                if (progress.relayed === 0) {
-                  yield* Metric.update(Metrics.timeToFirstTokenMs, now - dispatchedAt)
-                }
-                progress.relayed += tokens
-                yield* Metric.incrementBy(Metrics.tokensRelayed, tokens)
-              }
-              return Chunk.unsafeFromArray(out)
-            })
-
-          /** One pull: what the inbox holds now, or the end (after `done`), or the failure. */
-          const pull: Effect.Effect<Chunk.Chunk<RelayEvent>, Option.Option<AttemptError>> = Effect.suspend(() => {
-            if (ended) return Effect.fail(Option.none())
-            if (failure !== undefined) return Effect.fail(Option.some(failure))
-            return Effect.flatMap(Queue.takeBetween(inbox, 1, 4096), relay)
+            return yield* relay.await
           })
-          return Stream.repeatEffectChunkOption(pull)
+          return yield* restore(run).pipe(
+            Effect.onExit((exit) => {
+              subscription.close()
+              unwatch()
+              unsweep()
+              admission.release(workerId)
+              if (relay.finished) return Effect.void
+              const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+              const ok = Exit.isSuccess(exit) && exit.value._tag === "Done"
+              return ok ? Effect.void : sendCancel(workerId, attemptId, interrupted ? "client" : "error")
+            })
+          )
         })
       )
 
-    const attempts = (ctx: RequestContext, attemptNo: number): Stream.Stream<RelayEvent, InferenceError> =>
-      attempt(ctx, attemptNo).pipe(
-        Stream.catchAll((error): Stream.Stream<RelayEvent, InferenceError> => {
-          if (error._tag !== "RetryElsewhere") return Stream.fail(error)
-          const { request, requestId } = ctx
-          const log = Effect.logInfo(`request ${requestId}: worker ${error.workerId} ${error.reason}`).pipe(
-            Effect.annotateLogs({ requestId, workerId: error.workerId })
+    const attempts = (ctx: RequestContext): Effect.Effect<DoneEvent, InferenceError> =>
+      Effect.gen(function* () {
+        for (let attemptNo = 0; ; attemptNo++) {
+          const outcome = yield* attempt(ctx, attemptNo)
+          if (outcome._tag === "Done") return outcome.done
+          if (outcome._tag === "Fail") return yield* Effect.fail(outcome.error)
+          const workerId = ctx.workerId ?? "?"
+          ctx.failures.push({ workerId, reason: outcome.reason })
+          ctx.retryKinds.push(outcome.kind)
+          yield* Effect.logInfo(`request ${ctx.requestId}: worker ${workerId} ${outcome.reason}`).pipe(
+            Effect.annotateLogs({ requestId: ctx.requestId, workerId })
           )
           if (attemptNo >= c.maxRetries) {
-            return Stream.fromEffect(log).pipe(
-              Stream.zipRight(
-                Stream.fail(new WorkersUnavailable({ model: request.model, attempts: attemptNo + 1, lastReason: error.reason }))
-              )
-            )
+            return yield* Effect.fail(new WorkersUnavailable({ model: ctx.request.model, attempts: ctx.failures }))
           }
-          const retry = Metric.increment(Metric.tagged(Metrics.retriesTotal, "reason", error.kind))
-          return Stream.fromEffect(Effect.zipRight(log, retry)).pipe(
-            Stream.drain,
-            Stream.concat(attempts(ctx, attemptNo + 1))
-          )
-        })
-      )
+        }
+      })
+
+    /** Stats, metrics and the log line of a finished request: once per request. */
+    const finish = (ctx: RequestContext, exit: Exit.Exit<DoneEvent, InferenceError>) =>
+      Effect.gen(function* () {
+        const ended = now()
+        const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none<InferenceError>()
+        const outcome: RequestOutcome = Exit.isSuccess(exit) ? "succeeded" : Option.isSome(failure) ? "failed" : "cancelled"
+        yield* stats.end(outcome)
+        for (const kind of ctx.retryKinds) yield* Metric.increment(Metric.tagged(Metrics.retriesTotal, "reason", kind))
+        const wire = Option.map(failure, toOpenAiError)
+        const summary: RequestSummary = {
+          requestId: ctx.requestId,
+          route: ctx.request.route ?? "internal",
+          model: ctx.request.model,
+          // A model nobody serves, or a request that never got that far, is the client's: no metrics label.
+          modelKnown: !Option.exists(failure, (e) => e._tag === "ModelNotFound" || e._tag === "InvalidRequest"),
+          workerId: ctx.workerId,
+          outcome,
+          status:
+            outcome === "cancelled" ? 499 : ctx.relayed > 0 ? 200 : Option.match(wire, { onNone: () => 200, onSome: (w) => w.status }),
+          errorCode: Option.match(wire, { onNone: () => (outcome === "cancelled" ? "cancelled" : undefined), onSome: (w) => w.body.error.code ?? undefined }),
+          errorMessage: Option.getOrUndefined(Option.map(failure, (e) => e.message)),
+          tokens: ctx.relayed,
+          ttftMs: ctx.firstTokenAt === undefined ? undefined : ctx.firstTokenAt - ctx.startedAt,
+          durationMs: ended - ctx.startedAt,
+          retries: ctx.retryKinds.length,
+          startedAt: ctx.startedAt,
+          client: ctx.request.client
+        }
+        yield* journal.record(summary)
+      })
 
     /**
-     * The tokens of `request` as they arrive, ending with one `done` event. Fails with a typed
-     * `InferenceError`; interrupting the stream (the client went away) cancels the work.
+     * Generates `request`, delivering its events to `sink` as they arrive; succeeds with the final
+     * `done` event. Fails with a typed `InferenceError`; interrupting it (the client went away)
+     * cancels the worker's work.
      */
+    const execute = (request: RouteRequest, sink: RelaySink): Effect.Effect<DoneEvent, InferenceError> =>
+      Effect.gen(function* () {
+        yield* lifecycle.ensureAccepting
+        const lagMs = maxLagMs > 0 ? monitor.lagMs() : 0
+        if (lagMs > maxLagMs && maxLagMs > 0) {
+          return yield* new Overloaded({ lagMs, retryAfterSeconds: Math.max(1, Math.ceil(lagMs / 1000)) })
+        }
+        const ctx: RequestContext = {
+          request,
+          requestId: request.requestId ?? `req-${randomUUID()}`,
+          startedAt: now(),
+          sink,
+          tried: new Set(),
+          failures: [],
+          retryKinds: [],
+          relayed: 0,
+          firstTokenAt: undefined,
+          workerId: undefined
+        }
+        yield* stats.begin
+        return yield* attempts(ctx).pipe(Effect.onExit((exit) => finish(ctx, exit)))
+      })
+
+    /** The same as a `Stream`, a chunk per bus message: for consumers built on streams (RPC). */
     const route = (request: RouteRequest): Stream.Stream<RelayEvent, InferenceError> =>
-      Stream.unwrapScoped(
-        Effect.gen(function* () {
-          yield* lifecycle.ensureAccepting
-          const requestId = `req-${randomUUID()}`
-          const startedAt = yield* Clock.currentTimeMillis
-          const progress: Progress = { relayed: 0, done: false }
-          yield* stats.begin
-          yield* Effect.addFinalizer((exit) =>
-            Effect.gen(function* () {
-              const outcome: RequestOutcome = progress.done
-                ? "succeeded"
-                : Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
-                  ? "failed"
-                  : "cancelled"
-              yield* stats.end(outcome)
-              const now = yield* Clock.currentTimeMillis
-              const failure = Exit.isFailure(exit)
-                ? Option.filter(Cause.failureOption(exit.cause), isTaggedError)
-                : Option.none<TaggedError>()
-              // A model no worker serves is the client's typo: keep it out of the label set.
-              const unknownModel = Option.exists(failure, (e) => e._tag === "NoSkilledWorker" || e._tag === "InvalidRequest")
-              yield* Metric.update(Metrics.requestDurationMs, now - startedAt)
-              yield* Metric.incrementBy(
-                Metrics.requestsTotal.pipe(
-                  Metric.tagged("route", request.route ?? "internal"),
-                  Metric.tagged("model", unknownModel ? "unknown" : request.model),
-                  Metric.tagged("outcome", outcome)
-                ),
-                1
-              )
-              // One concise line per request: debug for successes, warning for failures.
-              const line = `${request.route ?? "internal"} ${request.model} ${outcome} in ${now - startedAt} ms, ${progress.relayed} tokens${Option.match(failure, { onNone: () => "", onSome: (e) => `: ${e.message}` })}`
-              yield* (outcome === "failed" ? Effect.logWarning(line) : Effect.logDebug(line)).pipe(
-                Effect.annotateLogs({ requestId })
-              )
-            })
-          )
-          return attempts({ request, requestId, startedAt, tried: new Set(), progress }, 0)
-        })
+      Stream.asyncPush<RelayEvent, InferenceError>(
+        (emit) =>
+          execute(request, {
+            push: (event) => {
+              emit.single(event)
+              return true
+            }
+          }).pipe(
+            Effect.matchCause({ onSuccess: () => emit.end(), onFailure: (cause) => emit.halt(cause) }),
+            Effect.forkScoped
+          ),
+        { bufferSize: "unbounded" }
       )
 
-    /** Convenience for non-streaming callers: every token joined, plus the final event. */
-    const complete = (request: RouteRequest) =>
-      route(request).pipe(
-        Stream.runFold({ text: "", done: Option.none<Extract<RelayEvent, { type: "done" }>>() }, (acc, event) =>
-          event.type === "token" ? { ...acc, text: acc.text + event.token } : { ...acc, done: Option.some(event) }
-        ),
-        Effect.flatMap(({ text, done }) =>
-          Option.match(done, {
-            // Unreachable while attempts end in `done` or an error; kept total rather than asserted.
-            onNone: () =>
-              Effect.fail(new WorkerFailed({ workerId: "", code: "empty_stream", message: "the worker ended without a result" })),
-            onSome: (d) => Effect.succeed({ text, ...d })
-          })
-        )
-      )
+    /** For non-streaming callers: every token joined, plus the final event. */
+    const complete = (request: RouteRequest): Effect.Effect<DoneEvent & { readonly text: string }, InferenceError> => {
+      const parts: Array<string> = []
+      return execute(request, {
+        push: (event) => {
+          if (event.type === "tokens") for (const token of event.tokens) parts.push(token)
+          return true
+        }
+      }).pipe(Effect.map((done) => ({ ...done, text: parts.join("") })))
+    }
 
-    return { route, complete } as const
+    return { execute, route, complete } as const
   })
 }) {}
+
+/** The error of a stream that ended without a result (kept total rather than asserted). */
+export const emptyStream = () => new WorkerFailed({ workerId: "", code: "empty_stream", message: "the worker ended without a result" })

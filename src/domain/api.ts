@@ -45,7 +45,11 @@ const openAiErrors = [
 const withOpenAiErrors = <E extends HttpApiEndpoint.HttpApiEndpoint.Any>(endpoint: E): E =>
   openAiErrors.reduce((e, schema) => (e as unknown as HttpApiEndpoint.HttpApiEndpoint.AnyWithProps).addError(schema) as unknown as E, endpoint)
 
-export class OpenAiGroup extends HttpApiGroup.make("openai")
+/**
+ * The inference routes. They are served by the front door's fast lane (`src/http/inference-lane.ts`),
+ * not by the HttpApi router: this group documents them in `/openapi.json` and `/docs`.
+ */
+export class InferenceGroup extends HttpApiGroup.make("inference")
   .add(
     withOpenAiErrors(
       HttpApiEndpoint.post("chatCompletions", "/v1/chat/completions")
@@ -62,6 +66,10 @@ export class OpenAiGroup extends HttpApiGroup.make("openai")
         .annotate(OpenApi.Summary, "Create a completion from a prompt (legacy; stream: true answers text/event-stream)")
     )
   )
+  .annotate(OpenApi.Title, "OpenAI-compatible") {}
+
+/** `/v1/models`: served by the HttpApi router. */
+export class ModelsGroup extends HttpApiGroup.make("models")
   .add(
     HttpApiEndpoint.get("listModels", "/v1/models")
       .addSuccess(ModelList)
@@ -120,8 +128,16 @@ const documentSse = (spec: Record<string, unknown>): Record<string, unknown> => 
   return spec
 }
 
+/** The routes the HttpApi router serves. */
+export class ServedApi extends HttpApi.make("mlx-cluster")
+  .add(ModelsGroup)
+  .add(ClusterGroup)
+  .add(HealthGroup) {}
+
+/** The whole HTTP API as documented at `/openapi.json` and `/docs`. */
 export class ClusterApi extends HttpApi.make("mlx-cluster")
-  .add(OpenAiGroup)
+  .add(InferenceGroup)
+  .add(ModelsGroup)
   .add(ClusterGroup)
   .add(HealthGroup)
   .annotate(OpenApi.Title, "mlx-serving cluster")

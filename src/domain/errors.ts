@@ -81,9 +81,28 @@ export class QueueTimeout extends Schema.TaggedError<QueueTimeout>()(
   }
 }
 
+/** At most this many names in a message that lists models: a worker may claim thousands. */
+const LISTED_MODELS = 20
+
+const listModels = (models: ReadonlyArray<string>): string =>
+  models.length <= LISTED_MODELS
+    ? models.join(", ")
+    : `${models.slice(0, LISTED_MODELS).join(", ")} and ${models.length - LISTED_MODELS} more`
+
+/** A model no worker has ever registered (a typo, or a model not installed anywhere): not worth a retry. */
+export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()(
+  "ModelNotFound",
+  { model: Schema.String },
+  kind({ status: 404, type: "invalid_request_error", code: "model_not_found" })
+) {
+  override get message() {
+    return `The model "${this.model}" does not exist on this cluster: no worker has registered it (GET /v1/models lists the models served now)`
+  }
+}
+
 export class NoWorkers extends Schema.TaggedError<NoWorkers>()(
   "NoWorkers",
-  { model: Schema.String },
+  { model: Schema.String, retryAfterSeconds: Schema.optionalWith(Schema.Number, { default: () => 5 }) },
   kind({ status: 503, type: "server_error", code: "no_workers" })
 ) {
   override get message() {
@@ -93,25 +112,64 @@ export class NoWorkers extends Schema.TaggedError<NoWorkers>()(
 
 export class NoSkilledWorker extends Schema.TaggedError<NoSkilledWorker>()(
   "NoSkilledWorker",
-  { model: Schema.String, available: Schema.Array(Schema.String), tags: Schema.optional(Schema.Array(Schema.String)) },
+  {
+    model: Schema.String,
+    available: Schema.Array(Schema.String),
+    tags: Schema.optional(Schema.Array(Schema.String)),
+    retryAfterSeconds: Schema.optionalWith(Schema.Number, { default: () => 5 })
+  },
   kind({ status: 503, type: "server_error", code: "no_skilled_worker" })
 ) {
   override get message() {
     if (this.tags !== undefined && this.tags.length > 0) {
       return `No online worker can serve model "${this.model}" with tags ${this.tags.join(", ")}`
     }
-    const hint = this.available.length > 0 ? ` (served models: ${this.available.join(", ")})` : ""
+    const hint = this.available.length > 0 ? ` (served models: ${listModels(this.available)})` : ""
     return `No online worker can serve model "${this.model}"${hint}`
   }
 }
 
+/** One worker that was tried for a request and why it did not serve it. */
+export const AttemptFailure = Schema.Struct({ workerId: Schema.String, reason: Schema.String })
+export type AttemptFailure = typeof AttemptFailure.Type
+
+/** At most this many attempts are spelled out in a message. */
+const LISTED_ATTEMPTS = 5
+
 export class WorkersUnavailable extends Schema.TaggedError<WorkersUnavailable>()(
   "WorkersUnavailable",
-  { model: Schema.String, attempts: Schema.Number, lastReason: Schema.String },
+  { model: Schema.String, attempts: Schema.Array(AttemptFailure), retryAfterSeconds: Schema.optionalWith(Schema.Number, { default: () => 1 }) },
   kind({ status: 503, type: "server_error", code: "workers_unavailable" })
 ) {
   override get message() {
-    return `No worker accepted the request for "${this.model}" after ${this.attempts} attempts (last: ${this.lastReason})`
+    const listed = this.attempts
+      .slice(0, LISTED_ATTEMPTS)
+      .map((a) => `${a.workerId}: ${a.reason}`)
+      .join("; ")
+    const more = this.attempts.length > LISTED_ATTEMPTS ? `; and ${this.attempts.length - LISTED_ATTEMPTS} more` : ""
+    return `No worker could serve the request for "${this.model}" (${this.attempts.length} tried: ${listed}${more})`
+  }
+}
+
+/** The controller is overloaded (its event loop lags past `controller.overload.max_event_loop_lag_ms`): come back soon. */
+export class Overloaded extends Schema.TaggedError<Overloaded>()(
+  "Overloaded",
+  { lagMs: Schema.Number, retryAfterSeconds: Schema.Number },
+  kind({ status: 429, type: "rate_limit_error", code: "overloaded" })
+) {
+  override get message() {
+    return `The controller is overloaded (event loop ${Math.round(this.lagMs)} ms behind); retry after ${this.retryAfterSeconds} s`
+  }
+}
+
+/** The client reads its stream more slowly than the worker writes it, past the per-stream buffer bound. */
+export class SlowConsumer extends Schema.TaggedError<SlowConsumer>()(
+  "SlowConsumer",
+  { limitBytes: Schema.Number },
+  kind({ status: 429, type: "rate_limit_error", code: "slow_consumer" })
+) {
+  override get message() {
+    return `The client read too slowly: more than ${this.limitBytes} bytes were waiting to be sent, so the request was stopped`
   }
 }
 
@@ -170,6 +228,9 @@ export class Cancelled extends Schema.TaggedError<Cancelled>()(
 /** Every error that reaches a client of the inference routes. */
 export const InferenceError = Schema.Union(
   InvalidRequest,
+  ModelNotFound,
+  Overloaded,
+  SlowConsumer,
   NoWorkers,
   NoSkilledWorker,
   WorkersUnavailable,

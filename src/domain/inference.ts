@@ -16,7 +16,8 @@ export const InferenceRequest = Schema.Struct({
   model: Schema.String.pipe(Schema.minLength(1)),
   messages: Schema.optional(Schema.Array(ChatMessage)),
   prompt: Schema.optional(Schema.String),
-  maxTokens: Schema.Number.pipe(Schema.int(), Schema.positive()),
+  /** Absent: the engine's own limit applies. */
+  maxTokens: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
   temperature: Schema.optional(NonNegativeNumber),
   topP: Schema.optional(NonNegativeNumber),
   stop: Schema.optional(Schema.Array(Schema.String)),
@@ -59,6 +60,14 @@ export const TokenChunk = Schema.Struct({
   token: Schema.String
 })
 
+/** Every token the engine produced and the worker has not sent yet, in one message; `index` is the first token's. */
+export const TokenBatch = Schema.Struct({
+  type: Schema.Literal("tokens"),
+  requestId: RequestId,
+  index: NonNegativeInt,
+  tokens: Schema.Array(Schema.String).pipe(Schema.minItems(1))
+})
+
 export const TokenDone = Schema.Struct({
   type: Schema.Literal("done"),
   requestId: RequestId,
@@ -74,9 +83,13 @@ export const TokenError = Schema.Struct({
   message: Schema.String
 })
 
-/** Worker → controller on `response.{requestId}`, in order. */
-export const TokenMessage = Schema.Union(TokenChunk, TokenDone, TokenError)
+/**
+ * Worker → controller on `response.{requestId}`, in order. Workers send `tokens` batches;
+ * controllers also accept the single `token` form.
+ */
+export const TokenMessage = Schema.Union(TokenChunk, TokenBatch, TokenDone, TokenError)
 export type TokenMessage = typeof TokenMessage.Type
 export type TokenChunk = typeof TokenChunk.Type
+export type TokenBatch = typeof TokenBatch.Type
 export type TokenDone = typeof TokenDone.Type
 export type TokenError = typeof TokenError.Type

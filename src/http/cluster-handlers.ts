@@ -3,11 +3,11 @@ import { Effect, Option } from "effect"
 import { ClusterStatusQuery } from "../controller/cluster-status.js"
 import { ControllerLifecycle } from "../controller/lifecycle.js"
 import { Registry } from "../controller/registry.js"
-import { ClusterApi, NotReady } from "../domain/api.js"
+import { NotReady, ServedApi } from "../domain/api.js"
 import { WorkerNotFound } from "../domain/errors.js"
 
 /** `/api/cluster/*`: straight reads of the registry and the statistics. */
-export const ClusterHandlersLive = HttpApiBuilder.group(ClusterApi, "cluster", (handlers) =>
+export const ClusterHandlersLive = HttpApiBuilder.group(ServedApi, "cluster", (handlers) =>
   Effect.gen(function* () {
     const registry = yield* Registry
     const query = yield* ClusterStatusQuery
@@ -23,7 +23,7 @@ export const ClusterHandlersLive = HttpApiBuilder.group(ClusterApi, "cluster", (
 )
 
 /** `/health` answers while the process serves; `/ready` once ready with at least one online worker. */
-export const HealthHandlersLive = HttpApiBuilder.group(ClusterApi, "health", (handlers) =>
+export const HealthHandlersLive = HttpApiBuilder.group(ServedApi, "health", (handlers) =>
   Effect.gen(function* () {
     const registry = yield* Registry
     const lifecycle = yield* ControllerLifecycle

@@ -1,8 +1,8 @@
-import { Effect, Option, ParseResult, Schema } from "effect"
+import { Either, Option, ParseResult, Schema } from "effect"
 import type { ChatMessage } from "../domain/inference.js"
-import { BodyTooLarge, InvalidRequest } from "../domain/errors.js"
+import { InvalidRequest } from "../domain/errors.js"
 import type { ChatCompletionRequest, CompletionRequest, OpenAiChatMessage } from "../domain/openai.js"
-import type { RouteRequest } from "../controller/router.js"
+import type { RouteRequest } from "../domain/route.js"
 import { maxTokensOf, type TokenLimits } from "./route-request.js"
 
 /** OpenAI's phrasing for a field that failed its schema, naming the field as a dotted path. */
@@ -16,33 +16,33 @@ export const describeIssue = (issue: ParseResult.ArrayFormatterIssue): InvalidRe
     : new InvalidRequest({ message: `Invalid value for '${param}': ${issue.message}`, param })
 }
 
-/** Decodes a parsed JSON body with `schema`; the first failing field becomes an `InvalidRequest`. */
+/**
+ * Decodes a parsed JSON body with `schema`; the first failing field becomes an `InvalidRequest`.
+ * A body nested so deep that checking it exhausts the stack is a 400 as well, never a crash.
+ */
 export const decodeBody = <A, I>(schema: Schema.Schema<A, I>) => {
-  const decode = Schema.decodeUnknown(schema, { errors: "first", onExcessProperty: "ignore" })
-  return (json: unknown): Effect.Effect<A, InvalidRequest> =>
-    decode(json).pipe(
-      Effect.mapError((error) => {
+  const decode = Schema.decodeUnknownEither(schema, { errors: "first", onExcessProperty: "ignore" })
+  return (json: unknown): Either.Either<A, InvalidRequest> => {
+    try {
+      return Either.mapLeft(decode(json), (error) => {
         const [first] = ParseResult.ArrayFormatter.formatErrorSync(error)
         return first === undefined ? new InvalidRequest({ message: "Invalid request body" }) : describeIssue(first)
       })
-    )
+    } catch {
+      return Either.left(new InvalidRequest({ message: "Invalid request body: it is nested too deeply to be checked" }))
+    }
+  }
 }
 
 /** JSON text → value; malformed JSON is OpenAI's 400, not an empty body. */
-export const parseJson = (text: string): Effect.Effect<unknown, InvalidRequest> =>
-  Effect.try({
+export const parseJson = (text: string): Either.Either<unknown, InvalidRequest> =>
+  Either.try({
     try: () => JSON.parse(text) as unknown,
     catch: (cause) =>
       new InvalidRequest({
         message: `We could not parse the JSON body of your request (${cause instanceof Error ? cause.message : "invalid JSON"}). The body must be a JSON object.`
       })
   })
-
-/** Rejects a body larger than `limitBytes` by its Content-Length before reading it. */
-export const checkContentLength = (header: string | undefined, limitBytes: number): Effect.Effect<void, BodyTooLarge> => {
-  const length = header === undefined ? Number.NaN : Number(header)
-  return Number.isFinite(length) && length > limitBytes ? Effect.fail(new BodyTooLarge({ limitBytes })) : Effect.void
-}
 
 const contentText = (content: OpenAiChatMessage["content"]): string =>
   content === null ? "" : typeof content === "string" ? content : content.map((part) => part.text).join("")

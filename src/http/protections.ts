@@ -1,9 +1,11 @@
-import { HttpLayerRouter, HttpServerRequest } from "@effect/platform"
-import { Clock, Effect, Layer, Option, Redacted } from "effect"
+import { Option, Redacted } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
-import { ClusterConfigService } from "../config/cluster-config.js"
-import { RateLimited, Unauthorized } from "../domain/errors.js"
-import { errorResponse } from "./error-response.js"
+
+/**
+ * The access rules of the front door (issue 9), as plain functions of the canonical request target
+ * (`request-target.ts`). Default deny: with API keys configured, every route needs a key except the
+ * few listed as open; a new route is protected without anyone remembering to protect it.
+ */
 
 const digest = (value: string) => createHash("sha256").update(value).digest()
 
@@ -21,6 +23,9 @@ export const makeKeyCheck = (keys: ReadonlyArray<Redacted.Redacted<string>>) => 
   }
 }
 
+/** A short, non-reversible name for a key, to count its requests by. */
+export const keyId = (key: string): string => `key:${digest(key).toString("hex").slice(0, 16)}`
+
 /** The bearer token of an `Authorization` header, if it has one. */
 export const bearerToken = (header: string | undefined): Option.Option<string> => {
   const match = header === undefined ? null : /^Bearer\s+(.+)$/i.exec(header.trim())
@@ -31,19 +36,20 @@ export const bearerToken = (header: string | undefined): Option.Option<string> =
  * Browsers cannot set headers on a WebSocket, so `/ws` also takes the key as `?api_key=KEY`. Only
  * there: a key in a URL ends up in proxy logs and browser history.
  */
-export const queryKey = (path: string, url: string): Option.Option<string> => {
-  if (path !== "/ws") return Option.none()
-  const query = url.indexOf("?")
-  const key = query < 0 ? null : new URLSearchParams(url.slice(query + 1)).get("api_key")
-  return key === null || key === "" ? Option.none() : Option.some(key)
+export const queryKey = (key: string, query: string): Option.Option<string> => {
+  if (key !== "/ws" || query === "") return Option.none()
+  const value = new URLSearchParams(query).get("api_key")
+  return value === null || value === "" ? Option.none() : Option.some(value)
 }
 
-/** Routes that need a key when keys are configured; `/health`, `/ready`, `/metrics` and the docs stay open. */
-export const needsKey = (path: string) =>
-  path.startsWith("/v1/") || path.startsWith("/api/") || path === "/ws" || path.startsWith("/rpc")
+/** The routes that stay open when API keys are configured: probes, metrics, docs, the dashboard page. */
+const OPEN_ROUTES: ReadonlySet<string> = new Set(["/", "/health", "/ready", "/metrics", "/openapi.json", "/docs", "/dashboard"])
+
+/** Whether a request to the canonical target `key` (lower-case, decoded) needs an API key when keys are configured. */
+export const needsKey = (key: string): boolean => !OPEN_ROUTES.has(key)
 
 /** Routes that count against the rate limit (CONTRACT §5: `/v1/*`). */
-export const rateLimited = (path: string) => path.startsWith("/v1/")
+export const rateLimited = (key: string): boolean => key === "/v1" || key.startsWith("/v1/")
 
 /**
  * Fixed one-minute windows per client (API key, or address when there are no keys). Pure state
@@ -66,59 +72,30 @@ export const admitRequest = (
   return { allowed: true, window: { start: current.start, count: current.count + 1 }, retryAfterSeconds }
 }
 
-export class RateLimiter extends Effect.Service<RateLimiter>()("http/RateLimiter", {
-  effect: Effect.gen(function* () {
-    const config = yield* ClusterConfigService
-    const { enabled, requestsPerMinute } = config.controller.api.rateLimit
-    const windows = new Map<string, Window>()
-    const check = (client: string): Effect.Effect<void, RateLimited> =>
-      enabled
-        ? Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            const result = admitRequest(windows.get(client), now, requestsPerMinute)
-            windows.set(client, result.window)
-            // Forget idle clients so the map stays as small as the set of recent clients.
-            if (windows.size > 10_000) {
-              for (const [key, w] of windows) if (now - w.start >= 60_000) windows.delete(key)
-            }
-            return result.allowed ? Effect.void : Effect.fail(new RateLimited({ retryAfterSeconds: result.retryAfterSeconds }))
-          })
-        : Effect.void
-    return { check } as const
-  })
-}) {}
+/** Clients remembered at most; past it, windows older than a minute are forgotten first. */
+const MAX_CLIENTS = 10_000
 
 /**
- * API keys and the rate limit, for every route of the server (a global HttpLayerRouter middleware:
- * HttpApi middleware does not run under `HttpLayerRouter.addHttpApi`). Keys are never logged.
+ * Counts per client in fixed windows: `take` counts one and says whether it was within `limit`
+ * (else after how many seconds to retry); `blocked` only looks.
  */
-export const ProtectionsLive = HttpLayerRouter.middleware(
-  Effect.gen(function* () {
-    const config = yield* ClusterConfigService
-    const limiter = yield* RateLimiter
-    const keys = config.controller.api.apiKeys
-    const isValidKey = makeKeyCheck(keys)
-    return (httpEffect) =>
-      Effect.gen(function* () {
-        const request = yield* HttpServerRequest.HttpServerRequest
-        const path = request.url.split("?")[0] ?? request.url
-        if (request.method === "OPTIONS") return yield* httpEffect
-        const token = Option.orElse(bearerToken(request.headers["authorization"]), () => queryKey(path, request.url))
-        if (keys.length > 0 && needsKey(path)) {
-          if (Option.isNone(token)) {
-            return errorResponse(new Unauthorized({ message: "Missing API key: send it as 'Authorization: Bearer KEY'" }))
-          }
-          if (!isValidKey(token.value)) return errorResponse(new Unauthorized({ message: "Invalid API key" }))
-        }
-        if (rateLimited(path)) {
-          const client =
-            keys.length > 0 && Option.isSome(token)
-              ? `key:${digest(token.value).toString("hex").slice(0, 16)}`
-              : `addr:${Option.getOrElse(request.remoteAddress, () => "unknown")}`
-          const limited = yield* Effect.either(limiter.check(client))
-          if (limited._tag === "Left") return errorResponse(limited.left)
-        }
-        return yield* httpEffect
-      })
-  }),
-  { global: true }
-).pipe(Layer.provide(RateLimiter.Default))
+export const makeWindowCounter = (limit: number, windowMs = 60_000) => {
+  const windows = new Map<string, Window>()
+  const forgetIdle = (now: number) => {
+    if (windows.size <= MAX_CLIENTS) return
+    for (const [client, w] of windows) if (now - w.start >= windowMs) windows.delete(client)
+  }
+  return {
+    take: (client: string, now: number): { readonly allowed: boolean; readonly retryAfterSeconds: number } => {
+      const result = admitRequest(windows.get(client), now, limit, windowMs)
+      windows.set(client, result.window)
+      forgetIdle(now)
+      return result
+    },
+    blocked: (client: string, now: number): number | undefined => {
+      const w = windows.get(client)
+      if (w === undefined || now - w.start >= windowMs || w.count < limit) return undefined
+      return Math.max(1, Math.ceil((w.start + windowMs - now) / 1000))
+    }
+  }
+}

@@ -1,4 +1,4 @@
-import type { RouteRequest } from "../controller/router.js"
+import type { RouteRequest } from "../domain/route.js"
 import type { ChatMessage } from "../domain/inference.js"
 
 /** Limits that shape every inference request (from `controller.api`). */

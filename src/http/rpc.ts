@@ -5,8 +5,13 @@ import { ClusterStatusQuery } from "../controller/cluster-status.js"
 import { Registry } from "../controller/registry.js"
 import { Router } from "../controller/router.js"
 import { InvalidRequest, WorkerNotFound } from "../domain/errors.js"
-import { ClusterRpcs } from "../domain/rpc.js"
+import type { RelayEvent } from "../domain/route.js"
+import { ClusterRpcs, type GenerateEvent } from "../domain/rpc.js"
 import { simpleToRoute } from "./route-request.js"
+
+/** One relayed event as the RPC stream's items: a token per token, then `done`. */
+const toGenerateEvents = (event: RelayEvent): ReadonlyArray<GenerateEvent> =>
+  event.type === "tokens" ? event.tokens.map((token, i) => ({ type: "token", index: event.index + i, token })) : [event]
 
 /** The handlers of `ClusterRpcs`: each one call to a controller service. */
 export const ClusterRpcHandlersLive = ClusterRpcs.toLayer(
@@ -25,15 +30,15 @@ export const ClusterRpcHandlersLive = ClusterRpcs.toLayer(
       Generate: (payload) =>
         (payload.prompt === undefined) === (payload.messages === undefined)
           ? Stream.fail(new InvalidRequest({ message: "exactly one of prompt or messages is required", param: "prompt" }))
-          : router.route(simpleToRoute(payload, api, "rpc"))
+          : router.route(simpleToRoute(payload, api, "rpc")).pipe(Stream.mapConcat(toGenerateEvents))
     })
   })
 )
 
 /**
  * `POST /rpc`: the `ClusterRpcs` group over HTTP with NDJSON framing. Needs the HttpRouter,
- * `ClusterStatusQuery`, `Registry`, `Router` and the config. API keys are checked by the server's
- * global middleware (`protections.ts`).
+ * `ClusterStatusQuery`, `Registry`, `Router` and the config. API keys are checked by the front door
+ * (`front-door.ts`).
  */
 export const RpcRouteLive = RpcServer.layerHttpRouter({ group: ClusterRpcs, path: "/rpc", protocol: "http" }).pipe(
   Layer.provide([ClusterRpcHandlersLive, RpcSerialization.layerNdjson])

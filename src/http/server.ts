@@ -1,62 +1,45 @@
-import { HttpApiSwagger, HttpLayerRouter } from "@effect/platform"
+import { HttpApiSwagger, HttpLayerRouter, HttpServerResponse, OpenApi } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
-import { createServer } from "node:http"
 import { ClusterConfigService } from "../config/cluster-config.js"
-import { ClusterApi } from "../domain/api.js"
+import { ClusterApi, ServedApi } from "../domain/api.js"
+import { VERSION } from "../version.js"
 import { ClusterHandlersLive, HealthHandlersLive } from "./cluster-handlers.js"
+import { FrontDoorServer, makeFrontDoor } from "./front-door.js"
 import { MetricsRouteLive } from "./metrics-route.js"
-import { OpenAiHandlersLive } from "./openai-handlers.js"
-import { ProtectionsLive } from "./protections.js"
+import { ModelsHandlersLive } from "./openai-handlers.js"
 import { RpcRouteLive } from "./rpc.js"
-import { WebSocketRouteLive } from "./websocket.js"
 
-/** The HttpApi (OpenAI, cluster and health groups) with `/openapi.json` and the `/docs` page. */
+/** The OpenAPI document of every route, the fast lane's included; computed once. */
+const OpenApiRouteLive = HttpLayerRouter.use((router) => {
+  const spec = OpenApi.fromApi(ClusterApi)
+  const document = { ...spec, info: { ...spec.info, version: VERSION } }
+  return router.add("GET", "/openapi.json", Effect.succeed(HttpServerResponse.unsafeJson(document)))
+})
+
+/** The HttpApi routes (models, cluster, health), `/openapi.json` and the `/docs` page. */
 const ApiRoutesLive = Layer.mergeAll(
-  HttpLayerRouter.addHttpApi(ClusterApi, { openapiPath: "/openapi.json" }).pipe(
-    Layer.provide([OpenAiHandlersLive, ClusterHandlersLive, HealthHandlersLive])
-  ),
+  HttpLayerRouter.addHttpApi(ServedApi).pipe(Layer.provide([ModelsHandlersLive, ClusterHandlersLive, HealthHandlersLive])),
+  OpenApiRouteLive,
   HttpApiSwagger.layerHttpLayerRouter({ api: ClusterApi, path: "/docs" })
 )
 
-const CorsLive = Layer.unwrapEffect(
-  Effect.map(ClusterConfigService, (config) =>
-    config.controller.api.corsEnabled
-      ? HttpLayerRouter.cors({
-          allowedOrigins: config.controller.api.corsOrigins,
-          allowedHeaders: ["authorization", "content-type"],
-          maxAge: 600
-        })
-      : Layer.empty
-  )
-)
-
-/** Every route of the controller on one port: HttpApi, docs, `/ws`, `/rpc`, `/metrics`. */
-export const AllRoutesLive = Layer.mergeAll(ApiRoutesLive, WebSocketRouteLive, RpcRouteLive, MetricsRouteLive).pipe(
-  Layer.provide([ProtectionsLive, CorsLive])
-)
+/** Every route the Effect router serves; the front door (`front-door.ts`) serves the inference routes and `/ws`. */
+export const AllRoutesLive = Layer.mergeAll(ApiRoutesLive, RpcRouteLive, MetricsRouteLive)
 
 /**
- * Keep-alive connections outlive the 5 s Node default: OpenAI clients and proxies reuse them, and a
- * server that closes a connection just as a client sends on it resets that request.
+ * The controller's HTTP server on `controller.bind_address:port`: Node's server with the front door
+ * in front, the Effect router behind it. The per-request logger of @effect/platform is off (it
+ * halves throughput); requests are logged once each by the `RequestJournal`. Exposes the
+ * `HttpServer` so that the ready line can name the port actually bound.
  */
-const makeNodeServer = () => {
-  const server = createServer()
-  server.keepAliveTimeout = 65_000
-  server.headersTimeout = 66_000
-  return server
-}
-
-/**
- * The controller's HTTP server on `controller.bind_address:port`. The per-request logger of
- * @effect/platform is off: it halves throughput; the Router logs one line per inference request.
- * Exposes the `HttpServer` so that the ready line can name the port actually bound.
- */
-export const HttpServerLive = Layer.unwrapEffect(
-  Effect.map(ClusterConfigService, (config) =>
-    HttpLayerRouter.serve(AllRoutesLive, { disableLogger: true, disableListenLog: true }).pipe(
+export const HttpServerLive = Layer.unwrapScoped(
+  Effect.gen(function* () {
+    const config = yield* ClusterConfigService
+    const door = yield* makeFrontDoor
+    return HttpLayerRouter.serve(AllRoutesLive, { disableLogger: true, disableListenLog: true }).pipe(
       Layer.provideMerge(
-        NodeHttpServer.layer(makeNodeServer, {
+        NodeHttpServer.layer(() => new FrontDoorServer(door), {
           port: config.controller.port,
           host: config.controller.bindAddress,
           // Hundreds of clients connect at once under load; Node's default backlog (511) resets the rest.
@@ -64,5 +47,5 @@ export const HttpServerLive = Layer.unwrapEffect(
         })
       )
     )
-  )
+  })
 )

@@ -1,6 +1,5 @@
-import type { Chunk } from "effect"
-import type { RelayEvent } from "../controller/router.js"
 import type { Usage } from "../domain/inference.js"
+import type { RelayEvent } from "../domain/route.js"
 
 /**
  * OpenAI's streaming formats, written as string templates: the relay formats every token, so the
@@ -56,12 +55,11 @@ export const completionFormat = ({ id, created, model, includeUsage }: StreamIde
   }
 }
 
-/** All the events of one relayed chunk as one string: one socket write for tokens that arrived together. */
-export const encodeEvents = (format: SseFormat, events: Chunk.Chunk<RelayEvent>): string => {
+/** One relayed event as SSE text: one chunk per token, so tokens that arrived together share one socket write. */
+export const encodeEvent = (format: SseFormat, event: RelayEvent): string => {
+  if (event.type === "done") return format.end(event.finishReason, event.usage)
   let out = ""
-  for (const event of events) {
-    out += event.type === "token" ? format.token(event.token) : format.end(event.finishReason, event.usage)
-  }
+  for (const token of event.tokens) out += format.token(token)
   return out
 }
 

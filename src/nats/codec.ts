@@ -49,5 +49,3 @@ export const encoderFor = <A, I>(schema: Schema.Schema<A, I>): ((value: A) => Ei
   }
   return encode as (value: A) => Either.Either<Uint8Array, string>
 }
-
-export const encodeText = (text: string): Uint8Array => textEncoder.encode(text)

@@ -21,7 +21,7 @@ import {
 import { readFileSync } from "node:fs"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ClusterConfig } from "../config/schema.js"
-import { decoderFor, encodeText, encoderFor } from "./codec.js"
+import { decoderFor, encoderFor } from "./codec.js"
 import {
   type Incoming,
   NatsNoResponders,
@@ -29,6 +29,7 @@ import {
   NatsRequestTimeout,
   NatsTransport,
   type NatsTransportService,
+  type RawMessage,
   type SubscribeOptions
 } from "./nats-transport.js"
 
@@ -229,6 +230,47 @@ const make = (options: NatsConnectOptions) =>
         return queue
       })
 
+    /**
+     * A request whose timeout is judged by the worker's answer, not by this process's lateness: when
+     * the timer fires late (the event loop was busy), the reply may be sitting unread in the socket,
+     * so the wait is extended once by the timeout; when it fires on time, the decision waits for
+     * `setImmediate` — after the pending socket reads — before calling it a timeout. nats' own timer
+     * (at three times the timeout) only bounds the pending promise.
+     */
+    const requestBytes = (subject: string, bytes: Uint8Array, timeoutMs: number) =>
+      Effect.async<Uint8Array, NatsNoResponders | NatsRequestTimeout | NatsReplyInvalid>((resume) => {
+        let settled = false
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const settle = (effect: Effect.Effect<Uint8Array, NatsNoResponders | NatsRequestTimeout | NatsReplyInvalid>) => {
+          if (settled) return
+          settled = true
+          if (timer !== undefined) clearTimeout(timer)
+          resume(effect)
+        }
+        const timedOut = () => settle(Effect.fail(new NatsRequestTimeout({ subject, timeoutMs })))
+        const arm = (ms: number, extended: boolean) => {
+          const due = Date.now() + ms
+          timer = setTimeout(() => {
+            const lateMs = Date.now() - due
+            if (!extended && lateMs > Math.min(100, timeoutMs / 4)) return arm(timeoutMs, true)
+            setImmediate(timedOut)
+          }, ms)
+        }
+        arm(timeoutMs, false)
+        nc.request(subject, bytes, { timeout: timeoutMs * 3 }).then(
+          (reply) => settle(Effect.succeed(reply.data)),
+          (cause: unknown) => {
+            if (isNatsError(cause) && cause.code === ErrorCode.NoResponders) return settle(Effect.fail(new NatsNoResponders({ subject })))
+            if (isNatsError(cause) && cause.code === ErrorCode.Timeout) return timedOut()
+            settle(Effect.fail(new NatsReplyInvalid({ subject, reason: describe(cause) })))
+          }
+        )
+        return Effect.sync(() => {
+          settled = true
+          if (timer !== undefined) clearTimeout(timer)
+        })
+      })
+
     const request = <A, I, B, BI>(
       subject: string,
       schema: Schema.Schema<A, I>,
@@ -241,32 +283,46 @@ const make = (options: NatsConnectOptions) =>
           onLeft: (reason) => Effect.die(new Error(`invalid request on ${subject}: ${reason}`)),
           onRight: Effect.succeed
         })
-        const reply = yield* Effect.tryPromise({
-          // nats' own timeout: an Effect.timeout would leave nats' promise pending.
-          try: () => nc.request(subject, bytes, { timeout: opts.timeoutMs }),
-          catch: (cause): NatsNoResponders | NatsRequestTimeout | NatsReplyInvalid => {
-            if (isNatsError(cause) && cause.code === ErrorCode.NoResponders) return new NatsNoResponders({ subject })
-            if (isNatsError(cause) && cause.code === ErrorCode.Timeout) {
-              return new NatsRequestTimeout({ subject, timeoutMs: opts.timeoutMs })
-            }
-            return new NatsReplyInvalid({ subject, reason: describe(cause) })
-          }
-        })
-        return yield* Either.match(decoderFor(replySchema)(reply.data), {
+        const reply = yield* requestBytes(subject, bytes, opts.timeoutMs)
+        return yield* Either.match(decoderFor(replySchema)(reply), {
           onLeft: (reason) => Effect.fail(new NatsReplyInvalid({ subject, reason })),
           onRight: Effect.succeed
         })
       })
 
+    const send = (subject: string, payload: Uint8Array, reply?: string): void => {
+      try {
+        nc.publish(subject, payload, reply === undefined ? undefined : { reply })
+      } catch (cause) {
+        // Only a closed connection throws here; the message is lost either way, so say so.
+        run(Effect.logWarning(`NATS publish to ${subject} failed: ${describe(cause)}`))
+      }
+    }
+
+    const listen = (subject: string, onMessage: (message: RawMessage) => void, opts: { readonly queue?: string } = {}) => {
+      const sub = nc.subscribe(subject, {
+        ...(opts.queue === undefined ? {} : { queue: opts.queue }),
+        callback: (err, msg) => {
+          // Nothing may escape into nats' read loop: an exception there stops it reading for good.
+          try {
+            if (err !== null) run(Effect.logWarning(`NATS subscription ${subject}: ${err.message}`))
+            else onMessage(msg)
+          } catch (cause) {
+            run(Effect.logError(`subscription ${subject}: a message could not be handled`, cause))
+          }
+        }
+      })
+      return { close: () => sub.unsubscribe() }
+    }
+
     const service: NatsTransportService = {
       publish,
-      subscribeQueue,
       subscribe: (subject, schema, opts) => Effect.map(subscribeQueue(subject, schema, opts), (q) => Stream.fromQueue(q)),
-      publishRaw: (subject, payload) =>
-        publishBytes(subject, typeof payload === "string" ? encodeText(payload) : payload),
       request,
-      respond: publish,
-      flush: Effect.promise(() => nc.flush()).pipe(Effect.interruptible, Effect.timeout("5 seconds"), Effect.ignore)
+      flush: Effect.promise(() => nc.flush()).pipe(Effect.interruptible, Effect.timeout("5 seconds"), Effect.ignore),
+      listen,
+      send,
+      maxPayload: () => nc.info?.max_payload ?? 1_048_576
     }
     return service
   })

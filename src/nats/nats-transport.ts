@@ -1,4 +1,4 @@
-import { Context, Data, type Effect, type Queue, type Schema, type Scope, type Stream } from "effect"
+import { Context, Data, type Effect, type Schema, type Scope, type Stream } from "effect"
 
 /** Nobody subscribes to the subject of a request (NATS 503 "no responders"). */
 export class NatsNoResponders extends Data.TaggedError("NatsNoResponders")<{ readonly subject: string }> {}
@@ -36,14 +36,25 @@ export interface RequestOptions {
   readonly timeoutMs: number
 }
 
+/** A message as the hot path sees it: its bytes, not decoded (the caller decodes what it needs). */
+export interface RawMessage {
+  readonly subject: string
+  readonly data: Uint8Array
+  /** The reply subject of a request; empty or undefined when there is none. */
+  readonly reply?: string | undefined
+}
+
+/** A subscription of `listen`; `close` unsubscribes (idempotent). */
+export interface RawSubscription {
+  readonly close: () => void
+}
+
 /**
  * The NATS port. Every message is schema-encoded on the way out and schema-decoded on the way in;
  * a message that fails its schema is logged with its subject and reason and dropped.
  */
 export interface NatsTransportService {
   readonly publish: <A, I>(subject: string, schema: Schema.Schema<A, I>, message: A) => Effect.Effect<void>
-  /** Publishes bytes as they are: for fault tests that need to send garbage. */
-  readonly publishRaw: (subject: string, payload: string | Uint8Array) => Effect.Effect<void>
   /**
    * Subscribes at once (the subscription exists on this connection when the effect completes) and
    * returns the stream of decoded messages. The subscription ends with the scope.
@@ -53,15 +64,6 @@ export interface NatsTransportService {
     schema: Schema.Schema<A, I>,
     options?: SubscribeOptions
   ) => Effect.Effect<Stream.Stream<Incoming<A>>, never, Scope.Scope>
-  /**
-   * The same subscription as `subscribe`, as the queue it fills: for a hot path that reads it
-   * directly (one take per batch) and may offer markers of its own into it.
-   */
-  readonly subscribeQueue: <A, I>(
-    subject: string,
-    schema: Schema.Schema<A, I>,
-    options?: SubscribeOptions
-  ) => Effect.Effect<Queue.Queue<Incoming<A>>, never, Scope.Scope>
   /** Request/reply: the reply is decoded with `replySchema`. */
   readonly request: <A, I, B, BI>(
     subject: string,
@@ -70,10 +72,18 @@ export interface NatsTransportService {
     replySchema: Schema.Schema<B, BI>,
     options: RequestOptions
   ) => Effect.Effect<B, NatsRequestError>
-  /** Answers a request received with `subscribe`. */
-  readonly respond: <B, BI>(replyTo: string, schema: Schema.Schema<B, BI>, message: B) => Effect.Effect<void>
   /** Round trip to the server: everything published before it has reached the server. */
   readonly flush: Effect.Effect<void>
+  /**
+   * Hot path: subscribes now and calls `onMessage` for each message from NATS's read loop, with no
+   * Effect, queue or decode per message. An exception thrown by `onMessage` is caught and logged,
+   * never let into the read loop. Close it when done (the connection's end closes it too).
+   */
+  readonly listen: (subject: string, onMessage: (message: RawMessage) => void, options?: { readonly queue?: string }) => RawSubscription
+  /** Hot path: publishes bytes now, optionally with a reply subject; never throws (a closed connection is logged). */
+  readonly send: (subject: string, payload: Uint8Array, reply?: string) => void
+  /** The largest message the server accepts, in bytes (its `max_payload`; 1 MiB before the first connect). */
+  readonly maxPayload: () => number
 }
 
 export class NatsTransport extends Context.Tag("nats/NatsTransport")<NatsTransport, NatsTransportService>() {}

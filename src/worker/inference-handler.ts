@@ -1,39 +1,35 @@
-import { Cause, Clock, Deferred, Duration, Effect, Either, Exit, FiberMap, Option, ParseResult, Ref, Schema, Stream } from "effect"
+import { Cause, Clock, Effect, Either, Exit, Fiber, FiberId, Option, Runtime, Schedule } from "effect"
 import type { RequestId, WorkerId } from "../domain/ids.js"
-import {
-  CancelRequest,
-  type InferenceReply,
-  InferenceReply as InferenceReplySchema,
-  InferenceRequest,
-  type TokenMessage,
-  TokenMessage as TokenMessageSchema
-} from "../domain/inference.js"
+import { CancelRequest, InferenceReply, InferenceRequest, type TokenMessage } from "../domain/inference.js"
 import { Subjects } from "../domain/subjects.js"
-import { type Incoming, NatsTransport } from "../nats/nats-transport.js"
-import { countPromptTokens, type EngineError, type FinishPiece, InferenceEngine } from "./engines/inference-engine.js"
+import { encodeTokenMessage } from "../domain/token-wire.js"
+import { decoderFor, encoderFor } from "../nats/codec.js"
+import { NatsTransport, type RawMessage } from "../nats/nats-transport.js"
+import { type EngineError, type Finish, InferenceEngine } from "./engines/inference-engine.js"
 import { ModelScanner } from "./model-scanner.js"
 import { type Outcome, WorkerStats } from "./worker-stats.js"
 
 /**
  * `worker.{id}.inference` and `worker.{id}.cancel` (CONTRACT §4).
  *
- * A request is answered at once: a refusal (`invalid_request` for a body that fails the schema,
- * `busy` while draining or at `max_concurrent`, `model_not_found`, or `invalid_request` for a
- * request id already running here) or an ack. A body that fails the schema and has no reply subject
- * is logged and dropped. After an ack the request runs in its own fiber (a `FiberMap` keyed by
- * request id) and publishes to `response.{requestId}`: `token` messages with index 0, 1, 2, … then
- * exactly one `done` or one `error`. Error codes: the engine's (see `EngineError`), `timeout`
- * (`worker.request_timeout_ms`), `worker_shutdown` (still running when the drain timeout ran out),
- * `internal_error` (a defect). A cancel interrupts the fiber, which stops the engine; nothing more
- * is published for that request.
+ * A request is answered at once: a refusal (`invalid_request` for a body that is not JSON or fails
+ * the schema, `busy` while draining or at `max_concurrent`, `model_not_found`, or
+ * `invalid_request` for a request id already running here) or an ack. Every request with a reply
+ * subject gets one of them, whatever its body. After an ack the request runs in one fiber and
+ * publishes to `response.{requestId}`: `tokens` messages — every token the engine produced and
+ * not yet sent, in one message, never held back — then exactly one `done` or one `error`. Error
+ * codes: the engine's (see `EngineError`), `timeout` (`worker.request_timeout_ms`),
+ * `worker_shutdown` (still running when the drain timeout ran out), `internal_error` (a defect).
+ * A cancel interrupts the fiber, which stops the engine; nothing more is published for that request.
+ *
+ * Cost (issue 10): the bus callbacks decode and answer in plain code; a request is one fiber; a
+ * batch of tokens is one `send` from the engine's emit callback, with no Effect per token or batch.
  */
 
 export interface InferenceHandlerOptions {
   readonly workerId: WorkerId
   readonly maxConcurrent: number
   readonly requestTimeoutMs: number
-  /** Messages buffered between NATS and the handler. */
-  readonly bufferSize?: number
 }
 
 export interface InferenceHandler {
@@ -43,27 +39,21 @@ export interface InferenceHandler {
   readonly running: Effect.Effect<number>
 }
 
-class RequestTimeout extends Schema.TaggedError<RequestTimeout>()("RequestTimeout", { timeoutMs: Schema.Number }) {}
+/** Why a running request was stopped from outside. */
+type StopReason = "cancel" | "timeout" | "shutdown"
 
-const refusal = (reason: "busy" | "model_not_found" | "invalid_request", message: string): InferenceReply => ({
-  accepted: false,
-  reason,
-  message
-})
-
-const describeParseError = (error: ParseResult.ParseError): string =>
-  ParseResult.TreeFormatter.formatErrorSync(error).replace(/\s+/g, " ").slice(0, 500)
-
-const decodeInferenceRequest = Schema.decodeUnknownEither(InferenceRequest)
-
-/** The request, or why not; a deeply nested body that exhausts the stack is invalid too, not a crash. */
-const decodeRequest = (data: unknown): Either.Either<InferenceRequest, string> => {
-  try {
-    return Either.mapLeft(decodeInferenceRequest(data), describeParseError)
-  } catch (cause) {
-    return Either.left(`the body cannot be checked (${cause instanceof Error ? cause.message : String(cause)})`)
-  }
+interface Running {
+  readonly startedAt: number
+  fiber: Fiber.RuntimeFiber<void> | undefined
+  stop: StopReason | undefined
 }
+
+/** Refusals name at most this many served models. */
+const LISTED_MODELS = 20
+
+const decodeRequest = decoderFor(InferenceRequest)
+const decodeCancel = decoderFor(CancelRequest)
+const encodeReply = encoderFor(InferenceReply)
 
 /**
  * Subscribes to the inference and cancel subjects (in the caller's scope) and serves them. The
@@ -75,171 +65,164 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
     const engine = yield* InferenceEngine
     const scanner = yield* ModelScanner
     const stats = yield* WorkerStats
+    const clock = yield* Effect.clock
+    const runtime = yield* Effect.runtime<never>()
+    const runFork = Runtime.runFork(runtime)
     const { workerId } = options
-    const fibers = yield* FiberMap.make<RequestId, void, never>()
-    const draining = yield* Ref.make(false)
-    /** Requests stopped by a cancel (their fibers publish nothing more). */
-    const cancelled = new Set<string>()
+    const running = new Map<string, Running>()
+    let draining = false
 
-    const publish = (message: TokenMessage) => nats.publish(Subjects.response(message.requestId), TokenMessageSchema, message)
+    let lastInvalidLog = 0
+    let invalidSince = 0
+    /** One line per second at most, however many invalid requests arrive. */
+    const logInvalid = (subject: string, reason: string, replied: boolean) => {
+      invalidSince++
+      const at = Date.now()
+      if (at - lastInvalidLog < 1_000) return
+      const more = invalidSince > 1 ? ` (${invalidSince - 1} more in the last second)` : ""
+      lastInvalidLog = at
+      invalidSince = 0
+      runFork(Effect.logWarning(`invalid inference request on ${subject}${replied ? "" : " (no reply subject: dropped)"}: ${reason}${more}`))
+    }
 
-    const serve = (request: InferenceRequest, modelPath: string, receivedAt: number, gate: Deferred.Deferred<void>) => {
-      let index = 0
-      let finish: FinishPiece | undefined
-      const work = Effect.gen(function* () {
-        yield* Deferred.await(gate)
-        // By chunk: the tokens an engine yields together are published in one step, counted once.
-        yield* engine.generate(request, modelPath).pipe(
-          Stream.runForEachChunk((pieces) => {
-            const messages: Array<TokenMessage> = []
-            for (const piece of pieces) {
-              if (piece._tag === "Finish") finish = piece
-              else messages.push({ type: "token", requestId: request.requestId, index: index++, token: piece.text })
-            }
-            return messages.length === 0
-              ? Effect.void
-              : Effect.zipRight(Effect.forEach(messages, publish, { discard: true }), stats.addTokens(messages.length))
-          })
-        )
-      }).pipe(
-        Effect.timeoutFail({
-          duration: Duration.millis(options.requestTimeoutMs),
-          onTimeout: () => new RequestTimeout({ timeoutMs: options.requestTimeoutMs })
-        })
-      )
+    const reply = (to: string | undefined, answer: InferenceReply) => {
+      if (to === undefined) return
+      Either.map(encodeReply(answer), (bytes) => nats.send(to, bytes))
+    }
+    const refuse = (to: string | undefined, reason: "busy" | "model_not_found" | "invalid_request", message: string) =>
+      reply(to, { accepted: false, reason, message })
+    const publish = (message: TokenMessage) => nats.send(Subjects.response(message.requestId), encodeTokenMessage(message))
 
-      const finalize = (exit: Exit.Exit<void, EngineError | RequestTimeout>) =>
+    /** Releases the slot, then says how it ended: a controller that reads `done` may dispatch the next request at once. */
+    const finalize = (request: InferenceRequest, entry: Running, receivedAt: number, sent: () => number) =>
+      (exit: Exit.Exit<Finish, EngineError>) =>
         Effect.gen(function* () {
-          const now = yield* Clock.currentTimeMillis
-          const error = (code: string, message: string): TokenMessage => ({
-            type: "error",
-            requestId: request.requestId,
-            code,
-            message
-          })
-          let outcome: Outcome
+          const requestId = request.requestId
+          const error = (code: string, message: string): TokenMessage => ({ type: "error", requestId, code, message })
+          let outcome: Outcome = "failed"
           let message: TokenMessage | undefined
           if (Exit.isSuccess(exit)) {
             outcome = "succeeded"
-            message = {
-              type: "done",
-              requestId: request.requestId,
-              finishReason: finish?.finishReason ?? "stop",
-              usage: finish?.usage ?? { promptTokens: countPromptTokens(request), completionTokens: index },
-              latencyMs: Math.max(0, now - receivedAt)
-            }
-          } else if (cancelled.delete(request.requestId)) {
+            const now = yield* Clock.currentTimeMillis
+            message = { type: "done", requestId, finishReason: exit.value.finishReason, usage: exit.value.usage, latencyMs: Math.max(0, now - receivedAt) }
+          } else if (entry.stop === "cancel") {
             outcome = "cancelled"
-            yield* Effect.logDebug("request cancelled")
+          } else if (entry.stop === "timeout") {
+            message = error("timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`)
           } else {
-            outcome = "failed"
             const failure = Cause.failureOption(exit.cause)
-            if (Option.isSome(failure)) {
-              message =
-                failure.value._tag === "RequestTimeout"
-                  ? error("timeout", `request exceeded worker.request_timeout_ms (${failure.value.timeoutMs} ms)`)
-                  : error(failure.value.code, failure.value.message)
-            } else if (Cause.isInterruptedOnly(exit.cause)) {
-              message = error("worker_shutdown", `worker ${workerId} stopped before the request finished`)
-            } else {
+            if (Option.isSome(failure)) message = error(failure.value.code, failure.value.message)
+            else if (Cause.isInterruptedOnly(exit.cause)) message = error("worker_shutdown", `worker ${workerId} stopped before the request finished`)
+            else {
               yield* Effect.logError("request failed with a defect", exit.cause)
               message = error("internal_error", Cause.pretty(exit.cause).split("\n")[0] ?? "internal error")
             }
-            yield* Effect.logWarning(`request failed: ${message.type === "error" ? message.code : ""}`)
           }
-          if (message !== undefined) yield* publish(message)
           yield* stats.release(outcome)
+          if (message !== undefined) publish(message)
+          if (outcome === "cancelled") yield* Effect.logDebug(`request cancelled after ${sent()} tokens`)
+          if (message?.type === "error") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
         }).pipe(Effect.annotateLogs({ requestId: request.requestId }))
 
-      return Effect.interruptible(work).pipe(Effect.onExit(finalize), Effect.ignore)
-    }
-
-    const handle = (incoming: Incoming<unknown>) =>
+    /** The request's fiber: the checks that need services, the ack, then the generation. */
+    const serve = (request: InferenceRequest, replyTo: string | undefined, entry: Running) =>
       Effect.gen(function* () {
-        const reply = (message: InferenceReply) =>
-          incoming.replyTo !== undefined ? nats.respond(incoming.replyTo, InferenceReplySchema, message) : Effect.void
-        const decoded = decodeRequest(incoming.data)
-        if (Either.isLeft(decoded)) {
-          const reason = decoded.left
-          yield* Effect.logWarning(
-            `invalid inference request on ${incoming.subject}${incoming.replyTo === undefined ? " (no reply subject: dropped)" : ""}: ${reason}`
-          )
-          return yield* reply(refusal("invalid_request", `invalid inference request: ${reason}`))
-        }
-        const request = decoded.right
-        const receivedAt = yield* Clock.currentTimeMillis
-        if (yield* Ref.get(draining)) {
-          return yield* reply(refusal("busy", `worker ${workerId} is shutting down`))
-        }
+        if (draining) return refuse(replyTo, "busy", `worker ${workerId} is shutting down`)
         const path = yield* scanner.pathOf(request.model)
         if (Option.isNone(path)) {
           const served = (yield* scanner.current).availableModels
-          return yield* reply(
-            refusal(
-              "model_not_found",
-              `worker ${workerId} does not serve model "${request.model}" (serves: ${served.join(", ") || "none"})`
-            )
-          )
-        }
-        if (yield* FiberMap.has(fibers, request.requestId)) {
-          return yield* reply(refusal("invalid_request", `request ${request.requestId} is already running on ${workerId}`))
+          const listed = served.slice(0, LISTED_MODELS).join(", ") + (served.length > LISTED_MODELS ? ` and ${served.length - LISTED_MODELS} more` : "")
+          return refuse(replyTo, "model_not_found", `worker ${workerId} does not serve model "${request.model}" (serves: ${listed || "none"})`)
         }
         if (!(yield* stats.tryAcquire(options.maxConcurrent))) {
-          return yield* reply(
-            refusal("busy", `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`)
-          )
+          return refuse(replyTo, "busy", `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`)
         }
-        const gate = yield* Deferred.make<void>()
-        // Forked uninterruptible (the work itself is interruptible) so that its finalizer runs even
-        // when a cancel lands before the fiber started; registered in the FiberMap for cancels.
-        yield* Effect.uninterruptible(
-          Effect.forkDaemon(serve(request, path.value, receivedAt, gate)).pipe(
-            Effect.tap((fiber) => FiberMap.set(fibers, request.requestId, fiber))
-          )
+        reply(replyTo, { accepted: true, workerId })
+        let index = 0
+        const subject = Subjects.response(request.requestId)
+        const emit = (tokens: ReadonlyArray<string>) => {
+          if (tokens.length === 0) return
+          nats.send(subject, encodeTokenMessage({ type: "tokens", requestId: request.requestId, index, tokens }))
+          index += tokens.length
+          stats.countTokens(tokens.length)
+        }
+        yield* engine.generate(request, path.value, emit).pipe(
+          Effect.onExit(finalize(request, entry, entry.startedAt, () => index)),
+          Effect.ignore
         )
-        yield* reply({ accepted: true, workerId })
-        yield* Deferred.succeed(gate, undefined)
-      }).pipe(
-        Effect.catchAllCause((cause) => Effect.logError(`inference request on ${incoming.subject} failed`, cause))
-      )
-
-    const cancel = (requestId: RequestId) =>
-      Effect.gen(function* () {
-        if (!(yield* FiberMap.has(fibers, requestId))) {
-          return yield* Effect.logDebug(`cancel for ${requestId}, which is not running here`)
-        }
-        cancelled.add(requestId)
-        yield* FiberMap.remove(fibers, requestId)
-        cancelled.delete(requestId)
-        yield* Effect.logDebug(`request ${requestId} cancelled`)
       })
 
-    const requests = yield* nats.subscribe(Subjects.inference(workerId), Schema.Unknown, {
-      bufferSize: options.bufferSize ?? 4096
-    })
-    const cancels = yield* nats.subscribe(Subjects.cancel(workerId), CancelRequest, { bufferSize: options.bufferSize ?? 4096 })
-    yield* Stream.runForEach(requests, handle).pipe(Effect.forkScoped)
-    yield* Stream.runForEach(cancels, (incoming) =>
-      cancel(incoming.data.requestId).pipe(Effect.catchAllCause((cause) => Effect.logError("cancel failed", cause)))
-    ).pipe(Effect.forkScoped)
+    const onRequest = (message: RawMessage) => {
+      const replyTo = message.reply === undefined || message.reply === "" ? undefined : message.reply
+      const decoded = decodeRequest(message.data)
+      if (Either.isLeft(decoded)) {
+        logInvalid(message.subject, decoded.left, replyTo !== undefined)
+        return refuse(replyTo, "invalid_request", `invalid inference request: ${decoded.left.slice(0, 500)}`)
+      }
+      const request = decoded.right
+      const id = request.requestId
+      if (running.has(id)) return refuse(replyTo, "invalid_request", `request ${id} is already running on ${workerId}`)
+      const entry: Running = { startedAt: clock.unsafeCurrentTimeMillis(), fiber: undefined, stop: undefined }
+      running.set(id, entry)
+      entry.fiber = runFork(
+        serve(request, replyTo, entry).pipe(
+          Effect.ensuring(
+            Effect.sync(() => {
+              if (running.get(id) === entry) running.delete(id)
+            })
+          )
+        )
+      )
+    }
+
+    const stop = (entry: Running, reason: StopReason) => {
+      if (entry.stop !== undefined) return
+      entry.stop = reason
+      entry.fiber?.unsafeInterruptAsFork(FiberId.none)
+    }
+
+    const onCancel = (message: RawMessage) => {
+      const decoded = decodeCancel(message.data)
+      if (Either.isLeft(decoded)) return logInvalid(message.subject, decoded.left, false)
+      const entry = running.get(decoded.right.requestId as RequestId)
+      if (entry === undefined) return runFork(Effect.logDebug(`cancel for ${decoded.right.requestId}, which is not running here`))
+      stop(entry, "cancel")
+    }
+
+    yield* Effect.acquireRelease(
+      Effect.sync(() => [nats.listen(Subjects.inference(workerId), onRequest), nats.listen(Subjects.cancel(workerId), onCancel)]),
+      (subscriptions) => Effect.sync(() => subscriptions.forEach((s) => s.close()))
+    )
+
+    // `worker.request_timeout_ms` for every running request from one scheduled fiber, not a timer each.
+    const tickMs = Math.min(1_000, Math.max(10, Math.floor(options.requestTimeoutMs / 20)))
+    yield* Effect.sleep(tickMs).pipe(
+      Effect.zipRight(
+        Effect.sync(() => {
+          const now = clock.unsafeCurrentTimeMillis()
+          for (const entry of running.values()) if (now - entry.startedAt > options.requestTimeoutMs) stop(entry, "timeout")
+        })
+      ),
+      Effect.forever,
+      Effect.forkScoped
+    )
 
     const drain = (timeoutMs: number) =>
       Effect.gen(function* () {
-        yield* Ref.set(draining, true)
-        const inFlight = yield* FiberMap.size(fibers)
-        if (inFlight === 0) return
-        yield* Effect.logInfo(`draining ${inFlight} running request(s), up to ${timeoutMs} ms`)
+        draining = true
+        if (running.size === 0) return
+        yield* Effect.logInfo(`draining ${running.size} running request(s), up to ${timeoutMs} ms`)
+        const idle = Effect.void.pipe(Effect.repeat({ until: () => running.size === 0, schedule: Schedule.spaced("20 millis") }))
         // Interruptible: drain runs in a finalizer, where a timeout could not stop the wait otherwise.
-        const finished = yield* Effect.interruptible(FiberMap.awaitEmpty(fibers)).pipe(
-          Effect.timeoutOption(Duration.millis(timeoutMs))
-        )
+        const finished = yield* Effect.interruptible(idle).pipe(Effect.timeoutOption(timeoutMs))
         if (Option.isNone(finished)) {
-          const left = yield* FiberMap.size(fibers)
-          yield* Effect.logWarning(`drain timeout: stopping ${left} request(s)`)
-          yield* FiberMap.clear(fibers)
+          const left = [...running.values()]
+          yield* Effect.logWarning(`drain timeout: stopping ${left.length} request(s)`)
+          for (const entry of left) stop(entry, "shutdown")
+          yield* Fiber.awaitAll(left.flatMap((e) => (e.fiber === undefined ? [] : [e.fiber])))
         }
       })
 
-    const handler: InferenceHandler = { drain, running: FiberMap.size(fibers) }
+    const handler: InferenceHandler = { drain, running: Effect.sync(() => running.size) }
     return handler
   })

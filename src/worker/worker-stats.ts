@@ -34,12 +34,16 @@ export const releaseSlot = (s: StatsSnapshot, outcome: Outcome): StatsSnapshot =
 export class WorkerStats extends Effect.Service<WorkerStats>()("worker/WorkerStats", {
   effect: Effect.gen(function* () {
     const ref = yield* Ref.make(empty)
+    // Counted from the engine's emit callback for every batch: a plain number, no Effect per batch.
+    let tokens = 0
     return {
-      snapshot: Ref.get(ref),
+      snapshot: Effect.map(Ref.get(ref), (s): StatsSnapshot => ({ ...s, tokens })),
       /** Takes a request slot when fewer than `max` are active; false when busy. */
       tryAcquire: (max: number) => Ref.modify(ref, (s) => acquireSlot(s, max)),
       release: (outcome: Outcome) => Ref.update(ref, (s) => releaseSlot(s, outcome)),
-      addTokens: (n: number) => Ref.update(ref, (s) => ({ ...s, tokens: s.tokens + n }))
+      countTokens: (n: number): void => {
+        tokens += n
+      }
     } as const
   })
 }) {}

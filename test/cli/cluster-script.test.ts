@@ -2,8 +2,7 @@ import { expect, inject, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { RpcRouteLive } from "../../src/http/rpc.js"
-import { FakeWorker } from "../http/support/fake-worker.js"
+import { FakeWorker } from "../support/fake-worker.js"
 import { baseUrl, testServerLayer, unique } from "../http/support/test-server.js"
 
 const natsUrl = inject("natsUrl")
@@ -37,7 +36,7 @@ const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   })
 
 layer(
-  testServerLayer({ natsUrl, routes: RpcRouteLive, workerId: unique("cli-worker"), models: [MODEL], tokenDelayMs: 5 }),
+  testServerLayer({ natsUrl, workerId: unique("cli-worker"), models: [MODEL], tokenDelayMs: 5 }),
   { excludeTestServices: true }
 )("scripts/cluster.ts against a running controller", (it) => {
   it.effect("status and workers print readable tables", () =>
@@ -80,7 +79,7 @@ layer(
       const unknownModel = yield* cli(["generate", "no/such-model", "hi", "--url", url])
       expect(unknownModel.code).toBe(1)
       expect(unknownModel.stdout).toBe("")
-      expect(unknownModel.stderr).toMatch(/^cluster: No online worker can serve model "no\/such-model".*\(no_skilled_worker\)\n$/)
+      expect(unknownModel.stderr).toMatch(/^cluster: The model "no\/such-model" does not exist.*\(model_not_found\)\n$/)
     }),
     SPAWN_TIMEOUT
   )

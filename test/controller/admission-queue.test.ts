@@ -4,7 +4,7 @@ import { AdmissionQueue, type AdmissionRequest } from "../../src/controller/admi
 import { InFlight } from "../../src/controller/in-flight.js"
 import { Registry } from "../../src/controller/registry.js"
 import { Router } from "../../src/controller/router.js"
-import { registration } from "./support/fixtures.js"
+import { heartbeat, registration } from "./support/fixtures.js"
 import {
   consume,
   expectIdle,
@@ -25,10 +25,13 @@ const fullWorker = (id: string, maxConcurrent: number) =>
   Effect.gen(function* () {
     yield* (yield* Registry).register(registration({ id, maxConcurrent }))
     const inFlight = yield* InFlight
-    for (let i = 0; i < maxConcurrent; i++) yield* inFlight.reserve(id)
+    for (let i = 0; i < maxConcurrent; i++) inFlight.reserve(id)
   })
 
-const countOf = (id: string) => Effect.map(Effect.flatMap(InFlight, (f) => f.snapshot), (m) => m.get(id) ?? 0)
+const countOf = (id: string) => Effect.map(InFlight, (f) => f.own(id))
+
+/** Gives back one slot of `id` through the queue, as a finished request does. */
+const release = (id: string) => Effect.flatMap(AdmissionQueue, (q) => Effect.sync(() => q.release(id)))
 
 /** Forks `admit`, lets it reach the queue, and returns its fiber. */
 const admitInBackground = (request: AdmissionRequest) =>
@@ -50,19 +53,21 @@ describe("AdmissionQueue.admit", () => {
         const worker = yield* queue.admit(ask())
         expect(worker.workerId).toBe("w1")
         expect(yield* countOf("w1")).toBe(1)
-        yield* queue.release("w1")
+        queue.release("w1")
         expect(yield* countOf("w1")).toBe(0)
         expect(yield* queue.pending).toBe(0)
       })
     )
   )
 
-  it.effect("fails at once with NoWorkers / NoSkilledWorker when nobody could ever serve", () =>
+  it.effect("fails at once with ModelNotFound / NoSkilledWorker when nobody could ever serve", () =>
     withRouter()(
       Effect.gen(function* () {
         const queue = yield* AdmissionQueue
-        expect(failureOf(yield* Effect.exit(queue.admit(ask())))._tag).toBe("NoWorkers")
+        expect(failureOf(yield* Effect.exit(queue.admit(ask())))._tag).toBe("ModelNotFound")
         yield* (yield* Registry).register(registration({ id: "w1", models: ["m/Other-3B"] }))
+        yield* (yield* Registry).register(registration({ id: "w2", models: [MODEL] }))
+        yield* (yield* Registry).markOffline("w2", "gone")
         expect(failureOf(yield* Effect.exit(queue.admit(ask())))).toMatchObject({
           _tag: "NoSkilledWorker",
           model: MODEL,
@@ -77,13 +82,12 @@ describe("AdmissionQueue.admit", () => {
     withRouter()(
       Effect.gen(function* () {
         const queue = yield* AdmissionQueue
-        const inFlight = yield* InFlight
         yield* fullWorker("w1", 2)
         const waiting = yield* admitInBackground(ask())
         expect(yield* isRunning(waiting)).toBe(true)
         expect(yield* queue.pending).toBe(1)
         expect(yield* countOf("w1")).toBe(2)
-        yield* inFlight.release("w1")
+        yield* release("w1")
         const worker = yield* Fiber.join(waiting)
         expect(worker.workerId).toBe("w1")
         // The released slot went to the waiter.
@@ -160,7 +164,7 @@ describe("AdmissionQueue.admit", () => {
         yield* fullWorker("w1", 1)
         const waiting = yield* admitInBackground(ask())
         const error = failureOf(yield* Effect.exit(queue.admit(ask({ model: "m/Nobody-1B" }))))
-        expect(error).toMatchObject({ _tag: "NoSkilledWorker", model: "m/Nobody-1B" })
+        expect(error).toMatchObject({ _tag: "ModelNotFound", model: "m/Nobody-1B" })
         expect(yield* queue.pending).toBe(1)
         yield* Fiber.interrupt(waiting)
       })
@@ -206,25 +210,24 @@ describe("AdmissionQueue.admit", () => {
   it.effect("higher priority leaves the queue first; equal priorities first come first served", () =>
     withRouter()(
       Effect.gen(function* () {
-        const inFlight = yield* InFlight
         yield* fullWorker("w1", 1)
         const low = yield* admitInBackground(ask({ priority: 0 }))
         const lowLater = yield* admitInBackground(ask())
         const high = yield* admitInBackground(ask({ priority: 5 }))
         expect(yield* (yield* AdmissionQueue).pending).toBe(3)
 
-        yield* inFlight.release("w1")
+        yield* release("w1")
         yield* Fiber.join(high)
         yield* settle
         expect(yield* isRunning(low)).toBe(true)
         expect(yield* isRunning(lowLater)).toBe(true)
 
-        yield* inFlight.release("w1")
+        yield* release("w1")
         yield* Fiber.join(low)
         yield* settle
         expect(yield* isRunning(lowLater)).toBe(true)
 
-        yield* inFlight.release("w1")
+        yield* release("w1")
         yield* Fiber.join(lowLater)
         expect(yield* countOf("w1")).toBe(1)
       })
@@ -235,7 +238,6 @@ describe("AdmissionQueue.admit", () => {
     withRouter()(
       Effect.gen(function* () {
         const queue = yield* AdmissionQueue
-        const inFlight = yield* InFlight
         yield* fullWorker("w1", 2)
         const gone = yield* admitInBackground(ask())
         const stays = yield* admitInBackground(ask())
@@ -243,15 +245,96 @@ describe("AdmissionQueue.admit", () => {
         yield* Fiber.interrupt(gone)
         expect(yield* queue.pending).toBe(1)
         // The freed slot goes to the one still waiting, not to the interrupted one.
-        yield* inFlight.release("w1")
+        yield* release("w1")
         yield* Fiber.join(stays)
         expect(yield* countOf("w1")).toBe(2)
         // And once everybody is gone every slot can be given back: nothing leaked.
-        yield* inFlight.release("w1")
-        yield* inFlight.release("w1")
+        yield* release("w1")
+        yield* release("w1")
         yield* settle
         expect(yield* countOf("w1")).toBe(0)
         expect(yield* queue.pending).toBe(0)
+      })
+    )
+  )
+})
+
+describe("AdmissionQueue: waiters per model", () => {
+  it.effect("a slot on a worker goes to the first waiter it can serve, past older waiters of other models", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const registry = yield* Registry
+        yield* registry.register(registration({ id: "a", models: ["m/A"], maxConcurrent: 1 }))
+        yield* registry.register(registration({ id: "b", models: ["m/B"], maxConcurrent: 1 }))
+        const inFlight = yield* InFlight
+        inFlight.reserve("a")
+        inFlight.reserve("b")
+        const forA = yield* admitInBackground(ask({ model: "m/A" }))
+        const forB = yield* admitInBackground(ask({ model: "m/B" }))
+        yield* release("b")
+        expect((yield* Fiber.join(forB)).workerId).toBe("b")
+        expect(yield* isRunning(forA)).toBe(true)
+        yield* release("a")
+        expect((yield* Fiber.join(forA)).workerId).toBe("a")
+      })
+    )
+  )
+
+  it.effect("a waiter whose tags or tried workers exclude the freed worker keeps waiting; the next one gets the slot", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const registry = yield* Registry
+        yield* registry.register(registration({ id: "plain", maxConcurrent: 1 }))
+        yield* registry.register(registration({ id: "tagged", maxConcurrent: 1, tags: ["gpu"] }))
+        const inFlight = yield* InFlight
+        inFlight.reserve("plain")
+        inFlight.reserve("tagged")
+        const wantsGpu = yield* admitInBackground(ask({ tags: ["gpu"] }))
+        const triedPlain = yield* admitInBackground(ask({ exclude: new Set(["plain"]) }))
+        const anyone = yield* admitInBackground(ask())
+        yield* release("plain")
+        expect((yield* Fiber.join(anyone)).workerId).toBe("plain")
+        expect(yield* isRunning(wantsGpu)).toBe(true)
+        expect(yield* isRunning(triedPlain)).toBe(true)
+        yield* release("tagged")
+        expect((yield* Fiber.join(wantsGpu)).workerId).toBe("tagged")
+        yield* release("tagged")
+        expect((yield* Fiber.join(triedPlain)).workerId).toBe("tagged")
+      })
+    )
+  )
+
+  it.effect("a heartbeat that reports less load (another controller finished) hands the slot to a waiter", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const registry = yield* Registry
+        yield* registry.register(registration({ id: "w1", maxConcurrent: 2 }))
+        yield* registry.heartbeat(heartbeat("w1", 2)) // two requests of someone else
+        const waiting = yield* admitInBackground(ask())
+        expect(yield* isRunning(waiting)).toBe(true)
+        yield* registry.heartbeat(heartbeat("w1", 1))
+        expect((yield* Fiber.join(waiting)).workerId).toBe("w1")
+        expect(yield* countOf("w1")).toBe(1)
+      })
+    )
+  )
+
+  it.effect("10,000 waiters: each release serves the head of its line and leaves the others untouched", () =>
+    withRouter(queueConfig({ maxPending: 20_000 }))(
+      Effect.gen(function* () {
+        yield* fullWorker("w1", 1)
+        const queue = yield* AdmissionQueue
+        const fibers = yield* Effect.forEach(Array.from({ length: 10_000 }, (_, i) => i), () => Effect.fork(queue.admit(ask())))
+        yield* settle
+        expect(yield* (yield* AdmissionQueue).pending).toBe(10_000)
+        for (let i = 0; i < 3; i++) {
+          yield* release("w1")
+          yield* Fiber.join(fibers[i] as Fiber.RuntimeFiber<unknown, unknown>)
+        }
+        expect(yield* (yield* AdmissionQueue).pending).toBe(9_997)
+        expect(yield* isRunning(fibers[3] as Fiber.RuntimeFiber<unknown, unknown>)).toBe(true)
+        yield* Fiber.interruptAll(fibers)
+        expect(yield* (yield* AdmissionQueue).pending).toBe(0)
       })
     )
   )

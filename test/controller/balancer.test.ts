@@ -12,11 +12,11 @@ import {
   type SelectRequest,
   selectWorker,
   servedModels,
-  workerLoad
+  type LoadOf
 } from "../../src/controller/balancer.js"
-import { NoSkilledWorker, NoWorkers } from "../../src/domain/errors.js"
+import { ModelNotFound, NoSkilledWorker, NoWorkers } from "../../src/domain/errors.js"
 import type { WorkerInfo } from "../../src/domain/worker.js"
-import { info } from "./support/fixtures.js"
+import { info, stateOf } from "./support/fixtures.js"
 
 const GiB = 1024 ** 3
 const M7 = "m/Model-7B" // the fixtures' default model
@@ -29,7 +29,16 @@ const balancerLayer = (strategy: BalancingStrategy = "smart") =>
     Layer.provide(ClusterConfigService.layerTest((c) => ({ ...c, loadBalancing: { strategy } })))
   )
 
-/** Runs `n` selections through the Balancer service and returns the chosen ids. */
+/** A load function as the controller's was before other controllers: the larger of in-flight and reported. */
+const loadFrom =
+  (inFlight: ReadonlyMap<string, number>): LoadOf =>
+  (w) =>
+    Math.max(inFlight.get(w.workerId) ?? 0, w.metrics?.requests.active ?? 0)
+
+const pick = (request: SelectRequest, workers: ReadonlyArray<WorkerInfo>, inFlight = noInFlight) =>
+  Effect.flatMap(Balancer, (b) => b.select(request, stateOf(workers), loadFrom(inFlight)))
+
+/** Runs `n` selections through the Balancer service (over a real registry state) and returns the chosen ids. */
 const selectN = (
   n: number,
   request: SelectRequest,
@@ -37,14 +46,10 @@ const selectN = (
   inFlight: ReadonlyMap<string, number> = noInFlight
 ) =>
   Effect.gen(function* () {
-    const balancer = yield* Balancer
     const ids: Array<string> = []
-    for (let i = 0; i < n; i++) ids.push((yield* balancer.select(request, workers, inFlight)).worker.workerId)
+    for (let i = 0; i < n; i++) ids.push((yield* pick(request, workers, inFlight)).worker.workerId)
     return ids
   })
-
-const pick = (request: SelectRequest, workers: ReadonlyArray<WorkerInfo>, inFlight = noInFlight) =>
-  Effect.flatMap(Balancer, (b) => b.select(request, workers, inFlight))
 
 describe("model memory estimate", () => {
   it("parses the parameter count as a whole token", () => {
@@ -81,13 +86,6 @@ describe("model memory estimate", () => {
     expect(memoryNeedGB(w, M3)).toBeCloseTo(12)
     expect(memoryNeedGB(info({ id: "b", models: [M3] }), M3)).toBe(4)
     expect(memoryNeedGB(info({ id: "c", models: [M3], modelSizes: { [M3]: 0 } }), M3)).toBe(4)
-  })
-
-  it("load is the larger of controller in-flight and reported active", () => {
-    const w = info({ id: "a", active: 2 })
-    expect(workerLoad(w, new Map([["a", 5]]))).toBe(5)
-    expect(workerLoad(w, new Map([["a", 1]]))).toBe(2)
-    expect(workerLoad(info({ id: "b" }), noInFlight)).toBe(0)
   })
 
   it("servedModels is the sorted union", () => {
@@ -194,10 +192,10 @@ describe("Balancer (smart)", () => {
     }).pipe(Effect.provide(layer))
   )
 
-  it.effect("no workers (none at all, or none online) fails with NoWorkers naming the model", () =>
+  it.effect("no workers at all: the model is unknown (404); none online: NoWorkers naming the model", () =>
     Effect.gen(function* () {
       const empty = yield* Effect.flip(pick({ model: M7 }, []))
-      expect(empty).toEqual(new NoWorkers({ model: M7 }))
+      expect(empty).toEqual(new ModelNotFound({ model: M7 }))
       const offline = yield* Effect.flip(pick({ model: M7 }, [info({ id: "a", status: "offline" })]))
       expect(offline._tag).toBe("NoWorkers")
       expect(offline.message).toContain(M7)
@@ -264,13 +262,13 @@ describe("Balancer (smart)", () => {
     }).pipe(Effect.provide(layer))
   )
 
-  it.effect("reset restarts the round robin", () =>
+  it.effect("a model no worker has registered is ModelNotFound; a known one nobody online serves is NoWorkers or NoSkilledWorker", () =>
     Effect.gen(function* () {
-      const workers = ["a", "b"].map((id) => info({ id }))
-      expect(yield* selectN(1, { model: M7 }, workers)).toEqual(["a"])
-      yield* Effect.flatMap(Balancer, (b) => b.reset)
-      expect(yield* selectN(1, { model: M7 }, workers)).toEqual(["a"])
-      expect((yield* Balancer).strategy).toBe("smart")
+      const workers = [info({ id: "a", models: [M7] }), info({ id: "b", models: [M13], status: "offline" })]
+      expect(yield* Effect.flip(pick({ model: "typo/model" }, workers))).toEqual(new ModelNotFound({ model: "typo/model" }))
+      expect(yield* Effect.flip(pick({ model: M13 }, workers))).toEqual(new NoSkilledWorker({ model: M13, available: [M7] }))
+      const allOffline = [info({ id: "b", models: [M13], status: "offline" })]
+      expect(yield* Effect.flip(pick({ model: M13 }, allOffline))).toEqual(new NoWorkers({ model: M13 }))
     }).pipe(Effect.provide(layer))
   )
 
@@ -294,8 +292,8 @@ describe("Balancer (round_robin)", () => {
         info({ id: "d", status: "offline" })
       ]
       expect(yield* selectN(4, { model: M7 }, workers)).toEqual(["a", "b", "a", "b"])
-      expect((yield* Balancer).strategy).toBe("round_robin")
-      expect((yield* Effect.flip(pick({ model: M13 }, workers)))._tag).toBe("NoSkilledWorker")
+      expect((yield* Effect.flip(pick({ model: M3, tags: ["x"] }, workers)))._tag).toBe("NoSkilledWorker")
+      expect((yield* Effect.flip(pick({ model: M13 }, workers)))._tag).toBe("ModelNotFound")
     }).pipe(Effect.provide(balancerLayer("round_robin")))
   )
 
@@ -353,8 +351,8 @@ describe("selectWorker properties (fast-check)", () => {
         fc.option(fc.constantFrom("w0", "w3", "w7", "zz"), { nil: undefined }),
         (strategy, workers, model, tags, excluded, inFlightRecord, last) => {
           const exclude = new Set(excluded)
-          const inFlight = new Map(Object.entries(inFlightRecord))
-          const result = selectWorker(strategy, { model, tags, exclude }, workers, inFlight, last)
+          const load = loadFrom(new Map(Object.entries(inFlightRecord)))
+          const result = selectWorker(strategy, { model, tags, exclude }, workers, load, last)
           const qualifies = (w: WorkerInfo) =>
             w.status === "online" &&
             w.skills.availableModels.includes(model) &&
@@ -364,7 +362,7 @@ describe("selectWorker properties (fast-check)", () => {
           if (Either.isRight(result)) {
             const { worker, saturated } = result.right
             expect(qualifies(worker)).toBe(true)
-            expect(saturated).toBe(eligible.every((w) => workerLoad(w, inFlight) >= w.capabilities.maxConcurrent))
+            expect(saturated).toBe(eligible.every((w) => load(w) >= w.capabilities.maxConcurrent))
           } else {
             expect(eligible).toHaveLength(0)
           }
@@ -391,7 +389,7 @@ describe("selectWorker properties (fast-check)", () => {
           for (let i = 0; i < k * n; i++) {
             const seed = seeds.next().value as number
             const order = [...workers].sort((a, b) => ((a.workerId.charCodeAt(1) * seed) % 7) - ((b.workerId.charCodeAt(1) * seed) % 7))
-            const result = selectWorker(strategy, { model: "m/Model-7B" }, order, noInFlight, last)
+            const result = selectWorker(strategy, { model: "m/Model-7B" }, order, loadFrom(noInFlight), last)
             if (Either.isLeft(result)) throw new Error("unexpected failure")
             const id = result.right.worker.workerId
             counts.set(id, (counts.get(id) ?? 0) + 1)

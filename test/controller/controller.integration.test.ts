@@ -3,9 +3,12 @@ import { Chunk, Context, Effect, Either, Exit, Fiber, Layer, Option, Scope, Stre
 import { ControllerLifecycle } from "../../src/controller/lifecycle.js"
 import { Registry } from "../../src/controller/registry.js"
 import { RequestStats } from "../../src/controller/request-stats.js"
-import { type RelayEvent, Router, type RouteRequest } from "../../src/controller/router.js"
-import { controllerLayer, eventually, workerLayer } from "../support/cluster.js"
+import { Router } from "../../src/controller/router.js"
+import type { RelayEvent, RouteRequest } from "../../src/domain/route.js"
+import { controllerLayer, workerLayer } from "../support/cluster.js"
+import { eventually } from "../support/eventually.js"
 import { spawnCli, stopCli } from "../support/cli-process.js"
+import { flatten } from "./support/router-harness.js"
 import { startFakeWorker, streamTokens } from "../support/fake-worker.js"
 
 const natsUrl = inject("natsUrl")
@@ -30,7 +33,8 @@ const startController = (patch?: Parameters<typeof controllerLayer>[1]) =>
 const onlineIds = (registry: Registry) =>
   Effect.map(registry.online, (ws): ReadonlyArray<string> => ws.map((w): string => w.workerId).sort())
 
-const collect = (stream: Stream.Stream<RelayEvent, unknown>) => Effect.map(Stream.runCollect(stream), Chunk.toReadonlyArray)
+const collect = (stream: Stream.Stream<RelayEvent, unknown>) =>
+  Effect.map(Stream.runCollect(stream), (chunk) => Chunk.toReadonlyArray(chunk).flatMap(flatten))
 
 describe("controller core with real workers over a real nats-server", () => {
   it.scopedLive("three workers register within 100 ms of starting", () =>
@@ -41,14 +45,14 @@ describe("controller core with real workers over a real nats-server", () => {
         concurrency: "unbounded"
       })
       const built = Date.now()
-      yield* eventually(Effect.map(onlineIds(registry), (ids) => ids.length === 3), 2_000)
+      yield* eventually(Effect.map(onlineIds(registry), (ids) => ids.length === 3), { timeoutMs: 2_000 })
       expect(Date.now() - built).toBeLessThan(100)
       expect(yield* onlineIds(registry)).toEqual(["reg-1", "reg-2", "reg-3"])
       expect(built - started).toBeLessThan(5_000)
     })
   )
 
-  it.scopedLive("relays tokens in order with correct usage; an unknown model is NoSkilledWorker", () =>
+  it.scopedLive("relays tokens in order with correct usage; an unknown model is ModelNotFound", () =>
     Effect.gen(function* () {
       const { router, registry, stats } = yield* startController()
       yield* Layer.build(workerLayer(natsUrl, { id: "relay-1", models: ["relay/model"] }))
@@ -62,7 +66,7 @@ describe("controller core with real workers over a real nats-server", () => {
       expect(done.usage).toEqual({ promptTokens: 3, completionTokens: tokens.length })
       expect(done.workerId).toBe("relay-1")
       const failure = yield* Effect.flip(Stream.runDrain(router.route(ask("no/such-model"))))
-      expect(failure._tag).toBe("NoSkilledWorker")
+      expect(failure._tag).toBe("ModelNotFound")
       expect(failure.message).toContain("no/such-model")
       const s = yield* stats.snapshot
       expect(s).toMatchObject({ succeeded: 1, failed: 1, active: 0 })
@@ -95,7 +99,7 @@ describe("controller core with real workers over a real nats-server", () => {
         controller: { ...c.controller, streamIdleTimeoutMs: 300 }
       }))
       const stalled = yield* startFakeWorker(natsUrl, { id: "stall-1", models: ["stall/model"] }, (request, send) =>
-        send({ type: "token", requestId: request.requestId, index: 0, token: "first" }).pipe(Effect.zipRight(Effect.never))
+        send({ type: "tokens", requestId: request.requestId, index: 0, tokens: ["first"] }).pipe(Effect.zipRight(Effect.never))
       )
       yield* eventually(Effect.map(onlineIds(registry), (ids) => ids.includes("stall-1")))
       const started = Date.now()
@@ -103,7 +107,7 @@ describe("controller core with real workers over a real nats-server", () => {
       const error = yield* Effect.flip(
         Stream.runForEach(router.route(ask("stall/model")), (e) =>
           Effect.sync(() => {
-            if (e.type === "token") tokens.push(e.token)
+            if (e.type === "tokens") tokens.push(...e.tokens)
           })
         )
       )
@@ -147,7 +151,7 @@ describe("controller core with real workers over a real nats-server", () => {
       const after = yield* startController()
       yield* eventually(
         Effect.map(onlineIds(after.registry), (ids) => ids.filter((i) => i.startsWith("again-")).length === 3),
-        1_000
+        { timeoutMs: 1_000 }
       )
       expect(Date.now() - restarted).toBeLessThan(1_000)
       const events = yield* collect(after.router.route(ask("again/model", 3)))

@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option, TestClock } from "effect"
 import { ClusterConfigService } from "../../src/config/cluster-config.js"
 import { HealthMonitorLive } from "../../src/controller/health-monitor.js"
+import { LoadMonitor } from "../../src/controller/load-monitor.js"
 import { Registry } from "../../src/controller/registry.js"
 import { WorkerId } from "../../src/domain/ids.js"
 import { heartbeat, registration } from "./support/fixtures.js"
@@ -13,7 +14,11 @@ const ConfigTest = ClusterConfigService.layerTest((c) => ({
 }))
 const RegistryTest = Registry.Default.pipe(Layer.provide(ConfigTest))
 /** The monitor and the registry it sweeps; the test reaches the same Registry. */
-const MonitorTest = HealthMonitorLive.pipe(Layer.provideMerge(RegistryTest), Layer.provide(ConfigTest))
+const MonitorTest = HealthMonitorLive.pipe(
+  Layer.provideMerge(RegistryTest),
+  Layer.provide(ConfigTest),
+  Layer.provide(LoadMonitor.layerTest())
+)
 
 const status = (id: string) =>
   Effect.flatMap(Registry, (r) => r.get(id)).pipe(Effect.map(Option.map((w) => w.status)), Effect.map(Option.getOrUndefined))
@@ -46,7 +51,11 @@ describe("HealthMonitor (TestClock)", () => {
       ...c,
       discovery: { ...c.discovery, offlineTimeoutMs: 1_000, healthCheckIntervalMs: 5_000 }
     }))
-    const layer = HealthMonitorLive.pipe(Layer.provideMerge(Registry.Default.pipe(Layer.provide(config))), Layer.provide(config))
+    const layer = HealthMonitorLive.pipe(
+      Layer.provideMerge(Registry.Default.pipe(Layer.provide(config))),
+      Layer.provide(config),
+      Layer.provide(LoadMonitor.layerTest())
+    )
     return Effect.gen(function* () {
       const registry = yield* Registry
       yield* registry.register(registration({ id: "w1" }))
@@ -114,6 +123,22 @@ describe("HealthMonitor (TestClock)", () => {
     }).pipe(Effect.provide(MonitorTest))
   )
 
+  it.scoped("time the controller's own event loop was stalled does not count as a worker's silence", () => {
+    const stalled = HealthMonitorLive.pipe(
+      Layer.provideMerge(RegistryTest),
+      Layer.provide(ConfigTest),
+      Layer.provide(LoadMonitor.layerTest({ window: 6_000 }))
+    )
+    return Effect.gen(function* () {
+      const registry = yield* Registry
+      yield* registry.register(registration({ id: "w1" }))
+      yield* at(20_000) // silent 20 s: more than 15, but within 15 + 6 of stall
+      expect(yield* status("w1")).toBe("online")
+      yield* at(25_000) // 25 > 21
+      expect(yield* status("w1")).toBe("offline")
+    }).pipe(Effect.provide(stalled))
+  })
+
   it.effect("stops sweeping when its scope closes", () =>
     Effect.gen(function* () {
       const registry = yield* Registry
@@ -122,6 +147,6 @@ describe("HealthMonitor (TestClock)", () => {
       yield* at(5_000).pipe(Effect.provide(HealthMonitorLive), Effect.scoped)
       yield* at(60_000)
       expect(yield* status("w1")).toBe("online")
-    }).pipe(Effect.provide(RegistryTest), Effect.provide(ConfigTest))
+    }).pipe(Effect.provide(RegistryTest), Effect.provide(ConfigTest), Effect.provide(LoadMonitor.layerTest()))
   )
 })

@@ -1,11 +1,21 @@
 import { describe, expect, it } from "@effect/vitest"
-import { HashMap, Option } from "effect"
+import { HashMap } from "effect"
 import { WorkerId } from "../../src/domain/ids.js"
 import type { WorkerInfo } from "../../src/domain/worker.js"
 import * as State from "../../src/controller/registry-state.js"
 import { heartbeat, metrics, registration } from "./support/fixtures.js"
 
-const get = (state: State.RegistryState, id: string): WorkerInfo => Option.getOrThrow(HashMap.get(state, id))
+const get = (state: State.RegistryState, id: string): WorkerInfo => {
+  const info = State.getWorker(state, id)
+  if (info === undefined) throw new Error(`no worker ${id}`)
+  return info
+}
+
+/** `state` with worker `id` changed by `f`, as a status no transition sets yet (degraded) would be. */
+const modify = (state: State.RegistryState, id: string, f: (w: WorkerInfo) => WorkerInfo): State.RegistryState => ({
+  ...state,
+  workers: HashMap.modify(state.workers, id, f)
+})
 
 const registered = (...ids: ReadonlyArray<string>): State.RegistryState =>
   ids.reduce((s, id) => State.applyRegistration(s, registration({ id }), 1_000).state, State.empty)
@@ -54,7 +64,7 @@ describe("registry-state", () => {
     })
 
     it("re-registration keeps a degraded status and its reason", () => {
-      const degraded = HashMap.modify(registered("w1"), "w1", (w) => ({
+      const degraded = modify(registered("w1"), "w1", (w) => ({
         ...w,
         status: "degraded" as const,
         statusReason: "slow"
@@ -151,7 +161,7 @@ describe("registry-state", () => {
     })
 
     it("marks degraded workers offline too", () => {
-      const s = HashMap.modify(registered("w1"), "w1", (w) => ({ ...w, status: "degraded" as const }))
+      const s = modify(registered("w1"), "w1", (w) => ({ ...w, status: "degraded" as const }))
       const r = State.sweep(s, 20_000, 15_000)
       expect(r.transitions).toEqual([
         { workerId: "w1", from: "degraded", to: "offline", reason: "no heartbeat for 19.0 s" }
@@ -166,9 +176,9 @@ describe("registry-state", () => {
       s = State.applyHeartbeat(s, heartbeat("w2"), 50_000).state
       s = State.markOffline(s, "w2", "gone").state
       const r = State.prune(s, 61_001, 60_000)
-      expect(HashMap.has(r.state, "w1")).toBe(false)
-      expect(HashMap.has(r.state, "w2")).toBe(true) // offline, but recent
-      expect(HashMap.has(r.state, "w3")).toBe(true) // silent but online: the sweep's job first
+      expect(State.getWorker(r.state, "w1")).toBeUndefined()
+      expect(State.getWorker(r.state, "w2")).toBeDefined() // offline, but recent
+      expect(State.getWorker(r.state, "w3")).toBeDefined() // silent but online: the sweep's job first
       expect(r.transitions).toEqual([
         { workerId: "w1", from: "offline", to: "absent", reason: "pruned, no heartbeat for 60.0 s" }
       ])
@@ -177,6 +187,58 @@ describe("registry-state", () => {
     it("nothing to prune returns the same state", () => {
       const s = registered("w1")
       expect(State.prune(s, 10_000_000, 60_000).state).toBe(s)
+    })
+  })
+
+  describe("indexes", () => {
+    const ids = (workers: ReadonlyArray<WorkerInfo>) => workers.map((w) => w.workerId).sort()
+
+    it("onlineServing follows registrations, skill changes, offline and back, and prunes", () => {
+      let s = State.applyRegistration(State.empty, registration({ id: "w1", models: ["a", "b"] }), 0).state
+      s = State.applyRegistration(s, registration({ id: "w2", models: ["b"] }), 0).state
+      expect(ids(State.onlineServing(s, "a"))).toEqual(["w1"])
+      expect(ids(State.onlineServing(s, "b"))).toEqual(["w1", "w2"])
+      expect(State.onlineServing(s, "c")).toEqual([])
+      // w1 now serves c instead of a
+      s = State.applyRegistration(s, registration({ id: "w1", models: ["b", "c"] }), 1).state
+      expect(State.onlineServing(s, "a")).toEqual([])
+      expect(ids(State.onlineServing(s, "c"))).toEqual(["w1"])
+      expect(State.isKnownModel(s, "a")).toBe(false)
+      // offline: not serving, still known
+      s = State.markOffline(s, "w2", "gone").state
+      expect(ids(State.onlineServing(s, "b"))).toEqual(["w1"])
+      expect(State.isKnownModel(s, "b")).toBe(true)
+      s = State.applyHeartbeat(s, heartbeat("w2"), 2).state
+      expect(ids(State.onlineServing(s, "b"))).toEqual(["w1", "w2"])
+      // pruned: neither serving nor known
+      s = State.markOffline(s, "w1", "gone").state
+      s = State.prune(s, 100_000, 10).state
+      expect(State.onlineServing(s, "c")).toEqual([])
+      expect(State.isKnownModel(s, "c")).toBe(false)
+      expect(State.isKnownModel(s, "b")).toBe(true)
+    })
+
+    it("a heartbeat leaves the indexes as they are (same objects)", () => {
+      const s = State.applyRegistration(State.empty, registration({ id: "w1", models: ["a"] }), 0).state
+      const after = State.applyHeartbeat(s, heartbeat("w1", 3), 5).state
+      expect(after.onlineByModel).toBe(s.onlineByModel)
+      expect(after.knownModels).toBe(s.knownModels)
+      expect(State.onlineServing(after, "a")[0]?.metrics?.requests.active).toBe(3)
+    })
+
+    it("servedModels lists each model once, with the earliest registration among its online workers", () => {
+      let s = State.applyRegistration(State.empty, registration({ id: "w1", models: ["b", "a"] }), 5_000).state
+      s = State.applyRegistration(s, registration({ id: "w2", models: ["a"] }), 2_000).state
+      expect(State.servedModels(s)).toEqual([
+        { model: "a", since: 2_000 },
+        { model: "b", since: 5_000 }
+      ])
+    })
+
+    it("counts by status", () => {
+      let s = registered("w1", "w2", "w3")
+      s = State.markOffline(s, "w2", "gone").state
+      expect(State.counts(s)).toEqual({ total: 3, online: 2, offline: 1 })
     })
   })
 

@@ -2,7 +2,7 @@ import { describe, expect, inject, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option, Stream, TestClock } from "effect"
 import { ClusterConfigService } from "../../src/config/cluster-config.js"
 import { ControllerIdentity, makeControllerId } from "../../src/controller/controller-identity.js"
-import { Registry, type RegistrySnapshot } from "../../src/controller/registry.js"
+import { Registry } from "../../src/controller/registry.js"
 import { announce, announceDue, RegistrySyncLive } from "../../src/controller/registry-sync.js"
 import { WorkerId } from "../../src/domain/ids.js"
 import { Subjects } from "../../src/domain/subjects.js"
@@ -15,28 +15,28 @@ import {
 } from "../../src/domain/worker.js"
 import { NatsTransport } from "../../src/nats/nats-transport.js"
 import { layer as natsLayer } from "../../src/nats/nats-transport-live.js"
+import { eventually } from "../support/eventually.js"
+import { ScriptedNats } from "../support/scripted-nats.js"
 import { heartbeat, registration } from "./support/fixtures.js"
-import { InMemoryNats } from "./support/in-memory-nats.js"
 
 const RegistryTest = Registry.Default.pipe(Layer.provide(ClusterConfigService.layerTest()))
 
 /** The sync layer over the in-memory bus; the test reaches the same bus, Registry and identity. */
 const SyncTest = RegistrySyncLive.pipe(
-  Layer.provideMerge(Layer.mergeAll(RegistryTest, InMemoryNats.layer, ControllerIdentity.layerTest("ctl-test")))
+  Layer.provideMerge(Layer.mergeAll(RegistryTest, ScriptedNats.layer, ControllerIdentity.layerTest("ctl-test")))
 )
 
-/** Waits (without a clock) until the registry holds a worker matching `predicate`. */
+/** Waits (on the wall clock, not the Effect one) until the registry holds a worker matching `predicate`. */
 const awaitWorker = (id: string, predicate: (w: WorkerInfo) => boolean = () => true) =>
-  Effect.flatMap(Registry, (registry) =>
-    registry.changes.pipe(
-      Stream.map((s: RegistrySnapshot) => s.workers.find((w) => w.workerId === id)),
-      Stream.filter((w): w is WorkerInfo => w !== undefined && predicate(w)),
-      Stream.runHead,
-      Effect.map(Option.getOrThrow)
+  eventually(
+    Effect.flatMap(Registry, (registry) => registry.get(id)).pipe(
+      Effect.flatMap((found) => (Option.isSome(found) && predicate(found.value) ? Effect.succeed(found.value) : Effect.fail("not yet")))
     )
   )
 
-const announcesSoFar = Effect.flatMap(InMemoryNats, (bus) => bus.publishedOn(Subjects.announce))
+const announcesSoFar = Effect.flatMap(ScriptedNats, (bus) => bus.publishedOn(Subjects.announce))
+
+const sendRaw = (subject: string, text: string) => Effect.flatMap(NatsTransport, (n) => Effect.sync(() => n.send(subject, new TextEncoder().encode(text))))
 
 const publish = {
   register: (id: string) =>
@@ -49,7 +49,7 @@ const publish = {
     )
 }
 
-describe("RegistrySync (in-memory NATS double)", () => {
+describe("RegistrySync (scripted NATS double)", () => {
   it.effect("registrations, heartbeats and deregistrations reach the Registry", () =>
     Effect.gen(function* () {
       yield* TestClock.setTime(1_000)
@@ -72,11 +72,10 @@ describe("RegistrySync (in-memory NATS double)", () => {
 
   it.effect("drops messages that fail their schema and keeps consuming", () =>
     Effect.gen(function* () {
-      const nats = yield* NatsTransport
-      yield* nats.publishRaw(Subjects.register, "{ not json")
-      yield* nats.publishRaw(Subjects.register, JSON.stringify({ workerId: "bad id with spaces" }))
-      yield* nats.publishRaw(Subjects.heartbeat, new TextEncoder().encode(JSON.stringify({ workerId: "w1" })))
-      yield* nats.publishRaw(Subjects.deregister, "[]")
+      yield* sendRaw(Subjects.register, "{ not json")
+      yield* sendRaw(Subjects.register, JSON.stringify({ workerId: "bad id with spaces" }))
+      yield* sendRaw(Subjects.heartbeat, JSON.stringify({ workerId: "w1" }))
+      yield* sendRaw(Subjects.deregister, "[]")
       yield* publish.register("w2")
       expect((yield* awaitWorker("w2")).status).toBe("online")
       expect((yield* Effect.flatMap(Registry, (r) => r.all)).map((w) => w.workerId)).toEqual(["w2"])
@@ -131,7 +130,7 @@ describe("RegistrySync (in-memory NATS double)", () => {
       yield* TestClock.setTime(7_000)
       yield* announce
       expect(yield* announcesSoFar).toEqual([{ controllerId: "ctl-test", timestamp: 7_000 }])
-    }).pipe(Effect.provide(Layer.merge(InMemoryNats.layer, ControllerIdentity.layerTest("ctl-test"))))
+    }).pipe(Effect.provide(Layer.merge(ScriptedNats.layer, ControllerIdentity.layerTest("ctl-test"))))
   )
 })
 

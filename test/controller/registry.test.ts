@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Layer, Option, Stream, TestClock } from "effect"
+import { Effect, Layer, Option, TestClock } from "effect"
 import { ClusterConfigService } from "../../src/config/cluster-config.js"
-import { Registry } from "../../src/controller/registry.js"
+import { Registry, type RegistryChange } from "../../src/controller/registry.js"
 import { WorkerId } from "../../src/domain/ids.js"
 import { captureLogs } from "./support/log-capture.js"
 import { heartbeat, metrics, registration } from "./support/fixtures.js"
@@ -53,7 +53,7 @@ describe("Registry", () => {
       yield* registry.markOffline("w3", "worker lost")
       expect((yield* registry.all).map((w) => w.workerId)).toEqual(["w1", "w2", "w3"])
       expect((yield* registry.online).map((w) => w.workerId)).toEqual(["w1"])
-      expect((yield* registry.offline).map((w) => [w.workerId, w.statusReason])).toEqual([
+      expect((yield* registry.all).filter((w) => w.status === "offline").map((w) => [w.workerId, w.statusReason])).toEqual([
         ["w2", "deregistered"],
         ["w3", "worker lost"]
       ])
@@ -66,15 +66,15 @@ describe("Registry", () => {
       const registry = yield* Registry
       yield* registry.register(registration({ id: "w1" }))
       yield* TestClock.adjust(15_000)
-      yield* registry.sweep
+      yield* registry.sweep()
       expect(Option.getOrThrow(yield* registry.get("w1")).status).toBe("online")
       yield* TestClock.adjust(200)
-      yield* registry.sweep
+      yield* registry.sweep()
       const w = Option.getOrThrow(yield* registry.get("w1"))
       expect(w.status).toBe("offline")
       expect(w.statusReason).toBe("no heartbeat for 15.2 s")
       yield* TestClock.adjust(60_000)
-      yield* registry.sweep
+      yield* registry.sweep()
       expect(yield* registry.get("w1")).toEqual(Option.none())
       expect(yield* registry.counts).toEqual({ total: 0, online: 0, offline: 0 })
     }).pipe(Effect.provide(RegistryTest))
@@ -88,12 +88,12 @@ describe("Registry", () => {
       yield* registry.register(registration({ id: "w1" })) // no status change: no line at info level
       yield* registry.heartbeat(heartbeat("w1"))
       yield* TestClock.adjust(15_200)
-      yield* registry.sweep
-      yield* registry.sweep // nothing new
+      yield* registry.sweep()
+      yield* registry.sweep() // nothing new
       yield* registry.heartbeat(heartbeat("w1"))
       yield* registry.deregister(deregistration("w1"))
       yield* TestClock.adjust(60_001)
-      yield* registry.sweep
+      yield* registry.sweep()
       const lines = logs.lines.map((l) => [l.level, l.message, l.annotations["workerId"]])
       expect(lines).toEqual([
         ["INFO", "worker w1 online: registered", "w1"],
@@ -105,60 +105,47 @@ describe("Registry", () => {
     }).pipe(Effect.provide(RegistryTest), Effect.provide(logs.layer))
   })
 
-  it.effect("snapshot versions grow only when something changes", () =>
+  it.scoped("listeners hear each change once: its transitions, the workers touched and the new state", () =>
     Effect.gen(function* () {
       const registry = yield* Registry
-      const v0 = (yield* registry.snapshot).version
-      yield* registry.heartbeat(heartbeat("ghost"))
-      yield* registry.sweep
+      const heard: Array<RegistryChange> = []
+      yield* registry.listen((change) => heard.push(change))
+      yield* registry.heartbeat(heartbeat("ghost")) // unknown: nothing changes, nobody is told
+      yield* registry.sweep()
       yield* registry.markOffline("ghost", "x")
-      expect((yield* registry.snapshot).version).toBe(v0)
+      expect(heard).toEqual([])
       yield* registry.register(registration({ id: "w1" }))
-      const s1 = yield* registry.snapshot
-      expect(s1.version).toBe(v0 + 1)
-      expect(s1.workers.map((w) => w.workerId)).toEqual(["w1"])
-      yield* registry.heartbeat(heartbeat("w1", 1))
-      expect((yield* registry.snapshot).version).toBe(v0 + 2)
-    }).pipe(Effect.provide(RegistryTest))
-  )
-
-  it.effect("awaitChange wakes on the next change, or at once if one already happened", () =>
-    Effect.gen(function* () {
-      const registry = yield* Registry
-      const { version } = yield* registry.snapshot
-      const waiter = yield* Effect.fork(registry.awaitChange(version))
-      yield* Effect.yieldNow()
-      expect(Option.isNone(yield* Fiber.poll(waiter))).toBe(true)
-      yield* registry.heartbeat(heartbeat("ghost")) // not a change
-      yield* Effect.yieldNow()
-      expect(Option.isNone(yield* Fiber.poll(waiter))).toBe(true)
-      yield* registry.register(registration({ id: "w1" }))
-      const woke = yield* Fiber.join(waiter)
-      expect(woke.version).toBe(version + 1)
-      expect(woke.workers.map((w) => w.workerId)).toEqual(["w1"])
-      // A change that already happened is not missed.
-      const late = yield* registry.awaitChange(version)
-      expect(late.version).toBe(version + 1)
-    }).pipe(Effect.provide(RegistryTest))
-  )
-
-  it.effect("changes emits the current snapshot, then one per change", () =>
-    Effect.gen(function* () {
-      const registry = yield* Registry
-      const subscribed = yield* Deferred.make<void>()
-      const collector = yield* registry.changes.pipe(
-        Stream.tap(() => Deferred.succeed(subscribed, undefined)),
-        Stream.take(3),
-        Stream.runCollect,
-        Effect.fork
-      )
-      yield* Deferred.await(subscribed) // the first element comes with the subscription
-      yield* registry.heartbeat(heartbeat("ghost")) // no change, no emission
-      yield* registry.register(registration({ id: "w1" }))
+      yield* registry.heartbeat(heartbeat("w1", 2))
       yield* registry.deregister(deregistration("w1"))
-      const seen = Array.from(yield* Fiber.join(collector))
-      expect(seen.map((s) => s.version)).toEqual([0, 1, 2])
-      expect(seen.map((s) => s.workers.map((w) => w.status))).toEqual([[], ["online"], ["offline"]])
+      expect(heard.map((c) => [c.touched, c.transitions.map((t) => `${t.from}→${t.to}`)])).toEqual([
+        [["w1"], ["absent→online"]],
+        [["w1"], []],
+        [["w1"], ["online→offline"]]
+      ])
+      expect(heard[1]?.state).not.toBe(heard[0]?.state)
+      expect(Option.getOrThrow(yield* registry.get("w1")).status).toBe("offline")
+    }).pipe(Effect.provide(RegistryTest))
+  )
+
+  it.scoped("a listener stops hearing when its scope closes", () =>
+    Effect.gen(function* () {
+      const registry = yield* Registry
+      let heard = 0
+      yield* Effect.scoped(registry.listen(() => heard++))
+      yield* registry.register(registration({ id: "w1" }))
+      expect(heard).toBe(0)
+    }).pipe(Effect.provide(RegistryTest))
+  )
+
+  it.effect("the sweep's lag allowance keeps a worker online while the controller itself was stalled", () =>
+    Effect.gen(function* () {
+      const registry = yield* Registry
+      yield* registry.register(registration({ id: "w1" }))
+      yield* TestClock.adjust(18_000)
+      yield* registry.sweep(4_000) // the loop stalled 4 s: 18 s of silence is within 15 + 4
+      expect(Option.getOrThrow(yield* registry.get("w1")).status).toBe("online")
+      yield* registry.sweep(0)
+      expect(Option.getOrThrow(yield* registry.get("w1")).status).toBe("offline")
     }).pipe(Effect.provide(RegistryTest))
   )
 })

@@ -5,12 +5,15 @@ import * as Metrics from "../../src/controller/metrics.js"
 import { ControllerLifecycle } from "../../src/controller/lifecycle.js"
 import { Registry } from "../../src/controller/registry.js"
 import { RequestStats } from "../../src/controller/request-stats.js"
-import { type RelayEvent, type RouteRequest, Router } from "../../src/controller/router.js"
+import { Router } from "../../src/controller/router.js"
+import type { RouteRequest } from "../../src/domain/route.js"
 import { WorkerId } from "../../src/domain/ids.js"
 import { Subjects } from "../../src/domain/subjects.js"
 import {
   consume,
   controllerConfig,
+  type FlatEvent,
+  flatten,
   expectIdle,
   failureOf,
   outcomes,
@@ -18,7 +21,7 @@ import {
   successOf,
   withRouter
 } from "./support/router-harness.js"
-import { ScriptedNats } from "./support/scripted-nats.js"
+import { ScriptedNats } from "../support/scripted-nats.js"
 import {
   doneMsg,
   errorMsg,
@@ -42,9 +45,14 @@ const request = (patch: Partial<RouteRequest> = {}): RouteRequest => ({
 const route = (r: RouteRequest = request()) => Effect.map(Router, (router) => router.route(r))
 
 const collect = (r: RouteRequest = request()) =>
-  Effect.flatMap(route(r), (s) => Stream.runCollect(s).pipe(Effect.map(Chunk.toReadonlyArray), Effect.exit))
+  Effect.flatMap(route(r), (s) =>
+    Stream.runCollect(s).pipe(
+      Effect.map((chunk) => Chunk.toReadonlyArray(chunk).flatMap(flatten)),
+      Effect.exit
+    )
+  )
 
-const doneOf = (events: ReadonlyArray<RelayEvent>) => {
+const doneOf = (events: ReadonlyArray<FlatEvent>) => {
   const last = events.at(-1)
   if (last?.type !== "done") throw new Error(`the stream did not end with done: ${JSON.stringify(events)}`)
   return last
@@ -117,7 +125,7 @@ describe("Router.route: the happy path, more", () => {
         yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
         expect(yield* c.next).toEqual({ type: "token", index: 0, token: "a" })
         expect(yield* (yield* RequestStats).snapshot).toEqual({ active: 1, total: 1, succeeded: 0, failed: 0, cancelled: 0 })
-        expect([...(yield* (yield* InFlight).snapshot).entries()]).toEqual([["w1", 1]])
+        expect((yield* InFlight).own("w1")).toBe(1)
         yield* w1.emit(doneMsg(req.requestId, 1, "length"))
         successOf(yield* c.exit)
         expect(doneOf(yield* c.events)).toMatchObject({ finishReason: "length", usage: { completionTokens: 1 } })
@@ -181,16 +189,19 @@ describe("Router.route: the happy path, more", () => {
 })
 
 describe("Router.route: no worker to ask", () => {
-  it.effect("fails with NoSkilledWorker naming the model when nobody serves it", () =>
+  it.effect("a model no worker has registered: ModelNotFound; a known one nobody online serves: NoSkilledWorker", () =>
     withRouter()(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", models: ["m/Other-3B"] })
-        const error = failureOf(yield* collect(request({ model: "m/Unknown-1B" })))
-        expect(error._tag).toBe("NoSkilledWorker")
-        expect(error).toMatchObject({ model: "m/Unknown-1B", available: ["m/Other-3B"] })
-        expect(error.message).toContain("m/Unknown-1B")
+        const unknown = failureOf(yield* collect(request({ model: "m/Unknown-1B" })))
+        expect(unknown).toMatchObject({ _tag: "ModelNotFound", model: "m/Unknown-1B" })
+        expect(unknown.message).toContain("m/Unknown-1B")
+        yield* registerGhost({ id: "gone", models: ["m/Rare-1B"] })
+        yield* (yield* Registry).markOffline("gone", "no heartbeat for 15.2 s")
+        const offline = failureOf(yield* collect(request({ model: "m/Rare-1B" })))
+        expect(offline).toMatchObject({ _tag: "NoSkilledWorker", model: "m/Rare-1B", available: ["m/Other-3B"] })
         expect(yield* w1.received).toEqual([])
-        expect(yield* outcomes).toEqual({ succeeded: 0, failed: 1, cancelled: 0 })
+        expect(yield* outcomes).toEqual({ succeeded: 0, failed: 2, cancelled: 0 })
         yield* expectIdle
       })
     )
@@ -199,7 +210,7 @@ describe("Router.route: no worker to ask", () => {
   it.effect("fails with NoWorkers when no worker is online", () =>
     withRouter()(
       Effect.gen(function* () {
-        expect(failureOf(yield* collect())).toMatchObject({ _tag: "NoWorkers", model: MODEL })
+        expect(failureOf(yield* collect())).toMatchObject({ _tag: "ModelNotFound", model: MODEL })
         const w1 = yield* startWorker({ id: "w1" })
         yield* (yield* Registry).markOffline("w1", "no heartbeat for 15.2 s")
         expect(failureOf(yield* collect())._tag).toBe("NoWorkers")
@@ -328,7 +339,8 @@ describe("Router.route: retries before the first token", () => {
         )
         const error = failureOf(yield* collect())
         expect(error._tag).toBe("WorkersUnavailable")
-        expect(error).toMatchObject({ model: MODEL, attempts: 2, lastReason: "busy: all slots taken" })
+        expect(error).toMatchObject({ model: MODEL, attempts: [{ reason: "busy: all slots taken" }, { reason: "busy: all slots taken" }] })
+        expect(error.message).toContain("2 tried")
         const asked = yield* Effect.forEach(workers, (w) => Effect.map(w.received, (r) => r.length))
         expect(asked.reduce((a, b) => a + b, 0)).toBe(2)
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 1, cancelled: 0 })
@@ -345,8 +357,10 @@ describe("Router.route: retries before the first token", () => {
         const error = failureOf(yield* collect())
         expect(error).toMatchObject({
           _tag: "WorkersUnavailable",
-          attempts: 2,
-          lastReason: "every skilled worker was tried"
+          attempts: [
+            { workerId: "w1", reason: "busy: refused: busy" },
+            { workerId: "w2", reason: "model_not_found: refused: model_not_found" }
+          ]
         })
         expect(yield* w1.received).toHaveLength(1)
         expect(yield* w2.received).toHaveLength(1)
@@ -438,7 +452,8 @@ describe("Router.route: timeouts", () => {
         yield* TestClock.adjust(2_999)
         yield* settle
         expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
-        yield* TestClock.adjust(1)
+        // The deadline sweep notices it at its next tick (3 000 / 20 = 150 ms apart).
+        yield* TestClock.adjust(150)
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "InferenceTimeout", phase: "stream_idle", timeoutMs: 3_000, workerId: "w1" })
         expect((yield* c.events).map((e) => e.type === "token" && e.token)).toEqual(["a", "b", "c"])
@@ -465,7 +480,8 @@ describe("Router.route: timeouts", () => {
         yield* TestClock.adjust(999)
         yield* settle
         expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
-        yield* TestClock.adjust(1)
+        // The deadline sweep notices it at its next tick (3 000 / 20 = 150 ms apart).
+        yield* TestClock.adjust(150)
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "InferenceTimeout", phase: "request", timeoutMs: 5_000, workerId: "w1" })
         yield* expectCancels(w1, [req.requestId])
@@ -627,7 +643,7 @@ describe("Router.route: the consumer goes away", () => {
         const clientBefore = yield* cancelMetric("client")
         const events = yield* route().pipe(
           Effect.flatMap((s) => Stream.runCollect(Stream.take(s, 2))),
-          Effect.map(Chunk.toReadonlyArray)
+          Effect.map((chunk) => Chunk.toReadonlyArray(chunk).flatMap(flatten))
         )
         expect(events.map((e) => e.type === "token" && e.token)).toEqual(["a", "b"])
         const [req] = yield* w1.received

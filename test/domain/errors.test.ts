@@ -111,11 +111,17 @@ const cases: ReadonlyArray<Case> = [
     message: 'No online worker can serve model "gpt-4" (served models: synthetic/demo, qwen)'
   },
   {
-    error: new WorkersUnavailable({ model: "m", attempts: 3, lastReason: "busy" }),
+    error: new WorkersUnavailable({
+      model: "m",
+      attempts: [
+        { workerId: "a", reason: "busy: full" },
+        { workerId: "b", reason: "failed (engine_start_failed: mlx_lm.server did not start)" }
+      ]
+    }),
     status: 503,
     type: "server_error",
     code: "workers_unavailable",
-    message: 'No worker accepted the request for "m" after 3 attempts (last: busy)'
+    message: 'No worker could serve the request for "m" (2 tried: a: busy: full; b: failed (engine_start_failed: mlx_lm.server did not start))'
   },
   {
     error: new ShuttingDown(),

@@ -2,7 +2,8 @@ import { expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schedule } from "effect"
 import { Registry } from "../../src/controller/registry.js"
 import { Worker } from "../../src/worker/worker-live.js"
-import { baseUrl, controllerLayer, eventually, workerLayer } from "../support/cluster.js"
+import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
+import { eventually } from "../support/eventually.js"
 import { startFakeWorker, streamTokens } from "../support/fake-worker.js"
 import { useFaultHarness } from "../support/fault-harness.js"
 
@@ -46,7 +47,7 @@ const startController = Effect.gen(function* () {
 })
 
 const online = (registry: Registry, workerId: string) =>
-  eventually(Effect.map(registry.online, (ws) => ws.some((w) => w.workerId === workerId)), 10_000)
+  eventually(Effect.map(registry.online, (ws) => ws.some((w) => w.workerId === workerId)), { timeoutMs: 10_000 })
 
 it.scopedLive(
   "a client that disconnects mid-stream: the cancel reaches the (scripted) worker within 100 ms",
@@ -65,7 +66,7 @@ it.scopedLive(
       for (let i = 0; i < 4; i++) {
         const abortedAt = yield* readThenAbort(url, "abort/fake", 4)
         const requestId = (yield* worker.requests)[i]?.requestId
-        yield* eventually(Effect.map(worker.cancels, (cs) => cs.some((c) => c.requestId === requestId)), 5_000)
+        yield* eventually(Effect.map(worker.cancels, (cs) => cs.some((c) => c.requestId === requestId)), { timeoutMs: 5_000 })
         const cancel = (yield* worker.cancels).find((c) => c.requestId === requestId)
         latencies.push((cancel?.at ?? Infinity) - abortedAt)
       }

@@ -1,7 +1,8 @@
 import { expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { Registry } from "../../src/controller/registry.js"
-import { baseUrl, controllerLayer, eventually } from "../support/cluster.js"
+import { baseUrl, controllerLayer } from "../support/cluster.js"
+import { eventually } from "../support/eventually.js"
 import { startFakeWorker } from "../support/fake-worker.js"
 import { request } from "../support/fault-cluster.js"
 import { useFaultHarness } from "../support/fault-harness.js"
@@ -22,7 +23,7 @@ it.scopedLive(
       const worker = yield* startFakeWorker(harness.nats().url, { id: "stall", models: ["stall/model"] }, (r, send) =>
         send({ type: "token", requestId: r.requestId, index: 0, token: "first" }).pipe(Effect.zipRight(Effect.never))
       )
-      yield* eventually(Effect.map(registry.online, (ws) => ws.some((w) => w.workerId === "stall")), 10_000)
+      yield* eventually(Effect.map(registry.online, (ws) => ws.some((w) => w.workerId === "stall")), { timeoutMs: 10_000 })
 
       const result = yield* Effect.promise(() =>
         request(
@@ -33,7 +34,7 @@ it.scopedLive(
       )
       const silentMs = result.endedAt - (result.firstChunkAt ?? result.startedAt)
       const requestId = (yield* worker.requests)[0]?.requestId
-      yield* eventually(Effect.map(worker.cancels, (cs) => cs.some((c) => c.requestId === requestId)), 5_000)
+      yield* eventually(Effect.map(worker.cancels, (cs) => cs.some((c) => c.requestId === requestId)), { timeoutMs: 5_000 })
       const cancel = (yield* worker.cancels).find((c) => c.requestId === requestId)
       console.log(
         `stalled worker: error chunk "${result.error?.code}" ${silentMs} ms after the first token (limit ${IDLE_TIMEOUT_MS} ms), ` +

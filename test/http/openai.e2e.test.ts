@@ -1,7 +1,8 @@
 import { describe, expect, inject, it, layer } from "@effect/vitest"
 import { Effect, Exit, Layer, Scope } from "effect"
 import OpenAI from "openai"
-import { baseUrl, controllerLayer, eventually, workerLayer } from "../support/cluster.js"
+import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
+import { eventually } from "../support/eventually.js"
 
 const natsUrl = inject("natsUrl")
 const LLAMA = "mlx-community/Llama-3.2-3B-Instruct-4bit"
@@ -148,22 +149,24 @@ layer(ClusterLive, { excludeTestServices: true })("OpenAI-compatible API end to 
     })
   )
 
-  it.effect("503 naming the model when no worker serves it", () =>
+  it.effect("a model no worker has registered: 404 model_not_found, and the openai SDK does not retry it", () =>
     Effect.gen(function* () {
       const r = yield* post(
         "/v1/chat/completions",
         JSON.stringify({ model: "mlx-community/NonExistentModel-70B", messages: [{ role: "user", content: "Test" }], max_tokens: 5 })
       )
-      expect(r.status).toBe(503)
-      expect(r.body.error.code).toBe("no_skilled_worker")
+      expect(r.status).toBe(404)
+      expect(r.body.error).toMatchObject({ type: "invalid_request_error", code: "model_not_found" })
       expect(r.body.error.message).toContain("mlx-community/NonExistentModel-70B")
-      const openai = yield* client
+      const total = Effect.map(getJson("/api/cluster/status"), (s) => (s.body as { requests: { total: number } }).requests.total)
+      const before = yield* total
+      // The SDK's default: it retries 5xx and 429 twice, never a 404.
+      const openai = new OpenAI({ baseURL: `${yield* baseUrl}/v1`, apiKey: "unused", maxRetries: 2 })
       const error = yield* Effect.flip(
-        Effect.tryPromise(() =>
-          openai.chat.completions.create({ model: "nope/nope", messages: [{ role: "user", content: "x" }] })
-        )
+        Effect.tryPromise(() => openai.chat.completions.create({ model: "nope/nope", messages: [{ role: "user", content: "x" }] }))
       )
-      expect(String(error.cause)).toContain("503")
+      expect(String(error.cause)).toContain("404")
+      expect((yield* total) - before).toBe(1)
     })
   )
 

@@ -1,8 +1,9 @@
 import { describe, expect, inject, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Redacted } from "effect"
 import OpenAI from "openai"
-import { admitRequest, bearerToken, makeKeyCheck, needsKey, queryKey } from "../../src/http/protections.js"
-import { baseUrl, controllerLayer, eventually, workerLayer } from "../support/cluster.js"
+import { admitRequest, bearerToken, makeKeyCheck, makeWindowCounter, needsKey, queryKey, rateLimited } from "../../src/http/protections.js"
+import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
+import { eventually } from "../support/eventually.js"
 
 const natsUrl = inject("natsUrl")
 
@@ -30,24 +31,33 @@ const chat = (url: string, init: { headers?: Record<string, string>; body?: stri
   )
 
 describe("API protections", () => {
-  it("pure pieces: bearer parsing, constant-time key check, protected paths, fixed windows", () => {
+  it("pure pieces: bearer parsing, constant-time key check, default-deny routes, fixed windows", () => {
     expect(bearerToken("Bearer abc")).toEqual(expect.objectContaining({ value: "abc" }))
     expect(bearerToken("Basic abc")._tag).toBe("None")
     expect(bearerToken(undefined)._tag).toBe("None")
-    expect(queryKey("/ws", "/ws?api_key=k1")).toEqual(expect.objectContaining({ value: "k1" }))
-    expect(queryKey("/v1/models", "/v1/models?api_key=k1")._tag).toBe("None")
-    expect(queryKey("/ws", "/ws?api_key=")._tag).toBe("None")
+    expect(queryKey("/ws", "api_key=k1")).toEqual(expect.objectContaining({ value: "k1" }))
+    expect(queryKey("/v1/models", "api_key=k1")._tag).toBe("None")
+    expect(queryKey("/ws", "api_key=")._tag).toBe("None")
     const check = makeKeyCheck([Redacted.make("k1"), Redacted.make("k2")])
     expect([check("k1"), check("k2"), check("k3"), check("")]).toEqual([true, true, false, false])
-    expect(["/v1/models", "/api/cluster/status", "/ws", "/rpc", "/health", "/ready", "/metrics"].map(needsKey)).toEqual([
-      true, true, true, true, false, false, false
-    ])
+    expect(["/v1/models", "/api/cluster/status", "/ws", "/rpc", "/anything-new"].map(needsKey)).toEqual([true, true, true, true, true])
+    expect(["/health", "/ready", "/metrics", "/docs", "/openapi.json", "/dashboard", "/"].map(needsKey)).toEqual(
+      Array.from({ length: 7 }, () => false)
+    )
+    expect(["/v1/chat/completions", "/v1", "/api/cluster/status", "/v10/x"].map(rateLimited)).toEqual([true, true, false, false])
     const first = admitRequest(undefined, 0, 2)
     const second = admitRequest(first.window, 10, 2)
     const third = admitRequest(second.window, 20_000, 2)
     expect([first.allowed, second.allowed, third.allowed]).toEqual([true, true, false])
     expect(third.retryAfterSeconds).toBe(40)
     expect(admitRequest(third.window, 60_000, 2).allowed).toBe(true)
+    const counter = makeWindowCounter(2)
+    expect(counter.blocked("a", 0)).toBeUndefined()
+    counter.take("a", 0)
+    counter.take("a", 1)
+    expect(counter.blocked("a", 2)).toBe(60)
+    expect(counter.blocked("b", 2)).toBeUndefined()
+    expect(counter.blocked("a", 60_000)).toBeUndefined()
   })
 
   it.scopedLive("API keys: 401 without or with a wrong key, 200 with a right one, /health stays open", () =>

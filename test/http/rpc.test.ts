@@ -1,16 +1,14 @@
 import { describe, expect, inject, it, layer } from "@effect/vitest"
 import { Chunk, Clock, Effect, Layer, Redacted, Stream } from "effect"
-import { ProtectionsLive } from "../../src/http/protections.js"
-import { RpcRouteLive } from "../../src/http/rpc.js"
-import { InvalidRequest, NoSkilledWorker, WorkerNotFound } from "../../src/domain/errors.js"
+import { InvalidRequest, ModelNotFound, WorkerNotFound } from "../../src/domain/errors.js"
 import { ClusterClient, describeError, layer as clusterClientLayer } from "../../src/rpc-client.js"
-import { FakeWorker } from "./support/fake-worker.js"
+import { FakeWorker } from "../support/fake-worker.js"
 import { baseUrl, testServerLayer, unique } from "./support/test-server.js"
 
 const natsUrl = inject("natsUrl")
 const MODEL = unique("test-rpc/model")
 
-const ServerLive = testServerLayer({ natsUrl, routes: RpcRouteLive, workerId: unique("rpc-worker"), models: [MODEL], tokenDelayMs: 25 })
+const ServerLive = testServerLayer({ natsUrl, workerId: unique("rpc-worker"), models: [MODEL], tokenDelayMs: 25 })
 const ClientLive = Layer.unwrapEffect(Effect.map(baseUrl, (base) => clusterClientLayer({ url: `${base}/rpc` })))
 
 layer(ClientLive.pipe(Layer.provideMerge(ServerLive)), { excludeTestServices: true })("/rpc end to end", (it) => {
@@ -89,12 +87,12 @@ layer(ClientLive.pipe(Layer.provideMerge(ServerLive)), { excludeTestServices: tr
     })
   )
 
-  it.effect("Generate of a model nobody serves fails with NoSkilledWorker", () =>
+  it.effect("Generate of a model nobody has registered fails with ModelNotFound", () =>
     Effect.gen(function* () {
       const cluster = yield* ClusterClient
       const error = yield* cluster.Generate({ model: "no/such-model", prompt: "p" }).pipe(Stream.runDrain, Effect.flip)
-      expect(error).toBeInstanceOf(NoSkilledWorker)
-      expect(describeError(error as NoSkilledWorker)).toContain("(no_skilled_worker)")
+      expect(error).toBeInstanceOf(ModelNotFound)
+      expect(describeError(error as ModelNotFound)).toContain("(model_not_found)")
     })
   )
 
@@ -135,7 +133,6 @@ describe("describeError", () => {
 layer(
   testServerLayer({
     natsUrl,
-    routes: Layer.mergeAll(RpcRouteLive, ProtectionsLive),
     workerId: unique("rpc-key-worker"),
     models: [MODEL],
     config: (c) => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, apiKeys: [Redacted.make("rpc-key")] } } })

@@ -1,9 +1,8 @@
 import { describe, expect, inject, it, layer } from "@effect/vitest"
 import { Clock, Effect, Either, Exit, Layer, Redacted, Scope } from "effect"
 import { defaultClusterConfig } from "../../src/config/schema.js"
-import { ProtectionsLive } from "../../src/http/protections.js"
-import { decodeFrame, toRouteRequest, WebSocketRouteLive } from "../../src/http/websocket.js"
-import { FakeWorker } from "./support/fake-worker.js"
+import { decodeFrame, toRouteRequest } from "../../src/http/websocket.js"
+import { FakeWorker } from "../support/fake-worker.js"
 import { baseUrl, testServerLayer, unique } from "./support/test-server.js"
 import { connectWs, repliesOf, wsUrl } from "./support/ws-client.js"
 
@@ -58,7 +57,6 @@ describe("decodeFrame / toRouteRequest", () => {
 layer(
   testServerLayer({
     natsUrl,
-    routes: WebSocketRouteLive,
     workerId: unique("ws-worker"),
     models: [MODEL],
     tokenDelayMs: 10,
@@ -178,13 +176,6 @@ layer(
         type: "error",
         data: { code: "invalid_request", message: expect.stringContaining("data.maxTokens") }
       })
-      yield* ws.send({ type: "inference", id: "huge", data: { model: MODEL, prompt: "x".repeat(5000) } })
-      const tooLarge = yield* ws.waitFor((m) => m.type === "error" && m.data.code === "body_too_large")
-      expect(tooLarge).toEqual({
-        type: "error",
-        id: null,
-        data: { code: "body_too_large", message: "Request body is larger than 4096 bytes" }
-      })
       yield* ws.send([1, 2, 3])
       yield* ws.waitFor((m) => m.type === "error" && m.data.message.includes("JSON object"))
       // Binary frames are read as UTF-8 JSON too.
@@ -193,6 +184,29 @@ layer(
       yield* ws.send({ type: "inference", id: "ok", data: { model: MODEL, prompt: "still here", maxTokens: 2 } })
       expect((yield* ws.finished("ok")).map((m) => m.type)).toEqual(["token", "token", "done"])
       expect(ws.socket.readyState).toBe(ws.socket.OPEN)
+    })
+  )
+
+  it.scoped("a frame over max_body_bytes is refused before it is buffered: the socket closes with 1009", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* ws.send({ type: "inference", id: "huge", data: { model: MODEL, prompt: "x".repeat(5000) } })
+      expect(yield* ws.closed).toBe(1009)
+      // Other sockets are not affected.
+      const next = yield* connectWs(wsUrl(yield* baseUrl))
+      yield* next.send({ type: "inference", id: "ok", data: { model: MODEL, prompt: "p", maxTokens: 1 } })
+      expect((yield* next.finished("ok")).map((m) => m.type)).toEqual(["token", "done"])
+    })
+  )
+
+  it.scoped("a frame nested 3,000 deep is an invalid_request, and the socket keeps serving", () =>
+    Effect.gen(function* () {
+      const ws = yield* connectWs(wsUrl(yield* baseUrl))
+      const deep = `{"type":"inference","id":"deep","data":{"model":${"[".repeat(1_500)}${"]".repeat(1_500)},"prompt":"p"}}`
+      yield* ws.send(deep)
+      expect((yield* ws.finished("deep"))[0]).toMatchObject({ type: "error", data: { code: "invalid_request" } })
+      yield* ws.send({ type: "inference", id: "after", data: { model: MODEL, prompt: "p", maxTokens: 1 } })
+      expect((yield* ws.finished("after")).map((m) => m.type)).toEqual(["token", "done"])
     })
   )
 
@@ -228,7 +242,7 @@ layer(
     })
   )
 
-  it.scoped("reports a model no worker serves as no_skilled_worker", () =>
+  it.scoped("reports a model no worker has registered as model_not_found", () =>
     Effect.gen(function* () {
       const ws = yield* connectWs(wsUrl(yield* baseUrl))
       yield* ws.send({ type: "inference", id: "nope", data: { model: "no/such-model", prompt: "p" } })
@@ -236,7 +250,7 @@ layer(
       expect(error).toMatchObject({
         type: "error",
         id: "nope",
-        data: { code: "no_skilled_worker", message: expect.stringContaining("no/such-model") }
+        data: { code: "model_not_found", message: expect.stringContaining("no/such-model") }
       })
     })
   )
@@ -268,17 +282,12 @@ layer(
     })
   )
 
-  it.scoped("keeps the connection alive: JSON pings before the first frame, protocol pings after", () =>
+  it.scoped("keeps the connection alive with protocol pings from the start, before the client sent anything", () =>
     Effect.gen(function* () {
       const ws = yield* connectWs(wsUrl(yield* baseUrl))
-      yield* ws.waitFor((m) => m.type === "ping", "a JSON ping")
-      expect(ws.pings()).toBe(0)
-      yield* ws.send({ type: "cancel", id: "nothing" })
-      const jsonPings = ws.messages.filter((m) => m.type === "ping").length
       yield* Effect.sleep("400 millis")
       expect(ws.pings()).toBeGreaterThanOrEqual(1)
-      // At most one JSON ping raced with the first frame.
-      expect(ws.messages.filter((m) => m.type === "ping").length).toBeLessThanOrEqual(jsonPings + 1)
+      expect(ws.messages.filter((m) => m.type === "ping")).toEqual([])
     })
   )
 
@@ -295,7 +304,6 @@ layer(
 layer(
   testServerLayer({
     natsUrl,
-    routes: Layer.mergeAll(WebSocketRouteLive, ProtectionsLive),
     workerId: unique("ws-key-worker"),
     models: [MODEL],
     config: (c) => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, apiKeys: [Redacted.make("sekret")] } } })
@@ -337,7 +345,7 @@ describe("GET /ws shutdown", () => {
     Effect.gen(function* () {
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(
-        testServerLayer({ natsUrl, routes: WebSocketRouteLive, workerId: unique("ws-stop-worker"), models: [MODEL], tokenDelayMs: 20 }),
+        testServerLayer({ natsUrl, workerId: unique("ws-stop-worker"), models: [MODEL], tokenDelayMs: 20 }),
         scope
       )
       const base = yield* Effect.provide(baseUrl, context)

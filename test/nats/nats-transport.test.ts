@@ -37,12 +37,13 @@ describe("NatsTransport (real nats-server)", () => {
         const subject = unique("test.garbage")
         const stream = yield* nats.subscribe(subject, Ping)
         const received = yield* Effect.fork(Stream.runCollect(Stream.take(stream, 1)))
-        yield* nats.publishRaw(subject, "{ not json")
-        yield* nats.publishRaw(subject, JSON.stringify({ n: "one" }))
-        yield* nats.publishRaw(subject, new Uint8Array([0xff, 0x00, 0x12]))
+        const raw = (text: string | Uint8Array) => nats.send(subject, typeof text === "string" ? new TextEncoder().encode(text) : text)
+        raw("{ not json")
+        raw(JSON.stringify({ n: "one" }))
+        raw(new Uint8Array([0xff, 0x00, 0x12]))
         // Nested deep enough to exhaust the stack while checked: must be dropped, not stop nats' reader.
-        yield* nats.publishRaw(subject, "[".repeat(50_000) + "]".repeat(50_000))
-        yield* nats.publishRaw(subject, `{"n":${"[".repeat(20_000)}${"]".repeat(20_000)}}`)
+        raw("[".repeat(50_000) + "]".repeat(50_000))
+        raw(`{"n":${"[".repeat(20_000)}${"]".repeat(20_000)}}`)
         yield* nats.publish(subject, Ping, { n: 7 })
         const items = Chunk.toReadonlyArray(yield* Fiber.join(received))
         expect(items.map((i) => i.data)).toEqual([{ n: 7 }])
@@ -72,7 +73,7 @@ describe("NatsTransport (real nats-server)", () => {
         const requests = yield* nats.subscribe(subject, Ping)
         yield* Effect.forkScoped(
           Stream.runForEach(requests, (m) =>
-            m.replyTo === undefined ? Effect.void : nats.respond(m.replyTo, Pong, { doubled: m.data.n * 2 })
+            m.replyTo === undefined ? Effect.void : nats.publish(m.replyTo, Pong, { doubled: m.data.n * 2 })
           )
         )
         const reply = yield* nats.request(subject, Ping, { n: 21 }, Pong, { timeoutMs: 2_000 })
@@ -116,7 +117,7 @@ describe("NatsTransport (real nats-server)", () => {
         const subject = unique("test.badreply")
         const requests = yield* nats.subscribe(subject, Ping)
         yield* Effect.forkScoped(
-          Stream.runForEach(requests, (m) => (m.replyTo === undefined ? Effect.void : nats.publishRaw(m.replyTo, "{}")))
+          Stream.runForEach(requests, (m) => Effect.sync(() => m.replyTo !== undefined && nats.send(m.replyTo, new TextEncoder().encode("{}"))))
         )
         const result = yield* Effect.either(nats.request(subject, Ping, { n: 1 }, Pong, { timeoutMs: 2_000 }))
         expect(Option.getOrThrow(Either.getLeft(result))).toBeInstanceOf(NatsReplyInvalid)

@@ -1,5 +1,5 @@
 import { HttpServer } from "@effect/platform"
-import { Effect, Layer, Logger, LogLevel, Schedule } from "effect"
+import { Effect, Layer, Logger, LogLevel } from "effect"
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -63,37 +63,24 @@ export const workerConfig = (natsUrl: string, spec: WorkerSpec): ClusterConfig =
 
 const quiet = (config: ClusterConfig) => Logger.minimumLogLevel(config.logLevel === "debug" ? LogLevel.Debug : LogLevel.Warning)
 
-/**
- * Builds `layer` with a memo map of its own. Layers are memoized by reference within one build, so
- * three workers in one test graph would otherwise share one WorkerLive (and one config).
- */
-export const isolated = <A, E>(layer: Layer.Layer<A, E>): Layer.Layer<A, E> =>
-  Layer.scopedContext(
-    Effect.gen(function* () {
-      const memoMap = yield* Layer.makeMemoMap
-      return yield* Layer.buildWithMemoMap(layer, memoMap, yield* Effect.scope)
-    })
-  )
-
 /** A real worker (synthetic engine) on its own NATS connection. */
 export const workerLayer = (natsUrl: string, spec: WorkerSpec) => {
   const config = workerConfig(natsUrl, spec)
-  return isolatedWorker(config, natsUrl, spec.id)
-}
-
-const isolatedWorker = (config: ClusterConfig, natsUrl: string, id: string) =>
-  isolated(
+  // Fresh: layers are shared by reference within one build, and several workers in one test graph
+  // must each get their own WorkerLive (and config).
+  return Layer.fresh(
     WorkerLive.pipe(
-      Layer.provide(natsLayer({ url: natsUrl, name: `test worker ${id}` })),
+      Layer.provide(natsLayer({ url: natsUrl, name: `test worker ${spec.id}` })),
       Layer.provide(ClusterConfigService.layer(config)),
       Layer.provide(quiet(config))
     )
   )
+}
 
 /** A real controller with its HTTP server on a free port, on its own NATS connection. */
 export const controllerLayer = (natsUrl: string, patch: (c: ClusterConfig) => ClusterConfig = (c) => c) => {
   const config = testConfig(natsUrl, (c) => patch({ ...c, mode: "controller" }))
-  return isolated(
+  return Layer.fresh(
     ControllerLive.pipe(
       Layer.provideMerge(ClusterConfigService.layer(config)),
       Layer.provide(natsLayer({ url: natsUrl, name: "test controller" })),
@@ -106,10 +93,3 @@ export const controllerLayer = (natsUrl: string, patch: (c: ClusterConfig) => Cl
 export const baseUrl = Effect.map(HttpServer.HttpServer, (server) =>
   server.address._tag === "TcpAddress" ? `http://127.0.0.1:${server.address.port}` : "http://invalid"
 )
-
-/** Polls `check` every 20 ms until it holds, failing after `timeoutMs`. */
-export const eventually = <E, R>(check: Effect.Effect<boolean, E, R>, timeoutMs = 5_000) =>
-  check.pipe(
-    Effect.repeat({ until: (ok) => ok, schedule: Schedule.spaced("20 millis") }),
-    Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => new Error(`condition not met within ${timeoutMs} ms`) })
-  )

@@ -23,7 +23,7 @@ import { planSynthetic } from "../../src/worker/engines/synthetic-engine.js"
 import { Worker, WorkerLive } from "../../src/worker/worker-live.js"
 import { testHttpServer } from "./support/http-server.js"
 import { makeModelFixture, tmpDir } from "./support/model-fixtures.js"
-import { eventually, realSleep } from "../support/scripted-nats.js"
+import { eventually, realSleep } from "../support/eventually.js"
 import { contiguousIndexes, inferenceRequest, tokensOf } from "./support/worker-harness.js"
 
 const natsUrl = inject("natsUrl")

@@ -8,7 +8,7 @@ import { EngineError, finish, InferenceEngine } from "../../src/worker/engines/i
 import { makeSyntheticEngine, planSynthetic, syntheticEngineLayer } from "../../src/worker/engines/synthetic-engine.js"
 import { buildRegistration, primaryIPv4 } from "../../src/worker/worker-live.js"
 import { makeModelFixture, tmpDir, writeBytes, writeText } from "./support/model-fixtures.js"
-import { eventually } from "../support/scripted-nats.js"
+import { eventually } from "../support/eventually.js"
 import { lateClock } from "./support/late-clock.js"
 import {
   batchesOf,

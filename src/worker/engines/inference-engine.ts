@@ -1,27 +1,13 @@
-import { Context, Data, type Stream } from "effect"
+import { Context, Data, type Effect } from "effect"
 import type { FinishReason, InferenceRequest, Usage } from "../../domain/inference.js"
 
-/** One piece of generated text. */
-export interface TokenPiece {
-  readonly _tag: "Token"
-  readonly text: string
-}
-
-/** The end of a generation; always the last piece. */
-export interface FinishPiece {
-  readonly _tag: "Finish"
+/** How a generation ended. */
+export interface Finish {
   readonly finishReason: FinishReason
   readonly usage: Usage
 }
 
-export type EnginePiece = TokenPiece | FinishPiece
-
-export const tokenPiece = (text: string): TokenPiece => ({ _tag: "Token", text })
-export const finishPiece = (finishReason: FinishReason, usage: Usage): FinishPiece => ({
-  _tag: "Finish",
-  finishReason,
-  usage
-})
+export const finish = (finishReason: FinishReason, usage: Usage): Finish => ({ finishReason, usage })
 
 /**
  * An engine failure; `code` becomes the `code` of the `error` TokenMessage. Codes used:
@@ -35,15 +21,20 @@ export class EngineError extends Data.TaggedError("EngineError")<{
   readonly cause?: unknown
 }> {}
 
+/** Receives generated tokens, in order, as soon as the engine has them. */
+export type EmitTokens = (tokens: ReadonlyArray<string>) => void
+
 export interface InferenceEngineService {
   /** The engine's type string: `capabilities.engine` (`synthetic`, `openai`, `mlx-lm`). */
   readonly type: string
   /**
-   * Generates the answer to `request` with the model at `modelPath` (a path from the skills).
-   * Token pieces in order, then exactly one `Finish` piece. Interrupting the stream stops the work
-   * (the upstream request is aborted).
+   * Generates the answer to `request` with the model at `modelPath` (a path from the skills). Every
+   * group of tokens goes to `emit` as soon as the engine has it — never held back to wait for more —
+   * and the effect succeeds with how it finished. Push, not a `Stream`: the worker publishes each
+   * group as one bus message with no Effect machinery per token (issue 10). Interrupting the effect
+   * stops the work (the upstream request is aborted).
    */
-  readonly generate: (request: InferenceRequest, modelPath: string) => Stream.Stream<EnginePiece, EngineError>
+  readonly generate: (request: InferenceRequest, modelPath: string, emit: EmitTokens) => Effect.Effect<Finish, EngineError>
 }
 
 /** The inference engine port; its implementation is chosen by `worker.engine.type`. */

@@ -289,16 +289,10 @@ export const makeMlxLmEngine = (
     return {
       type: "mlx-lm",
       supervisor,
-      generate: (request, modelPath) =>
-        Stream.unwrap(
-          supervisor
-            .ensure(modelPath)
-            .pipe(
-              Effect.map((server) =>
-                streamChatCompletion(client, { baseUrl: server.baseUrl, model: () => undefined }, request)
-              )
-            )
-        )
+      generate: (request, modelPath, emit) =>
+        supervisor
+          .ensure(modelPath)
+          .pipe(Effect.flatMap((server) => streamChatCompletion(client, { baseUrl: server.baseUrl, model: () => undefined }, request, emit)))
     }
   })
 

@@ -4,12 +4,12 @@ import { ClusterConfigService } from "../../config/cluster-config.js"
 import type { FinishReason, InferenceRequest, Usage } from "../../domain/inference.js"
 import {
   countPromptTokens,
+  type EmitTokens,
   EngineError,
-  type EnginePiece,
-  finishPiece,
+  type Finish,
+  finish,
   InferenceEngine,
-  type InferenceEngineService,
-  tokenPiece
+  type InferenceEngineService
 } from "./inference-engine.js"
 
 /**
@@ -127,13 +127,55 @@ const joinUrl = (base: string, path: string): string => `${base.replace(/\/+$/, 
 
 const MAX_ERROR_BODY = 500
 
-/** Streams one chat completion from an OpenAI-compatible server. */
+/** The state of one upstream stream as its lines are read. */
+interface UpstreamState {
+  tokens: number
+  finishReason: FinishReason | undefined
+  usage: Usage | undefined
+  done: boolean
+}
+
+/**
+ * The texts of one batch of SSE lines (as one network read brought them), or the engine error one
+ * of them means. Updates `state` with the finish reason, usage and `[DONE]`.
+ */
+const readLines = (lines: Iterable<string>, state: UpstreamState): Either.Either<ReadonlyArray<string>, EngineError> => {
+  const texts: Array<string> = []
+  for (const line of lines) {
+    if (state.done) break
+    const parsed = parseSseLine(line)
+    if (Either.isLeft(parsed)) return Either.left(new EngineError({ code: "upstream_malformed", message: parsed.left }))
+    switch (parsed.right._tag) {
+      case "Ignore":
+        break
+      case "Done":
+        state.done = true
+        break
+      case "UpstreamError":
+        return Either.left(new EngineError({ code: "upstream_error", message: parsed.right.message }))
+      case "Chunk": {
+        const chunk = parsed.right
+        if (chunk.finishReason !== undefined) state.finishReason = chunk.finishReason
+        if (chunk.usage !== undefined) state.usage = chunk.usage
+        for (const text of chunk.texts) texts.push(text)
+      }
+    }
+  }
+  state.tokens += texts.length
+  return Either.right(texts)
+}
+
+/**
+ * Streams one chat completion from an OpenAI-compatible server, passing the tokens of each network
+ * read to `emit` together: per read, not per token, is the unit of work.
+ */
 export const streamChatCompletion = (
   client: HttpClient.HttpClient,
   target: OpenAiTarget,
-  request: InferenceRequest
-): Stream.Stream<EnginePiece, EngineError> =>
-  Stream.suspend(() => {
+  request: InferenceRequest,
+  emit: EmitTokens
+): Effect.Effect<Finish, EngineError> =>
+  Effect.suspend(() => {
     const url = joinUrl(target.baseUrl, "chat/completions")
     let httpRequest = HttpClientRequest.post(url).pipe(
       HttpClientRequest.setHeader("accept", "text/event-stream"),
@@ -142,22 +184,11 @@ export const streamChatCompletion = (
     if (target.apiKey !== undefined) {
       httpRequest = HttpClientRequest.bearerToken(httpRequest, Redacted.value(target.apiKey))
     }
-
-    const state = {
-      tokens: 0,
-      finishReason: undefined as FinishReason | undefined,
-      usage: undefined as Usage | undefined,
-      done: false
-    }
+    const state: UpstreamState = { tokens: 0, finishReason: undefined, usage: undefined, done: false }
 
     const response = client.execute(httpRequest).pipe(
       Effect.mapError(
-        (cause) =>
-          new EngineError({
-            code: "upstream_unreachable",
-            message: `cannot reach ${url}: ${cause.message}`,
-            cause
-          })
+        (cause) => new EngineError({ code: "upstream_unreachable", message: `cannot reach ${url}: ${cause.message}`, cause })
       ),
       Effect.flatMap((res) =>
         res.status >= 200 && res.status < 300
@@ -176,60 +207,34 @@ export const streamChatCompletion = (
       )
     )
 
-    const pieces = Stream.unwrap(Effect.map(response, (res) => res.stream)).pipe(
+    const read = Stream.unwrap(Effect.map(response, (res) => res.stream)).pipe(
       Stream.catchTag("ResponseError", (cause) =>
-        Stream.fail(
-          new EngineError({
-            code: "upstream_disconnected",
-            message: `upstream stream broke: ${cause.message}`,
-            cause
-          })
-        )
+        Stream.fail(new EngineError({ code: "upstream_disconnected", message: `upstream stream broke: ${cause.message}`, cause }))
       ),
       Stream.decodeText(),
       Stream.splitLines,
-      Stream.takeUntil((line) => line.trim() === "data: [DONE]" || line.trim() === "data:[DONE]"),
-      Stream.mapConcatEffect((line) =>
-        Either.match(parseSseLine(line), {
-          onLeft: (message) => Effect.fail(new EngineError({ code: "upstream_malformed", message })),
-          onRight: (parsed): Effect.Effect<ReadonlyArray<EnginePiece>, EngineError> => {
-            switch (parsed._tag) {
-              case "Ignore":
-                return Effect.succeed([])
-              case "Done":
-                state.done = true
-                return Effect.succeed([])
-              case "UpstreamError":
-                return Effect.fail(new EngineError({ code: "upstream_error", message: parsed.message }))
-              case "Chunk":
-                if (parsed.finishReason !== undefined) state.finishReason = parsed.finishReason
-                if (parsed.usage !== undefined) state.usage = parsed.usage
-                state.tokens += parsed.texts.length
-                return Effect.succeed(parsed.texts.map(tokenPiece))
-            }
+      Stream.takeUntil(() => state.done),
+      Stream.runForEachChunk((lines) =>
+        Either.match(readLines(lines, state), {
+          onLeft: Effect.fail,
+          onRight: (texts) => {
+            if (texts.length > 0) emit(texts)
+            return Effect.void
           }
         })
       )
     )
 
-    const finish = Stream.fromEffect(
+    return Effect.zipRight(
+      read,
       Effect.suspend(() =>
         state.done || state.finishReason !== undefined
-          ? Effect.succeed<EnginePiece>(
-              finishPiece(
-                state.finishReason ?? "stop",
-                state.usage ?? { promptTokens: countPromptTokens(request), completionTokens: state.tokens }
-              )
+          ? Effect.succeed(
+              finish(state.finishReason ?? "stop", state.usage ?? { promptTokens: countPromptTokens(request), completionTokens: state.tokens })
             )
-          : Effect.fail(
-              new EngineError({
-                code: "upstream_disconnected",
-                message: "upstream stream ended before [DONE]"
-              })
-            )
+          : Effect.fail(new EngineError({ code: "upstream_disconnected", message: "upstream stream ended before [DONE]" }))
       )
     )
-    return Stream.concat(pieces, finish)
   })
 
 /** An engine talking to one OpenAI-compatible server. */
@@ -238,7 +243,7 @@ export const makeOpenAiEngine = (target: OpenAiTarget, type = "openai") =>
     HttpClient.HttpClient,
     (client): InferenceEngineService => ({
       type,
-      generate: (request) => streamChatCompletion(client, target, request)
+      generate: (request, _modelPath, emit) => streamChatCompletion(client, target, request, emit)
     })
   )
 

@@ -1,14 +1,7 @@
-import { Chunk, Clock, Effect, Layer, Stream } from "effect"
+import { Clock, Effect, Layer } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
 import type { FinishReason, InferenceRequest } from "../../domain/inference.js"
-import {
-  countPromptTokens,
-  type EnginePiece,
-  finishPiece,
-  InferenceEngine,
-  type InferenceEngineService,
-  tokenPiece
-} from "./inference-engine.js"
+import { countPromptTokens, finish, InferenceEngine, type InferenceEngineService } from "./inference-engine.js"
 
 /**
  * The `synthetic` engine: no model weights, deterministic text for tests, demos and benchmarks.
@@ -21,8 +14,8 @@ import {
  * - Prompt tokens are the whitespace-separated words of all messages; completion tokens are the
  *   token pieces sent.
  * - Pacing: the first token after `first_token_ms`, then `tokens_per_second` (drift-free, on the
- *   Effect clock so TestClock drives it). `tokens_per_second: 0` emits without sleeping, yielding
- *   to the event loop every 32 tokens so that a cancel can land.
+ *   Effect clock so TestClock drives it). `tokens_per_second: 0` emits groups of 32 tokens without
+ *   sleeping, yielding to the event loop between groups so that a cancel can land.
  */
 
 export interface SyntheticOptions {
@@ -97,8 +90,9 @@ export const naturalAnswer = (request: InferenceRequest): ReadonlyArray<string> 
 export const planSynthetic = (request: InferenceRequest): SyntheticPlan => {
   const natural = naturalAnswer(request)
   const promptTokens = countPromptTokens(request)
-  const limited = natural.slice(0, request.maxTokens)
-  const lengthReason: FinishReason = natural.length > request.maxTokens ? "length" : "stop"
+  const maxTokens = request.maxTokens ?? natural.length
+  const limited = natural.slice(0, maxTokens)
+  const lengthReason: FinishReason = natural.length > maxTokens ? "length" : "stop"
   const stops = (request.stop ?? []).filter((s) => s.length > 0)
   if (stops.length === 0) return { tokens: limited, finishReason: lengthReason, promptTokens }
   const text = limited.join("")
@@ -124,45 +118,39 @@ const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
   return Effect.sync(() => clearImmediate(handle))
 })
 
-const chunksOf = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
-  const out: Array<ReadonlyArray<A>> = []
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
-  return out
-}
-
 export const makeSyntheticEngine = (options: SyntheticOptions): InferenceEngineService => ({
   type: "synthetic",
-  generate: (request) =>
-    Stream.unwrap(
-      Effect.gen(function* () {
-        const plan = planSynthetic(request)
-        const finish = Stream.succeed<EnginePiece>(
-          finishPiece(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length })
-        )
-        const firstDelay = options.firstTokenMs > 0 ? Effect.sleep(options.firstTokenMs) : Effect.void
-        if (options.tokensPerSecond <= 0) {
-          const groups = chunksOf(plan.tokens.map(tokenPiece), YIELD_EVERY).map((group, i) => ({ group, i }))
-          const tokens = Stream.fromIterable(groups).pipe(
-            Stream.mapEffect(({ group, i }) => (i === 0 ? firstDelay : yieldToEventLoop).pipe(Effect.as(group))),
-            Stream.mapConcatChunk((group) => Chunk.unsafeFromArray<EnginePiece>(group))
-          )
-          return Stream.concat(tokens, finish)
+  generate: (request, _modelPath, emit) =>
+    Effect.gen(function* () {
+      const plan = planSynthetic(request)
+      const done = finish(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length })
+      const start = yield* Clock.currentTimeMillis
+      if (options.firstTokenMs > 0) yield* Effect.sleep(options.firstTokenMs)
+      if (options.tokensPerSecond <= 0) {
+        // As fast as the machine allows, in groups, with a real event-loop turn between groups so
+        // that a cancel (or a probe) can land.
+        for (let i = 0; i < plan.tokens.length; i += YIELD_EVERY) {
+          if (i > 0) yield* yieldToEventLoop
+          emit(plan.tokens.slice(i, i + YIELD_EVERY))
         }
-        const interval = 1000 / options.tokensPerSecond
-        const start = yield* Clock.currentTimeMillis
-        const tokens = Stream.fromIterable(plan.tokens.map((text, i) => ({ text, i }))).pipe(
-          Stream.mapEffect(({ text, i }) =>
-            Effect.gen(function* () {
-              const due = start + options.firstTokenMs + i * interval
-              const now = yield* Clock.currentTimeMillis
-              if (due > now) yield* Effect.sleep(Math.ceil(due - now))
-              return tokenPiece(text) as EnginePiece
-            })
-          )
-        )
-        return Stream.concat(tokens, finish)
-      })
-    )
+        return done
+      }
+      // Paced, drift-free: token i is due at start + first_token_ms + i × interval; whatever is due
+      // when the engine wakes goes out at once (a late wake-up sends the overdue tokens together).
+      const interval = 1000 / options.tokensPerSecond
+      let sent = 0
+      while (sent < plan.tokens.length) {
+        const now = yield* Clock.currentTimeMillis
+        const due = Math.min(plan.tokens.length, Math.floor((now - start - options.firstTokenMs) / interval) + 1)
+        if (due > sent) {
+          emit(plan.tokens.slice(sent, due))
+          sent = due
+        } else {
+          yield* Effect.sleep(Math.max(1, Math.ceil(start + options.firstTokenMs + sent * interval - now)))
+        }
+      }
+      return done
+    })
 })
 
 /** The synthetic engine with `worker.engine.synthetic` from the config. */

@@ -1,3 +1,5 @@
+import { HashMap } from "effect"
+import * as State from "../../../src/controller/registry-state.js"
 import { WorkerId } from "../../../src/domain/ids.js"
 import type {
   WorkerHeartbeat,
@@ -70,3 +72,14 @@ export const info = (spec: InfoSpec): WorkerInfo => ({
   lastHeartbeat: 0,
   registeredAt: 0
 })
+
+/**
+ * A registry state holding exactly `workers` as given (status, metrics and all), built through the
+ * registry's own transitions so that its indexes are the real ones.
+ */
+export const stateOf = (workers: ReadonlyArray<WorkerInfo>): State.RegistryState =>
+  workers.reduce((s, w) => {
+    const registered = State.applyRegistration(s, w, 0).state
+    if (w.status === "offline") return State.markOffline(registered, w.workerId, w.statusReason ?? "offline").state
+    return { ...registered, workers: HashMap.set(registered.workers, w.workerId, w) }
+  }, State.empty)

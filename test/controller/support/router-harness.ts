@@ -4,13 +4,17 @@ import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import type { ClusterConfig } from "../../../src/config/schema.js"
 import { AdmissionQueue } from "../../../src/controller/admission-queue.js"
 import { Balancer } from "../../../src/controller/balancer.js"
+import { DeadlineSweep } from "../../../src/controller/deadline-sweep.js"
 import { InFlight } from "../../../src/controller/in-flight.js"
 import { ControllerLifecycle } from "../../../src/controller/lifecycle.js"
+import { LoadMonitor } from "../../../src/controller/load-monitor.js"
 import { Registry } from "../../../src/controller/registry.js"
+import { RequestJournal } from "../../../src/controller/request-journal.js"
 import { RequestStats } from "../../../src/controller/request-stats.js"
-import { type RelayEvent, Router } from "../../../src/controller/router.js"
+import { Router } from "../../../src/controller/router.js"
 import type { InferenceError } from "../../../src/domain/errors.js"
-import { ScriptedNats } from "./scripted-nats.js"
+import type { DoneEvent, RelayEvent } from "../../../src/domain/route.js"
+import { ScriptedNats } from "../../support/scripted-nats.js"
 
 type ControllerConfig = ClusterConfig["controller"]
 
@@ -29,7 +33,10 @@ const StateTest = Layer.mergeAll(
   Balancer.Default,
   InFlight.Default,
   RequestStats.Default,
-  ControllerLifecycle.Default
+  RequestJournal.Default,
+  ControllerLifecycle.Default,
+  DeadlineSweep.Default,
+  LoadMonitor.layerTest()
 )
 
 /**
@@ -66,25 +73,46 @@ export const settle: Effect.Effect<void> = Effect.gen(function* () {
   for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
 })
 
-/** A forked consumer of a relay stream that records what it received. */
+/** A relayed event with each token on its own, as the tests reason about them. */
+export type FlatEvent = { readonly type: "token"; readonly index: number; readonly token: string } | DoneEvent
+
+/** The events of one relayed batch, one per token. */
+export const flatten = (event: RelayEvent): ReadonlyArray<FlatEvent> =>
+  event.type === "tokens" ? event.tokens.map((token, i) => ({ type: "token", index: event.index + i, token })) : [event]
+
+/** A forked consumer of a relay stream that records what it received, one event per token. */
 export interface Consumer {
   readonly fiber: Fiber.RuntimeFiber<void, InferenceError>
   /** Waits for the next event the consumer received. */
-  readonly next: Effect.Effect<RelayEvent>
-  readonly events: Effect.Effect<ReadonlyArray<RelayEvent>>
+  readonly next: Effect.Effect<FlatEvent>
+  readonly events: Effect.Effect<ReadonlyArray<FlatEvent>>
+  /** Every batch as it arrived (one per bus message). */
+  readonly batches: Effect.Effect<ReadonlyArray<RelayEvent>>
   /** Waits for the stream to end; its exit. */
   readonly exit: Effect.Effect<Exit.Exit<void, InferenceError>>
 }
 
 export const consume = (stream: Stream.Stream<RelayEvent, InferenceError>): Effect.Effect<Consumer> =>
   Effect.gen(function* () {
-    const queue = yield* Queue.unbounded<RelayEvent>()
-    const events: Array<RelayEvent> = []
+    const queue = yield* Queue.unbounded<FlatEvent>()
+    const events: Array<FlatEvent> = []
+    const batches: Array<RelayEvent> = []
     const fiber = yield* stream.pipe(
-      Stream.runForEach((e) => Effect.sync(() => events.push(e)).pipe(Effect.zipRight(Queue.offer(queue, e)))),
+      Stream.runForEach((e) =>
+        Effect.sync(() => {
+          batches.push(e)
+          events.push(...flatten(e))
+        }).pipe(Effect.zipRight(Queue.offerAll(queue, flatten(e))))
+      ),
       Effect.fork
     )
-    return { fiber, next: Queue.take(queue), events: Effect.sync(() => [...events]), exit: Fiber.await(fiber) }
+    return {
+      fiber,
+      next: Queue.take(queue),
+      events: Effect.sync(() => [...events]),
+      batches: Effect.sync(() => [...batches]),
+      exit: Fiber.await(fiber)
+    }
   })
 
 /** The value of a successful exit (the test fails otherwise). */
@@ -105,7 +133,7 @@ export const expectIdle = Effect.gen(function* () {
   const inFlight = yield* InFlight
   const stats = yield* RequestStats
   const queue = yield* AdmissionQueue
-  expect([...(yield* inFlight.snapshot).entries()]).toEqual([])
+  expect(inFlight.total()).toBe(0)
   expect((yield* stats.snapshot).active).toBe(0)
   expect(yield* queue.pending).toBe(0)
 })

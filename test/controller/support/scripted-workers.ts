@@ -117,17 +117,17 @@ export const startWorker = (
           const reply = script.reply?.(request, n) ?? Reply.ack
           switch (reply._tag) {
             case "ack":
-              yield* nats.respond(replyTo, InferenceReply, { accepted: true, workerId: WorkerId.make(id) })
+              yield* nats.publish(replyTo, InferenceReply, { accepted: true, workerId: WorkerId.make(id) })
               yield* emit(...(script.stream?.(request, n) ?? []))
               return
             case "refuse":
-              return yield* nats.respond(replyTo, InferenceReply, {
+              return yield* nats.publish(replyTo, InferenceReply, {
                 accepted: false,
                 reason: reply.reason,
                 message: reply.message
               })
             case "garbage":
-              return yield* nats.respond(replyTo, Schema.Unknown, { accepted: "perhaps" })
+              return yield* nats.publish(replyTo, Schema.Unknown, { accepted: "perhaps" })
             case "silence":
               return
           }

@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect"
 import WebSocket from "ws"
 import { WsServerFrame, type WsServerMessage } from "../../../src/domain/websocket.js"
-import { eventually } from "./fake-worker.js"
+import { eventually } from "../../support/eventually.js"
 
 type Reply = Exclude<WsServerMessage, { type: "ping" }>
 
@@ -53,7 +53,9 @@ export const connectWs = (url: string, headers: Record<string, string> = {}) =>
       )
       socket.once("open", () => {
         const waitFor = (predicate: (m: WsServerMessage) => boolean, what = "a message") =>
-          eventually(Effect.sync(() => messages.some(predicate)), 5_000, what).pipe(
+          eventually(Effect.sync(() => messages.some(predicate))).pipe(
+            Effect.mapError(() => new Error(`timed out waiting for ${what}`)),
+            Effect.orDie,
             Effect.map(() => messages.find(predicate) as WsServerMessage)
           )
         resume(
@@ -69,7 +71,8 @@ export const connectWs = (url: string, headers: Record<string, string> = {}) =>
               ),
             waitFor,
             close: Effect.sync(() => socket.close(1000)),
-            closed: eventually(Effect.sync(() => closeCode !== undefined), 5_000, "the socket to close").pipe(
+            closed: eventually(Effect.sync(() => closeCode !== undefined)).pipe(
+              Effect.orDie,
               Effect.map(() => closeCode ?? -1)
             )
           })

@@ -9,7 +9,7 @@ import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
 import { InferenceEngine, type InferenceEngineService } from "../../../src/worker/engines/inference-engine.js"
 import { isPortFree, makeMlxLmEngine, type MlxLmOptions } from "../../../src/worker/engines/mlx-lm-engine.js"
-import { eventually } from "../../support/scripted-nats.js"
+import { eventually } from "../../support/eventually.js"
 import { runEngine } from "../support/run-engine.js"
 
 const FIXTURES = Path.join(import.meta.dirname, "..", "..", "fixtures")

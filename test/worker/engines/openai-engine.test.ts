@@ -8,7 +8,7 @@ import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
 import { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
 import { chatCompletionBody, makeOpenAiEngine, parseSseLine } from "../../../src/worker/engines/openai-engine.js"
 import { chunk, sse, testHttpServer } from "../support/http-server.js"
-import { eventually } from "../../support/scripted-nats.js"
+import { eventually } from "../../support/eventually.js"
 import { runEngine, runEngineEither, tokenRecorder } from "../support/run-engine.js"
 
 const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({

@@ -1,0 +1,49 @@
+import { Effect, Layer } from "effect"
+import { monitorEventLoopDelay } from "node:perf_hooks"
+
+/** Per-second maxima kept: enough for the longest window asked for (the offline timeout). */
+const HISTORY_SECONDS = 120
+
+/**
+ * How late this process's event loop runs, from Node's event-loop delay histogram (native, no
+ * timer of ours per sample). Two decisions read it: the overload manager sheds new requests while
+ * the loop lags past its bound, and the health sweep does not call a worker silent for the time
+ * the controller itself was not listening.
+ */
+export class LoadMonitor extends Effect.Service<LoadMonitor>()("controller/LoadMonitor", {
+  scoped: Effect.gen(function* () {
+    const histogram = monitorEventLoopDelay({ resolution: 10 })
+    histogram.enable()
+    yield* Effect.addFinalizer(() => Effect.sync(() => histogram.disable()))
+    /** Worst delay (ms) of each of the last seconds, newest last. */
+    const history: Array<number> = []
+    let lastSampleAt = Date.now()
+    /** Closes the current one-second window if it is over; cheap enough to call per request. */
+    const roll = () => {
+      const now = Date.now()
+      if (now - lastSampleAt < 1_000) return
+      // The histogram covers everything since its last reset, however long ago (a blocked loop shows
+      // as one huge delay), so a window nobody read is folded into the next one, never lost.
+      history.push(histogram.max / 1e6)
+      if (history.length > HISTORY_SECONDS) history.shift()
+      histogram.reset()
+      lastSampleAt = now
+    }
+    const lagMs = (): number => {
+      roll()
+      return Math.max(histogram.max / 1e6, history[history.length - 1] ?? 0)
+    }
+    const maxLagMs = (windowMs: number): number => {
+      roll()
+      let worst = histogram.max / 1e6
+      const seconds = Math.min(history.length, Math.ceil(windowMs / 1_000))
+      for (let i = history.length - seconds; i < history.length; i++) worst = Math.max(worst, history[i] ?? 0)
+      return worst
+    }
+    return { lagMs, maxLagMs } as const
+  })
+}) {
+  /** A monitor that reports fixed lags: for tests. */
+  static readonly layerTest = (lag: { readonly now?: number; readonly window?: number } = {}): Layer.Layer<LoadMonitor> =>
+    Layer.succeed(LoadMonitor, LoadMonitor.make({ lagMs: () => lag.now ?? 0, maxLagMs: () => lag.window ?? lag.now ?? 0 }))
+}

@@ -1,0 +1,192 @@
+import { Cause, Effect, Either, Exit, type Fiber, FiberId, Option, Runtime } from "effect"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { ClusterConfigService } from "../config/cluster-config.js"
+import { RequestJournal } from "../controller/request-journal.js"
+import { Router } from "../controller/router.js"
+import { BodyTooLarge, type InferenceError, type InvalidRequest, WorkerFailed } from "../domain/errors.js"
+import { type ChatCompletion, ChatCompletionRequest, type Completion, CompletionRequest } from "../domain/openai.js"
+import type { DoneEvent, RelaySink, RouteRequest } from "../domain/route.js"
+import { readBody } from "./body-reader.js"
+import { sseErrorEvent, writeError, writeJson } from "./error-response.js"
+import { chatToRoute, completionToRoute, decodeBody, parseJson } from "./openai-request.js"
+import type { TokenLimits } from "./route-request.js"
+import { chatFormat, completionFormat, encodeEvent, type SseFormat, type StreamIdentity } from "./sse.js"
+
+/**
+ * `POST /v1/chat/completions` and `POST /v1/completions`, served straight from the front door's
+ * Node request (issue 10): one fiber per request (the Router's `execute`), the body read and
+ * decoded in plain code, and the relayed events written to the socket by the Router's sink — one
+ * write per bus message, several SSE chunks each. Going through @effect/platform's router and a
+ * `Stream` body cost 0.3–0.8 ms of CPU per request, more than this whole path is allowed (see
+ * README, "Benchmark"); the routes stay in the HttpApi for the OpenAPI document.
+ *
+ * Semantics are OpenAI's: a failure before the first token is a real HTTP error status; afterwards
+ * one SSE error event ends the stream, without `[DONE]`. A client that goes away interrupts the
+ * fiber, which cancels the worker's work. A client reading more slowly than the worker writes is
+ * cut off with `slow_consumer` once `controller.api.max_buffered_bytes` wait to be sent.
+ */
+
+export type InferenceKind = "chat" | "completions"
+
+/** What the front door already knows of the request. */
+export interface LaneContext {
+  readonly requestId: string
+  readonly client: string
+  readonly receivedAt: number
+}
+
+const SSE_HEADERS = {
+  "content-type": "text/event-stream",
+  "cache-control": "no-cache",
+  "x-accel-buffering": "no"
+}
+
+const usageOf = (u: { readonly promptTokens: number; readonly completionTokens: number }) => ({
+  prompt_tokens: u.promptTokens,
+  completion_tokens: u.completionTokens,
+  total_tokens: u.promptTokens + u.completionTokens
+})
+
+interface Shape<B> {
+  readonly decode: (json: unknown) => Either.Either<B, InvalidRequest>
+  readonly toRoute: (body: B, limits: TokenLimits) => RouteRequest
+  readonly idPrefix: string
+  readonly format: (id: StreamIdentity) => SseFormat
+  readonly whole: (id: StreamIdentity, text: string, done: DoneEvent) => ChatCompletion | Completion
+}
+
+const chat: Shape<ChatCompletionRequest> = {
+  decode: decodeBody(ChatCompletionRequest),
+  toRoute: chatToRoute,
+  idPrefix: "chatcmpl",
+  format: chatFormat,
+  whole: (id, text, done) => ({
+    id: id.id,
+    object: "chat.completion",
+    created: id.created,
+    model: id.model,
+    choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: done.finishReason }],
+    usage: usageOf(done.usage)
+  })
+}
+
+const completions: Shape<CompletionRequest> = {
+  decode: decodeBody(CompletionRequest),
+  toRoute: completionToRoute,
+  idPrefix: "cmpl",
+  format: completionFormat,
+  whole: (id, text, done) => ({
+    id: id.id,
+    object: "text_completion",
+    created: id.created,
+    model: id.model,
+    choices: [{ index: 0, text, finish_reason: done.finishReason, logprobs: null }],
+    usage: usageOf(done.usage)
+  })
+}
+
+export const makeInferenceLane = Effect.gen(function* () {
+  const router = yield* Router
+  const journal = yield* RequestJournal
+  const api = (yield* ClusterConfigService).controller.api
+  const runtime = yield* Effect.runtime<never>()
+  const runFork = Runtime.runFork(runtime)
+  const runSync = Runtime.runSync(runtime)
+
+  /** Answers a request refused before routing, and records it. */
+  const refuse = (kind: InferenceKind, res: ServerResponse, ctx: LaneContext, error: InvalidRequest | BodyTooLarge, model = "") => {
+    const status = writeError(res, error, error._tag === "BodyTooLarge" ? { connection: "close" } : {})
+    runSync(
+      journal.record({
+        requestId: ctx.requestId,
+        route: kind,
+        model,
+        modelKnown: false,
+        outcome: "failed",
+        status,
+        errorCode: error._tag === "BodyTooLarge" ? "body_too_large" : "invalid_request",
+        errorMessage: error.message,
+        tokens: 0,
+        durationMs: Date.now() - ctx.receivedAt,
+        retries: 0,
+        startedAt: ctx.receivedAt,
+        client: ctx.client
+      })
+    )
+  }
+
+  /** What the fiber's end means for a response that may have started streaming. */
+  const settle = <A>(res: ServerResponse, exit: Exit.Exit<A, InferenceError>, started: boolean, onSuccess: (value: A) => void) => {
+    if (res.writableEnded || res.destroyed) return
+    if (Exit.isSuccess(exit)) return onSuccess(exit.value)
+    if (Cause.isInterruptedOnly(exit.cause)) return void res.destroy()
+    const error = Option.getOrElse(Cause.failureOption(exit.cause), () => {
+      runSync(Effect.logError("an inference request failed unexpectedly", exit.cause))
+      return new WorkerFailed({ workerId: "", code: "internal_error", message: "The request failed unexpectedly" })
+    })
+    if (started) res.end(sseErrorEvent(error))
+    else writeError(res, error)
+  }
+
+  const serve = <B extends ChatCompletionRequest | CompletionRequest>(
+    kind: InferenceKind,
+    shape: Shape<B>,
+    text: string,
+    res: ServerResponse,
+    ctx: LaneContext
+  ) => {
+    const parsed = Either.flatMap(parseJson(text), shape.decode)
+    if (Either.isLeft(parsed)) {
+      const json = Either.getOrUndefined(parseJson(text))
+      const model = typeof json === "object" && json !== null && "model" in json && typeof json.model === "string" ? json.model : ""
+      return refuse(kind, res, ctx, parsed.left, model)
+    }
+    const body = parsed.right
+    const request: RouteRequest = { ...shape.toRoute(body, api), requestId: ctx.requestId, client: ctx.client }
+    const id: StreamIdentity = {
+      id: `${shape.idPrefix}-${ctx.requestId}`,
+      created: Math.floor(ctx.receivedAt / 1000),
+      model: body.model,
+      includeUsage: body.stream_options?.include_usage === true
+    }
+    let started = false
+    let fiber: Fiber.RuntimeFiber<unknown, InferenceError>
+    if (body.stream === true) {
+      const format = shape.format(id)
+      const sink: RelaySink = {
+        push: (event) => {
+          let out = encodeEvent(format, event)
+          if (!started) {
+            started = true
+            res.writeHead(200, SSE_HEADERS)
+            out = format.head + out
+          }
+          res.write(out)
+          return res.writableLength <= api.maxBufferedBytes
+        }
+      }
+      fiber = runFork(router.execute(request, sink))
+      fiber.addObserver((exit) => settle(res, exit, started, () => res.end()))
+    } else {
+      const whole = runFork(router.complete(request))
+      whole.addObserver((exit) => settle(res, exit, false, (done) => writeJson(res, 200, shape.whole(id, done.text, done))))
+      fiber = whole
+    }
+    // The client went away before the answer was complete: stop the work.
+    res.on("close", () => {
+      if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
+    })
+  }
+
+  return (kind: InferenceKind, req: IncomingMessage, res: ServerResponse, ctx: LaneContext): void =>
+    readBody(req, api.maxBodyBytes, (result) => {
+      switch (result._tag) {
+        case "Aborted":
+          return
+        case "TooLarge":
+          return refuse(kind, res, ctx, new BodyTooLarge({ limitBytes: api.maxBodyBytes }))
+        case "Body":
+          return kind === "chat" ? serve(kind, chat, result.text, res, ctx) : serve(kind, completions, result.text, res, ctx)
+      }
+    })
+})
