@@ -197,10 +197,15 @@ export const describeParseError = (
   if (first === undefined) return { keyPath: "", problem: error.message.split("\n")[0] ?? "invalid" }
   const here = issues.filter((issue) => samePath(issue.path, first.path))
   const expected: Array<string> = []
+  // Messages a schema writes itself (a refinement's `message` annotation) say more than "null".
+  const custom: Array<string> = []
   let actual: string | undefined
   for (const issue of here) {
     const match = /^Expected (.+), actual (.+)$/s.exec(issue.message)
-    if (match === null) continue
+    if (match === null) {
+      if (!custom.includes(issue.message)) custom.push(issue.message)
+      continue
+    }
     const [, what = "", got = ""] = match
     actual ??= got
     const text = humanise(what)
@@ -208,9 +213,11 @@ export const describeParseError = (
   }
   const keyPath = formatKeyPath(first.path)
   const problem =
-    actual !== undefined && expected.length > 0
-      ? `expected ${expected.join(" | ")}, got ${clip(actual)}`
-      : first.message
+    custom.length > 0 && actual !== undefined
+      ? `${custom.join(" | ")}, got ${clip(actual)}`
+      : actual !== undefined && expected.length > 0
+        ? `expected ${expected.join(" | ")}, got ${clip(actual)}`
+        : first.message
   return { keyPath, problem }
 }
 

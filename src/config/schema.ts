@@ -1,5 +1,6 @@
 import { Schema } from "effect"
 import { ClusterMode } from "../domain/cluster.js"
+import { WorkerIdString } from "../domain/ids.js"
 
 /**
  * The config file of CONTRACT §2: YAML with snake_case keys, decoded into camelCase fields.
@@ -126,7 +127,8 @@ export const HardwareOverrides = Schema.Struct({
 export type HardwareOverrides = typeof HardwareOverrides.Type
 
 export const WorkerConfig = Schema.Struct({
-  id: key("id", Schema.NullOr(Schema.String.pipe(Schema.pattern(/^[^.*>\s]+$/))), () => null),
+  /** Letters, digits, `-` and `_`, at most 128 characters (a WorkerId). */
+  id: key("id", Schema.NullOr(WorkerIdString), () => null),
   modelDir: key("model_dir", Schema.String, () => "./models"),
   /** extension: a Hugging Face hub cache (`models--ORG--NAME/snapshots/REV`) scanned as well. */
   hfCacheDir: key("hf_cache_dir", Schema.NullOr(Schema.String), () => null),

@@ -560,7 +560,7 @@ describe("loadConfig: errors name the source and the key in one line", () => {
         'CLUSTER_MODE: cluster.mode: expected "controller" | "worker" | "both", got "boss"'
       )
       expect((yield* loadError(["--config", path, "--worker-id", "a.b"])).message).toBe(
-        '--worker-id: cluster.worker.id: expected a string matching the pattern ^[^.*>\\s]+$ | null, got "a.b"'
+        '--worker-id: cluster.worker.id: a worker id may hold only letters, digits, "-" and "_", got "a.b"'
       )
     }))
 
