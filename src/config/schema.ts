@@ -40,6 +40,30 @@ export const QueueConfig = Schema.Struct({
   maxWaitMs: key("max_wait_ms", Millis, () => 30_000)
 })
 
+/** Corrections of a worker's self-reported hardware (the worker's `worker.hardware` uses it too). */
+export const HardwareOverrides = Schema.Struct({
+  platform: Schema.optional(Schema.String),
+  arch: Schema.optional(Schema.String),
+  chip: Schema.optional(Schema.String),
+  cpuCores: Schema.optional(Count).pipe(Schema.fromKey("cpu_cores")),
+  gpuCores: Schema.optional(Count).pipe(Schema.fromKey("gpu_cores")),
+  gpuMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("gpu_memory_gb")),
+  totalMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("total_memory_gb"))
+})
+export type HardwareOverrides = typeof HardwareOverrides.Type
+
+/**
+ * extension: what the controller believes about one worker instead of what it reports
+ * (`controller.worker_overrides.<id>`). Self-reported values are bounded; these are taken as given.
+ */
+export const WorkerOverride = Schema.Struct({
+  priority: Schema.optional(Schema.Finite),
+  maxConcurrent: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())).pipe(Schema.fromKey("max_concurrent")),
+  tags: Schema.optional(Schema.Array(Schema.String)),
+  hardware: Schema.optional(HardwareOverrides)
+})
+export type WorkerOverride = typeof WorkerOverride.Type
+
 export const ControllerConfig = Schema.Struct({
   bindAddress: key("bind_address", Schema.String, () => "0.0.0.0"),
   port: key("port", Port, () => 8080),
@@ -51,7 +75,11 @@ export const ControllerConfig = Schema.Struct({
   /** extension: how long a worker has to ack or refuse an inference request. */
   dispatchTimeoutMs: key("dispatch_timeout_ms", PositiveMillis, () => 2_000),
   queue: key("queue", QueueConfig, () => Schema.decodeSync(QueueConfig)({})),
-  drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000)
+  drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000),
+  /** extension: when set, registrations and heartbeats of other worker ids are dropped. */
+  allowedWorkers: key("allowed_workers", Schema.NullOr(Schema.Array(WorkerIdString)), () => null),
+  /** extension: per worker id, values that replace what the worker reports. */
+  workerOverrides: key("worker_overrides", Schema.Record({ key: WorkerIdString, value: WorkerOverride }), () => ({}))
 })
 
 export const TlsConfig = Schema.Struct({
@@ -76,7 +104,11 @@ export const DiscoveryConfig = Schema.Struct({
   heartbeatIntervalMs: key("heartbeat_interval_ms", PositiveMillis, () => 5_000),
   offlineTimeoutMs: key("offline_timeout_ms", PositiveMillis, () => 15_000),
   healthCheckIntervalMs: key("health_check_interval_ms", PositiveMillis, () => 5_000),
-  pruneAfterMs: key("prune_after_ms", PositiveMillis, () => 3_600_000)
+  pruneAfterMs: key("prune_after_ms", PositiveMillis, () => 3_600_000),
+  /** extension: registrations of new worker ids are refused while the registry holds this many. */
+  maxWorkers: key("max_workers", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 1000),
+  /** extension: models of one registration beyond this many are dropped (with a warning). */
+  maxModelsPerWorker: key("max_models_per_worker", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 1000)
 })
 
 export const BalancingStrategy = Schema.Literal("smart", "round_robin", "least_loaded")
@@ -114,17 +146,6 @@ export const EngineConfig = Schema.Struct({
   openai: key("openai", OpenAiEngineConfig, () => Schema.decodeSync(OpenAiEngineConfig)({})),
   mlxLm: key("mlx_lm", MlxLmEngineConfig, () => Schema.decodeSync(MlxLmEngineConfig)({}))
 })
-
-export const HardwareOverrides = Schema.Struct({
-  platform: Schema.optional(Schema.String),
-  arch: Schema.optional(Schema.String),
-  chip: Schema.optional(Schema.String),
-  cpuCores: Schema.optional(Count).pipe(Schema.fromKey("cpu_cores")),
-  gpuCores: Schema.optional(Count).pipe(Schema.fromKey("gpu_cores")),
-  gpuMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("gpu_memory_gb")),
-  totalMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("total_memory_gb"))
-})
-export type HardwareOverrides = typeof HardwareOverrides.Type
 
 export const WorkerConfig = Schema.Struct({
   /** Letters, digits, `-` and `_`, at most 128 characters (a WorkerId). */
