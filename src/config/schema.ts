@@ -97,7 +97,14 @@ export const NatsConfig = Schema.Struct({
   pass: Schema.optional(Schema.Redacted(Schema.String)),
   token: Schema.optional(Schema.Redacted(Schema.String)),
   credsFile: Schema.optional(Schema.String).pipe(Schema.fromKey("creds_file")),
-  tls: Schema.optional(Schema.Union(Schema.Boolean, TlsConfig))
+  tls: Schema.optional(Schema.Union(Schema.Boolean, TlsConfig)),
+  /**
+   * extension: where the generated credential is kept (mode 0600) when none of user/pass, token and
+   * creds_file is set; null: `<state_dir>/nats-credentials.json`.
+   */
+  credentialsFile: key("credentials_file", Schema.NullOr(Schema.String), () => null),
+  /** extension: a nats-server config file the embedded server runs with instead of the generated one. */
+  serverConfig: key("server_config", Schema.NullOr(Schema.String), () => null)
 })
 
 export const DiscoveryConfig = Schema.Struct({
@@ -171,6 +178,11 @@ export const ClusterConfig = Schema.Struct({
   mode: key("mode", ClusterMode, () => "both" as const),
   /** extension: minimum log level. */
   logLevel: key("log_level", LogLevelName, () => "info" as const),
+  /**
+   * extension: the folder this process keeps files in between runs (the generated NATS credential,
+   * pid files of its children); relative to the working directory.
+   */
+  stateDir: key("state_dir", Schema.String, () => ".cluster"),
   controller: key("controller", ControllerConfig, () => Schema.decodeSync(ControllerConfig)({})),
   nats: key("nats", NatsConfig, () => Schema.decodeSync(NatsConfig)({})),
   discovery: key("discovery", DiscoveryConfig, () => Schema.decodeSync(DiscoveryConfig)({})),
