@@ -17,6 +17,7 @@ import {
   Stream
 } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
+import { sanitizeForLog } from "../../domain/log-text.js"
 import { findExecutable, guardedCommand } from "../../process/orphan-guard.js"
 import { removePidFile, stopStaleChildren, writePidFile } from "../../process/pid-file.js"
 import { EngineError, InferenceEngine, type InferenceEngineService } from "./inference-engine.js"
@@ -188,7 +189,8 @@ export const makeMlxLmSupervisor = (
     const start = (modelPath: string, slot: Slot) =>
       Effect.gen(function* () {
         const port = yield* allocatePort
-        const label = `mlx-lm server for ${modelPath} on port ${port}`
+        // A folder name is text from disk: escaped so that it cannot start a forged log line.
+        const label = `mlx-lm server for ${sanitizeForLog(modelPath, 500)} on port ${port}`
         const baseUrl = `http://${host}:${port}/v1`
         const childScope = yield* Scope.fork(supervisorScope, ExecutionStrategy.sequential)
         const closeChild = Scope.close(childScope, Exit.void)
@@ -236,7 +238,7 @@ export const makeMlxLmSupervisor = (
             Effect.sync(() => {
               tail.push(line)
               if (tail.length > TAIL_LINES) tail.shift()
-            }).pipe(Effect.zipRight(Effect.logDebug(`[mlx-lm ${port}] ${line}`)))
+            }).pipe(Effect.zipRight(Effect.logDebug(`[mlx-lm ${port}] ${sanitizeForLog(line, 2_000)}`)))
           ),
           Effect.ignore,
           Effect.forkIn(childScope)
