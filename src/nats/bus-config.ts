@@ -64,6 +64,7 @@ export const controllerConfigText = (plan: BusPlan, name: string): string =>
   header(`Controller ${name}`) +
   stringify({
     cluster: {
+      mode: "controller",
       nats: { mode: "external", server_url: plan.url, user: controllerUser(name), pass: password(plan, controllerUser(name)) },
       controller: { allowed_workers: [...plan.workers] }
     }
@@ -74,6 +75,7 @@ export const workerConfigText = (plan: BusPlan, id: string): string =>
   header(`Worker ${id}`) +
   stringify({
     cluster: {
+      mode: "worker",
       nats: { mode: "external", server_url: plan.url, user: workerUser(id), pass: password(plan, workerUser(id)) },
       worker: { id }
     }

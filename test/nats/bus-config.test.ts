@@ -47,12 +47,14 @@ describe("bus config files", () => {
   it("node configs: external NATS with the node's user; workers pinned to their id; controllers accept only the listed workers", () => {
     expect(parse(workerConfigText(plan, "studio-1"))).toEqual({
       cluster: {
+        mode: "worker",
         nats: { mode: "external", server_url: plan.url, user: "worker-studio-1", pass: "s".repeat(32) },
         worker: { id: "studio-1" }
       }
     })
     expect(parse(controllerConfigText(plan, "main"))).toEqual({
       cluster: {
+        mode: "controller",
         nats: { mode: "external", server_url: plan.url, user: "controller-main", pass: "c".repeat(32) },
         controller: { allowed_workers: ["studio-1", "mini_2"] }
       }
