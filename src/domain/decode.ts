@@ -1,4 +1,4 @@
-import { Either, ParseResult, Schema } from "effect"
+import { Either, ParseResult, Schema, SchemaAST } from "effect"
 import { sanitizeForLog } from "./log-text.js"
 
 /**
@@ -10,18 +10,28 @@ import { sanitizeForLog } from "./log-text.js"
  *   recurses; 100k levels of `[[[…]]]` exhaust the stack.)
  * - A stack overflow or any other exception inside the decode or the formatting is still caught and
  *   becomes an ordinary failure.
- * - A failure is the first issue only, as `{ path, message }` built from ParseResult's structured
- *   issues (ArrayFormatter): the path is `messages[0].content`, the message the issue's own text,
- *   cut and with control characters escaped, so that it is safe to log and to put in a 400 body.
+ * - A failure is the first issue only, as `{ path, message, kind }` built from ParseResult's
+ *   structured issues (the issue tree, then ArrayFormatter for the one issue chosen): the path is
+ *   `messages[0].content`, the message the issue's own text, cut and with control characters
+ *   escaped, so that it is safe to log and to put in a 400 body. A value that matches none of a
+ *   union's members is one issue naming them all (`Expected "system" | "user", actual "bot"`).
  */
 
 /** How deep a message may nest by default: generous for any real request, far from the stack's limit. */
 export const MAX_JSON_DEPTH = 64
 
+/**
+ * What kind of problem: ArrayFormatter's tags (`Missing` for an absent required field, `Type`,
+ * `Refinement`, `Unexpected`, …), `TooDeep` for the depth bound, `Unchecked` when the check itself
+ * failed (a stack overflow).
+ */
+export type DecodeIssueKind = ParseResult.ArrayFormatterIssue["_tag"] | "TooDeep" | "Unchecked"
+
 /** The first problem of a value that failed to decode; `path` is `""` for the value itself. */
 export interface DecodeIssue {
   readonly path: string
   readonly message: string
+  readonly kind: DecodeIssueKind
 }
 
 export interface GuardOptions {
@@ -98,17 +108,62 @@ export const findTooDeep = (value: unknown, maxDepth: number = MAX_JSON_DEPTH): 
 const describeThrown = (cause: unknown): string =>
   cause instanceof RangeError ? "too deeply nested to check" : `could not be checked (${cause instanceof Error ? cause.message : String(cause)})`
 
+interface Located {
+  readonly path: ReadonlyArray<PropertyKey>
+  readonly issue: ParseResult.ParseIssue
+}
+
+/** A union without its `undefined` member (every optional field has one: not worth naming). */
+const withoutUndefined = (union: SchemaAST.Union): SchemaAST.AST => {
+  const defined = union.types.filter((t) => !SchemaAST.isUndefinedKeyword(t))
+  if (defined.length === union.types.length) return union
+  return SchemaAST.Union.make(defined)
+}
+
 /**
- * The first issue of a ParseError as `{ path, message }`, from ArrayFormatter's structured output.
- * Never throws: a formatter failure becomes a generic message.
+ * The first issue of the tree, following pointers (fields, indexes) and the first member of each
+ * composite. A union whose members all failed on the value itself becomes one `Type` issue of the
+ * whole union, so that its message names every alternative.
+ */
+const locateFirst = (issue: ParseResult.ParseIssue, path: ReadonlyArray<PropertyKey>): Located => {
+  let current = issue
+  let at = path
+  for (;;) {
+    if (current._tag === "Pointer") {
+      at = at.concat(Array.isArray(current.path) ? (current.path as ReadonlyArray<PropertyKey>) : [current.path as PropertyKey])
+      current = current.issue
+      continue
+    }
+    if (current._tag === "Composite") {
+      const members: ReadonlyArray<ParseResult.ParseIssue> = Array.isArray(current.issues) ? current.issues : [current.issues as ParseResult.ParseIssue]
+      if (SchemaAST.isUnion(current.ast) && members.every((m) => m._tag === "Type")) {
+        return { path: at, issue: new ParseResult.Type(withoutUndefined(current.ast), current.actual) }
+      }
+      const first = members[0]
+      if (first === undefined) return { path: at, issue: current }
+      current = first
+      continue
+    }
+    return { path: at, issue: current }
+  }
+}
+
+/**
+ * The first issue of a ParseError as `{ path, message, kind }` (see the module comment). Never
+ * throws: a formatter failure becomes a generic message.
  */
 export const firstIssue = (error: ParseResult.ParseError): DecodeIssue => {
   try {
-    const [first] = ParseResult.ArrayFormatter.formatErrorSync(error)
-    if (first === undefined) return { path: "", message: "invalid value" }
-    return { path: formatPath(first.path), message: sanitizeForLog(first.message, MAX_MESSAGE_CHARS) }
+    const located = locateFirst(error.issue, [])
+    const [first] = ParseResult.ArrayFormatter.formatIssueSync(located.issue)
+    if (first === undefined) return { path: formatPath(located.path), message: "invalid value", kind: "Type" }
+    return {
+      path: formatPath(located.path.concat(first.path)),
+      message: sanitizeForLog(first.message, MAX_MESSAGE_CHARS),
+      kind: first._tag
+    }
   } catch (cause) {
-    return { path: "", message: `invalid value (${describeThrown(cause)})` }
+    return { path: "", message: `invalid value (${describeThrown(cause)})`, kind: "Unchecked" }
   }
 }
 
@@ -125,13 +180,13 @@ export const guardedDecoder = <A, I>(
   return (input) => {
     const tooDeep = findTooDeep(input, maxDepth)
     if (tooDeep !== undefined) {
-      return Either.left({ path: formatPath(tooDeep), message: `nested deeper than ${maxDepth} levels` })
+      return Either.left({ path: formatPath(tooDeep), message: `nested deeper than ${maxDepth} levels`, kind: "TooDeep" })
     }
     let result: Either.Either<A, ParseResult.ParseError>
     try {
       result = decode(input)
     } catch (cause) {
-      return Either.left({ path: "", message: describeThrown(cause) })
+      return Either.left({ path: "", message: describeThrown(cause), kind: "Unchecked" })
     }
     return Either.isRight(result) ? Either.right(result.right) : Either.left(firstIssue(result.left))
   }
@@ -154,6 +209,10 @@ export const parseJson = (text: string): Either.Either<unknown, DecodeIssue> => 
   try {
     return Either.right(JSON.parse(text) as unknown)
   } catch (cause) {
-    return Either.left({ path: "", message: `not JSON (${sanitizeForLog(cause instanceof Error ? cause.message : String(cause), 120)})` })
+    return Either.left({
+      path: "",
+      message: `not JSON (${sanitizeForLog(cause instanceof Error ? cause.message : String(cause), 120)})`,
+      kind: "Type"
+    })
   }
 }

@@ -64,10 +64,31 @@ describe("guardedDecoder", () => {
 
   it("names the first issue's field, from the structured issues", () => {
     const result = decode({ model: "m", messages: [{ role: 5, content: "hi" }] })
-    expect(result).toEqual(Either.left({ path: "messages[0].role", message: "Expected string, actual 5" }))
+    expect(result).toEqual(Either.left({ path: "messages[0].role", message: "Expected string, actual 5", kind: "Type" }))
     expect(Either.isLeft(result) && formatIssue(result.left)).toBe("messages[0].role: Expected string, actual 5")
-    expect(decode({ messages: [] })).toEqual(Either.left({ path: "model", message: "is missing" }))
-    expect(decode("text")).toMatchObject({ left: { path: "" } })
+    expect(decode({ messages: [] })).toEqual(Either.left({ path: "model", message: "is missing", kind: "Missing" }))
+    expect(decode("text")).toMatchObject({ left: { path: "", kind: "Type" } })
+  })
+
+  it("names every alternative of a union the value matches none of (without the optional's undefined)", () => {
+    const Chat = Schema.Struct({
+      role: Schema.Literal("system", "user", "assistant"),
+      name: Schema.optional(Schema.String),
+      id: Schema.optional(Schema.Union(Schema.String, Schema.Number))
+    })
+    const decodeChat = guardedDecoder(Chat)
+    expect(decodeChat({ role: "bot" })).toEqual(
+      Either.left({ path: "role", message: 'Expected "system" | "user" | "assistant", actual "bot"', kind: "Type" })
+    )
+    expect(decodeChat({ role: "user", name: 5 })).toMatchObject({ left: { path: "name", message: "Expected string, actual 5" } })
+    expect(decodeChat({ role: "user", id: true })).toMatchObject({ left: { path: "id", message: "Expected string | number, actual true" } })
+  })
+
+  it("keeps a refinement's own message and the path inside it", () => {
+    const Positive = Schema.Struct({ items: Schema.Array(Schema.Number.pipe(Schema.positive({ message: () => "must be above zero" }))) })
+    expect(guardedDecoder(Positive)({ items: [1, -2] })).toEqual(
+      Either.left({ path: "items[1]", message: "must be above zero", kind: "Refinement" })
+    )
   })
 
   it("refuses JSON nested 100k deep inside a field with the field's path, without throwing", () => {
@@ -76,6 +97,7 @@ describe("guardedDecoder", () => {
     if (Either.isLeft(result)) {
       expect(result.left.path.startsWith("messages[0].content[0]")).toBe(true)
       expect(result.left.message).toBe(`nested deeper than ${MAX_JSON_DEPTH} levels`)
+      expect(result.left.kind).toBe("TooDeep")
     }
   })
 
@@ -101,7 +123,7 @@ describe("guardedDecoder", () => {
     let deep: Tree = { children: [] }
     for (let i = 0; i < 200_000; i++) deep = { children: [deep] }
     const unbounded = guardedDecoder(TreeSchema, { maxDepth: Number.MAX_SAFE_INTEGER })
-    expect(unbounded(deep)).toEqual(Either.left({ path: "", message: "too deeply nested to check" }))
+    expect(unbounded(deep)).toEqual(Either.left({ path: "", message: "too deeply nested to check", kind: "Unchecked" }))
     expect(guardedDecoder(TreeSchema, { maxDepth: 10 })(deep)).toMatchObject({ left: { message: "nested deeper than 10 levels" } })
   })
 
