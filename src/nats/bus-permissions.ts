@@ -1,4 +1,6 @@
+import type { ClusterConfig } from "../config/schema.js"
 import { Subjects } from "../domain/subjects.js"
+import { resolveWorkerId } from "../worker/worker-id.js"
 import type { Permissions } from "./nats-server-config.js"
 
 /**
@@ -21,6 +23,14 @@ import type { Permissions } from "./nats-server-config.js"
  * its permissions let it subscribe to, so that it never reads another connection's replies.
  */
 export const workerInboxPrefix = (workerId: string): string => `_INBOX_${workerId}`
+
+/**
+ * The inbox prefix this process's NATS connection must use: a worker-only process gets its own
+ * (`_INBOX_<worker id>`); a controller (or `mode: both`, which connects as a controller) keeps
+ * nats.js's default `_INBOX`.
+ */
+export const inboxPrefixFor = (config: ClusterConfig, hostname?: string): string | undefined =>
+  config.mode === "worker" ? workerInboxPrefix(resolveWorkerId(config.worker.id, hostname)) : undefined
 
 /** Subjects a worker requests on (forward compatible: controllers answer probes). */
 export const CONTROLLER_PROBE = "controller.*.probe"

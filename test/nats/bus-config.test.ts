@@ -6,7 +6,8 @@ import { join } from "node:path"
 import { Option } from "effect"
 import { parse } from "yaml"
 import { busFiles, busUsers, type BusPlan, controllerConfigText, serverConfigText, workerConfigText } from "../../src/nats/bus-config.js"
-import { workerInboxPrefix, workerPermissions } from "../../src/nats/bus-permissions.js"
+import { defaultClusterConfig } from "../../src/config/schema.js"
+import { inboxPrefixFor, workerInboxPrefix, workerPermissions } from "../../src/nats/bus-permissions.js"
 import { findNatsServer } from "../../src/nats/nats-server-process.js"
 
 const root = join(import.meta.dirname, "..", "..")
@@ -27,6 +28,14 @@ describe("bus permissions", () => {
       allowResponses: true
     })
     expect(workerInboxPrefix("w1")).toBe("_INBOX_w1")
+  })
+
+  it("a worker-only process uses its own inbox; controllers and mode both keep the default", () => {
+    const base = defaultClusterConfig()
+    expect(inboxPrefixFor({ ...base, mode: "worker", worker: { ...base.worker, id: "studio-1" } })).toBe("_INBOX_studio-1")
+    expect(inboxPrefixFor({ ...base, mode: "worker" }, "Mac-Mini.local")).toBe("_INBOX_mac-mini")
+    expect(inboxPrefixFor({ ...base, mode: "both" })).toBeUndefined()
+    expect(inboxPrefixFor({ ...base, mode: "controller" })).toBeUndefined()
   })
 })
 
