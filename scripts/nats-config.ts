@@ -14,8 +14,9 @@ import { randomBytes } from "node:crypto"
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { join } from "node:path"
-import { Either, Schema } from "effect"
+import { Either } from "effect"
 import { NATS_CONFIG_USAGE, parseNatsConfigArgs, StoredPasswords } from "../src/cli/nats-config-args.js"
+import { decodeGuarded, parseJson } from "../src/domain/decode.js"
 import { busFiles, busUsers } from "../src/nats/bus-config.js"
 
 const fail = (message: string): never => {
@@ -30,7 +31,7 @@ const readStored = (file: string): Readonly<Record<string, string>> => {
   } catch {
     return {}
   }
-  const decoded = Schema.decodeUnknownEither(StoredPasswords)(JSON.parse(text))
+  const decoded = Either.flatMap(parseJson(text), decodeGuarded(StoredPasswords))
   return Either.isRight(decoded) ? decoded.right : fail(`${file} is not a password list; move it away to start afresh`)
 }
 
