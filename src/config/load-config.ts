@@ -57,6 +57,9 @@ const homePaths: ReadonlyArray<ReadonlyArray<string>> = [
   ["cluster", "worker", "model_dir"],
   ["cluster", "worker", "hf_cache_dir"],
   ["cluster", "nats", "creds_file"],
+  ["cluster", "nats", "credentials_file"],
+  ["cluster", "nats", "server_config"],
+  ["cluster", "state_dir"],
   ["cluster", "worker", "engine", "mlx_lm", "python"],
   ["cluster", "nats", "tls", "ca_file"],
   ["cluster", "nats", "tls", "cert_file"],
@@ -197,10 +200,15 @@ export const describeParseError = (
   if (first === undefined) return { keyPath: "", problem: error.message.split("\n")[0] ?? "invalid" }
   const here = issues.filter((issue) => samePath(issue.path, first.path))
   const expected: Array<string> = []
+  // Messages a schema writes itself (a refinement's `message` annotation) say more than "null".
+  const custom: Array<string> = []
   let actual: string | undefined
   for (const issue of here) {
     const match = /^Expected (.+), actual (.+)$/s.exec(issue.message)
-    if (match === null) continue
+    if (match === null) {
+      if (!custom.includes(issue.message)) custom.push(issue.message)
+      continue
+    }
     const [, what = "", got = ""] = match
     actual ??= got
     const text = humanise(what)
@@ -208,9 +216,11 @@ export const describeParseError = (
   }
   const keyPath = formatKeyPath(first.path)
   const problem =
-    actual !== undefined && expected.length > 0
-      ? `expected ${expected.join(" | ")}, got ${clip(actual)}`
-      : first.message
+    custom.length > 0 && actual !== undefined
+      ? `${custom.join(" | ")}, got ${clip(actual)}`
+      : actual !== undefined && expected.length > 0
+        ? `expected ${expected.join(" | ")}, got ${clip(actual)}`
+        : first.message
   return { keyPath, problem }
 }
 

@@ -1,5 +1,6 @@
 import { Schema } from "effect"
 import { ClusterMode } from "../domain/cluster.js"
+import { WorkerIdString } from "../domain/ids.js"
 
 /**
  * The config file of CONTRACT §2: YAML with snake_case keys, decoded into camelCase fields.
@@ -53,6 +54,30 @@ export const QueueConfig = Schema.Struct({
   maxWaitMs: key("max_wait_ms", Millis, () => 30_000)
 })
 
+/** Corrections of a worker's self-reported hardware (the worker's `worker.hardware` uses it too). */
+export const HardwareOverrides = Schema.Struct({
+  platform: Schema.optional(Schema.String),
+  arch: Schema.optional(Schema.String),
+  chip: Schema.optional(Schema.String),
+  cpuCores: Schema.optional(Count).pipe(Schema.fromKey("cpu_cores")),
+  gpuCores: Schema.optional(Count).pipe(Schema.fromKey("gpu_cores")),
+  gpuMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("gpu_memory_gb")),
+  totalMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("total_memory_gb"))
+})
+export type HardwareOverrides = typeof HardwareOverrides.Type
+
+/**
+ * extension: what the controller believes about one worker instead of what it reports
+ * (`controller.worker_overrides.<id>`). Self-reported values are bounded; these are taken as given.
+ */
+export const WorkerOverride = Schema.Struct({
+  priority: Schema.optional(Schema.Finite),
+  maxConcurrent: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())).pipe(Schema.fromKey("max_concurrent")),
+  tags: Schema.optional(Schema.Array(Schema.String)),
+  hardware: Schema.optional(HardwareOverrides)
+})
+export type WorkerOverride = typeof WorkerOverride.Type
+
 export const ControllerConfig = Schema.Struct({
   bindAddress: key("bind_address", Schema.String, () => "0.0.0.0"),
   port: key("port", Port, () => 8080),
@@ -66,7 +91,11 @@ export const ControllerConfig = Schema.Struct({
   queue: key("queue", QueueConfig, () => Schema.decodeSync(QueueConfig)({})),
   /** extension: load shedding (issue 11). */
   overload: key("overload", OverloadConfig, () => Schema.decodeSync(OverloadConfig)({})),
-  drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000)
+  drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000),
+  /** extension: when set, registrations and heartbeats of other worker ids are dropped. */
+  allowedWorkers: key("allowed_workers", Schema.NullOr(Schema.Array(WorkerIdString)), () => null),
+  /** extension: per worker id, values that replace what the worker reports. */
+  workerOverrides: key("worker_overrides", Schema.Record({ key: WorkerIdString, value: WorkerOverride }), () => ({}))
 })
 
 export const TlsConfig = Schema.Struct({
@@ -84,14 +113,25 @@ export const NatsConfig = Schema.Struct({
   pass: Schema.optional(Schema.Redacted(Schema.String)),
   token: Schema.optional(Schema.Redacted(Schema.String)),
   credsFile: Schema.optional(Schema.String).pipe(Schema.fromKey("creds_file")),
-  tls: Schema.optional(Schema.Union(Schema.Boolean, TlsConfig))
+  tls: Schema.optional(Schema.Union(Schema.Boolean, TlsConfig)),
+  /**
+   * extension: where the generated credential is kept (mode 0600) when none of user/pass, token and
+   * creds_file is set; null: `<state_dir>/nats-credentials.json`.
+   */
+  credentialsFile: key("credentials_file", Schema.NullOr(Schema.String), () => null),
+  /** extension: a nats-server config file the embedded server runs with instead of the generated one. */
+  serverConfig: key("server_config", Schema.NullOr(Schema.String), () => null)
 })
 
 export const DiscoveryConfig = Schema.Struct({
   heartbeatIntervalMs: key("heartbeat_interval_ms", PositiveMillis, () => 5_000),
   offlineTimeoutMs: key("offline_timeout_ms", PositiveMillis, () => 15_000),
   healthCheckIntervalMs: key("health_check_interval_ms", PositiveMillis, () => 5_000),
-  pruneAfterMs: key("prune_after_ms", PositiveMillis, () => 3_600_000)
+  pruneAfterMs: key("prune_after_ms", PositiveMillis, () => 3_600_000),
+  /** extension: registrations of new worker ids are refused while the registry holds this many. */
+  maxWorkers: key("max_workers", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 1000),
+  /** extension: models of one registration beyond this many are dropped (with a warning). */
+  maxModelsPerWorker: key("max_models_per_worker", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 1000)
 })
 
 export const BalancingStrategy = Schema.Literal("smart", "round_robin", "least_loaded")
@@ -130,19 +170,9 @@ export const EngineConfig = Schema.Struct({
   mlxLm: key("mlx_lm", MlxLmEngineConfig, () => Schema.decodeSync(MlxLmEngineConfig)({}))
 })
 
-export const HardwareOverrides = Schema.Struct({
-  platform: Schema.optional(Schema.String),
-  arch: Schema.optional(Schema.String),
-  chip: Schema.optional(Schema.String),
-  cpuCores: Schema.optional(Count).pipe(Schema.fromKey("cpu_cores")),
-  gpuCores: Schema.optional(Count).pipe(Schema.fromKey("gpu_cores")),
-  gpuMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("gpu_memory_gb")),
-  totalMemoryGB: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(Schema.fromKey("total_memory_gb"))
-})
-export type HardwareOverrides = typeof HardwareOverrides.Type
-
 export const WorkerConfig = Schema.Struct({
-  id: key("id", Schema.NullOr(Schema.String.pipe(Schema.pattern(/^[^.*>\s]+$/))), () => null),
+  /** Letters, digits, `-` and `_`, at most 128 characters (a WorkerId). */
+  id: key("id", Schema.NullOr(WorkerIdString), () => null),
   modelDir: key("model_dir", Schema.String, () => "./models"),
   /** extension: a Hugging Face hub cache (`models--ORG--NAME/snapshots/REV`) scanned as well. */
   hfCacheDir: key("hf_cache_dir", Schema.NullOr(Schema.String), () => null),
@@ -164,6 +194,11 @@ export const ClusterConfig = Schema.Struct({
   mode: key("mode", ClusterMode, () => "both" as const),
   /** extension: minimum log level. */
   logLevel: key("log_level", LogLevelName, () => "info" as const),
+  /**
+   * extension: the folder this process keeps files in between runs (the generated NATS credential,
+   * pid files of its children); relative to the working directory.
+   */
+  stateDir: key("state_dir", Schema.String, () => ".cluster"),
   controller: key("controller", ControllerConfig, () => Schema.decodeSync(ControllerConfig)({})),
   nats: key("nats", NatsConfig, () => Schema.decodeSync(NatsConfig)({})),
   discovery: key("discovery", DiscoveryConfig, () => Schema.decodeSync(DiscoveryConfig)({})),

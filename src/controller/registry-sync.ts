@@ -1,8 +1,10 @@
-import { Clock, Effect, Layer, Ref, Stream } from "effect"
+import { Clock, Effect, Layer, Option, Ref, Stream } from "effect"
+import type { ClusterConfigService } from "../config/cluster-config.js"
 import { Subjects } from "../domain/subjects.js"
 import { ControllerAnnounce, WorkerDeregistration, WorkerHeartbeat, WorkerRegistration } from "../domain/worker.js"
 import { NatsTransport } from "../nats/nats-transport.js"
 import { ControllerIdentity } from "./controller-identity.js"
+import { makeRegistrationGate } from "./registration-gate.js"
 import { Registry } from "./registry.js"
 
 /** At most one `controller.announce` per this many ms is caused by heartbeats of unknown workers. */
@@ -35,15 +37,22 @@ export const announceDue = (
  * Feeds the Registry from NATS (PRD §2): `worker.register`, `worker.heartbeat` and
  * `worker.deregister`, each consumed in order by one fiber of the layer's scope. A heartbeat from a
  * worker the registry does not know makes the controller announce itself, rate limited to one
- * announce per second however many such heartbeats arrive. The subscriptions exist on the
- * connection once the layer is built.
+ * announce per second however many such heartbeats arrive. Every message passes the registration
+ * policy first (registration-gate.ts: allowed ids, max workers, bounds, overrides). The
+ * subscriptions exist on the connection once the layer is built.
  */
-export const RegistrySyncLive: Layer.Layer<never, never, NatsTransport | Registry | ControllerIdentity> =
+export const RegistrySyncLive: Layer.Layer<never, never, NatsTransport | Registry | ControllerIdentity | ClusterConfigService> =
   Layer.scopedDiscard(
     Effect.gen(function* () {
       const nats = yield* NatsTransport
       const registry = yield* Registry
       const identity = yield* ControllerIdentity
+      const gate = yield* makeRegistrationGate
+      /** Runs `apply` on what the policy lets through. */
+      const admitted =
+        <A>(check: (a: A) => Effect.Effect<Option.Option<A>>, apply: (a: A) => Effect.Effect<void>) =>
+        (a: A) =>
+          Effect.flatMap(check(a), Option.match({ onNone: () => Effect.void, onSome: apply }))
       const lastAnnounce = yield* Ref.make<number | undefined>(undefined)
 
       const announceLimited = (unknownWorkerId: string) =>
@@ -65,19 +74,21 @@ export const RegistrySyncLive: Layer.Layer<never, never, NatsTransport | Registr
       const deregistrations = yield* nats.subscribe(Subjects.deregister, WorkerDeregistration)
 
       yield* registrations.pipe(
-        Stream.runForEach((msg) => registry.register(msg.data)),
+        Stream.runForEach((msg) => admitted(gate.registration, registry.register)(msg.data)),
         Effect.forkScoped
       )
       yield* heartbeats.pipe(
         Stream.runForEach((msg) =>
-          registry
-            .heartbeat(msg.data)
-            .pipe(Effect.flatMap((result) => (result === "unknown" ? announceLimited(msg.data.workerId) : Effect.void)))
+          admitted(gate.heartbeat, (hb: WorkerHeartbeat) =>
+            registry
+              .heartbeat(hb)
+              .pipe(Effect.flatMap((result) => (result === "unknown" ? announceLimited(hb.workerId) : Effect.void)))
+          )(msg.data)
         ),
         Effect.forkScoped
       )
       yield* deregistrations.pipe(
-        Stream.runForEach((msg) => registry.deregister(msg.data)),
+        Stream.runForEach((msg) => admitted(gate.deregistration, registry.deregister)(msg.data)),
         Effect.forkScoped
       )
       // The subscriptions exist on the server, not only on this connection, once the layer is built.

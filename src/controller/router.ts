@@ -14,6 +14,7 @@ import {
   WorkersUnavailable
 } from "../domain/errors.js"
 import { RequestId } from "../domain/ids.js"
+import { sanitizeForLog } from "../domain/log-text.js"
 import { InferenceReply, InferenceRequest } from "../domain/inference.js"
 import type { DoneEvent, RelayEvent, RelaySink, RouteRequest } from "../domain/route.js"
 import { Subjects } from "../domain/subjects.js"
@@ -239,7 +240,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           const workerId = ctx.workerId ?? "?"
           ctx.failures.push({ workerId, reason: outcome.reason })
           ctx.retryKinds.push(outcome.kind)
-          yield* Effect.logInfo(`request ${ctx.requestId}: worker ${workerId} ${outcome.reason}`).pipe(
+          yield* Effect.logInfo(`request ${ctx.requestId}: worker ${workerId} ${sanitizeForLog(outcome.reason, 300)}`).pipe(
             Effect.annotateLogs({ requestId: ctx.requestId, workerId })
           )
           if (attemptNo >= c.maxRetries) {

@@ -1,10 +1,11 @@
-import { Cause, Effect, Either, Exit, type Fiber, FiberId, Option, ParseResult, Runtime, Schema } from "effect"
+import { Cause, Effect, Either, Exit, type Fiber, FiberId, Option, Runtime } from "effect"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import { type WebSocket, WebSocketServer } from "ws"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ClusterConfig } from "../config/schema.js"
 import { Router } from "../controller/router.js"
+import { guardedDecoder } from "../domain/decode.js"
 import { Cancelled, type InferenceError, toOpenAiError, type WireError } from "../domain/errors.js"
 import type { RelaySink, RouteRequest } from "../domain/route.js"
 import { type WsClientMessage, WsClientMessage as WsClientMessageSchema, type WsInferenceData, type WsServerMessage } from "../domain/websocket.js"
@@ -43,28 +44,7 @@ export interface FrameError {
   readonly message: string
 }
 
-const decodeMessage = Schema.decodeUnknownEither(WsClientMessageSchema, { errors: "all" })
-
-const pathOf = (path: ReadonlyArray<PropertyKey>): string => (path.length === 0 ? "message" : path.map(String).join("."))
-
-/**
- * The first schema issue as one line, `invalid data.maxTokens: Expected …`. Several issues at the
- * same path (each member of a literal union) are merged into one list of what was expected.
- */
-const describeIssues = (error: ParseResult.ParseError): string => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
-  const first = issues[0]
-  if (first === undefined) return "invalid message"
-  const where = pathOf(first.path)
-  const samePath = issues.filter((i) => pathOf(i.path) === where)
-  if (samePath.length > 1 && samePath.every((i) => i._tag === "Type")) {
-    // An optional field also reports "Expected undefined": leave that out.
-    const expected = samePath.map((i) => i.message.replace(/^Expected (.*?), actual .*$/s, "$1")).filter((e) => e !== "undefined")
-    const actual = /, actual (.*)$/s.exec(first.message)?.[1] ?? "?"
-    return `invalid ${where}: Expected ${expected.join(" | ")}, actual ${actual}`
-  }
-  return `invalid ${where}: ${first.message}`
-}
+const decodeMessage = guardedDecoder(WsClientMessageSchema)
 
 /** Decodes one client frame; on failure, what to tell the client (with the id, if one was readable). */
 export const decodeFrame = (text: string): Either.Either<WsClientMessage, FrameError> => {
@@ -78,11 +58,7 @@ export const decodeFrame = (text: string): Either.Either<WsClientMessage, FrameE
     return Either.left({ id: null, message: 'message must be a JSON object with a "type"' })
   }
   const id = "id" in json && typeof json.id === "string" && json.id.length > 0 && json.id.length <= 256 ? json.id : null
-  try {
-    return Either.mapLeft(decodeMessage(json), (error) => ({ id, message: describeIssues(error) }))
-  } catch {
-    return Either.left({ id, message: "invalid message: it is nested too deeply to be checked" })
-  }
+  return Either.mapLeft(decodeMessage(json), (issue) => ({ id, message: `invalid ${issue.path === "" ? "message" : issue.path}: ${issue.message}` }))
 }
 
 /** The Router request of one `inference` message, with `maxTokens` defaulted and capped. */

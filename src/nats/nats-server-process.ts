@@ -1,7 +1,7 @@
 import { Data, Deferred, Duration, Effect, Option } from "effect"
 import { spawn, type ChildProcess } from "node:child_process"
-import { accessSync, constants } from "node:fs"
-import { delimiter, join } from "node:path"
+import { findExecutable, guardedCommand } from "../process/orphan-guard.js"
+import { removePidFile, stopStaleChild, writePidFile } from "../process/pid-file.js"
 
 /** The nats-server child could not be started or did not become ready. */
 export class NatsServerError extends Data.TaggedError("NatsServerError")<{ readonly message: string }> {}
@@ -10,24 +10,9 @@ export const INSTALL_HINT =
   "install nats-server 2.9 or newer: `sudo apt-get install nats-server` (Debian/Ubuntu), " +
   "`brew install nats-server` (macOS), or put a release binary on PATH (or run scripts/ensure-nats-server.sh)"
 
-const isExecutable = (path: string) => {
-  try {
-    accessSync(path, constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
-}
-
 /** `nats-server` from PATH, else Debian's /usr/sbin (not on a normal user's PATH). */
-export const findNatsServer = (env: NodeJS.ProcessEnv = process.env): Option.Option<string> => {
-  const dirs = [...(env.PATH ?? "").split(delimiter).filter((d) => d !== ""), "/usr/sbin", "/usr/local/sbin"]
-  for (const dir of dirs) {
-    const candidate = join(dir, "nats-server")
-    if (isExecutable(candidate)) return Option.some(candidate)
-  }
-  return Option.none()
-}
+export const findNatsServer = (env: NodeJS.ProcessEnv = process.env): Option.Option<string> =>
+  Option.fromNullable(findExecutable("nats-server", env, ["/usr/sbin", "/usr/local/sbin"]))
 
 export interface NatsServerOptions {
   readonly host: string
@@ -35,8 +20,20 @@ export interface NatsServerOptions {
   /** Longest wait for "Server is ready". */
   readonly readyTimeoutMs?: number
   readonly binary?: string
-  /** Extra command-line arguments, e.g. `--user`/`--pass` for an authenticated server. */
+  /**
+   * A nats-server config file, passed with `-c`. Credentials belong there (a file of mode 0600),
+   * never on the command line, which every user of the machine can read with `ps`.
+   */
+  readonly configFile?: string
+  /** Extra command-line arguments (nothing secret). */
   readonly args?: ReadonlyArray<string>
+  /**
+   * Where the server's pid is recorded while it runs. A start that finds a record whose owner
+   * died and whose server still runs stops that server first (see src/process/pid-file.ts).
+   */
+  readonly pidFile?: string
+  /** SIGTERM to SIGKILL on stop, and for the orphan guard; default 5 s. */
+  readonly stopGraceMs?: number
 }
 
 export interface RunningNatsServer {
@@ -45,20 +42,38 @@ export interface RunningNatsServer {
   readonly process: ChildProcess
 }
 
-const stopChild = (child: ChildProcess) =>
+const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null
+
+/** Sends `signal` to the child's process group (the server and its orphan guard), else to the child. */
+const signalGroup = (child: ChildProcess, signal: NodeJS.Signals) => {
+  try {
+    if (child.pid !== undefined) process.kill(-child.pid, signal)
+  } catch {
+    child.kill(signal)
+  }
+}
+
+const stopChild = (child: ChildProcess, graceMs: number) =>
   Effect.async<void>((resume) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
-    const kill = setTimeout(() => child.kill("SIGKILL"), 5_000)
+    const done = () => {
+      child.stdin?.destroy()
+      resume(Effect.void)
+    }
+    if (exited(child)) return done()
+    const kill = setTimeout(() => signalGroup(child, "SIGKILL"), graceMs)
     child.once("exit", () => {
       clearTimeout(kill)
-      resume(Effect.void)
+      done()
     })
-    child.kill("SIGTERM")
+    signalGroup(child, "SIGTERM")
   })
 
 /**
  * Starts a real `nats-server` on host:port, owned by the current scope: it is ready when the effect
- * completes and stopped (SIGTERM, then SIGKILL after 5 s) when the scope closes.
+ * completes and stopped (SIGTERM, then SIGKILL after the grace period) when the scope closes. It
+ * runs in a process group of its own, so that a first Ctrl-C in the terminal does not reach it
+ * while the controller drains over it, and it dies with this process however this process ends
+ * (src/process/orphan-guard.ts).
  */
 export const startNatsServer = (options: NatsServerOptions) =>
   Effect.gen(function* () {
@@ -66,20 +81,52 @@ export const startNatsServer = (options: NatsServerOptions) =>
     if (binary === undefined) {
       return yield* new NatsServerError({ message: `nats-server was not found on PATH or in /usr/sbin; ${INSTALL_HINT}` })
     }
+    if (findExecutable(binary) === undefined) {
+      return yield* new NatsServerError({ message: `cannot run ${binary}: no such executable; ${INSTALL_HINT}` })
+    }
+    const graceMs = options.stopGraceMs ?? 5_000
+    if (options.pidFile !== undefined) {
+      const stale = yield* stopStaleChild(options.pidFile)
+      if (Option.isSome(stale)) {
+        yield* Effect.logWarning(`stopped a nats-server (pid ${stale.value}) left running by a previous run`)
+      }
+    }
+    const args = [
+      "-a",
+      options.host,
+      "-p",
+      String(options.port),
+      ...(options.configFile === undefined ? [] : ["-c", options.configFile]),
+      ...(options.args ?? [])
+    ]
+    const guarded = guardedCommand(binary, args, { graceMs })
     const ready = yield* Deferred.make<void, NatsServerError>()
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        spawn(binary, ["-a", options.host, "-p", String(options.port), ...(options.args ?? [])], {
-          stdio: ["ignore", "ignore", "pipe"],
-          // Its own process group: a Ctrl-C in the terminal reaches the whole foreground group, and
-          // the server must outlive the first one, while the controller drains over it.
+        spawn(guarded.command, guarded.args, {
+          env: { ...process.env, ...guarded.env },
+          // stdin: the orphan guard's pipe; stderr: the server's log, read for "Server is ready".
+          stdio: ["pipe", "ignore", "pipe"],
           detached: true
         })
       ),
-      stopChild
+      // The pid file goes once the server is gone, not before.
+      (child) =>
+        stopChild(child, graceMs).pipe(
+          Effect.zipRight(
+            options.pidFile === undefined || child.pid === undefined ? Effect.void : removePidFile(options.pidFile, child.pid)
+          )
+        )
     )
-    // The scope normally stops it; this covers a `process.exit` that skips the scope.
-    const onExit = () => child.kill("SIGTERM")
+    // Nothing is ever written to the guard's pipe; a broken pipe after the child's exit is expected.
+    child.stdin?.on("error", () => undefined)
+    const pid = child.pid ?? -1
+    if (options.pidFile !== undefined && pid > 0) {
+      yield* writePidFile(options.pidFile, { pid, ownerPid: process.pid, marker: "nats-server", startedAt: Date.now() })
+    }
+    // The scope normally stops it, and the orphan guard covers a hard exit; this covers a
+    // `process.exit` that skips the scope without waiting for the guard.
+    const onExit = () => signalGroup(child, "SIGTERM")
     process.once("exit", onExit)
     yield* Effect.addFinalizer(() => Effect.sync(() => process.off("exit", onExit)))
     let output = ""
@@ -107,7 +154,7 @@ export const startNatsServer = (options: NatsServerOptions) =>
         onTimeout: () => new NatsServerError({ message: `nats-server did not become ready: ${lastLine(output)}` })
       })
     )
-    return { url: `nats://${options.host}:${options.port}`, pid: child.pid ?? -1, process: child } satisfies RunningNatsServer
+    return { url: `nats://${options.host}:${options.port}`, pid, process: child } satisfies RunningNatsServer
   })
 
 const lastLine = (output: string) => {

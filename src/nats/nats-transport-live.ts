@@ -21,7 +21,9 @@ import {
 import { readFileSync } from "node:fs"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ClusterConfig } from "../config/schema.js"
+import { inboxPrefixFor } from "./bus-permissions.js"
 import { decoderFor, encoderFor } from "./codec.js"
+import { type NatsCredentialsError, withEffectiveNatsAuth } from "./nats-credentials.js"
 import {
   type Incoming,
   NatsNoResponders,
@@ -50,6 +52,8 @@ export interface NatsConnectOptions {
       }
   /** Pause between reconnect attempts (also between first-connect attempts). */
   readonly reconnectWaitMs?: number
+  /** Reply-inbox prefix (nats.js `inboxPrefix`); a worker's permissions allow only `_INBOX_<id>.>`. */
+  readonly inboxPrefix?: string
 }
 
 const DEFAULT_BUFFER = 16_384
@@ -79,6 +83,7 @@ export const toConnectionOptions = (o: NatsConnectOptions): ConnectionOptions =>
     ...(o.token === undefined ? {} : { token: Redacted.value(o.token) }),
     ...(o.credsFile === undefined ? {} : { authenticator: credsAuthenticator(readFileSync(o.credsFile)) }),
     ...tls,
+    ...(o.inboxPrefix === undefined ? {} : { inboxPrefix: o.inboxPrefix }),
     // A cluster must outlive NATS restarts: never give up, retry quickly.
     reconnect: true,
     maxReconnectAttempts: -1,
@@ -332,16 +337,27 @@ export const layer = (options: NatsConnectOptions): Layer.Layer<NatsTransport> =
   Layer.scoped(NatsTransport, make(options))
 
 /** The connection options the config describes (`nats.server_url` and credentials). */
-export const connectOptionsFromConfig = (config: ClusterConfig): NatsConnectOptions => ({
+export const connectOptionsFromConfig = (config: ClusterConfig): NatsConnectOptions => {
+  const inboxPrefix = inboxPrefixFor(config)
+  return {
   url: config.nats.serverUrl,
+  ...(inboxPrefix === undefined ? {} : { inboxPrefix }),
   name: `mlx-cluster ${config.mode}`,
   ...(config.nats.user === undefined ? {} : { user: config.nats.user }),
   ...(config.nats.pass === undefined ? {} : { pass: config.nats.pass }),
   ...(config.nats.token === undefined ? {} : { token: config.nats.token }),
   ...(config.nats.credsFile === undefined ? {} : { credsFile: config.nats.credsFile }),
   ...(config.nats.tls === undefined ? {} : { tls: config.nats.tls })
-})
+  }
+}
 
-export const NatsTransportLive: Layer.Layer<NatsTransport, never, ClusterConfigService> = Layer.unwrapEffect(
-  Effect.map(ClusterConfigService, (config) => layer(connectOptionsFromConfig(config)))
+/**
+ * The connection the config describes, with the credentials that apply to this process (the
+ * configured ones, else the generated credential of the embedded server's `credentials_file`).
+ */
+export const NatsTransportLive: Layer.Layer<NatsTransport, NatsCredentialsError, ClusterConfigService> = Layer.unwrapEffect(
+  ClusterConfigService.pipe(
+    Effect.flatMap(withEffectiveNatsAuth),
+    Effect.map((config) => layer(connectOptionsFromConfig(config)))
+  )
 )

@@ -392,10 +392,11 @@ describe("the shipped config files", () => {
       const parsed = Either.getOrThrow(parseConfigYaml(text, "config/cluster.yaml"))
       const cluster = parsed.raw["cluster"] as Record<string, Record<string, unknown>>
       expect(Object.keys(cluster).sort()).toStrictEqual(
-        ["controller", "discovery", "load_balancing", "log_level", "mode", "nats", "worker"].sort()
+        ["controller", "discovery", "load_balancing", "log_level", "mode", "nats", "state_dir", "worker"].sort()
       )
       expect(Object.keys(cluster["controller"] ?? {}).sort()).toStrictEqual(
         [
+          "allowed_workers",
           "api",
           "bind_address",
           "dispatch_timeout_ms",
@@ -405,9 +406,12 @@ describe("the shipped config files", () => {
           "port",
           "queue",
           "request_timeout_ms",
-          "stream_idle_timeout_ms"
+          "stream_idle_timeout_ms",
+          "worker_overrides"
         ].sort()
       )
+      expect(Object.keys(cluster["nats"] ?? {})).toEqual(expect.arrayContaining(["credentials_file", "server_config"]))
+      expect(Object.keys(cluster["discovery"] ?? {})).toEqual(expect.arrayContaining(["max_workers", "max_models_per_worker"]))
       expect(Schema.decodeUnknownEither(ConfigFile)(parsed.raw, { onExcessProperty: "error" })._tag).toBe("Right")
     }))
 
@@ -560,7 +564,7 @@ describe("loadConfig: errors name the source and the key in one line", () => {
         'CLUSTER_MODE: cluster.mode: expected "controller" | "worker" | "both", got "boss"'
       )
       expect((yield* loadError(["--config", path, "--worker-id", "a.b"])).message).toBe(
-        '--worker-id: cluster.worker.id: expected a string matching the pattern ^[^.*>\\s]+$ | null, got "a.b"'
+        '--worker-id: cluster.worker.id: a worker id may hold only letters, digits, "-" and "_", got "a.b"'
       )
     }))
 
@@ -720,5 +724,49 @@ describe("message helpers", () => {
     Effect.sync(() => {
       const result = parseConfigYaml("cluster: *nothing\n", "alias.yaml")
       expect(Either.isLeft(result) && result.left.message).toMatch(/^alias\.yaml: invalid YAML/)
+    }))
+})
+
+describe("the bus and registration keys", () => {
+  it.live("decode allowed_workers, worker_overrides (snake_case inside), the caps, state_dir and the credential paths", () =>
+    Effect.gen(function* () {
+      const path = write(
+        "bus.yaml",
+        [
+          "cluster:",
+          "  state_dir: ~/mlx-cluster/state",
+          "  controller:",
+          "    allowed_workers: [studio-1, mini_2]",
+          "    worker_overrides:",
+          "      studio-1: { priority: 10, max_concurrent: 2, tags: [big], hardware: { gpu_memory_gb: 144 } }",
+          "  nats:",
+          "    credentials_file: ~/mlx-cluster/nats-credentials.json",
+          "    server_config: ~/mlx-cluster/nats/nats-server.conf",
+          "  discovery: { max_workers: 8, max_models_per_worker: 50 }",
+          ""
+        ].join("\n")
+      )
+      const { config, warnings } = yield* load(["--config", path])
+      expect(warnings).toStrictEqual([])
+      expect(config.stateDir).toBe(`${HOME}/mlx-cluster/state`)
+      expect(config.controller.allowedWorkers).toStrictEqual(["studio-1", "mini_2"])
+      expect(config.controller.workerOverrides).toStrictEqual({
+        "studio-1": { priority: 10, maxConcurrent: 2, tags: ["big"], hardware: { gpuMemoryGB: 144 } }
+      })
+      expect(config.nats.credentialsFile).toBe(`${HOME}/mlx-cluster/nats-credentials.json`)
+      expect(config.nats.serverConfig).toBe(`${HOME}/mlx-cluster/nats/nats-server.conf`)
+      expect([config.discovery.maxWorkers, config.discovery.maxModelsPerWorker]).toStrictEqual([8, 50])
+    }))
+
+  it.live("a bad worker id in allowed_workers or worker_overrides names the key", () =>
+    Effect.gen(function* () {
+      const listed = write("bad-allowed.yaml", "cluster:\n  controller:\n    allowed_workers: [ok, 'bad.id']\n")
+      expect((yield* loadError(["--config", listed])).message).toBe(
+        `${listed}: cluster.controller.allowed_workers[1]: a worker id may hold only letters, digits, "-" and "_"`
+      )
+      const zero = write("bad-cap.yaml", "cluster:\n  discovery:\n    max_workers: 0\n")
+      expect((yield* loadError(["--config", zero])).keyPath).toBe("cluster.discovery.max_workers")
+      const override = write("bad-override.yaml", "cluster:\n  controller:\n    worker_overrides:\n      w1: { max_concurrent: -1 }\n")
+      expect((yield* loadError(["--config", override])).keyPath).toBe("cluster.controller.worker_overrides.w1.max_concurrent")
     }))
 })

@@ -1,6 +1,7 @@
 import { describe, expect, inject, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option, Stream, TestClock } from "effect"
 import { ClusterConfigService } from "../../src/config/cluster-config.js"
+import type { ClusterConfig } from "../../src/config/schema.js"
 import { ControllerIdentity, makeControllerId } from "../../src/controller/controller-identity.js"
 import { Registry } from "../../src/controller/registry.js"
 import { announce, announceDue, RegistrySyncLive } from "../../src/controller/registry-sync.js"
@@ -18,13 +19,26 @@ import { layer as natsLayer } from "../../src/nats/nats-transport-live.js"
 import { eventually } from "../support/eventually.js"
 import { ScriptedNats } from "../support/scripted-nats.js"
 import { heartbeat, registration } from "./support/fixtures.js"
+import { captureLogs } from "./support/log-capture.js"
 
-const RegistryTest = Registry.Default.pipe(Layer.provide(ClusterConfigService.layerTest()))
+const logs = captureLogs()
+
+const ConfigTest = ClusterConfigService.layerTest()
+const RegistryTest = Registry.Default.pipe(Layer.provideMerge(ConfigTest))
 
 /** The sync layer over the in-memory bus; the test reaches the same bus, Registry and identity. */
-const SyncTest = RegistrySyncLive.pipe(
-  Layer.provideMerge(Layer.mergeAll(RegistryTest, ScriptedNats.layer, ControllerIdentity.layerTest("ctl-test")))
-)
+const syncWith = (patch: (c: ClusterConfig) => ClusterConfig) =>
+  RegistrySyncLive.pipe(
+    Layer.provideMerge(
+      Layer.mergeAll(
+        Registry.Default.pipe(Layer.provideMerge(ClusterConfigService.layerTest(patch))),
+        ScriptedNats.layer,
+        ControllerIdentity.layerTest("ctl-test"),
+        logs.layer
+      )
+    )
+  )
+const SyncTest = syncWith((c) => c)
 
 /** Waits (on the wall clock, not the Effect one) until the registry holds a worker matching `predicate`. */
 const awaitWorker = (id: string, predicate: (w: WorkerInfo) => boolean = () => true) =>
@@ -131,6 +145,72 @@ describe("RegistrySync (scripted NATS double)", () => {
       yield* announce
       expect(yield* announcesSoFar).toEqual([{ controllerId: "ctl-test", timestamp: 7_000 }])
     }).pipe(Effect.provide(Layer.merge(ScriptedNats.layer, ControllerIdentity.layerTest("ctl-test"))))
+  )
+})
+
+describe("RegistrySync applies the registration policy", () => {
+  const warnings = () => logs.lines.filter((l) => l.level === "WARN").map((l) => l.message)
+
+  it.effect("with controller.allowed_workers, other ids are ignored (and warned about once a minute)", () =>
+    Effect.gen(function* () {
+      const before = warnings().length
+      for (let i = 0; i < 5; i++) yield* publish.register("intruder")
+      yield* publish.heartbeat("intruder")
+      yield* publish.deregister("w1")
+      yield* publish.register("w1")
+      yield* awaitWorker("w1")
+      expect((yield* Effect.flatMap(Registry, (r) => r.all)).map((w) => w.workerId)).toEqual(["w1"])
+      // The intruder's heartbeat caused no announce: it is not a worker we wait for.
+      expect(yield* announcesSoFar).toEqual([])
+      const lines = warnings().slice(before)
+      expect(lines.filter((l) => l.includes('"intruder"'))).toEqual([
+        'ignoring worker.register: worker "intruder" is not in controller.allowed_workers'
+      ])
+      yield* TestClock.adjust(60_000)
+      yield* publish.register("intruder")
+      yield* publish.heartbeat("w1", 4)
+      yield* awaitWorker("w1", (w) => w.metrics?.requests.active === 4)
+      expect(warnings().slice(before).filter((l) => l.includes('"intruder"'))).toHaveLength(2)
+    }).pipe(Effect.provide(syncWith((c) => ({ ...c, controller: { ...c.controller, allowedWorkers: ["w1"] } }))))
+  )
+
+  it.effect("discovery.max_workers refuses new ids, not the known ones", () =>
+    Effect.gen(function* () {
+      yield* publish.register("w1")
+      yield* publish.register("w2")
+      yield* publish.register("w3")
+      yield* publish.register("w1")
+      yield* publish.heartbeat("w2", 1)
+      yield* awaitWorker("w2", (w) => w.metrics?.requests.active === 1)
+      expect((yield* Effect.flatMap(Registry, (r) => r.all)).map((w) => w.workerId)).toEqual(["w1", "w2"])
+      expect(warnings().some((l) => l.includes('new worker "w3" refused: the registry holds 2 workers'))).toBe(true)
+    }).pipe(Effect.provide(syncWith((c) => ({ ...c, discovery: { ...c.discovery, maxWorkers: 2 } }))))
+  )
+
+  it.effect("self-reported priority and hardware are bounded, the operator's overrides win", () =>
+    Effect.gen(function* () {
+      const nats = yield* NatsTransport
+      const huge = registration({ id: "rogue", priority: 1e300, gpuMemoryGB: 1e9 })
+      yield* nats.publish(Subjects.register, WorkerRegistration, huge)
+      yield* nats.publish(Subjects.register, WorkerRegistration, registration({ id: "studio", priority: 5 }))
+      const rogue = yield* awaitWorker("rogue")
+      expect(rogue.priority).toBe(1000)
+      expect(rogue.hardware.gpuMemoryGB).toBe(64)
+      const studio = yield* awaitWorker("studio")
+      expect(studio.priority).toBe(-3)
+      expect(studio.hardware.gpuMemoryGB).toBe(96)
+      expect(studio.capabilities.maxConcurrent).toBe(2)
+    }).pipe(
+      Effect.provide(
+        syncWith((c) => ({
+          ...c,
+          controller: {
+            ...c.controller,
+            workerOverrides: { studio: { priority: -3, maxConcurrent: 2, hardware: { gpuMemoryGB: 96 } } }
+          }
+        }))
+      )
+    )
   )
 })
 

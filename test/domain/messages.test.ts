@@ -284,14 +284,15 @@ describe("NATS messages: decode(encode(x)) equals x", () => {
 // Rejections --------------------------------------------------------------------------------------
 
 describe("NATS messages: invalid ones are refused", () => {
-  it.effect("a worker id with a dot, a wildcard, a space or nothing", () =>
+  it.effect("a worker id with a dot, a wildcard, a space, other symbols, nothing, or more than 128 characters", () =>
     Effect.sync(() => {
-      for (const workerId of ["mac.studio", "mac*", "mac>", "mac studio", ""]) {
+      for (const workerId of ["mac.studio", "mac*", "mac>", "mac studio", "", "mac-studio_1@lab", "a\nb", "x".repeat(129)]) {
         expect(decodes(WorkerRegistration, { ...registrationWire, workerId })).toBe(false)
         expect(decodes(WorkerHeartbeat, { ...heartbeatWire, workerId })).toBe(false)
         expect(decodes(WorkerDeregistration, { ...deregistrationWire, workerId })).toBe(false)
       }
-      expect(decodes(WorkerId, "mac-studio_1@lab")).toBe(true)
+      expect(decodes(WorkerId, "Mac-Studio_1")).toBe(true)
+      expect(decodes(WorkerId, "x".repeat(128))).toBe(true)
     }))
 
   it.effect("a request id with a subject separator", () =>

@@ -34,7 +34,7 @@ describe("decodeFrame / toRouteRequest", () => {
     expect(role).toEqual(
       Either.left({
         id: "r",
-        message: 'invalid data.messages.0.role: Expected "system" | "developer" | "user" | "assistant" | "tool", actual "bot"'
+        message: 'invalid data.messages[0].role: Expected "system" | "developer" | "user" | "assistant" | "tool", actual "bot"'
       })
     )
     const zero = decodeFrame(JSON.stringify({ type: "inference", id: "t", data: { model: "m", prompt: "p", maxTokens: 0 } }))

@@ -1,16 +1,26 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer, Option, Redacted } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Option, Redacted, Schedule } from "effect"
+import { spawn, spawnSync } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { connect } from "nats"
 import { ClusterConfigService } from "../../src/config/cluster-config.js"
-import { credentialArgs, EmbeddedNatsLive, listenAddress } from "../../src/nats/embedded-nats.js"
+import type { ClusterConfig } from "../../src/config/schema.js"
+import { EmbeddedNatsLive, embeddedServerFiles, listenAddress, serverAuthFor } from "../../src/nats/embedded-nats.js"
 import { NatsTransportLive } from "../../src/nats/nats-transport-live.js"
 import { NatsTransport } from "../../src/nats/nats-transport.js"
 import { findNatsServer, NatsServerError, startNatsServer } from "../../src/nats/nats-server-process.js"
+import { commandLineOf, isProcessAlive, writePidFile } from "../../src/process/pid-file.js"
 import { freePort } from "../support/nats-server.js"
 
-const configAt = (url: string) =>
-  ClusterConfigService.layerTest((c) => ({ ...c, nats: { ...c.nats, mode: "embedded", serverUrl: url } }))
+const stateDir = () => mkdtempSync(join(tmpdir(), "embedded-nats-"))
 
+const embeddedConfig = (port: number, dir: string, patch: (c: ClusterConfig) => ClusterConfig = (c) => c) =>
+  ClusterConfigService.layerTest((c) =>
+    patch({ ...c, stateDir: dir, nats: { ...c.nats, mode: "embedded", serverUrl: `nats://127.0.0.1:${port}` } })
+  )
 
 const canConnect = (port: number) =>
   Effect.promise(
@@ -27,13 +37,33 @@ const canConnect = (port: number) =>
       })
   )
 
+/** What a raw NATS client gets from the server: "ok" or the error code. */
+const tryConnect = (port: number, auth: { user?: string; pass?: string; token?: string } = {}) =>
+  Effect.promise(async () => {
+    try {
+      const nc = await connect({ servers: `127.0.0.1:${port}`, reconnect: false, ...auth })
+      await nc.close()
+      return "ok"
+    } catch (cause) {
+      return (cause as { code?: string }).code ?? String(cause)
+    }
+  })
+
+/** Builds the embedded server with `config` and runs `body` with the config it provides. */
+const withEmbedded = <A>(config: Layer.Layer<ClusterConfigService>, body: (provided: ClusterConfig) => Effect.Effect<A>) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const context = yield* Layer.build(Layer.provide(EmbeddedNatsLive, config))
+      return yield* body(Context.get(context, ClusterConfigService))
+    })
+  )
+
 describe("embedded nats-server", () => {
   it.live("starts a server on the configured port and stops it with the scope", () =>
     Effect.gen(function* () {
       const port = yield* Effect.promise(freePort)
-      yield* Effect.scoped(
+      yield* withEmbedded(embeddedConfig(port, stateDir()), () =>
         Effect.gen(function* () {
-          yield* Layer.build(Layer.provide(EmbeddedNatsLive, configAt(`nats://127.0.0.1:${port}`)))
           expect(yield* canConnect(port)).toBe(true)
         })
       )
@@ -41,38 +71,133 @@ describe("embedded nats-server", () => {
     })
   )
 
-  it.live("requires the configured credentials, which the configured clients then use", () =>
+  it.live("secure by default: generates a credential in a 0600 file, requires it, never puts it on the command line, and reuses it", () =>
     Effect.gen(function* () {
       const port = yield* Effect.promise(freePort)
-      const config = ClusterConfigService.layerTest((c) => ({
-        ...c,
-        nats: { ...c.nats, mode: "embedded", serverUrl: `nats://127.0.0.1:${port}`, user: "cluster", pass: Redacted.make("pw") }
-      }))
-      const flushed = yield* Effect.scoped(
+      const dir = stateDir()
+      const file = join(dir, "nats-credentials.json")
+      const first = yield* withEmbedded(embeddedConfig(port, dir), (provided) =>
         Effect.gen(function* () {
-          const context = yield* Layer.build(NatsTransportLive.pipe(Layer.provide(EmbeddedNatsLive), Layer.provide(config)))
-          const nats = yield* Effect.provide(NatsTransport, context)
-          yield* nats.flush
-          return true
+          expect(statSync(file).mode & 0o777).toBe(0o600)
+          expect(statSync(dir).mode & 0o777).toBe(0o700)
+          const stored = JSON.parse(readFileSync(file, "utf8")) as { user: string; password: string }
+          expect(stored.user).toBe("mlx-cluster")
+          expect(stored.password).toHaveLength(32)
+          // The clients of this process get it through the provided config.
+          expect(provided.nats.user).toBe("mlx-cluster")
+          expect(provided.nats.pass === undefined ? undefined : Redacted.value(provided.nats.pass)).toBe(stored.password)
+          expect(yield* tryConnect(port)).toBe("AUTHORIZATION_VIOLATION")
+          expect(yield* tryConnect(port, { user: stored.user, pass: "wrong" })).toBe("AUTHORIZATION_VIOLATION")
+          expect(yield* tryConnect(port, { user: stored.user, pass: stored.password })).toBe("ok")
+          // `ps` shows no secret: the server reads it from its 0600 config file.
+          const { configFile, pidFile } = embeddedServerFiles(provided, port)
+          const pid = (JSON.parse(readFileSync(pidFile, "utf8")) as { pid: number }).pid
+          const commandLine = commandLineOf(pid) ?? ""
+          expect(commandLine).toContain(`-c ${configFile}`)
+          expect(commandLine).not.toContain(stored.password)
+          expect(statSync(configFile).mode & 0o777).toBe(0o600)
+          return stored.password
         })
       )
+      // The generated server config goes with the server.
+      expect(existsSync(join(dir, `nats-server-${port}.conf`))).toBe(false)
+      const second = yield* withEmbedded(embeddedConfig(port, dir), (provided) =>
+        Effect.succeed(provided.nats.pass === undefined ? "" : Redacted.value(provided.nats.pass))
+      )
+      expect(second).toBe(first)
+    })
+  )
+
+  it.live("the process's own NATS clients connect with the generated credential", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const flushed = yield* Effect.scoped(
+        Effect.gen(function* () {
+          const context = yield* Layer.build(
+            NatsTransportLive.pipe(Layer.provide(EmbeddedNatsLive), Layer.provide(embeddedConfig(port, stateDir())))
+          )
+          yield* Context.get(context, NatsTransport).flush
+          return true
+        })
+      ).pipe(Effect.timeout("10 seconds"))
       expect(flushed).toBe(true)
     })
   )
 
-  it.effect("turns nats.user/pass or nats.token into nats-server arguments", () =>
+  it.live("requires the configured user/pass or token instead, when the config names them", () =>
     Effect.gen(function* () {
-      const config = yield* ClusterConfigService
-      expect(credentialArgs(config)).toEqual([])
-      expect(credentialArgs({ ...config, nats: { ...config.nats, user: "u", pass: Redacted.make("p") } })).toEqual([
-        "--user",
-        "u",
-        "--pass",
-        "p"
-      ])
-      expect(credentialArgs({ ...config, nats: { ...config.nats, token: Redacted.make("t") } })).toEqual(["--auth", "t"])
-    }).pipe(Effect.provide(ClusterConfigService.layerTest()))
+      const port = yield* Effect.promise(freePort)
+      const dir = stateDir()
+      yield* withEmbedded(
+        embeddedConfig(port, dir, (c) => ({ ...c, nats: { ...c.nats, user: "cluster", pass: Redacted.make('p"w$x') } })),
+        () =>
+          Effect.gen(function* () {
+            expect(yield* tryConnect(port, { user: "cluster", pass: 'p"w$x' })).toBe("ok")
+            expect(yield* tryConnect(port)).toBe("AUTHORIZATION_VIOLATION")
+          })
+      )
+      yield* withEmbedded(embeddedConfig(port, dir, (c) => ({ ...c, nats: { ...c.nats, token: Redacted.make("t0k") } })), () =>
+        Effect.gen(function* () {
+          expect(yield* tryConnect(port, { token: "t0k" })).toBe("ok")
+          expect(yield* tryConnect(port, { token: "nope" })).toBe("AUTHORIZATION_VIOLATION")
+        })
+      )
+      expect(existsSync(join(dir, "nats-credentials.json"))).toBe(false)
+    })
   )
+
+  it.live("runs nats.server_config as it is when set", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const dir = stateDir()
+      const serverConfig = join(dir, "own.conf")
+      writeFileSync(serverConfig, 'authorization { token: "from-own-config" }\n', { mode: 0o600 })
+      yield* withEmbedded(embeddedConfig(port, dir, (c) => ({ ...c, nats: { ...c.nats, serverConfig } })), () =>
+        Effect.gen(function* () {
+          expect(yield* tryConnect(port, { token: "from-own-config" })).toBe("ok")
+        })
+      )
+    })
+  )
+
+  it.live("refuses creds_file alone: the embedded server could not check it", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const exit = yield* Effect.exit(
+        withEmbedded(embeddedConfig(port, stateDir(), (c) => ({ ...c, nats: { ...c.nats, credsFile: "/x.creds" } })), () => Effect.void)
+      )
+      const error = Exit.isFailure(exit) ? Option.getOrThrow(Cause.failureOption(exit.cause)) : undefined
+      expect(error?.message).toContain("nats.server_config")
+    })
+  )
+
+  it.live("stops a nats-server that a dead previous run left on its port, then starts", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(freePort)
+      const dir = stateDir()
+      const binary = Option.getOrThrow(findNatsServer())
+      // The previous run's server, unguarded, its owner gone.
+      const leftover = spawn(binary, ["-a", "127.0.0.1", "-p", String(port)], { detached: true, stdio: "ignore" })
+      yield* canConnect(port).pipe(Effect.repeat({ until: (up) => up, schedule: Schedule.spaced("20 millis") }))
+      const deadOwner = spawnSync("true").pid ?? 999_999
+      const { pidFile } = embeddedServerFiles({ stateDir: dir } as ClusterConfig, port)
+      yield* writePidFile(pidFile, { pid: leftover.pid ?? -1, ownerPid: deadOwner, marker: "nats-server", startedAt: 0 })
+      yield* withEmbedded(embeddedConfig(port, dir), () =>
+        Effect.sync(() => {
+          expect(isProcessAlive(leftover.pid ?? -1)).toBe(false)
+        })
+      )
+    })
+  )
+
+  it("serverAuthFor: a token, else user and password, else nothing; creds_file alone is refused", () => {
+    expect(serverAuthFor({ source: "config", token: Redacted.make("t") })).toMatchObject({ right: { _tag: "Token", token: "t" } })
+    expect(serverAuthFor({ source: "file", user: "u", pass: Redacted.make("p") })).toMatchObject({
+      right: { _tag: "Users", users: [{ user: "u", password: "p" }] }
+    })
+    expect(serverAuthFor({ source: "none" })).toMatchObject({ right: { _tag: "None" } })
+    expect(serverAuthFor({ source: "config", credsFile: "/x" })._tag).toBe("Left")
+  })
 
   it.live("a taken port is a clear error", () =>
     Effect.gen(function* () {

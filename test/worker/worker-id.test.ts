@@ -19,3 +19,21 @@ describe("worker id", () => {
     expect(resolveWorkerId(null)).toMatch(/^[a-z0-9_-]+$/)
   })
 })
+
+describe("worker id bounds", () => {
+  it("derives a valid id from any host name: long, non-ASCII, or full of symbols", () => {
+    const long = workerIdFromHostname(`${"a".repeat(300)}.local`)
+    expect(long).toHaveLength(128)
+    expect(workerIdFromHostname(`${"a".repeat(127)}-b`)).toBe("a".repeat(127))
+    expect(workerIdFromHostname("Marks-MacBook-Pro.local")).toBe("marks-macbook-pro")
+    expect(workerIdFromHostname("Mäx’s Mac")).toBe("m-x-s-mac")
+    expect(workerIdFromHostname("host\nname")).toBe("host-name")
+  })
+
+  it("refuses a configured id that is too long or holds other characters", () => {
+    expect(() => resolveWorkerId("a".repeat(129))).toThrow(/longer than 128/)
+    expect(() => resolveWorkerId("studio@lab")).toThrow(/letters, digits/)
+    expect(() => resolveWorkerId("")).toThrow(/empty/)
+    expect(resolveWorkerId("Studio_2-b")).toBe("Studio_2-b")
+  })
+})

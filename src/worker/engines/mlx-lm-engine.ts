@@ -1,4 +1,5 @@
 import * as Net from "node:net"
+import { isAbsolute, join } from "node:path"
 import { Command, HttpClient } from "@effect/platform"
 import type { CommandExecutor, Process } from "@effect/platform/CommandExecutor"
 import {
@@ -16,6 +17,9 @@ import {
   Stream
 } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
+import { sanitizeForLog } from "../../domain/log-text.js"
+import { findExecutable, guardedCommand } from "../../process/orphan-guard.js"
+import { removePidFile, stopStaleChildren, writePidFile } from "../../process/pid-file.js"
 import { EngineError, InferenceEngine, type InferenceEngineService } from "./inference-engine.js"
 import { streamChatCompletion } from "./openai-engine.js"
 
@@ -35,6 +39,9 @@ import { streamChatCompletion } from "./openai-engine.js"
  * - Its stdout/stderr are drained (debug log; the last lines kept for error messages).
  * - Stopping (scope close, shutdown): SIGTERM to the child's process group, SIGKILL after
  *   `stopGraceMs` (5 s).
+ * - No orphans: each child runs under an orphan guard (src/process/orphan-guard.ts) that stops it
+ *   when this process dies, however it dies; with `pidDir`, each child's pid is recorded there and
+ *   the engine's start stops children that a dead previous run left behind.
  * - The `model` field is not sent: `mlx_lm.server` then uses the model it was started with
  *   (sending an absolute path would make it try to load that path as a new model).
  */
@@ -52,6 +59,8 @@ export interface MlxLmOptions {
   readonly env?: Readonly<Record<string, string>>
   /** Time between SIGTERM and SIGKILL on stop; default 5 s. */
   readonly stopGraceMs?: number
+  /** Folder of the children's pid files (`mlx-lm-PORT.pid`); none: no pid files. */
+  readonly pidDir?: string
 }
 
 export interface RunningServer {
@@ -79,6 +88,8 @@ interface State {
 }
 
 const TAIL_LINES = 20
+
+const PID_FILE_PREFIX = "mlx-lm-"
 
 /** True when `port` can be bound on `host` now. */
 export const isPortFree = (port: number, host: string): Effect.Effect<boolean> =>
@@ -124,6 +135,11 @@ export const makeMlxLmSupervisor = (
     const state = yield* Ref.make<State>({ slots: new Map(), ports: new Set(), up: new Map() })
     const portLock = yield* Effect.makeSemaphore(1)
     let closed = false
+    if (options.pidDir !== undefined) {
+      for (const pid of yield* stopStaleChildren(options.pidDir, PID_FILE_PREFIX)) {
+        yield* Effect.logWarning(`stopped an mlx-lm server (pid ${pid}) left running by a previous run`)
+      }
+    }
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         closed = true
@@ -173,7 +189,8 @@ export const makeMlxLmSupervisor = (
     const start = (modelPath: string, slot: Slot) =>
       Effect.gen(function* () {
         const port = yield* allocatePort
-        const label = `mlx-lm server for ${modelPath} on port ${port}`
+        // A folder name is text from disk: escaped so that it cannot start a forged log line.
+        const label = `mlx-lm server for ${sanitizeForLog(modelPath, 500)} on port ${port}`
         const baseUrl = `http://${host}:${port}/v1`
         const childScope = yield* Scope.fork(supervisorScope, ExecutionStrategy.sequential)
         const closeChild = Scope.close(childScope, Exit.void)
@@ -185,15 +202,18 @@ export const makeMlxLmSupervisor = (
             Effect.zipRight(Deferred.fail(slot.ready, error))
           )
 
-        let command = Command.make(
-          options.python,
-          "-m",
-          options.module,
-          "--model",
-          modelPath,
-          "--port",
-          String(port)
-        ).pipe(Command.env(options.env ?? {}))
+        // The launcher's `exec` of a missing program would fail only inside the child: check first.
+        const relativeToCwd = options.cwd !== undefined && options.python.includes("/") && !isAbsolute(options.python)
+        const python = relativeToCwd ? join(options.cwd ?? "", options.python) : options.python
+        if (findExecutable(python, { ...process.env, ...options.env }) === undefined) {
+          return yield* fail(
+            startFailed(`cannot start ${options.python} -m ${options.module}: ${options.python} was not found or is not executable (ENOENT)`)
+          )
+        }
+        const guarded = guardedCommand(python, ["-m", options.module, "--model", modelPath, "--port", String(port)], {
+          graceMs
+        })
+        let command = Command.make(guarded.command, ...guarded.args).pipe(Command.env({ ...options.env, ...guarded.env }))
         if (options.cwd !== undefined) command = Command.workingDirectory(command, options.cwd)
 
         const started = yield* Command.start(command).pipe(Scope.extend(childScope), Effect.either)
@@ -201,6 +221,12 @@ export const makeMlxLmSupervisor = (
           return yield* fail(startFailed(`cannot start ${options.python} -m ${options.module}: ${started.left.message}`, started.left))
         }
         const proc = started.right
+        if (options.pidDir !== undefined) {
+          const pidFile = join(options.pidDir, `${PID_FILE_PREFIX}${port}.pid`)
+          yield* writePidFile(pidFile, { pid: proc.pid, ownerPid: process.pid, marker: options.module, startedAt: Date.now() })
+          // Added before the stop below, so it runs after it: the file goes once the child is gone.
+          yield* Scope.addFinalizer(childScope, removePidFile(pidFile, proc.pid))
+        }
         yield* Scope.addFinalizer(childScope, stopChild(proc, graceMs, label))
         yield* Effect.logInfo(`starting ${label} (pid ${proc.pid})`)
 
@@ -212,7 +238,7 @@ export const makeMlxLmSupervisor = (
             Effect.sync(() => {
               tail.push(line)
               if (tail.length > TAIL_LINES) tail.shift()
-            }).pipe(Effect.zipRight(Effect.logDebug(`[mlx-lm ${port}] ${line}`)))
+            }).pipe(Effect.zipRight(Effect.logDebug(`[mlx-lm ${port}] ${sanitizeForLog(line, 2_000)}`)))
           ),
           Effect.ignore,
           Effect.forkIn(childScope)
@@ -312,7 +338,8 @@ export const MlxLmEngineLive: Layer.Layer<InferenceEngine, never, ClusterConfigS
         python: mlx.python,
         module: mlx.module,
         basePort: mlx.basePort,
-        startupTimeoutMs: mlx.startupTimeoutMs
+        startupTimeoutMs: mlx.startupTimeoutMs,
+        pidDir: config.stateDir
       })
     })
   )

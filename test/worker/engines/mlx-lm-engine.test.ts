@@ -1,4 +1,7 @@
+import * as ChildProcess from "node:child_process"
+import * as Fs from "node:fs"
 import * as Net from "node:net"
+import * as Os from "node:os"
 import * as Path from "node:path"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
@@ -9,6 +12,7 @@ import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
 import { InferenceEngine, type InferenceEngineService } from "../../../src/worker/engines/inference-engine.js"
 import { isPortFree, makeMlxLmEngine, type MlxLmOptions } from "../../../src/worker/engines/mlx-lm-engine.js"
+import { readPidFile, writePidFile } from "../../../src/process/pid-file.js"
 import { eventually } from "../../support/eventually.js"
 import { runEngine } from "../support/run-engine.js"
 
@@ -181,6 +185,50 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
     })
   )
 
+  it.scopedLive("records each child's pid in pidDir while it runs, with its command line's marker", () =>
+    Effect.gen(function* () {
+      const pidDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "mlx-pids-"))
+      const { engine, close } = yield* engineInScope(options({ pidDir }))
+      yield* run(engine, "/models/a")
+      const [server] = yield* engine.supervisor.running
+      const file = Path.join(pidDir, `mlx-lm-${server?.port}.pid`)
+      expect(readPidFile(file)).toMatchObject({
+        _tag: "Some",
+        value: { pid: server?.pid, ownerPid: process.pid, marker: "fake_mlx_lm.server" }
+      })
+      yield* close
+      expect(Fs.existsSync(file)).toBe(false)
+    })
+  )
+
+  it.scopedLive("a start stops a model server that a dead previous run left behind", () =>
+    Effect.gen(function* () {
+      const pidDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "mlx-pids-"))
+      const port = randomBasePort()
+      // The previous run's server: started without a guard, its owner long gone.
+      const leftover = ChildProcess.spawn("python3", ["-m", "fake_mlx_lm.server", "--model", "/models/old", "--port", String(port)], {
+        cwd: FIXTURES,
+        detached: true,
+        stdio: "ignore"
+      })
+      const deadOwner = ChildProcess.spawnSync("true").pid ?? 999_999
+      yield* writePidFile(Path.join(pidDir, `mlx-lm-${port}.pid`), {
+        pid: leftover.pid ?? -1,
+        ownerPid: deadOwner,
+        marker: "fake_mlx_lm.server",
+        startedAt: 0
+      })
+      const exited = Effect.async<void>((resume) => {
+        if (leftover.exitCode !== null || leftover.signalCode !== null) return resume(Effect.void)
+        leftover.once("exit", () => resume(Effect.void))
+      })
+      yield* engineInScope(options({ pidDir }))
+      yield* exited.pipe(Effect.timeout("3 seconds"))
+      expect(leftover.signalCode).toBe("SIGTERM")
+      expect(Fs.readdirSync(pidDir)).toEqual([])
+    })
+  )
+
   it.scopedLive("InferenceEngineLive builds the mlx-lm engine from worker.engine.mlx_lm", () =>
     Effect.gen(function* () {
       const previous = process.env["PYTHONPATH"]
@@ -198,6 +246,7 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
               platform,
               ClusterConfigService.layerTest((c) => ({
                 ...c,
+                stateDir: Fs.mkdtempSync(Path.join(Os.tmpdir(), "mlx-state-")),
                 worker: {
                   ...c.worker,
                   engine: {

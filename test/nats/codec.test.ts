@@ -1,0 +1,34 @@
+import { describe, expect, it } from "vitest"
+import { Either, Schema } from "effect"
+import { decoderFor, encoderFor } from "../../src/nats/codec.js"
+
+const Ping = Schema.Struct({ n: Schema.Number, tags: Schema.optional(Schema.Array(Schema.String)) })
+const bytes = (text: string) => new TextEncoder().encode(text)
+
+describe("NATS codec", () => {
+  it("round-trips a message and compiles one decoder per schema", () => {
+    const encoded = encoderFor(Ping)({ n: 1 })
+    expect(Either.isRight(encoded) && decoderFor(Ping)(encoded.right)).toEqual(Either.right({ n: 1 }))
+    expect(decoderFor(Ping)).toBe(decoderFor(Ping))
+  })
+
+  it("describes invalid messages in one line with the field's path", () => {
+    expect(decoderFor(Ping)(bytes('{"n":1,"tags":["a",2]}'))).toEqual(
+      Either.left("fails its schema at tags[1]: Expected string, actual 2")
+    )
+    expect(decoderFor(Ping)(bytes("[]"))).toMatchObject({ left: expect.stringMatching(/^fails its schema: Expected/) })
+    expect(decoderFor(Ping)(bytes("{ nope"))).toMatchObject({ left: expect.stringMatching(/^not JSON \(/) })
+  })
+
+  it("refuses a message nested 100k deep in a field, naming the field", () => {
+    const deep = `{"n":1,"tags":${"[".repeat(100_000)}${"]".repeat(100_000)}}`
+    const result = decoderFor(Ping)(bytes(deep))
+    expect(Either.isLeft(result)).toBe(true)
+    expect(Either.isLeft(result) && result.left.startsWith("fails its schema at tags[0][0]")).toBe(true)
+    expect(Either.isLeft(result) && result.left).toMatch(/nested deeper than 64 levels$/)
+  })
+
+  it("refuses to encode a value that breaks its own schema", () => {
+    expect(Either.isLeft(encoderFor(Ping)({ n: "x" } as unknown as { n: number }))).toBe(true)
+  })
+})
