@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, HashMap, Logger, LogLevel } from "effect"
-import { jsonLine, logfmtValue, makeLogger, messageText, prettyLine } from "../src/logging.js"
+import { jsonLine, LogFields, logfmtValue, makeLogger, messageText, prettyLine } from "../src/logging.js"
 
 const date = new Date("2026-12-03T07:43:57.651Z")
 
@@ -61,6 +61,25 @@ describe("pretty lines", () => {
   it("paint the level only when asked (a terminal)", () => {
     expect(prettyLine({ ...input("x"), logLevel: LogLevel.Warning }, true)).toContain("\x1b[33mWARN\x1b[0m")
     expect(prettyLine({ ...input("x"), logLevel: LogLevel.Warning })).toBe("2026-12-03T07:43:57.651Z WARN  x")
+  })
+})
+
+describe("LogFields", () => {
+  it("are written like annotations, in their own order, before the annotations; other loggers see key=value", () => {
+    const fields = new LogFields({ method: "GET", model: "a b", status: 200 })
+    expect(prettyLine(input(["request", fields], { workerId: "w1" }))).toBe(
+      '2026-12-03T07:43:57.651Z INFO  request method=GET model="a b" status=200 workerId=w1'
+    )
+    expect(JSON.parse(jsonLine(input(["request", fields])))).toEqual({
+      time: "2026-12-03T07:43:57.651Z",
+      level: "info",
+      msg: "request",
+      method: "GET",
+      model: "a b",
+      status: 200
+    })
+    expect(String(fields)).toBe('method=GET model="a b" status=200')
+    expect(JSON.stringify(fields)).toBe('{"method":"GET","model":"a b","status":200}')
   })
 })
 

@@ -3,6 +3,7 @@ import { Effect, Layer, Schedule } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { AdmissionQueue } from "./admission-queue.js"
 import { Balancer } from "./balancer.js"
+import { ClusterActivity } from "./cluster-activity.js"
 import { ClusterStatusQuery } from "./cluster-status.js"
 import { ControllerIdentity } from "./controller-identity.js"
 import { HealthMonitorLive } from "./health-monitor.js"
@@ -10,17 +11,22 @@ import { InFlight } from "./in-flight.js"
 import { ControllerLifecycle } from "./lifecycle.js"
 import { Registry } from "./registry.js"
 import { announce, RegistrySyncLive } from "./registry-sync.js"
+import { RequestJournal } from "./request-journal.js"
 import { RequestStats } from "./request-stats.js"
 import { Router } from "./router.js"
 
-/** The controller's state: registry, balancer, in-flight counts, statistics and lifecycle. */
+/**
+ * The controller's state: registry, balancer, in-flight counts, statistics, lifecycle, and the
+ * request journal with the activity it feeds (one instance, shared with the dashboard).
+ */
 const ControllerStateLive = Layer.mergeAll(
   Registry.Default,
   Balancer.Default,
   InFlight.Default,
   RequestStats.Default,
   ControllerLifecycle.Default,
-  ControllerIdentity.Default
+  ControllerIdentity.Default,
+  RequestJournal.DefaultWithoutDependencies.pipe(Layer.provideMerge(ClusterActivity.Default))
 )
 
 /**
