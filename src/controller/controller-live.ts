@@ -4,6 +4,7 @@ import { ClusterConfigService } from "../config/cluster-config.js"
 import { AdmissionQueue } from "./admission-queue.js"
 import { Balancer } from "./balancer.js"
 import { ClusterActivity } from "./cluster-activity.js"
+import { ClusterDashboard } from "./cluster-dashboard.js"
 import { ClusterStatusQuery } from "./cluster-status.js"
 import { ControllerIdentity } from "./controller-identity.js"
 import { HealthMonitorLive } from "./health-monitor.js"
@@ -34,7 +35,12 @@ const ControllerStateLive = Layer.mergeAll(
  * work that keeps it true: the NATS registry sync and the health sweeps. Needs a NATS connection
  * and the config.
  */
-export const ControllerCoreLive = Layer.mergeAll(RegistrySyncLive, HealthMonitorLive, ClusterStatusQuery.Default).pipe(
+export const ControllerCoreLive = Layer.mergeAll(
+  RegistrySyncLive,
+  HealthMonitorLive,
+  ClusterStatusQuery.Default,
+  ClusterDashboard.Default
+).pipe(
   Layer.provideMerge(Router.Default),
   Layer.provideMerge(AdmissionQueue.Default),
   Layer.provideMerge(ControllerStateLive)

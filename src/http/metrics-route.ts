@@ -7,6 +7,7 @@ import { familiesFromRegistry, renderFamilies } from "../controller/prometheus-t
 import { Registry } from "../controller/registry.js"
 import { RequestStats } from "../controller/request-stats.js"
 import { VERSION } from "../version.js"
+import { DashboardRoutesLive } from "./dashboard-routes.js"
 
 /**
  * `/metrics` in Prometheus text format: the cluster's metrics from Effect's registry (names
@@ -38,7 +39,7 @@ export class PrometheusMetrics extends Effect.Service<PrometheusMetrics>()("http
   })
 }) {}
 
-export const MetricsRouteLive = HttpLayerRouter.use((router) =>
+const PrometheusRouteLive = HttpLayerRouter.use((router) =>
   Effect.gen(function* () {
     const metrics = yield* PrometheusMetrics
     yield* router.add(
@@ -50,3 +51,9 @@ export const MetricsRouteLive = HttpLayerRouter.use((router) =>
     )
   })
 ).pipe(Layer.provide(PrometheusMetrics.Default))
+
+/**
+ * What `server.ts` mounts under this name: `/metrics`, and with it the dashboard's routes (`/`,
+ * `/dashboard`, `/api/cluster/events`) until `server.ts` mounts `DashboardRoutesLive` itself.
+ */
+export const MetricsRouteLive = Layer.mergeAll(PrometheusRouteLive, DashboardRoutesLive)
