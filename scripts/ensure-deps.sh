@@ -12,7 +12,14 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ -L node_modules ]; then
+  # A node_modules that links to another checkout's (a git worktree) is that checkout's to install:
+  # `npm ci` here would empty it under everyone who shares it and leave a copy in its place.
+  if [ ! -d node_modules/ ]; then
+    echo "error: node_modules links to $(readlink node_modules), which does not exist; run npm ci there." >&2
+    exit 1
+  fi
+elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "installing npm packages (npm ci)" >&2
   npm ci --no-audit --no-fund
 fi
