@@ -87,8 +87,14 @@ export const recordMetrics = (s: RequestSummary): void => {
 }
 
 /**
+ * A failure that is the cluster's, not the client's: a 5xx, or a stream that broke after its 200
+ * (a 4xx is the client's request or key, and is logged at info).
+ */
+export const clusterFailure = (s: RequestSummary): boolean => s.outcome === "failed" && !(s.status >= 400 && s.status < 500)
+
+/**
  * Records finished requests: one log line each (`request method=… route=… …`; info, warning for a
- * failure the cluster caused, status 5xx), the request metrics, and the dashboard's activity.
+ * failure the cluster caused), the request metrics, and the dashboard's activity.
  * Runs once per request on the hot path: a few map lookups and array writes, then the log call.
  */
 export class RequestJournal extends Effect.Service<RequestJournal>()("controller/RequestJournal", {
@@ -101,7 +107,7 @@ export class RequestJournal extends Effect.Service<RequestJournal>()("controller
           activity.unsafeRecord(s, clock.unsafeCurrentTimeMillis())
           // The fields travel with the message (`LogFields`), not as annotations: ten times cheaper.
           const fields = new LogFields(requestLogFields(s))
-          return s.outcome === "failed" && s.status >= 500 ? Effect.logWarning("request", fields) : Effect.logInfo("request", fields)
+          return clusterFailure(s) ? Effect.logWarning("request", fields) : Effect.logInfo("request", fields)
         })
       )
     return { record } as const

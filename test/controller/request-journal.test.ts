@@ -94,7 +94,7 @@ describe("requestLogFields", () => {
 })
 
 describe("RequestJournal.record", () => {
-  it.effect("writes one info line per request with its fields; a 5xx failure is a warning, a 4xx refusal an info line", () =>
+  it.effect("writes one info line per request with its fields; the cluster's failures are warnings, a 4xx refusal an info line", () =>
     Effect.gen(function* () {
       const { lines } = yield* withJournal((journal) =>
         Effect.all([
@@ -103,14 +103,17 @@ describe("RequestJournal.record", () => {
           journal.record(
             summary({ requestId: "req-3", route: "/v1/chat/completions", model: "", modelKnown: false, workerId: undefined, outcome: "failed", status: 401, errorCode: "invalid_api_key", tokens: 0, ttftMs: undefined, durationMs: 0.4 })
           ),
-          journal.record(summary({ requestId: "req-4", outcome: "cancelled", status: 200, errorCode: "cancelled", tokens: 3 }))
+          journal.record(summary({ requestId: "req-4", outcome: "cancelled", status: 200, errorCode: "cancelled", tokens: 3 })),
+          journal.record(summary({ requestId: "req-5", outcome: "failed", status: 200, errorCode: "worker_lost", tokens: 9 }))
         ])
       )
       expect(lines.map((l) => [l.level, l.message, l.fields["requestId"], l.fields["status"]])).toEqual([
         ["INFO", "request", "req-7f3a", 200],
         ["WARN", "request", "req-2", 503],
         ["INFO", "request", "req-3", 401],
-        ["INFO", "request", "req-4", 200]
+        ["INFO", "request", "req-4", 200],
+        // A stream that broke after its 200 is the cluster's failure.
+        ["WARN", "request", "req-5", 200]
       ])
       expect(lines[0]?.fields).toEqual(requestLogFields(summary()))
       expect(lines[1]?.fields).toMatchObject({ code: "no_skilled_worker", error: "No online worker can serve model" })
