@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `npm start` and `npm test` need before they run, installed when missing (idempotent):
 # Node.js 20.10 or later, the npm packages (npm ci when node_modules is missing or older than
-# package-lock.json), and a nats-server binary (scripts/ensure-nats-server.sh).
+# package-lock.json), a nats-server binary (scripts/ensure-nats-server.sh), and for `npm test`
+# only (npm's `pretest`), Chromium for the browser tests (scripts/ensure-chromium.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,11 @@ if [ -L node_modules ]; then
 elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "installing npm packages (npm ci)" >&2
   npm ci --no-audit --no-fund
+fi
+
+# The browser tests drive /dashboard in Chromium: `npm test` installs it, `npm start` does not need it.
+if [ "${npm_lifecycle_event:-}" = "pretest" ]; then
+  bash scripts/ensure-chromium.sh >/dev/null
 fi
 
 exec bash scripts/ensure-nats-server.sh
