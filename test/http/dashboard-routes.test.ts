@@ -81,11 +81,10 @@ describe("GET /api/cluster/dashboard and /api/cluster/events on a real controlle
         expect(response.headers.get("cache-control")).toBe("no-cache, no-store")
         const { events, reader } = yield* Effect.promise(() => readEvents(response, 4))
         for (const event of events) decode(event.data)
-        const gaps = events.slice(1).map((e, i) => e.at - (events[i]?.at ?? 0))
-        for (const gap of gaps) {
-          expect(gap).toBeGreaterThan(150)
-          expect(gap).toBeLessThan(900)
-        }
+        // One event per 250 ms on average (a single gap jitters with delivery on a busy machine).
+        const average = ((events.at(-1)?.at ?? 0) - (events[0]?.at ?? 0)) / (events.length - 1)
+        expect(average).toBeGreaterThan(200)
+        expect(average).toBeLessThan(900)
 
         // A stopping controller ends open streams, so that the server's close does not wait for them.
         yield* Context.get(context, ControllerLifecycle).transition("stopping")
