@@ -1,7 +1,9 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Console, Effect, Layer, Option } from "effect"
 import { loadConfig } from "./config/load-config.js"
-import { mainLayer } from "./roles.js"
+import type { ConfigLoaded } from "./config/load-config.js"
+import { LoggingLive } from "./logging.js"
+import { mainLayer, withRuntimeMetrics } from "./roles.js"
 
 /**
  * `tsx src/main.ts [flags]`: load the config (flags > environment > file > defaults), then run the
@@ -15,12 +17,22 @@ const describeFailure = (error: { readonly message: string; readonly cause?: unk
   return cause instanceof Error ? cause.message : String(cause ?? "unknown error")
 }
 
+/** The roles of the config's mode, logging as the config says from the first line on. */
+const run = (loaded: ConfigLoaded) =>
+  Effect.gen(function* () {
+    if (loaded.file === undefined) yield* Effect.logInfo("no config file found: using the defaults of CONTRACT §2")
+    for (const warning of loaded.warnings) yield* Effect.logWarning(warning)
+    return yield* Layer.launch(mainLayer(loaded.config))
+  }).pipe(
+    Effect.tapDefect((defects) => Effect.logError("stopped by a defect", defects)),
+    withRuntimeMetrics(loaded.config),
+    Effect.provide(LoggingLive(loaded.config))
+  )
+
 const program = Effect.gen(function* () {
   const loaded = yield* loadConfig(process.argv.slice(2), process.env)
   if (loaded._tag === "Help") return yield* Console.log(loaded.text)
-  if (loaded.file === undefined) yield* Effect.logInfo("no config file found: using the defaults of CONTRACT §2")
-  for (const warning of loaded.warnings) yield* Effect.logWarning(warning)
-  return yield* Layer.launch(mainLayer(loaded.config))
+  return yield* run(loaded)
 }).pipe(
   Effect.tapErrorCause((cause) => {
     const failure = Cause.failureOption(cause)
@@ -28,8 +40,10 @@ const program = Effect.gen(function* () {
       return Console.error(`config error: ${failure.value.message}`)
     }
     if (Option.isSome(failure)) return Console.error(`error: ${describeFailure(failure.value)}`)
-    return Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("stopped by a defect", cause)
+    // Defects were logged by `run`, with the configured logger.
+    return Effect.void
   })
 )
 
-NodeRuntime.runMain(program, { disableErrorReporting: true })
+// Our own logger (`LoggingLive`) replaces the default one; the pretty logger of `runMain` would write every line twice.
+NodeRuntime.runMain(program, { disableErrorReporting: true, disablePrettyLogger: true })

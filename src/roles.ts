@@ -1,4 +1,4 @@
-import { Layer, Logger, LogLevel } from "effect"
+import { Effect, Layer, RuntimeFlags, RuntimeFlagsPatch } from "effect"
 import { ClusterConfigService } from "./config/cluster-config.js"
 import type { ClusterConfig } from "./config/schema.js"
 import { ControllerCoreLive, ControllerReadyLive } from "./controller/controller-live.js"
@@ -27,14 +27,11 @@ export const natsFor = (config: ClusterConfig) =>
     ? NatsTransportLive.pipe(Layer.provide(EmbeddedNatsLive))
     : NatsTransportLive
 
-const logLevels = {
-  debug: LogLevel.Debug,
-  info: LogLevel.Info,
-  warning: LogLevel.Warning,
-  error: LogLevel.Error
-} as const
-
-/** Every layer of one process for its mode. In `both`, the worker starts first and stops last. */
+/**
+ * Every layer of one process for its mode. In `both`, the worker starts first and stops last.
+ * Logging (`LoggingLive`) is provided around it by `src/main.ts`, so that the lines logged before
+ * the layers start are written the same way.
+ */
 export const mainLayer = (config: ClusterConfig) => {
   const roles =
     config.mode === "controller"
@@ -44,7 +41,18 @@ export const mainLayer = (config: ClusterConfig) => {
         : Layer.discard(ControllerLive.pipe(Layer.provideMerge(WorkerLive)))
   return roles.pipe(
     Layer.provide(natsFor(config)),
-    Layer.provide(ClusterConfigService.layer(config)),
-    Layer.provide(Logger.minimumLogLevel(logLevels[config.logLevel]))
+    Layer.provide(ClusterConfigService.layer(config))
   )
 }
+
+/**
+ * Effect's runtime fiber metrics (`effect_fiber_*`) update five metrics for every fiber, on the
+ * hot path of every request; they run only with `metrics.runtime: true`. Applied to the main
+ * effect, so that every fiber it forks inherits the flag.
+ */
+export const withRuntimeMetrics =
+  (config: Pick<ClusterConfig, "metrics">) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    config.metrics.runtime
+      ? Effect.withRuntimeFlagsPatch(effect, RuntimeFlagsPatch.enable(RuntimeFlags.RuntimeMetrics))
+      : Effect.withRuntimeFlagsPatch(effect, RuntimeFlagsPatch.disable(RuntimeFlags.RuntimeMetrics))

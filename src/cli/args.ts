@@ -10,6 +10,8 @@ export type ClusterCommand =
 export interface ClusterCliArgs {
   readonly url: string
   readonly apiKey?: string
+  /** `--json`: print the RPC result as JSON (NDJSON events for `generate`) instead of text. */
+  readonly json?: true
   readonly run: ClusterCommand
 }
 
@@ -26,9 +28,13 @@ options:
   --url URL          RPC endpoint (env CLUSTER_URL, default ${DEFAULT_RPC_URL})
   --api-key KEY      bearer key when the controller has api_keys (env CLUSTER_API_KEY)
   --max-tokens N     most tokens to generate (generate only)
+  --json             print the result as JSON (generate: one JSON event per line)
   -h, --help         this text`
 
+/** Options that take a value. */
 const FLAGS = new Set(["--url", "--api-key", "--max-tokens"])
+/** Options that are on or off. */
+const SWITCHES = new Set(["--json"])
 
 /**
  * Parses the arguments after the script name. Flags take `--flag value` or `--flag=value`; the
@@ -40,6 +46,7 @@ export const parseClusterArgs = (
   env: Readonly<Record<string, string | undefined>> = {}
 ): Either.Either<ClusterCliArgs, string> => {
   const flags = new Map<string, string>()
+  const switches = new Set<string>()
   const positional: Array<string> = []
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? ""
@@ -56,6 +63,11 @@ export const parseClusterArgs = (
     }
     const eq = arg.indexOf("=")
     const name = eq === -1 ? arg : arg.slice(0, eq)
+    if (SWITCHES.has(name)) {
+      if (eq !== -1) return Either.left(`option ${name} takes no value`)
+      switches.add(name)
+      continue
+    }
     if (!FLAGS.has(name)) return Either.left(`unknown option ${name} (see --help)`)
     const value = eq === -1 ? argv[++i] : arg.slice(eq + 1)
     if (value === undefined || value === "") return Either.left(`option ${name} needs a value`)
@@ -64,7 +76,11 @@ export const parseClusterArgs = (
 
   const url = flags.get("--url") ?? env["CLUSTER_URL"] ?? DEFAULT_RPC_URL
   const apiKey = flags.get("--api-key") ?? env["CLUSTER_API_KEY"]
-  const base = { url, ...(apiKey === undefined || apiKey === "" ? {} : { apiKey }) }
+  const base = {
+    url,
+    ...(apiKey === undefined || apiKey === "" ? {} : { apiKey }),
+    ...(switches.has("--json") ? { json: true as const } : {})
+  }
   const maxTokensFlag = flags.get("--max-tokens")
 
   const [command, ...rest] = positional

@@ -1,6 +1,7 @@
-import type { ClusterStatus } from "../domain/cluster.js"
-import type { GenerateEvent } from "../domain/rpc.js"
-import type { WorkerInfo } from "../domain/worker.js"
+import { Schema } from "effect"
+import { ClusterStatus } from "../domain/cluster.js"
+import { GenerateEvent } from "../domain/rpc.js"
+import { WorkerInfo } from "../domain/worker.js"
 
 /**
  * Pure text rendering for `scripts/cluster.ts`: every function takes values (and "now" where an
@@ -55,9 +56,10 @@ export const formatStatus = (status: ClusterStatus): string => {
   return renderColumns([
     ["controller", `${c.state}, version ${c.version}, mode ${c.mode}, uptime ${formatDuration(c.uptime)}`],
     ["workers", `${w.total} total, ${w.online} online, ${w.offline} offline`],
+    // Every request is in exactly one of the four, so the parts add up to the total.
     [
       "requests",
-      `${r.active} active, ${r.total} total, ${r.succeeded} succeeded, ${r.failed} failed, success rate ${formatPercent(r.successRate)}`
+      `${r.total} total = ${r.active} active + ${r.succeeded} succeeded + ${r.failed} failed + ${r.cancelled} cancelled, success rate ${formatPercent(r.successRate)}`
     ]
   ])
 }
@@ -69,7 +71,27 @@ export const formatModels = (models: ReadonlyArray<string>, max = 2): string => 
   return models.length > max ? `${shown} +${models.length - max} more` : shown
 }
 
-export const WORKER_COLUMNS = ["ID", "STATUS", "HOST", "CHIP", "GPU GB", "MODELS", "ACTIVE/TOTAL", "LAST HEARTBEAT"] as const
+export const WORKER_COLUMNS = [
+  "ID",
+  "STATUS",
+  "HOST",
+  "CHIP",
+  "GPU GB",
+  "MODELS",
+  "TAGS",
+  "SLOTS",
+  "SERVED",
+  "LAST HEARTBEAT"
+] as const
+
+/**
+ * `active/max` slots. An offline worker shows `-` for active: what it last reported is stale
+ * (it may have died mid-request), and it runs nothing for this cluster now.
+ */
+export const formatSlots = (w: WorkerInfo): string => {
+  const active = w.status === "online" ? String(w.metrics?.requests.active ?? 0) : "-"
+  return `${active}/${w.capabilities.maxConcurrent}`
+}
 
 /** One row per worker, in the order given; `now` (epoch ms) for the heartbeat ages. */
 export const formatWorkers = (workers: ReadonlyArray<WorkerInfo>, now: number): string => {
@@ -81,7 +103,9 @@ export const formatWorkers = (workers: ReadonlyArray<WorkerInfo>, now: number): 
     w.hardware.chip ?? "-",
     formatNumber(w.hardware.gpuMemoryGB),
     formatModels(w.skills.availableModels),
-    w.metrics === undefined ? "-" : `${w.metrics.requests.active}/${w.metrics.requests.total}`,
+    w.tags === undefined || w.tags.length === 0 ? "-" : w.tags.join(","),
+    formatSlots(w),
+    w.metrics === undefined ? "-" : String(w.metrics.requests.total),
     formatAge(w.lastHeartbeat, now)
   ])
   return renderTable(WORKER_COLUMNS, rows)
@@ -95,3 +119,15 @@ export const formatGenerateSummary = (done: Done, elapsedMs: number): string => 
   const rate = elapsedMs > 0 ? `, ${(tokens / (elapsedMs / 1000)).toFixed(1)} tokens/s` : ""
   return `[${tokens} tokens in ${formatDuration(elapsedMs)}${rate}, finish ${done.finishReason}, prompt ${done.usage.promptTokens} tokens, worker ${done.workerId}]`
 }
+
+// --json: the RPC results as their wire JSON, for scripts and `jq`.
+
+/** `status --json`: the `ClusterStatus` as the controller sends it. */
+export const statusJson = (status: ClusterStatus): string => JSON.stringify(Schema.encodeSync(ClusterStatus)(status), null, 2)
+
+/** `workers --json`: the array of `WorkerInfo`. */
+export const workersJson = (workers: ReadonlyArray<WorkerInfo>): string =>
+  JSON.stringify(Schema.encodeSync(Schema.Array(WorkerInfo))(workers), null, 2)
+
+/** `generate --json`: one event per line (NDJSON), printed as it arrives. */
+export const eventJson = (event: GenerateEvent): string => JSON.stringify(Schema.encodeSync(GenerateEvent)(event))

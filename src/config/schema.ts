@@ -190,6 +190,15 @@ export const WorkerConfig = Schema.Struct({
 
 export const LogLevelName = Schema.Literal("debug", "info", "warning", "error")
 
+/** extension: `pretty` is one logfmt-like line per event; `json` one JSON object per line. */
+export const LogFormat = Schema.Literal("pretty", "json")
+export type LogFormat = typeof LogFormat.Type
+
+export const MetricsConfig = Schema.Struct({
+  /** extension: Effect's runtime fiber metrics (`effect_fiber_*`): they cost CPU on every fiber, so off unless asked for. */
+  runtime: key("runtime", Schema.Boolean, () => false)
+})
+
 export const ClusterConfig = Schema.Struct({
   mode: key("mode", ClusterMode, () => "both" as const),
   /** extension: minimum log level. */
@@ -199,6 +208,10 @@ export const ClusterConfig = Schema.Struct({
    * pid files of its children); relative to the working directory.
    */
   stateDir: key("state_dir", Schema.String, () => ".cluster"),
+  /** extension: how log lines are written. */
+  logFormat: key("log_format", LogFormat, () => "pretty" as const),
+  /** extension: what `/metrics` reports beyond the cluster's own metrics. */
+  metrics: key("metrics", MetricsConfig, () => Schema.decodeSync(MetricsConfig)({})),
   controller: key("controller", ControllerConfig, () => Schema.decodeSync(ControllerConfig)({})),
   nats: key("nats", NatsConfig, () => Schema.decodeSync(NatsConfig)({})),
   discovery: key("discovery", DiscoveryConfig, () => Schema.decodeSync(DiscoveryConfig)({})),

@@ -29,6 +29,7 @@ export class ClusterStatusQuery extends Effect.Service<ClusterStatusQuery>()("co
           total: requests.total,
           succeeded: requests.succeeded,
           failed: requests.failed,
+          cancelled: requests.cancelled,
           successRate: successRate(requests)
         }
       }

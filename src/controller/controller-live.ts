@@ -3,6 +3,8 @@ import { Effect, Layer, Schedule } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { AdmissionQueue } from "./admission-queue.js"
 import { Balancer } from "./balancer.js"
+import { ClusterActivity } from "./cluster-activity.js"
+import { ClusterDashboard } from "./cluster-dashboard.js"
 import { ClusterStatusQuery } from "./cluster-status.js"
 import { ControllerIdentity } from "./controller-identity.js"
 import { HealthMonitorLive } from "./health-monitor.js"
@@ -16,17 +18,20 @@ import { RequestJournal } from "./request-journal.js"
 import { RequestStats } from "./request-stats.js"
 import { Router } from "./router.js"
 
-/** The controller's state: registry, balancer, in-flight counts, statistics, lifecycle and clocks. */
+/**
+ * The controller's state: registry, balancer, in-flight counts, statistics, lifecycle, clocks, and
+ * the request journal with the activity it feeds (one instance, shared with the dashboard).
+ */
 const ControllerStateLive = Layer.mergeAll(
   Registry.Default,
   Balancer.Default,
   InFlight.Default,
   RequestStats.Default,
-  RequestJournal.Default,
   ControllerLifecycle.Default,
   ControllerIdentity.Default,
   DeadlineSweep.Default,
-  LoadMonitor.Default
+  LoadMonitor.Default,
+  RequestJournal.DefaultWithoutDependencies.pipe(Layer.provideMerge(ClusterActivity.Default))
 )
 
 /**
@@ -34,7 +39,12 @@ const ControllerStateLive = Layer.mergeAll(
  * work that keeps it true: the NATS registry sync and the health sweeps. Needs a NATS connection
  * and the config.
  */
-export const ControllerCoreLive = Layer.mergeAll(RegistrySyncLive, HealthMonitorLive, ClusterStatusQuery.Default).pipe(
+export const ControllerCoreLive = Layer.mergeAll(
+  RegistrySyncLive,
+  HealthMonitorLive,
+  ClusterStatusQuery.Default,
+  ClusterDashboard.Default
+).pipe(
   Layer.provideMerge(Router.Default),
   Layer.provideMerge(AdmissionQueue.Default),
   Layer.provideMerge(ControllerStateLive)

@@ -1,4 +1,6 @@
-import { Effect, Metric } from "effect"
+import { Effect, type MetricLabel } from "effect"
+import { LogFields } from "../logging.js"
+import { ClusterActivity } from "./cluster-activity.js"
 import * as Metrics from "./metrics.js"
 
 /**
@@ -12,6 +14,8 @@ export interface RequestSummary {
   readonly requestId: string
   /** Which front door: `chat`, `completions`, `ws`, `rpc`, `internal`, or the HTTP path of a refusal. */
   readonly route: string
+  /** The HTTP method (`POST`, `GET`), or `WS` for a WebSocket request; not logged when absent. */
+  readonly method?: string | undefined
   /** The model asked for ("" when the request never named one). */
   readonly model: string
   /** False for a model no worker has registered: never used as a metrics label. */
@@ -37,31 +41,76 @@ export interface RequestSummary {
   readonly client?: string | undefined
 }
 
-/** The one line of a request's log (no prompt text, no key). */
-export const requestLine = (s: RequestSummary): string =>
-  `${s.route} ${s.model} ${s.outcome} in ${s.durationMs} ms, ${s.tokens} tokens` +
-  (s.errorMessage === undefined ? "" : `: ${s.errorMessage}`)
+/** Longest client-chosen text written (model names, paths). */
+const TEXT_CHARS = 128
+/** Longest error message written. */
+const ERROR_CHARS = 200
 
-/** Records finished requests: the log line and the request metrics. */
+const cut = (s: string, max: number) => (s.length > max ? `${s.slice(0, max - 1)}…` : s)
+const ms = (n: number) => Math.round(n * 10) / 10
+
+/**
+ * The fields of a request's log line, in the order they are written. No prompt text and no key
+ * ever reach a summary; the texts a client chooses (model, path) are cut here, and the logger
+ * quotes and escapes them.
+ */
+export const requestLogFields = (s: RequestSummary): Record<string, string | number> => {
+  const fields: Record<string, string | number> = {}
+  if (s.method !== undefined) fields["method"] = s.method
+  fields["route"] = cut(s.route, TEXT_CHARS)
+  fields["model"] = cut(s.model, TEXT_CHARS)
+  if (s.workerId !== undefined) fields["workerId"] = s.workerId
+  fields["status"] = s.status
+  fields["outcome"] = s.outcome
+  if (s.errorCode !== undefined) fields["code"] = s.errorCode
+  fields["tokens"] = s.tokens
+  if (s.ttftMs !== undefined) fields["ttftMs"] = ms(s.ttftMs)
+  fields["durationMs"] = ms(s.durationMs)
+  if (s.retries > 0) fields["retries"] = s.retries
+  fields["requestId"] = s.requestId
+  if (s.client !== undefined) fields["client"] = s.client
+  if (s.errorMessage !== undefined && s.outcome !== "succeeded") fields["error"] = cut(s.errorMessage, ERROR_CHARS)
+  return fields
+}
+
+const NO_LABELS: ReadonlyArray<MetricLabel.MetricLabel> = []
+
+/** The request metrics of one summary (bounded labels, seconds). */
+export const recordMetrics = (s: RequestSummary): void => {
+  const model = Metrics.modelLabel(s.model, s.modelKnown)
+  const route = Metrics.routeLabel(s.route)
+  Metrics.requestsChild(route, model, s.outcome).unsafeUpdate(1, NO_LABELS)
+  if (s.outcome === "failed") Metrics.failuresChild(route, model, Metrics.codeLabel(s.errorCode)).unsafeUpdate(1, NO_LABELS)
+  Metrics.durationChild(model).unsafeUpdate(s.durationMs / 1000, NO_LABELS)
+  if (s.ttftMs !== undefined) Metrics.ttftChild(model).unsafeUpdate(s.ttftMs / 1000, NO_LABELS)
+  if (s.tokens > 0) Metrics.tokensChild(model).unsafeUpdate(s.tokens, NO_LABELS)
+}
+
+/**
+ * A failure that is the cluster's, not the client's: a 5xx, or a stream that broke after its 200
+ * (a 4xx is the client's request or key, and is logged at info).
+ */
+export const clusterFailure = (s: RequestSummary): boolean => s.outcome === "failed" && !(s.status >= 400 && s.status < 500)
+
+/**
+ * Records finished requests: one log line each (`request method=… route=… …`; info, warning for a
+ * failure the cluster caused), the request metrics, and the dashboard's activity.
+ * Runs once per request on the hot path: a few map lookups and array writes, then the log call.
+ */
 export class RequestJournal extends Effect.Service<RequestJournal>()("controller/RequestJournal", {
-  succeed: {
-    record: (s: RequestSummary): Effect.Effect<void> =>
-      Effect.gen(function* () {
-        yield* Metric.update(Metrics.requestDurationMs, s.durationMs)
-        if (s.ttftMs !== undefined) yield* Metric.update(Metrics.timeToFirstTokenMs, s.ttftMs)
-        if (s.tokens > 0) yield* Metric.incrementBy(Metrics.tokensRelayed, s.tokens)
-        yield* Metric.incrementBy(
-          Metrics.requestsTotal.pipe(
-            Metric.tagged("route", s.route),
-            Metric.tagged("model", s.modelKnown ? s.model : "unknown"),
-            Metric.tagged("outcome", s.outcome)
-          ),
-          1
-        )
-        const line = requestLine(s)
-        yield* (s.outcome === "failed" ? Effect.logWarning(line) : Effect.logDebug(line)).pipe(
-          Effect.annotateLogs({ requestId: s.requestId })
-        )
-      })
-  }
+  effect: Effect.gen(function* () {
+    const activity = yield* ClusterActivity
+    const record = (s: RequestSummary): Effect.Effect<void> =>
+      Effect.clockWith((clock) =>
+        Effect.suspend(() => {
+          recordMetrics(s)
+          activity.unsafeRecord(s, clock.unsafeCurrentTimeMillis())
+          // The fields travel with the message (`LogFields`), not as annotations: ten times cheaper.
+          const fields = new LogFields(requestLogFields(s))
+          return clusterFailure(s) ? Effect.logWarning("request", fields) : Effect.logInfo("request", fields)
+        })
+      )
+    return { record } as const
+  }),
+  dependencies: [ClusterActivity.Default]
 }) {}

@@ -1,6 +1,7 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema, SchemaAST } from "effect"
 import { ClusterStatus } from "./cluster.js"
+import { DashboardSnapshot } from "./dashboard.js"
 import { OpenAiErrorBody, toOpenAiError, WorkerNotFound } from "./errors.js"
 import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest, ModelList } from "./openai.js"
 import { WorkerInfo } from "./worker.js"
@@ -85,6 +86,14 @@ export class ClusterGroup extends HttpApiGroup.make("cluster")
       .setPath(Schema.Struct({ id: Schema.String }))
       .addSuccess(WorkerInfo)
       .addError(WorkerNotFoundBody)
+  )
+  .add(
+    HttpApiEndpoint.get("dashboard", "/api/cluster/dashboard")
+      .addSuccess(DashboardSnapshot)
+      .annotate(
+        OpenApi.Description,
+        "What /dashboard shows, once. GET /api/cluster/events streams the same snapshot as server-sent events (`data: <JSON>`), one per second (`?interval_ms=250..10000`)."
+      )
   )
   .annotate(OpenApi.Title, "Cluster") {}
 

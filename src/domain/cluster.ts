@@ -31,6 +31,8 @@ export const ClusterStatus = Schema.Struct({
     total: NonNegativeInt,
     succeeded: NonNegativeInt,
     failed: NonNegativeInt,
+    /** Ended because the client went away; `total` = `active` + `succeeded` + `failed` + `cancelled`. Absent (0) from older controllers. */
+    cancelled: Schema.optionalWith(NonNegativeInt, { default: () => 0 }),
     /** Fraction 0..1 of finished requests that succeeded (1 before any finished). */
     successRate: NonNegativeNumber
   })

@@ -1,4 +1,5 @@
 export * from "./cluster.js"
+export * from "./dashboard.js"
 export * from "./errors.js"
 export * from "./ids.js"
 export * from "./inference.js"

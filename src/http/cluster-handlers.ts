@@ -1,16 +1,18 @@
 import { HttpApiBuilder } from "@effect/platform"
 import { Effect, Option } from "effect"
+import { ClusterDashboard } from "../controller/cluster-dashboard.js"
 import { ClusterStatusQuery } from "../controller/cluster-status.js"
 import { ControllerLifecycle } from "../controller/lifecycle.js"
 import { Registry } from "../controller/registry.js"
 import { NotReady, ServedApi } from "../domain/api.js"
 import { WorkerNotFound } from "../domain/errors.js"
 
-/** `/api/cluster/*`: straight reads of the registry and the statistics. */
+/** `/api/cluster/*`: straight reads of the registry, the statistics and the dashboard's snapshot. */
 export const ClusterHandlersLive = HttpApiBuilder.group(ServedApi, "cluster", (handlers) =>
   Effect.gen(function* () {
     const registry = yield* Registry
     const query = yield* ClusterStatusQuery
+    const dashboard = yield* ClusterDashboard
     return handlers
       .handle("status", () => query.status)
       .handle("workers", () => registry.all)
@@ -19,6 +21,7 @@ export const ClusterHandlersLive = HttpApiBuilder.group(ServedApi, "cluster", (h
           Effect.flatMap(Option.match({ onNone: () => Effect.fail(new WorkerNotFound({ workerId: path.id })), onSome: Effect.succeed }))
         )
       )
+      .handle("dashboard", () => dashboard.snapshot)
   })
 )
 

@@ -1,38 +1,44 @@
-import { Metrics, Resource } from "@effect/opentelemetry"
 import { HttpLayerRouter, HttpServerResponse } from "@effect/platform"
-import { PrometheusExporter, PrometheusSerializer } from "@opentelemetry/exporter-prometheus"
 import { Effect, Layer, Metric } from "effect"
-import { workersGauge } from "../controller/metrics.js"
+import { ClusterConfigService } from "../config/cluster-config.js"
+import { AdmissionQueue } from "../controller/admission-queue.js"
+import { clusterGauges, PREFIX } from "../controller/metrics.js"
+import { familiesFromRegistry, renderFamilies } from "../controller/prometheus-text.js"
 import { Registry } from "../controller/registry.js"
+import { RequestStats } from "../controller/request-stats.js"
 import { VERSION } from "../version.js"
 
 /**
- * Effect's metrics in Prometheus text format: Effect's `Metric` registry is read by
- * @effect/opentelemetry's producer and serialized by OpenTelemetry's Prometheus exporter, so the
- * exposition format is theirs, not ours. The exporter runs without its own HTTP server; `/metrics`
- * on the controller's port scrapes it.
+ * `/metrics` in Prometheus text format: the cluster's metrics from Effect's registry (names
+ * starting `mlx_cluster_`), the gauges read from the live services at scrape time, and Effect's
+ * runtime metrics (`effect_*`) only with `metrics.runtime: true`.
  */
 export class PrometheusMetrics extends Effect.Service<PrometheusMetrics>()("http/PrometheusMetrics", {
-  scoped: Effect.gen(function* () {
-    const exporter = new PrometheusExporter({ preventServerStart: true })
-    const producer = yield* Metrics.makeProducer
-    yield* Metrics.registerProducer(producer, () => exporter)
-    const serializer = new PrometheusSerializer()
+  effect: Effect.gen(function* () {
+    const config = yield* ClusterConfigService
     const registry = yield* Registry
+    const stats = yield* RequestStats
+    const queue = yield* AdmissionQueue
+    const runtime = config.metrics.runtime
     const scrape = Effect.gen(function* () {
-      // Worker counts are a view of the registry: set them at scrape time rather than on every change.
-      const counts = yield* registry.counts
-      yield* Metric.set(Metric.tagged(workersGauge, "status", "online"), counts.online)
-      yield* Metric.set(Metric.tagged(workersGauge, "status", "offline"), counts.offline)
-      const { resourceMetrics } = yield* Effect.promise(() => exporter.collect())
-      return serializer.serialize(resourceMetrics)
+      const view = {
+        workers: yield* registry.all,
+        inFlight: (yield* stats.snapshot).active,
+        queued: yield* queue.pending,
+        version: VERSION
+      }
+      const gauges = clusterGauges(view)
+      // The scrape-time gauges win over registry entries of the same name.
+      const reserved = new Set(gauges.map((g) => g.name))
+      const accept = (name: string) =>
+        reserved.has(name) ? false : name.startsWith(PREFIX) || (runtime && name.startsWith("effect_"))
+      return renderFamilies([...familiesFromRegistry(yield* Metric.snapshot, accept), ...gauges])
     })
     return { scrape } as const
-  }),
-  dependencies: [Resource.layer({ serviceName: "mlx-cluster-controller", serviceVersion: VERSION })]
+  })
 }) {}
 
-export const MetricsRouteLive = HttpLayerRouter.use((router) =>
+const PrometheusRouteLive = HttpLayerRouter.use((router) =>
   Effect.gen(function* () {
     const metrics = yield* PrometheusMetrics
     yield* router.add(
@@ -44,3 +50,6 @@ export const MetricsRouteLive = HttpLayerRouter.use((router) =>
     )
   })
 ).pipe(Layer.provide(PrometheusMetrics.Default))
+
+/** `GET /metrics`. */
+export const MetricsRouteLive = PrometheusRouteLive

@@ -5,6 +5,7 @@ import { ClusterConfigService } from "../config/cluster-config.js"
 import { ClusterApi, ServedApi } from "../domain/api.js"
 import { VERSION } from "../version.js"
 import { ClusterHandlersLive, HealthHandlersLive } from "./cluster-handlers.js"
+import { DashboardRoutesLive } from "./dashboard-routes.js"
 import { FrontDoorServer, makeFrontDoor } from "./front-door.js"
 import { MetricsRouteLive } from "./metrics-route.js"
 import { ModelsHandlersLive } from "./openai-handlers.js"
@@ -24,8 +25,11 @@ const ApiRoutesLive = Layer.mergeAll(
   HttpApiSwagger.layerHttpLayerRouter({ api: ClusterApi, path: "/docs" })
 )
 
-/** Every route the Effect router serves; the front door (`front-door.ts`) serves the inference routes and `/ws`. */
-export const AllRoutesLive = Layer.mergeAll(ApiRoutesLive, RpcRouteLive, MetricsRouteLive)
+/**
+ * Every route the Effect router serves: the HttpApi, `/rpc`, `/metrics` and the dashboard. The front
+ * door (`front-door.ts`) serves the inference routes and `/ws` itself.
+ */
+export const AllRoutesLive = Layer.mergeAll(ApiRoutesLive, RpcRouteLive, MetricsRouteLive, DashboardRoutesLive)
 
 /**
  * The controller's HTTP server on `controller.bind_address:port`: Node's server with the front door

@@ -17,7 +17,9 @@ import type { ModelSkills } from "../domain/worker.js"
  * - A model's size is the sum of the bytes of every file below it, following symlinks (HF snapshots
  *   are symlinks into `../../blobs`). Its path is absolute (not resolved through symlinks).
  * - A name found in `model_dir` wins over the same name in the HF cache.
- * - A missing or unreadable folder is a logged warning (once, until it changes) and no models.
+ * - A missing or unreadable folder is a logged warning (once, until it changes) and no models;
+ *   a missing `model_dir` that the `synthetic` engine's built-in model stands in for is only an
+ *   info line (the shipped demo has no model folder).
  * - With the `synthetic` engine and no model found, the built-in `synthetic/demo` is served, with
  *   path `builtin:synthetic/demo` (not a file: the synthetic engine needs no weights) and size 0.
  */
@@ -33,16 +35,33 @@ export interface FoundModel {
 
 export interface ScanResult {
   readonly models: ReadonlyArray<FoundModel>
-  /** Problems met on the way (unreadable or missing folders), for the log. */
+  /** Problems met on the way (unreadable folders), for the log. */
   readonly warnings: ReadonlyArray<string>
+  /** Model folders that do not exist: a warning, unless the built-in model stands in. */
+  readonly missing?: ReadonlyArray<string>
 }
 
 const MAX_DEPTH = 8
 
-const describe = (error: unknown): string =>
-  typeof error === "object" && error !== null && "message" in error && typeof error.message === "string"
-    ? error.message
-    : String(error)
+const reasons: Record<string, string> = {
+  NotFound: "does not exist",
+  PermissionDenied: "permission denied",
+  BadResource: "is not readable"
+}
+
+/**
+ * Why a file operation failed, in words: the platform error's reason, not its raw text
+ * (`NotFound: FileSystem.stat (/x): ENOENT: no such file or directory, stat '/x'`).
+ */
+export const describe = (error: unknown): string => {
+  if (typeof error !== "object" || error === null) return String(error)
+  const reason = "reason" in error && typeof error.reason === "string" ? reasons[error.reason] : undefined
+  if (reason !== undefined) return reason
+  return "message" in error && typeof error.message === "string" ? error.message : String(error)
+}
+
+const isNotFound = (error: unknown): boolean =>
+  typeof error === "object" && error !== null && "reason" in error && error.reason === "NotFound"
 
 interface Entry {
   readonly name: string
@@ -161,8 +180,10 @@ export const scanModelDir = (fs: FileSystem.FileSystem, root: string): Effect.Ef
       })
 
     const rootInfo = yield* Effect.either(fs.stat(absoluteRoot))
-    if (rootInfo._tag === "Left") {
-      warnings.push(`model folder ${absoluteRoot} is missing or unreadable: ${describe(rootInfo.left)}`)
+    if (rootInfo._tag === "Left" && isNotFound(rootInfo.left)) {
+      return { models, warnings, missing: [absoluteRoot] }
+    } else if (rootInfo._tag === "Left") {
+      warnings.push(`model folder ${absoluteRoot} is unreadable: ${describe(rootInfo.left)}`)
     } else if (rootInfo.right.type !== "Directory") {
       warnings.push(`model folder ${absoluteRoot} is not a directory`)
     } else {
@@ -256,16 +277,23 @@ export const makeModelScanner = (options: ModelScannerOptions) =>
         ],
         { concurrency: 2 }
       )
-      const warnings = results.flatMap((r) => r.warnings)
-      const key = warnings.join("\n")
+      const found = results.flatMap((r) => r.models)
+      const missing = results.flatMap((r) => r.missing ?? [])
+      // The shipped demo has no model folder: the built-in model answers, which is no problem to warn about.
+      const builtIn = options.syntheticFallback && found.length === 0
+      const notes = builtIn ? missing.map((dir) => `model folder ${dir} does not exist: serving the built-in ${SYNTHETIC_DEMO_MODEL}`) : []
+      const warnings = [
+        ...(builtIn ? [] : missing.map((dir) => `model folder ${dir} does not exist`)),
+        ...results.flatMap((r) => r.warnings)
+      ]
+      const key = [...notes, ...warnings].join("\n")
       const previous = yield* Ref.getAndSet(lastWarnings, key)
-      if (key !== previous) yield* Effect.forEach(warnings, (w) => Effect.logWarning(w), { discard: true })
+      if (key !== previous) {
+        yield* Effect.forEach(notes, (n) => Effect.logInfo(n), { discard: true })
+        yield* Effect.forEach(warnings, (w) => Effect.logWarning(w), { discard: true })
+      }
       const now = yield* Clock.currentTimeMillis
-      return skillsFrom(
-        results.flatMap((r) => r.models),
-        now,
-        { syntheticFallback: options.syntheticFallback }
-      )
+      return skillsFrom(found, now, { syntheticFallback: options.syntheticFallback })
     }).pipe(Effect.withSpan("ModelScanner.scan"))
 
     const first = yield* scanOnce

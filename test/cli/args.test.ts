@@ -33,6 +33,14 @@ describe("parseClusterArgs", () => {
     )
   })
 
+  it("reads --json on every command, anywhere on the line", () => {
+    expect(parseClusterArgs(["status", "--json"])).toEqual(Either.right({ url: DEFAULT_RPC_URL, json: true, run: { command: "status" } }))
+    expect(parseClusterArgs(["--json", "workers"])).toEqual(Either.right({ url: DEFAULT_RPC_URL, json: true, run: { command: "workers" } }))
+    expect(parseClusterArgs(["generate", "m/x", "hi", "--json"])).toEqual(
+      Either.right({ url: DEFAULT_RPC_URL, json: true, run: { command: "generate", model: "m/x", prompt: "hi" } })
+    )
+  })
+
   it("asks for help", () => {
     expect(parseClusterArgs(["status", "--help"])).toEqual(Either.right({ url: DEFAULT_RPC_URL, run: { command: "help" } }))
     expect(parseClusterArgs(["-h"])).toEqual(Either.right({ url: DEFAULT_RPC_URL, run: { command: "help" } }))
@@ -47,7 +55,8 @@ describe("parseClusterArgs", () => {
     [["generate", "m/x", "p", "--max-tokens", "0"], "--max-tokens must be a positive integer"],
     [["generate", "m/x", "p", "--max-tokens", "2.5"], "--max-tokens must be a positive integer"],
     [["status", "--url"], "option --url needs a value"],
-    [["status", "--verbose"], "unknown option --verbose"]
+    [["status", "--verbose"], "unknown option --verbose"],
+    [["status", "--json=yes"], "option --json takes no value"]
   ])("refuses %j with one line", (argv, message) => {
     const result = parseClusterArgs(argv)
     expect(Either.isLeft(result)).toBe(true)

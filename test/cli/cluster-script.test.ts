@@ -1,5 +1,8 @@
 import { expect, inject, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
+import { ClusterStatus } from "../../src/domain/cluster.js"
+import { GenerateEvent } from "../../src/domain/rpc.js"
+import { WorkerInfo } from "../../src/domain/worker.js"
 import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { FakeWorker } from "../support/fake-worker.js"
@@ -50,14 +53,40 @@ layer(
       expect(status.code).toBe(0)
       expect(status.stdout).toMatch(/^controller {2}ready, version \S+, mode controller, uptime /)
       expect(status.stdout).toMatch(/\nworkers {5}\d+ total, \d+ online, \d+ offline\n/)
-      expect(status.stdout).toMatch(/\nrequests {4}\d+ active, .* success rate \d+\.\d %\n$/)
+      expect(status.stdout).toMatch(
+        /\nrequests {4}\d+ total = \d+ active \+ \d+ succeeded \+ \d+ failed \+ \d+ cancelled, success rate \d+\.\d %\n$/
+      )
 
       // `workers` took its URL from CLUSTER_URL.
       expect(workers.code).toBe(0)
       const lines = workers.stdout.trimEnd().split("\n")
-      expect(lines[0]).toMatch(/^ID +STATUS +HOST +CHIP +GPU GB +MODELS +ACTIVE\/TOTAL +LAST HEARTBEAT$/)
+      expect(lines[0]).toMatch(/^ID +STATUS +HOST +CHIP +GPU GB +MODELS +TAGS +SLOTS +SERVED +LAST HEARTBEAT$/)
       const row = lines.find((l) => l.startsWith(`${worker.workerId} `))
       expect(row).toMatch(new RegExp(`^${worker.workerId} +online +\\S+ +Apple M2 Max +48 +${MODEL}`))
+    }),
+    SPAWN_TIMEOUT
+  )
+
+  it.effect("--json prints each command's RPC result as JSON (generate: one event per line)", () =>
+    Effect.gen(function* () {
+      const worker = yield* FakeWorker
+      const url = `${yield* baseUrl}/rpc`
+      const [status, workers, generate] = yield* Effect.all(
+        [
+          cli(["status", "--json", "--url", url]),
+          cli(["workers", "--json", "--url", url]),
+          cli(["generate", MODEL, "hi", "--max-tokens", "2", "--json", "--url", url])
+        ],
+        { concurrency: "unbounded" }
+      )
+      expect([status.code, workers.code, generate.code]).toEqual([0, 0, 0])
+      const decodedStatus = Schema.decodeUnknownSync(ClusterStatus)(JSON.parse(status.stdout))
+      const { active, succeeded, failed, cancelled, total } = decodedStatus.requests
+      expect(active + succeeded + failed + cancelled).toBe(total)
+      const decodedWorkers = Schema.decodeUnknownSync(Schema.Array(WorkerInfo))(JSON.parse(workers.stdout))
+      expect(decodedWorkers.map((w) => w.workerId)).toContain(worker.workerId)
+      const events = generate.stdout.trimEnd().split("\n").map((line) => Schema.decodeUnknownSync(GenerateEvent)(JSON.parse(line)))
+      expect(events.map((e) => e.type)).toEqual(["token", "token", "done"])
     }),
     SPAWN_TIMEOUT
   )

@@ -1,15 +1,21 @@
 import { describe, expect, it } from "@effect/vitest"
+import { Schema } from "effect"
 import {
+  eventJson,
   formatAge,
   formatDuration,
   formatGenerateSummary,
   formatModels,
   formatPercent,
+  formatSlots,
   formatStatus,
   formatWorkers,
-  renderTable
+  renderTable,
+  statusJson,
+  workersJson
 } from "../../src/cli/format.js"
-import type { ClusterStatus } from "../../src/domain/cluster.js"
+import { ClusterStatus } from "../../src/domain/cluster.js"
+import { WorkerInfo } from "../../src/domain/worker.js"
 import { info } from "../controller/support/fixtures.js"
 
 describe("renderTable", () => {
@@ -51,20 +57,43 @@ describe("formatDuration / formatAge / formatPercent", () => {
   })
 })
 
+const status: ClusterStatus = {
+  controller: { version: "0.1.0", uptime: 3_723_000, mode: "both", state: "ready" },
+  workers: { total: 3, online: 2, offline: 1 },
+  requests: { active: 1, total: 120, succeeded: 115, failed: 2, cancelled: 2, successRate: 115 / 117 }
+}
+
 describe("formatStatus", () => {
-  it("shows the controller, worker counts and requests with the success rate", () => {
-    const status: ClusterStatus = {
-      controller: { version: "0.1.0", uptime: 3_723_000, mode: "both", state: "ready" },
-      workers: { total: 3, online: 2, offline: 1 },
-      requests: { active: 1, total: 120, succeeded: 118, failed: 2, successRate: 118 / 120 }
-    }
+  it("shows the controller, worker counts and requests whose parts add up to the total, cancelled included", () => {
     expect(formatStatus(status)).toBe(
       [
         "controller  ready, version 0.1.0, mode both, uptime 1h 02m",
         "workers     3 total, 2 online, 1 offline",
-        "requests    1 active, 120 total, 118 succeeded, 2 failed, success rate 98.3 %"
+        "requests    120 total = 1 active + 115 succeeded + 2 failed + 2 cancelled, success rate 98.3 %"
       ].join("\n")
     )
+    const parts = /= (\d+) active \+ (\d+) succeeded \+ (\d+) failed \+ (\d+) cancelled/.exec(formatStatus(status))
+    expect((parts?.slice(1) ?? []).map(Number).reduce((a, b) => a + b, 0)).toBe(status.requests.total)
+  })
+})
+
+describe("--json output", () => {
+  it("status and workers print the wire JSON, which decodes back to the same values", () => {
+    expect(Schema.decodeUnknownSync(ClusterStatus)(JSON.parse(statusJson(status)))).toEqual(status)
+    const workers = [info({ id: "w1", tags: ["studio"], active: 1 })]
+    expect(Schema.decodeUnknownSync(Schema.Array(WorkerInfo))(JSON.parse(workersJson(workers)))).toEqual(workers)
+  })
+
+  it("a status from a controller that does not send `cancelled` reads as 0 cancelled", () => {
+    const { cancelled: _c, ...older } = status.requests
+    const decoded = Schema.decodeUnknownSync(ClusterStatus)({ ...status, requests: older })
+    expect(decoded.requests.cancelled).toBe(0)
+  })
+
+  it("generate prints one compact JSON object per event", () => {
+    const token = { type: "token" as const, index: 0, token: "hi\n" }
+    expect(eventJson(token)).toBe('{"type":"token","index":0,"token":"hi\\n"}')
+    expect(eventJson(token)).not.toContain("\n")
   })
 })
 
@@ -82,9 +111,12 @@ describe("formatWorkers", () => {
     expect(formatWorkers([], 0)).toBe("no workers registered")
   })
 
-  it("renders one aligned row per worker", () => {
-    const online = { ...info({ id: "mac-studio", models: ["m/Llama-3B", "m/Qwen-7B", "m/Big-70B"], active: 2 }), lastHeartbeat: 95_000 }
-    const base = info({ id: "mbp", status: "offline" })
+  it("renders one aligned row per worker, with tags, slots and requests served", () => {
+    const online = {
+      ...info({ id: "mac-studio", models: ["m/Llama-3B", "m/Qwen-7B", "m/Big-70B"], active: 2, tags: ["studio", "fast"] }),
+      lastHeartbeat: 95_000
+    }
+    const base = info({ id: "mbp", status: "offline", maxConcurrent: 2 })
     const { chip: _chip, ...noChip } = base.hardware
     const offline = {
       ...base,
@@ -94,10 +126,17 @@ describe("formatWorkers", () => {
     }
     const text = formatWorkers([online, offline], 100_000)
     expect(text.split("\n")).toEqual([
-      "ID          STATUS                             HOST              CHIP          GPU GB  MODELS                         ACTIVE/TOTAL  LAST HEARTBEAT",
-      "mac-studio  online                             mac-studio.local  Apple M2 Max  48      m/Llama-3B, m/Qwen-7B +1 more  2/2           5.0 s ago",
-      "mbp         offline (no heartbeat for 15.2 s)  mbp.local         -             10.7    m/Model-7B                     -             1m 40s ago"
+      "ID          STATUS                             HOST              CHIP          GPU GB  MODELS                         TAGS         SLOTS  SERVED  LAST HEARTBEAT",
+      "mac-studio  online                             mac-studio.local  Apple M2 Max  48      m/Llama-3B, m/Qwen-7B +1 more  studio,fast  2/4    2       5.0 s ago",
+      "mbp         offline (no heartbeat for 15.2 s)  mbp.local         -             10.7    m/Model-7B                     -            -/2    -       1m 40s ago"
     ])
+  })
+
+  it("shows no load for an offline worker, whatever it last reported", () => {
+    const dead = { ...info({ id: "w", status: "offline", active: 3, maxConcurrent: 4 }), statusReason: "no heartbeat for 20 s" }
+    expect(formatSlots(dead)).toBe("-/4")
+    expect(formatSlots(info({ id: "w", active: 3, maxConcurrent: 4 }))).toBe("3/4")
+    expect(formatSlots(info({ id: "w", maxConcurrent: 4 }))).toBe("0/4")
   })
 })
 

@@ -80,6 +80,11 @@ describe("src/main.ts, the real CLI", () => {
     try {
       await cli.waitFor(/controller ready on http:\/\/0\.0\.0\.0:\d+/)
       await cli.waitFor(/worker \S+ registered/)
+      // The shipped demo starts without a warning: the missing model folder is the built-in model's cue.
+      expect(cli.output()).not.toMatch(/WARN|NotFound|ENOENT/)
+      expect(cli.output()).toMatch(/INFO {2}model folder \/nonexistent-models does not exist: serving the built-in synthetic\/demo\n/)
+      // One event, one line: every line starts with its time and level.
+      for (const line of cli.output().trimEnd().split("\n")) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\S+Z (INFO|WARN|ERROR|DEBUG) /)
       expect(natsServersOn(natsPort)).toHaveLength(1)
       const response = await fetch(`http://127.0.0.1:${httpPort}/v1/chat/completions`, {
         method: "POST",
@@ -96,4 +101,22 @@ describe("src/main.ts, the real CLI", () => {
       await stopCli(cli)
     }
   }, 60_000)
+
+  it("log_format: json writes every line as one JSON object", async () => {
+    const file = tmpFile(
+      "json.yaml",
+      `cluster:\n  mode: controller\n  log_format: json\n  nats: { mode: external, server_url: "nats://127.0.0.1:${await freePort()}" }\n  controller: { port: 0, bind_address: 127.0.0.1 }\n`
+    )
+    const cli = spawnCli(["--config", file])
+    try {
+      await cli.waitFor(/cannot reach NATS/)
+      const lines = cli.output().trimEnd().split("\n")
+      for (const line of lines) {
+        expect(JSON.parse(line)).toMatchObject({ time: expect.any(String), level: expect.any(String), msg: expect.any(String) })
+      }
+      expect(lines.some((l) => (JSON.parse(l) as { msg: string }).msg.startsWith("cannot reach NATS"))).toBe(true)
+    } finally {
+      await stopCli(cli)
+    }
+  }, 30_000)
 })

@@ -392,7 +392,7 @@ describe("the shipped config files", () => {
       const parsed = Either.getOrThrow(parseConfigYaml(text, "config/cluster.yaml"))
       const cluster = parsed.raw["cluster"] as Record<string, Record<string, unknown>>
       expect(Object.keys(cluster).sort()).toStrictEqual(
-        ["controller", "discovery", "load_balancing", "log_level", "mode", "nats", "state_dir", "worker"].sort()
+        ["controller", "discovery", "load_balancing", "log_format", "log_level", "metrics", "mode", "nats", "state_dir", "worker"].sort()
       )
       expect(Object.keys(cluster["controller"] ?? {}).sort()).toStrictEqual(
         [

@@ -153,7 +153,7 @@ const workerInfoWire = {
 const clusterStatusWire = {
   controller: { version: "0.1.0", uptime: 12_345, mode: "both", state: "ready" },
   workers: { total: 3, online: 2, offline: 1 },
-  requests: { active: 1, total: 200, succeeded: 190, failed: 10, successRate: 0.95 }
+  requests: { active: 1, total: 200, succeeded: 185, failed: 10, cancelled: 4, successRate: 185 / 195 }
 }
 
 const examples = [
@@ -344,6 +344,10 @@ describe("NATS messages: invalid ones are refused", () => {
       expect(decodes(WorkerInfo, { ...workerInfoWire, status: "asleep" })).toBe(false)
       expect(decodes(ClusterStatus, { ...clusterStatusWire, controller: { ...clusterStatusWire.controller, mode: "boss" } })).toBe(false)
       expect(decodes(ClusterStatus, { ...clusterStatusWire, controller: { ...clusterStatusWire.controller, state: "napping" } })).toBe(false)
+      // `cancelled` is optional on the wire (older controllers do not send it), never negative.
+      const { cancelled: _cancelled, ...older } = clusterStatusWire.requests
+      expect(decodes(ClusterStatus, { ...clusterStatusWire, requests: older })).toBe(true)
+      expect(decodes(ClusterStatus, { ...clusterStatusWire, requests: { ...older, cancelled: -1 } })).toBe(false)
       expect(decodes(TokenMessage, "not an object")).toBe(false)
     }))
 })

@@ -215,6 +215,7 @@ layer(ClusterLive, { excludeTestServices: true })("OpenAI-compatible API end to 
       expect(doc.openapi).toMatch(/^3\./)
       expect(Object.keys(doc.paths).sort()).toEqual(
         [
+          "/api/cluster/dashboard",
           "/api/cluster/status",
           "/api/cluster/workers",
           "/api/cluster/workers/{id}",
@@ -236,11 +237,11 @@ layer(ClusterLive, { excludeTestServices: true })("OpenAI-compatible API end to 
     })
   )
 
-  it.effect("/metrics exposes Prometheus text from Effect's metrics", () =>
+  it.effect("/metrics exposes Prometheus text (seconds, _total, workers by status)", () =>
     Effect.gen(function* () {
       const text = yield* Effect.flatMap(baseUrl, (url) => Effect.promise(() => fetch(`${url}/metrics`).then((r) => r.text())))
       expect(text).toMatch(/mlx_cluster_requests_total\{[^}]*outcome="succeeded"[^}]*\} \d+/)
-      expect(text).toContain("mlx_cluster_time_to_first_token_ms_bucket")
+      expect(text).toContain("mlx_cluster_time_to_first_token_seconds_bucket")
       expect(text).toMatch(/mlx_cluster_workers\{[^}]*status="online"[^}]*\} 3/)
       expect(text).toContain("mlx_cluster_tokens_relayed_total")
     })

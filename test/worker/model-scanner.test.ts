@@ -109,12 +109,13 @@ describe("model scanning", () => {
       writeText(Path.join(root, "file"), "x")
       const missing = yield* withFs((fs) => scanModelDir(fs, Path.join(root, "nope")))
       expect(missing.models).toEqual([])
-      expect(missing.warnings[0]).toMatch(/missing or unreadable/)
+      expect(missing.missing).toEqual([Path.join(root, "nope")])
+      expect(missing.warnings).toEqual([])
       const file = yield* withFs((fs) => scanModelDir(fs, Path.join(root, "file")))
       expect(file.warnings[0]).toMatch(/not a directory/)
       const hf = yield* withFs((fs) => scanHfCache(fs, Path.join(root, "nope")))
       expect(hf.models).toEqual([])
-      expect(hf.warnings[0]).toMatch(/Hugging Face cache/)
+      expect(hf.warnings).toEqual([`Hugging Face cache ${Path.join(root, "nope")} is missing or unreadable: does not exist`])
     })
   )
 
@@ -264,7 +265,10 @@ describe("ModelScanner service", () => {
           Effect.provide(NodeFileSystem.layer)
         )
       )
-      expect(lines.filter((l) => l.startsWith("WARN")).length).toBe(2)
+      expect(lines.filter((l) => l.startsWith("WARN"))).toEqual([
+        `WARN model folder ${modelDir} does not exist`,
+        `WARN Hugging Face cache ${Path.join(root, "no-hub")} is missing or unreadable: does not exist`
+      ])
       const again = yield* captureLogs(scanner.rescan)
       expect(again.lines.filter((l) => l.startsWith("WARN"))).toEqual([])
       writeText(Path.join(modelDir, "m", "config.json"), "{}")
@@ -272,6 +276,17 @@ describe("ModelScanner service", () => {
       const fixed = yield* captureLogs(scanner.rescan)
       expect(fixed.result.skills.availableModels).toEqual(["m"])
       expect(fixed.lines.filter((l) => l.startsWith("WARN")).length).toBe(1) // only the hub one, re-stated
+    })
+  )
+
+  it.scopedLive("with the synthetic engine, a missing model folder is one info line naming the built-in model, no warning", () =>
+    Effect.gen(function* () {
+      const modelDir = Path.join(yield* tmpDir(), "models")
+      const { result: scanner, lines } = yield* captureLogs(
+        makeModelScanner({ modelDir, hfCacheDir: null, syntheticFallback: true }).pipe(Effect.provide(NodeFileSystem.layer))
+      )
+      expect(lines).toEqual([`INFO model folder ${modelDir} does not exist: serving the built-in ${SYNTHETIC_DEMO_MODEL}`])
+      expect((yield* scanner.current).availableModels).toEqual([SYNTHETIC_DEMO_MODEL])
     })
   )
 })
