@@ -2,7 +2,10 @@ import { Effect, Either, Ref } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { BalancingStrategy } from "../config/schema.js"
 import { NoSkilledWorker, NoWorkers } from "../domain/errors.js"
+import type { PromptChain } from "../domain/prompt-chain.js"
 import type { WorkerInfo } from "../domain/worker.js"
+import { makeAffinityTracker } from "./affinity-tracker.js"
+import { type AffinityInput, preferByAffinity } from "./prefix-affinity.js"
 
 /** What the Router asks the balancer for. */
 export interface SelectRequest {
@@ -11,6 +14,8 @@ export interface SelectRequest {
   readonly tags?: ReadonlyArray<string>
   /** Worker ids not to choose (already tried for this request). */
   readonly exclude?: ReadonlySet<string>
+  /** The prompt's block chain (`Balancer.affinity.chainOf`), for prefix affinity. */
+  readonly prompt?: PromptChain | undefined
 }
 
 /**
@@ -100,8 +105,9 @@ export const servedModels = (workers: ReadonlyArray<WorkerInfo>): ReadonlyArray<
  * 5. capacity: workers whose load is below `maxConcurrent`; if there are none, all remaining ones
  *    compete and the selection is `saturated`;
  * 6. by strategy —
- *    `smart`: prefer workers whose GPU memory fits the model (all if none fits), then least load,
- *    then highest `priority` (default 0), then round robin;
+ *    `smart`: prefer workers whose GPU memory fits the model (all if none fits), then, given
+ *    `affinity`, the workers holding the longest prefix of the prompt unless they are too loaded
+ *    (`preferByAffinity`), then least load, then highest `priority` (default 0), then round robin;
  *    `least_loaded`: least load, then round robin;
  *    `round_robin`: round robin.
  */
@@ -110,7 +116,8 @@ export const selectWorker = (
   request: SelectRequest,
   workers: ReadonlyArray<WorkerInfo>,
   inFlight: ReadonlyMap<string, number>,
-  lastSelected: string | undefined
+  lastSelected: string | undefined,
+  affinity?: AffinityInput
 ): Either.Either<Selection, SelectError> => {
   const { model } = request
   const online = workers.filter((w) => w.status === "online")
@@ -141,7 +148,13 @@ export const selectWorker = (
         return minBy(pool, load)
       case "smart": {
         const fitting = pool.filter((w) => w.hardware.gpuMemoryGB >= memoryNeedGB(w, model))
-        const leastLoaded = minBy(fitting.length > 0 ? fitting : pool, load)
+        const fit = fitting.length > 0 ? fitting : pool
+        // Prefix affinity (issue 16): see src/controller/prefix-affinity.ts.
+        const warm =
+          affinity === undefined
+            ? fit
+            : preferByAffinity(fit, load, (w) => affinity.matches.get(w.workerId) ?? 0, affinity.settings).workers
+        const leastLoaded = minBy(warm, load)
         return minBy(leastLoaded, (w) => -(w.priority ?? 0))
       }
     }
@@ -158,6 +171,8 @@ export class Balancer extends Effect.Service<Balancer>()("controller/Balancer", 
     const config = yield* ClusterConfigService
     const strategy = config.loadBalancing.strategy
     const cursor = yield* Ref.make<string | undefined>(undefined)
+    // Prefix affinity (issue 16): the index of prompts sent to each worker; only `smart` selects by it.
+    const affinity = makeAffinityTracker(config.loadBalancing.affinity)
 
     /**
      * Chooses a worker for `request` among `workers`, given the controller's in-flight count per
@@ -168,14 +183,19 @@ export class Balancer extends Effect.Service<Balancer>()("controller/Balancer", 
       workers: ReadonlyArray<WorkerInfo>,
       inFlight: ReadonlyMap<string, number>
     ): Effect.Effect<Selection, SelectError> =>
-      Ref.modify(cursor, (last) => {
-        const result = selectWorker(strategy, request, workers, inFlight, last)
-        return [result, Either.isRight(result) ? result.right.worker.workerId : last] as const
-      }).pipe(Effect.flatMap((result) => (Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))))
+      affinity.selectionInput(strategy === "smart" ? request.prompt : undefined, workers).pipe(
+        Effect.flatMap((affinityInput) =>
+          Ref.modify(cursor, (last) => {
+            const result = selectWorker(strategy, request, workers, inFlight, last, affinityInput)
+            return [result, Either.isRight(result) ? result.right.worker.workerId : last] as const
+          })
+        ),
+        Effect.flatMap((result) => (Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left)))
+      )
 
     /** Forgets the round-robin position. */
     const reset: Effect.Effect<void> = Ref.set(cursor, undefined)
 
-    return { strategy, select, reset } as const
+    return { strategy, select, reset, affinity } as const
   })
 }) {}

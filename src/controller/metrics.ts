@@ -46,3 +46,19 @@ export const cancelsTotal = Metric.counter("mlx_cluster_cancels_total", {
 export const workersGauge = Metric.gauge("mlx_cluster_workers", {
   description: "Workers known to the controller, by status"
 })
+
+// ---------------------------------------------------------------------------------------------
+// Cache-aware routing (issue 16): src/controller/affinity-tracker.ts updates these on every dispatch,
+// whatever the strategy, so that strategies can be compared by the hit rate they would get.
+
+export const affinityTotal = Metric.counter("mlx_cluster_affinity_total", {
+  description:
+    "Dispatches by prefix affinity: hit (the worker had recently been sent at least min_prefix_tokens of the prompt's prefix) or miss",
+  incremental: true
+})
+
+export const affinityPromptTokensTotal = Metric.counter("mlx_cluster_affinity_prompt_tokens_total", {
+  description:
+    "Prompt tokens (words) of dispatched requests, by whether the chosen worker had recently been sent them (cached=true|false)",
+  incremental: true
+})
