@@ -21,10 +21,12 @@ import {
   TokenMessage,
   type Usage
 } from "../domain/inference.js"
+import type { PromptChain } from "../domain/prompt-chain.js"
 import { Subjects } from "../domain/subjects.js"
 import type { WorkerInfo } from "../domain/worker.js"
 import { type Incoming, NatsTransport } from "../nats/nats-transport.js"
 import { AdmissionQueue } from "./admission-queue.js"
+import { Balancer } from "./balancer.js"
 import { ControllerLifecycle } from "./lifecycle.js"
 import * as Metrics from "./metrics.js"
 import { Registry } from "./registry.js"
@@ -118,6 +120,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     const queue = yield* AdmissionQueue
     const stats = yield* RequestStats
     const lifecycle = yield* ControllerLifecycle
+    const balancer = yield* Balancer
     const c = config.controller
 
     /** Per worker id, the callbacks of attempts that must hear when that worker goes offline. */
@@ -211,15 +214,18 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       /** Workers already tried: never chosen again for this request. */
       readonly tried: Set<string>
       readonly progress: Progress
+      /** The prompt's block chain for prefix affinity, computed once (undefined: affinity off). */
+      readonly prompt: PromptChain | undefined
     }
 
     const attempt = (ctx: RequestContext, attemptNo: number): Stream.Stream<RelayEvent, AttemptError> =>
       Stream.unwrapScoped(
         Effect.gen(function* () {
-          const { request, requestId, startedAt, tried, progress } = ctx
+          const { request, requestId, startedAt, tried, progress, prompt } = ctx
           const admission = {
             model: request.model,
             exclude: tried,
+            prompt,
             ...(request.tags === undefined ? {} : { tags: request.tags }),
             ...(request.priority === undefined ? {} : { priority: request.priority })
           }
@@ -288,6 +294,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             )
             return yield* Effect.failCause(dispatched.cause)
           }
+          // Accepted: this worker now holds the prompt in its prefix cache (issue 16).
+          if (prompt !== undefined) yield* balancer.affinity.recordDispatch(workerId, prompt)
 
           /** The earliest deadline that applies now, and which limit it is. */
           const deadline = (): { at: number; phase: TimeoutPhase; timeoutMs: number } => {
@@ -443,7 +451,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               )
             })
           )
-          return attempts({ request, requestId, startedAt, tried: new Set(), progress }, 0)
+          const prompt = balancer.affinity.chainOf(request)
+          return attempts({ request, requestId, startedAt, tried: new Set(), progress, prompt }, 0)
         })
       )
 
