@@ -1,5 +1,6 @@
-import { Context, Data, type Stream } from "effect"
+import { Context, Data, type Effect, type Stream } from "effect"
 import type { FinishReason, InferenceRequest, Usage } from "../../domain/inference.js"
+import type { PromptCacheStats } from "../../domain/worker.js"
 
 /** One piece of generated text. */
 export interface TokenPiece {
@@ -44,6 +45,8 @@ export interface InferenceEngineService {
    * (the upstream request is aborted).
    */
   readonly generate: (request: InferenceRequest, modelPath: string) => Stream.Stream<EnginePiece, EngineError>
+  /** The engine's prompt-cache counters, when it keeps one it can report (heartbeat `promptCache`). */
+  readonly promptCache?: Effect.Effect<PromptCacheStats>
 }
 
 /** The inference engine port; its implementation is chosen by `worker.engine.type`. */

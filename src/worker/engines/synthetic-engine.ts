@@ -9,6 +9,7 @@ import {
   type InferenceEngineService,
   tokenPiece
 } from "./inference-engine.js"
+import { type EnginePrefillCache, makeEnginePrefillCache, type PrefillOptions } from "./prefill-cache.js"
 
 /**
  * The `synthetic` engine: no model weights, deterministic text for tests, demos and benchmarks.
@@ -23,9 +24,11 @@ import {
  * - Pacing: the first token after `first_token_ms`, then `tokens_per_second` (drift-free, on the
  *   Effect clock so TestClock drives it). `tokens_per_second: 0` emits without sleeping, yielding
  *   to the event loop every 32 tokens so that a cancel can land.
+ * - Prefill (issue 16): the first token comes later by the prompt's words missing from the
+ *   engine's own prompt cache / `prefill_tokens_per_second` (src/worker/engines/prefill-cache.ts).
  */
 
-export interface SyntheticOptions {
+export interface SyntheticOptions extends PrefillOptions {
   readonly tokensPerSecond: number
   readonly firstTokenMs: number
 }
@@ -130,16 +133,25 @@ const chunksOf = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray
   return out
 }
 
-export const makeSyntheticEngine = (options: SyntheticOptions): InferenceEngineService => ({
+/** `promptCache`: the engine's own prompt cache (a new, empty one by default). */
+export const makeSyntheticEngine = (
+  options: SyntheticOptions,
+  promptCache: EnginePrefillCache = makeEnginePrefillCache(options)
+): InferenceEngineService => ({
   type: "synthetic",
+  promptCache: promptCache.stats,
   generate: (request) =>
     Stream.unwrap(
       Effect.gen(function* () {
         const plan = planSynthetic(request)
-        const finish = Stream.succeed<EnginePiece>(
-          finishPiece(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length })
+        // Prefill: the uncached part of the prompt delays the first token; the answer joins the cache at the end.
+        const firstTokenMs = options.firstTokenMs + (yield* promptCache.begin(request))
+        const finish = Stream.fromEffect(
+          promptCache
+            .complete(request, plan.tokens.join(""))
+            .pipe(Effect.as<EnginePiece>(finishPiece(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length })))
         )
-        const firstDelay = options.firstTokenMs > 0 ? Effect.sleep(options.firstTokenMs) : Effect.void
+        const firstDelay = firstTokenMs > 0 ? Effect.sleep(firstTokenMs) : Effect.void
         if (options.tokensPerSecond <= 0) {
           const groups = chunksOf(plan.tokens.map(tokenPiece), YIELD_EVERY).map((group, i) => ({ group, i }))
           const tokens = Stream.fromIterable(groups).pipe(
@@ -153,7 +165,7 @@ export const makeSyntheticEngine = (options: SyntheticOptions): InferenceEngineS
         const tokens = Stream.fromIterable(plan.tokens.map((text, i) => ({ text, i }))).pipe(
           Stream.mapEffect(({ text, i }) =>
             Effect.gen(function* () {
-              const due = start + options.firstTokenMs + i * interval
+              const due = start + firstTokenMs + i * interval
               const now = yield* Clock.currentTimeMillis
               if (due > now) yield* Effect.sleep(Math.ceil(due - now))
               return tokenPiece(text) as EnginePiece
@@ -172,7 +184,8 @@ export const SyntheticEngineLive: Layer.Layer<InferenceEngine, never, ClusterCon
     const config = yield* ClusterConfigService
     const options = config.worker.engine.synthetic
     yield* Effect.logInfo(
-      `inference engine: synthetic (generated text, no model weights; ${options.tokensPerSecond || "unlimited"} tokens/s, first token after ${options.firstTokenMs} ms)`
+      `inference engine: synthetic (generated text, no model weights; ${options.tokensPerSecond || "unlimited"} tokens/s, first token after ${options.firstTokenMs} ms` +
+        `${options.prefillTokensPerSecond > 0 ? ` + prefill at ${options.prefillTokensPerSecond} tokens/s, ${options.promptCacheSize} prompts cached` : ""})`
     )
     return makeSyntheticEngine(options)
   })
