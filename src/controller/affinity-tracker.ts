@@ -3,7 +3,16 @@ import type { AffinityConfig } from "../config/schema.js"
 import { type PromptChain, promptChain, type PromptInput } from "../domain/prompt-chain.js"
 import type { WorkerInfo } from "../domain/worker.js"
 import * as Metrics from "./metrics.js"
-import { type AffinityInput, indexEntries, makePrefixIndex, matchTokens, record, retainWorkers } from "./prefix-affinity.js"
+import {
+  type AffinityInput,
+  classifyDispatch,
+  type DispatchResult,
+  indexEntries,
+  makePrefixIndex,
+  matchTokens,
+  record,
+  retainWorkers
+} from "./prefix-affinity.js"
 
 /**
  * The Balancer's prefix-affinity state (issue 16): the per-worker prompt index of
@@ -13,7 +22,8 @@ import { type AffinityInput, indexEntries, makePrefixIndex, matchTokens, record,
  * 2. `selectionInput(chain, workers)`: each live worker's match, for `selectWorker` (which stays
  *    pure); it also forgets workers that are gone or offline, whose caches are gone too;
  * 3. `recordDispatch(workerId, chain)`: after the worker accepted the request, counts an affinity
- *    hit or miss (`mlx_cluster_affinity_*`) and remembers the prompt for that worker.
+ *    hit, displacement or miss (`classifyDispatch`; `mlx_cluster_affinity_*`) and remembers the
+ *    prompt for that worker.
  *
  * With `enabled: false` it keeps nothing: `chainOf` is `undefined` and the rest does nothing.
  */
@@ -24,13 +34,16 @@ export interface AffinityTracker {
     chain: PromptChain | undefined,
     workers: ReadonlyArray<WorkerInfo>
   ) => Effect.Effect<AffinityInput | undefined>
-  readonly recordDispatch: (workerId: string, chain: PromptChain) => Effect.Effect<void>
+  readonly recordDispatch: (workerId: string, chain: PromptChain) => Effect.Effect<DispatchResult | undefined>
   /** Block hashes held over all workers (the index's memory). */
   readonly entries: Effect.Effect<number>
 }
 
-const hits = Metric.tagged(Metrics.affinityTotal, "result", "hit")
-const misses = Metric.tagged(Metrics.affinityTotal, "result", "miss")
+const byResult: Record<DispatchResult, Metric.Metric.Counter<number>> = {
+  hit: Metric.tagged(Metrics.affinityTotal, "result", "hit"),
+  displaced: Metric.tagged(Metrics.affinityTotal, "result", "displaced"),
+  miss: Metric.tagged(Metrics.affinityTotal, "result", "miss")
+}
 const cachedTokens = Metric.tagged(Metrics.affinityPromptTokensTotal, "cached", "true")
 const uncachedTokens = Metric.tagged(Metrics.affinityPromptTokensTotal, "cached", "false")
 
@@ -58,18 +71,21 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
 
   const recordDispatch = (workerId: string, chain: PromptChain) =>
     !enabled
-      ? Effect.void
+      ? Effect.succeed(undefined)
       : Effect.gen(function* () {
           const now = yield* Clock.currentTimeMillis
-          const matched = yield* Effect.sync(() => {
+          const { matched, best } = yield* Effect.sync(() => {
             const before = matchTokens(index, workerId, chain, now)
+            let most = before
+            for (const other of index.workers.keys()) most = Math.max(most, matchTokens(index, other, chain, now))
             record(index, workerId, chain, now)
-            return Math.min(before, chain.tokens)
+            return { matched: before, best: most }
           })
-          const hit = matched >= Math.max(1, settings.minPrefixTokens)
-          yield* Metric.increment(hit ? hits : misses)
+          const result = classifyDispatch(matched, best, settings.minPrefixTokens)
+          yield* Metric.increment(byResult[result])
           yield* Metric.incrementBy(cachedTokens, matched)
           yield* Metric.incrementBy(uncachedTokens, chain.tokens - matched)
+          return result
         })
 
   return {

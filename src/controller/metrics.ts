@@ -53,7 +53,7 @@ export const workersGauge = Metric.gauge("mlx_cluster_workers", {
 
 export const affinityTotal = Metric.counter("mlx_cluster_affinity_total", {
   description:
-    "Dispatches by prefix affinity: hit (the worker had recently been sent at least min_prefix_tokens of the prompt's prefix) or miss",
+    "Dispatches by prefix affinity: hit (the chosen worker had recently been sent at least min_prefix_tokens of the prompt, and no worker more), displaced (another worker held a longer prefix) or miss (no worker held min_prefix_tokens)",
   incremental: true
 })
 

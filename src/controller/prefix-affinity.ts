@@ -167,3 +167,17 @@ export interface AffinityInput {
   readonly matches: ReadonlyMap<string, number>
   readonly settings: AffinityChoiceSettings
 }
+
+/**
+ * How a dispatch went for the prefix cache, given the tokens the chosen worker held and the most
+ * any worker held: `hit` (the chosen worker held at least `minPrefixTokens`, and no worker more),
+ * `displaced` (another worker held a longer prefix, of at least `minPrefixTokens`: the request lost
+ * cache to load or to the strategy), `miss` (no worker held `minPrefixTokens`).
+ */
+export type DispatchResult = "hit" | "displaced" | "miss"
+
+export const classifyDispatch = (chosenTokens: number, bestTokens: number, minPrefixTokens: number): DispatchResult => {
+  const threshold = Math.max(1, minPrefixTokens)
+  if (bestTokens > chosenTokens && bestTokens >= threshold) return "displaced"
+  return chosenTokens >= threshold ? "hit" : "miss"
+}

@@ -158,12 +158,15 @@ describe("Balancer service with prefix affinity", () => {
 describe("affinity tracker", () => {
   const counts = Effect.all({
     hit: Metric.value(Metric.tagged(Metrics.affinityTotal, "result", "hit")),
+    displaced: Metric.value(Metric.tagged(Metrics.affinityTotal, "result", "displaced")),
     miss: Metric.value(Metric.tagged(Metrics.affinityTotal, "result", "miss")),
     cached: Metric.value(Metric.tagged(Metrics.affinityPromptTokensTotal, "cached", "true")),
     uncached: Metric.value(Metric.tagged(Metrics.affinityPromptTokensTotal, "cached", "false"))
-  }).pipe(Effect.map((s) => ({ hit: s.hit.count, miss: s.miss.count, cached: s.cached.count, uncached: s.uncached.count })))
+  }).pipe(
+    Effect.map((s) => ({ hit: s.hit.count, displaced: s.displaced.count, miss: s.miss.count, cached: s.cached.count, uncached: s.uncached.count }))
+  )
 
-  it.effect("counts a dispatch as a hit when the worker had min_prefix_tokens of the prompt, with the tokens", () =>
+  it.effect("counts hits, displacements and misses, and the prompt tokens the chosen worker held", () =>
     Effect.gen(function* () {
       const tracker = makeAffinityTracker({
         enabled: true,
@@ -176,13 +179,14 @@ describe("affinity tracker", () => {
       const before = yield* counts
       const turn1 = tracker.chainOf({ model: M7, messages: messagesAt(0, 1) }) as PromptChain
       const turn2 = tracker.chainOf({ model: M7, messages: messagesAt(0, 2) }) as PromptChain
-      yield* tracker.recordDispatch("w1", turn1) // miss: w1 knew nothing
-      yield* tracker.recordDispatch("w1", turn2) // hit: w1 knew turn 1's full blocks
-      yield* tracker.recordDispatch("w2", turn2) // miss
+      expect(yield* tracker.recordDispatch("w1", turn1)).toBe("miss") // nobody knew anything
+      expect(yield* tracker.recordDispatch("w1", turn2)).toBe("hit") // w1 knew turn 1's full blocks
+      expect(yield* tracker.recordDispatch("w2", turn2)).toBe("displaced") // w1 knew more
       const after = yield* counts
       const known = Math.floor(turn1.tokens / 16) * 16
       expect(after.hit - before.hit).toBe(1)
-      expect(after.miss - before.miss).toBe(2)
+      expect(after.displaced - before.displaced).toBe(1)
+      expect(after.miss - before.miss).toBe(1)
       expect(after.cached - before.cached).toBe(known)
       expect(after.uncached - before.uncached).toBe(turn1.tokens + 2 * turn2.tokens - known)
       // Offline workers are forgotten by the next selection.

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { chainOfWords, type PromptChain } from "../../src/domain/prompt-chain.js"
 import {
+  classifyDispatch,
   indexEntries,
   makePrefixIndex,
   matchTokens,
@@ -133,5 +134,16 @@ describe("preferByAffinity", () => {
     expect(choose([w("a", 1, 0), w("b", 4, 640), w("c", 2, 128)])).toEqual({ ids: ["c"], outcome: "affinity", matchTokens: 128 })
     // max_imbalance 0: affinity only among the least loaded.
     expect(choose([w("a", 1, 0), w("b", 2, 640)], { minPrefixTokens: 64, maxImbalance: 0 }).outcome).toBe("imbalanced")
+  })
+})
+
+describe("classifyDispatch", () => {
+  it("hit: the chosen worker held the most, at least min_prefix_tokens; displaced: another held more; else miss", () => {
+    expect(classifyDispatch(640, 640, 64)).toBe("hit")
+    expect(classifyDispatch(64, 64, 64)).toBe("hit")
+    expect(classifyDispatch(128, 640, 64)).toBe("displaced")
+    expect(classifyDispatch(0, 64, 64)).toBe("displaced")
+    expect(classifyDispatch(0, 48, 64)).toBe("miss")
+    expect(classifyDispatch(0, 0, 0)).toBe("miss")
   })
 })
