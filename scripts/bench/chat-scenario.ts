@@ -1,0 +1,378 @@
+/**
+ * The chat scenario of the benchmark (issue 16): `npm run bench -- --scenario chat`.
+ *
+ *   tsx scripts/bench.ts --scenario chat [--conversations 200] [--turns 6] [--workers 4]
+ *        [--concurrency 16] [--prefill-rate 2000] [--decode-rate 0] [--tokens 192]
+ *        [--strategies round_robin,least_loaded,smart] [--max-imbalance N] [--log-level warning]
+ *
+ * One nats-server for the run; then, per strategy, a fresh cluster: N synthetic workers with a
+ * prefill cost (`prefill_tokens_per_second`, their own prompt cache) and a controller with that
+ * `load_balancing.strategy` (every process the real CLI, as in the relay benchmark). Fresh
+ * workers per strategy: every strategy starts from cold caches and zero counters. The client runs
+ * the same conversations for each (scripts/bench/chat-workload.ts), `--concurrency` at a time,
+ * each conversation's turns one after the other, every turn sending back the answers it got.
+ * After the last turn it waits for a heartbeat and reads the workers' counters
+ * (`/api/cluster/workers`: requests and `promptCache`) and the controller's affinity counters
+ * (`/metrics`). Prints a markdown table and the targets, and saves JSON under bench/results/.
+ *
+ * Defaults: 16 conversations at once is 4 per worker, what a Mac serves at once (`max_concurrent`
+ * 4 by default). Decoding is unpaced: the scenario measures prefill and routing, and paced tokens
+ * would only add thousands of NATS messages per second of CPU on a small shared machine, which
+ * lands in everyone's TTFT.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { Agent } from "node:http"
+import { createServer } from "node:net"
+import { cpus, loadavg, tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { Option } from "effect"
+import { findNatsServer } from "../../src/nats/nats-server-process.js"
+import {
+  type AffinityCounters,
+  checkChatTargets,
+  formatChatResults,
+  parseAffinityCounters,
+  type StrategyResult,
+  summariseStrategy,
+  type TurnSample,
+  type WorkerReport
+} from "./chat-report.js"
+import { type Conversation, makeWorkload, messagesFor } from "./chat-workload.js"
+import { streamOnce, type Target } from "./load.js"
+import { type Child, spawnChild, stopChild } from "./processes.js"
+
+const ROOT = resolve(import.meta.dirname, "..", "..")
+const MODEL = "synthetic/demo"
+const STRATEGIES = ["round_robin", "least_loaded", "smart"] as const
+type Strategy = (typeof STRATEGIES)[number]
+
+export const CHAT_USAGE = `Usage: tsx scripts/bench.ts --scenario chat [options]
+  --conversations N   conversations                                   default 200
+  --turns N           turns per conversation                          default 6
+  --workers N         synthetic workers                               default 4
+  --concurrency N     conversations at once                           default 16
+  --prefill-rate R    workers' prefill_tokens_per_second              default 2000
+  --decode-rate R     workers' tokens_per_second (0: unpaced)         default 0
+  --tokens N          max_tokens of every request                     default 192
+  --strategies LIST   comma-separated, in order                       default round_robin,least_loaded,smart
+  --max-imbalance N   load_balancing.affinity.max_imbalance           default: the config's default (2)
+  --seed N            workload seed                                   default 16
+  --log-level L       the cluster's log_level                         default warning
+  -h, --help          this text
+`
+
+export class ChatUsageError extends Error {}
+
+interface ChatOptions {
+  readonly conversations: number
+  readonly turns: number
+  readonly workers: number
+  readonly concurrency: number
+  readonly prefillRate: number
+  readonly decodeRate: number
+  readonly tokens: number
+  readonly strategies: ReadonlyArray<Strategy>
+  readonly seed: number
+  readonly logLevel: string
+  readonly maxImbalance: number | undefined
+}
+
+/** `--scenario NAME` out of the arguments: the scenario (default `relay`) and the rest. */
+export const splitScenario = (argv: ReadonlyArray<string>): { readonly scenario: string; readonly argv: ReadonlyArray<string> } => {
+  const rest: Array<string> = []
+  let scenario = "relay"
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? ""
+    if (arg === "--scenario") scenario = argv[++i] ?? ""
+    else if (arg.startsWith("--scenario=")) scenario = arg.slice("--scenario=".length)
+    else rest.push(arg)
+  }
+  return { scenario, argv: rest }
+}
+
+const parseChatOptions = (argv: ReadonlyArray<string>): ChatOptions | "help" => {
+  const values = new Map<string, string>()
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? ""
+    if (arg === "-h" || arg === "--help") return "help"
+    if (!arg.startsWith("--")) throw new ChatUsageError(`unexpected argument "${arg}"`)
+    const eq = arg.indexOf("=")
+    const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq)
+    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1)
+    if (value === undefined) throw new ChatUsageError(`--${name} needs a value`)
+    values.set(name, value)
+  }
+  const known = [
+    "conversations", "turns", "workers", "concurrency", "prefill-rate", "decode-rate", "tokens", "strategies", "seed", "log-level", "max-imbalance"
+  ]
+  for (const name of values.keys()) if (!known.includes(name)) throw new ChatUsageError(`unknown flag --${name}`)
+  const int = (name: string, fallback: number, min: number) => {
+    const raw = values.get(name)
+    if (raw === undefined) return fallback
+    const n = Number(raw)
+    if (!Number.isInteger(n) || n < min) throw new ChatUsageError(`--${name} ${raw}: expected an integer ≥ ${min}`)
+    return n
+  }
+  const strategies = (values.get("strategies") ?? STRATEGIES.join(",")).split(",").map((s) => s.trim())
+  const unknown = strategies.filter((s) => !(STRATEGIES as ReadonlyArray<string>).includes(s))
+  if (unknown.length > 0 || strategies.length === 0) {
+    throw new ChatUsageError(`--strategies: unknown ${unknown.join(", ")}; expected some of ${STRATEGIES.join(", ")}`)
+  }
+  const logLevel = values.get("log-level") ?? "warning"
+  if (!["debug", "info", "warning", "error"].includes(logLevel)) throw new ChatUsageError(`--log-level ${logLevel}`)
+  return {
+    conversations: int("conversations", 200, 1),
+    turns: int("turns", 6, 1),
+    workers: int("workers", 4, 1),
+    concurrency: int("concurrency", 16, 1),
+    prefillRate: int("prefill-rate", 2000, 0),
+    decodeRate: int("decode-rate", 0, 0),
+    tokens: int("tokens", 192, 1),
+    strategies: strategies as ReadonlyArray<Strategy>,
+    seed: int("seed", 16, 0),
+    logLevel,
+    maxImbalance: values.has("max-imbalance") ? int("max-imbalance", 0, 0) : undefined
+  }
+}
+
+const log = (line: string) => process.stderr.write(`[bench:chat] ${line}\n`)
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+const freePort = (): Promise<number> =>
+  new Promise((resolvePort, reject) => {
+    const server = createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      server.close(() => resolvePort(port))
+    })
+  })
+
+const HEARTBEAT_MS = 500
+
+/** The config every process of one strategy's cluster reads. */
+const clusterConfig = (natsUrl: string, modelDir: string, strategy: Strategy, o: ChatOptions) => `# written by scripts/bench/chat-scenario.ts
+cluster:
+  log_level: ${o.logLevel}
+  controller:
+    bind_address: "127.0.0.1"
+    api: { api_keys: [], rate_limit: { enabled: false }, max_tokens_ceiling: 8192 }
+    queue: { max_pending: 100000, max_wait_ms: 60000 }
+    drain_timeout_ms: 2000
+  nats:
+    mode: external
+    server_url: ${JSON.stringify(natsUrl)}
+  discovery:
+    heartbeat_interval_ms: ${HEARTBEAT_MS}
+  load_balancing:
+    strategy: ${strategy}
+    affinity: { enabled: true${o.maxImbalance === undefined ? "" : `, max_imbalance: ${o.maxImbalance}`} }
+  worker:
+    model_dir: ${JSON.stringify(modelDir)}
+    max_concurrent: 16
+    drain_timeout_ms: 2000
+    engine:
+      type: synthetic
+      synthetic:
+        tokens_per_second: ${o.decodeRate}
+        first_token_ms: 10
+        prefill_tokens_per_second: ${o.prefillRate}
+        prompt_cache_size: 10
+`
+
+/** Variables that would beat the config file. */
+const childEnv = (): NodeJS.ProcessEnv => {
+  const env = { ...process.env }
+  for (const name of ["CLUSTER_CONFIG", "CLUSTER_MODE", "CONTROLLER_PORT", "NATS_URL", "MODEL_DIR", "WORKER_ID", "NODE_OPTIONS"]) delete env[name]
+  return env
+}
+
+interface WorkerInfoBody {
+  readonly workerId: string
+  readonly status: string
+  readonly metrics?: {
+    readonly requests: { readonly total: number; readonly active: number }
+    readonly promptCache?: WorkerReport["promptCache"]
+  }
+}
+
+const getJson = async <A>(port: number, path: string): Promise<A> => (await (await fetch(`http://127.0.0.1:${port}${path}`)).json()) as A
+
+const waitReady = async (port: number, workers: number, controller: Child, timeoutMs: number) => {
+  const deadline = Date.now() + timeoutMs
+  let last = "no answer"
+  while (Date.now() < deadline) {
+    if (!controller.isRunning()) throw new Error(`the controller exited during startup; output:\n${controller.output()}`)
+    try {
+      const body = await getJson<{ controller?: { state?: string }; workers?: { online?: number } }>(port, "/api/cluster/status")
+      last = `state ${body.controller?.state ?? "?"}, ${body.workers?.online ?? 0} workers online`
+      if (body.controller?.state === "ready" && body.workers?.online === workers) return
+    } catch (error) {
+      last = error instanceof Error ? error.message : String(error)
+    }
+    await sleep(100)
+  }
+  throw new Error(`the cluster was not ready within ${timeoutMs} ms (${last}); controller output:\n${controller.output()}`)
+}
+
+/** The content of an SSE chat stream's chunks, joined. */
+export const contentOf = (sse: string): string => {
+  const parts: Array<string> = []
+  for (const m of sse.matchAll(/"delta":\{"content":("(?:[^"\\]|\\.)*")\}/g)) {
+    const literal = m[1]
+    if (literal !== undefined) parts.push(JSON.parse(literal) as string)
+  }
+  return parts.join("")
+}
+
+const wordCount = (text: string) => text.split(/\s+/).filter((w) => w.length > 0).length
+
+/** Runs every conversation, `concurrency` at a time, each turn after the previous one. */
+const runConversations = async (
+  target: Target,
+  conversations: ReadonlyArray<Conversation>,
+  o: ChatOptions,
+  interrupted: () => boolean
+): Promise<Array<TurnSample>> => {
+  const agent = new Agent({ keepAlive: true, maxSockets: o.concurrency, maxFreeSockets: o.concurrency })
+  const samples: Array<TurnSample> = []
+  let next = 0
+  const client = async () => {
+    while (next < conversations.length && !interrupted()) {
+      const conversation = conversations[next++] as Conversation
+      const answers: Array<string> = []
+      for (let turn = 0; turn < o.turns && !interrupted(); turn++) {
+        const messages = messagesFor(conversation, turn, answers)
+        const body = Buffer.from(JSON.stringify({ model: MODEL, stream: true, max_tokens: o.tokens, messages }))
+        const result = await streamOnce({ agent, target, body, timeoutMs: 120_000, keepText: true })
+        samples.push({
+          conversation: conversation.id,
+          turn,
+          promptWords: messages.reduce((n, m) => n + wordCount(m.content), 0),
+          ttftMs: result.ttftMs,
+          durationMs: result.endedAt - result.startedAt,
+          error: result.error
+        })
+        // A failed turn still leaves the conversation going (its answer is empty), as a user would retry.
+        answers.push(result.error === undefined ? contentOf(result.text ?? "") : "")
+      }
+    }
+  }
+  try {
+    await Promise.all(Array.from({ length: o.concurrency }, client))
+  } finally {
+    agent.destroy()
+  }
+  return samples
+}
+
+const runStrategy = async (
+  strategy: Strategy,
+  o: ChatOptions,
+  natsUrl: string,
+  tmp: string,
+  conversations: ReadonlyArray<Conversation>,
+  interrupted: () => boolean
+): Promise<StrategyResult> => {
+  const modelDir = join(tmp, "models")
+  mkdirSync(modelDir, { recursive: true })
+  const configFile = join(tmp, `chat-${strategy}.yaml`)
+  writeFileSync(configFile, clusterConfig(natsUrl, modelDir, strategy, o))
+  const env = childEnv()
+  const common = ["--nats-url", natsUrl, "--config", configFile]
+  const port = await freePort()
+  const node = (args: ReadonlyArray<string>, name: string) =>
+    spawnChild(name, process.execPath, ["--import", "tsx", "src/main.ts", ...args, ...common], { cwd: ROOT, env })
+  const workers = Array.from({ length: o.workers }, (_, k) => node(["--mode", "worker", "--worker-id", `chat-w${k + 1}`], `${strategy}-worker-${k + 1}`))
+  const controller = node(["--mode", "controller", "--port", String(port)], `${strategy}-controller`)
+  try {
+    await waitReady(port, o.workers, controller, 60_000)
+    log(`${strategy}: cluster ready; ${conversations.length} conversations × ${o.turns} turns, ${o.concurrency} at a time`)
+    const started = performance.now()
+    const samples = await runConversations({ name: strategy, host: "127.0.0.1", port }, conversations, o, interrupted)
+    const wallMs = performance.now() - started
+    if (interrupted()) throw new Error("interrupted")
+    for (const child of [controller, ...workers]) {
+      if (!child.isRunning()) throw new Error(`${child.name} exited during the run; output:\n${child.output()}`)
+    }
+    // Two heartbeats: every worker has reported its final counters.
+    await sleep(2 * HEARTBEAT_MS + 200)
+    const infos = await getJson<ReadonlyArray<WorkerInfoBody>>(port, "/api/cluster/workers")
+    const reports: Array<WorkerReport> = infos
+      .filter((w) => w.status === "online")
+      .sort((a, b) => (a.workerId < b.workerId ? -1 : 1))
+      .map((w) => ({ workerId: w.workerId, requests: w.metrics?.requests.total ?? 0, promptCache: w.metrics?.promptCache }))
+    let affinity: AffinityCounters | undefined
+    try {
+      affinity = parseAffinityCounters(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text())
+    } catch {
+      affinity = undefined
+    }
+    const result = summariseStrategy(strategy, samples, reports, affinity, wallMs, loadavg()[0] ?? Number.NaN, o.prefillRate)
+    log(
+      `${strategy}: ${(wallMs / 1000).toFixed(1)} s, TTFT p50 ${result.ttftP50Ms.toFixed(0)} ms, ` +
+        `cache hit rate ${(100 * result.cacheTokenHitRate).toFixed(1)} %, requests per worker ${reports.map((r) => r.requests).join("/")}, ` +
+        `${result.errors} errors`
+    )
+    return result
+  } finally {
+    await stopChild(controller, 10_000)
+    for (const w of workers) await stopChild(w, 10_000)
+  }
+}
+
+/** The chat scenario; `interrupted` is the driver's SIGINT flag. */
+export const runChatScenario = async (argv: ReadonlyArray<string>, interrupted: () => boolean): Promise<void> => {
+  const parsed = parseChatOptions(argv)
+  if (parsed === "help") {
+    process.stdout.write(CHAT_USAGE)
+    return
+  }
+  const o = parsed
+  const startedAt = new Date()
+  const natsBinary = Option.getOrUndefined(findNatsServer())
+  if (natsBinary === undefined) throw new Error("nats-server was not found on PATH or in /usr/sbin: run scripts/ensure-nats-server.sh")
+  const tmp = mkdtempSync(join(tmpdir(), "mlx-bench-chat-"))
+  const workload = {
+    conversations: o.conversations,
+    turns: o.turns,
+    personas: 8,
+    systemWords: [300, 500] as const,
+    userWords: [20, 60] as const,
+    seed: o.seed
+  }
+  const conversations = makeWorkload(workload)
+  let nats: Child | undefined
+  try {
+    const natsPort = await freePort()
+    const natsUrl = `nats://127.0.0.1:${natsPort}`
+    log(`nats-server on ${natsUrl}`)
+    nats = spawnChild("nats", natsBinary, ["-a", "127.0.0.1", "-p", String(natsPort)], { cwd: ROOT, env: childEnv() })
+    await nats.waitFor(/Server is ready/, 10_000)
+    const results: Array<StrategyResult> = []
+    for (const strategy of o.strategies) results.push(await runStrategy(strategy, o, natsUrl, tmp, conversations, interrupted))
+    const targets = checkChatTargets(results)
+    const info = {
+      startedAt: startedAt.toISOString(),
+      wallSeconds: (Date.now() - startedAt.getTime()) / 1000,
+      machine: `${cpus().length} × ${cpus()[0]?.model ?? "unknown"}, Node ${process.version}`,
+      workload:
+        `${o.conversations} conversations × ${o.turns} turns, ${o.concurrency} at a time; ${workload.personas} shared system prompts of ` +
+        `${workload.systemWords[0]}–${workload.systemWords[1]} words, user messages of ${workload.userWords[0]}–${workload.userWords[1]} words, ` +
+        `answers of up to ${o.tokens} tokens sent back each turn (seed ${o.seed}).`,
+      cluster:
+        `per strategy, a fresh controller and ${o.workers} synthetic workers (prefill ${o.prefillRate} tokens/s over the words missing ` +
+        `from each worker's 10-prompt cache, first token after 10 ms + prefill, ${o.decodeRate || "unlimited"} tokens/s); ` +
+        `affinity defaults (min_prefix_tokens 64, blocks of 16 words), max_imbalance ${o.maxImbalance ?? "2 (default)"}.`
+    }
+    const resultsDir = join(ROOT, "bench", "results")
+    mkdirSync(resultsDir, { recursive: true })
+    const file = join(resultsDir, `chat-${startedAt.toISOString().replace(/:/g, "-")}.json`)
+    writeFileSync(file, `${JSON.stringify({ info, options: o, workload, results, targets }, null, 2)}\n`)
+    process.stdout.write(`${formatChatResults(info, results, targets)}\n\nResults saved to ${file}\n`)
+  } finally {
+    if (nats !== undefined) await stopChild(nats, 5_000)
+    rmSync(tmp, { recursive: true, force: true })
+  }
+}
