@@ -8,7 +8,8 @@ import type { PromptCacheStats } from "../../domain/worker.js"
  * at the end the small handle the engine holds it with. It is a model of mlx_lm.server's prompt
  * cache, so that cache-aware routing is measurable without weights.
  *
- * - It holds the `capacity` most recently used prompts as block chains (src/domain/prompt-chain.ts),
+ * - It holds the `capacity` most recently used prompts as block chains (src/domain/prompt-chain.ts,
+ *   blocks of 16 words, whatever the controller's `block_tokens`: the two never compare hashes),
  *   most recent first. A prompt's cached part is its longest run of leading blocks shared with any
  *   held chain, in words (the engine's tokens); the rest must be prefilled.
  * - After a generation the engine stores the prompt *with its answer* (as an `assistant` message,
