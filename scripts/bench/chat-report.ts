@@ -38,8 +38,9 @@ export interface AffinityCounters {
 
 export interface StrategyResult {
   readonly strategy: string
+  /** Time the client spent running this strategy's conversations. */
   readonly wallMs: number
-  /** The machine's 1-minute load average at the end of the strategy's run (CPU contention skews TTFT). */
+  /** The machine's 1-minute load average, mean over the strategy's waves (CPU contention adds to TTFT). */
   readonly loadAverage: number
   readonly requests: number
   readonly errors: number
@@ -197,16 +198,16 @@ export const formatChatResults = (info: ChatRunInfo, results: ReadonlyArray<Stra
     `Cluster: ${info.cluster}`,
     `Machine: ${info.machine}. The whole run took ${info.wallSeconds.toFixed(0)} s.`,
     "",
-    "| strategy | requests (errors) | load avg | TTFT p50 | TTFT p90 | TTFT p99 | modelled prefill (mean) | prefix-cache hit rate (tokens) | requests with a cache hit | " +
+    "| strategy | requests (errors) | load avg | TTFT p50 | TTFT p90 | TTFT p99 | modelled prefill (mean) | rest of TTFT (mean) | prefix-cache hit rate (tokens) | requests with a cache hit | " +
       "controller: predicted hit rate (tokens) | controller: hit / displaced / miss | requests per worker | max/min |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   ]
   for (const r of results) {
     const a = r.affinity
     const predicted = a === undefined ? "n/a" : pct(a.cachedTokens / (a.cachedTokens + a.uncachedTokens))
     const outcomes = a === undefined ? "n/a" : `${a.hits} / ${a.displaced} / ${a.misses}`
     out.push(
-      `| ${r.strategy} | ${r.requests} (${r.errors}) | ${r.loadAverage.toFixed(1)} | ${ms(r.ttftP50Ms)} | ${ms(r.ttftP90Ms)} | ${ms(r.ttftP99Ms)} | ${ms(r.prefillMeanMs)} | ${pct(r.cacheTokenHitRate)} | ` +
+      `| ${r.strategy} | ${r.requests} (${r.errors}) | ${r.loadAverage.toFixed(1)} | ${ms(r.ttftP50Ms)} | ${ms(r.ttftP90Ms)} | ${ms(r.ttftP99Ms)} | ${ms(r.prefillMeanMs)} | ${ms(r.ttftMeanMs - r.prefillMeanMs)} | ${pct(r.cacheTokenHitRate)} | ` +
         `${pct(r.cacheRequestHitRate)} | ${predicted} | ${outcomes} | ${r.workers.map((w) => w.requests).join(" / ")} | ${times(r.loadMaxOverMin)} |`
     )
   }
@@ -229,9 +230,10 @@ export const formatChatResults = (info: ChatRunInfo, results: ReadonlyArray<Stra
       "own estimate (counted for every strategy): the prompt words its index says the chosen worker held, and per dispatch hit " +
       "(the chosen worker held ≥ min_prefix_tokens, and no worker more), displaced (another worker held a longer prefix) or miss. " +
       "Modelled prefill: the workers' uncached prompt words / prefill_tokens_per_second, per request: the part of TTFT " +
-      "the routing decides, free of CPU noise. " +
+      "the routing decides, free of CPU noise; the rest of TTFT (mean TTFT − mean modelled prefill) is the 10 ms first-token " +
+      "delay plus the time spent in the client, the controller, NATS and the worker, which no strategy changes. " +
       "TTFT is measured by the client, from sending the request to the first content chunk; it includes the relay's own " +
-      "time, which grows with the machine's load (load avg: 1-minute load average at the end of each strategy's run; this " +
+      "time, which grows with the machine's load (load avg: the 1-minute load average after each of the strategy's waves, mean; this " +
       "machine's cores are shared with the load generator, the cluster and anything else running), while the modelled " +
       "prefill does not."
   )

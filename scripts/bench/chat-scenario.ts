@@ -5,13 +5,14 @@
  *        [--concurrency 16] [--prefill-rate 2000] [--decode-rate 0] [--tokens 192]
  *        [--strategies round_robin,least_loaded,smart] [--max-imbalance N] [--log-level warning]
  *
- * One nats-server for the run; then, per strategy, a fresh cluster: N synthetic workers with a
- * prefill cost (`prefill_tokens_per_second`, their own prompt cache) and a controller with that
- * `load_balancing.strategy` (every process the real CLI, as in the relay benchmark). Fresh
- * workers per strategy: every strategy starts from cold caches and zero counters. The client runs
- * the same conversations for each (scripts/bench/chat-workload.ts), `--concurrency` at a time,
- * each conversation's turns one after the other, every turn sending back the answers it got.
- * After the last turn it waits for a heartbeat and reads the workers' counters
+ * Per strategy, its own cluster: a nats-server, N synthetic workers with a prefill cost
+ * (`prefill_tokens_per_second`, their own prompt cache) and a controller with that
+ * `load_balancing.strategy` (every process the real CLI, as in the relay benchmark), so that every
+ * strategy starts from cold caches and zero counters. The client runs the same conversations on
+ * each (scripts/bench/chat-workload.ts), `--concurrency` at a time, each conversation's turns one
+ * after the other, every turn sending back the answers it got; the strategies take turns in waves
+ * of 2 × `--concurrency` conversations, so that a shared machine's changing load falls on all of
+ * them alike. At the end it waits for a heartbeat and reads the workers' counters
  * (`/api/cluster/workers`: requests and `promptCache`) and the controller's affinity counters
  * (`/metrics`). Prints a markdown table and the targets, and saves JSON under bench/results/.
  *
@@ -267,59 +268,123 @@ const runConversations = async (
   return samples
 }
 
-const runStrategy = async (
-  strategy: Strategy,
-  o: ChatOptions,
-  natsUrl: string,
-  tmp: string,
-  conversations: ReadonlyArray<Conversation>,
-  interrupted: () => boolean
-): Promise<StrategyResult> => {
+/** One strategy's cluster: its own nats-server (clusters must not see each other's workers), controller and workers. */
+interface Cluster {
+  readonly strategy: Strategy
+  readonly port: number
+  readonly children: ReadonlyArray<Child>
+}
+
+const startCluster = async (strategy: Strategy, o: ChatOptions, natsBinary: string, tmp: string): Promise<Cluster> => {
+  const env = childEnv()
+  const natsPort = await freePort()
+  const natsUrl = `nats://127.0.0.1:${natsPort}`
+  const nats = spawnChild(`${strategy}-nats`, natsBinary, ["-a", "127.0.0.1", "-p", String(natsPort)], { cwd: ROOT, env })
+  await nats.waitFor(/Server is ready/, 10_000)
   const modelDir = join(tmp, "models")
   mkdirSync(modelDir, { recursive: true })
   const configFile = join(tmp, `chat-${strategy}.yaml`)
   writeFileSync(configFile, clusterConfig(natsUrl, modelDir, strategy, o))
-  const env = childEnv()
   const common = ["--nats-url", natsUrl, "--config", configFile]
   const port = await freePort()
   const node = (args: ReadonlyArray<string>, name: string) =>
     spawnChild(name, process.execPath, ["--import", "tsx", "src/main.ts", ...args, ...common], { cwd: ROOT, env })
   const workers = Array.from({ length: o.workers }, (_, k) => node(["--mode", "worker", "--worker-id", `chat-w${k + 1}`], `${strategy}-worker-${k + 1}`))
   const controller = node(["--mode", "controller", "--port", String(port)], `${strategy}-controller`)
+  const cluster = { strategy, port, children: [controller, ...workers, nats] }
   try {
-    await waitReady(port, o.workers, controller, 60_000)
-    log(`${strategy}: cluster ready; ${conversations.length} conversations × ${o.turns} turns, ${o.concurrency} at a time`)
-    const started = performance.now()
-    const samples = await runConversations({ name: strategy, host: "127.0.0.1", port }, conversations, o, interrupted)
-    const wallMs = performance.now() - started
-    if (interrupted()) throw new Error("interrupted")
-    for (const child of [controller, ...workers]) {
-      if (!child.isRunning()) throw new Error(`${child.name} exited during the run; output:\n${child.output()}`)
+    await waitReady(port, o.workers, controller, 90_000)
+  } catch (error) {
+    await stopCluster(cluster)
+    throw error
+  }
+  log(`${strategy}: cluster ready on :${port}`)
+  return cluster
+}
+
+/** Controller first (it drains), then the workers, then NATS. */
+const stopCluster = async (cluster: Cluster) => {
+  for (const child of cluster.children) await stopChild(child, 10_000)
+}
+
+/** The workers' last heartbeats and the controller's affinity counters. */
+const readCounters = async (cluster: Cluster): Promise<{ readonly workers: Array<WorkerReport>; readonly affinity: AffinityCounters | undefined }> => {
+  const infos = await getJson<ReadonlyArray<WorkerInfoBody>>(cluster.port, "/api/cluster/workers")
+  const workers = infos
+    .filter((w) => w.status === "online")
+    .sort((a, b) => (a.workerId < b.workerId ? -1 : 1))
+    .map((w) => ({ workerId: w.workerId, requests: w.metrics?.requests.total ?? 0, promptCache: w.metrics?.promptCache }))
+  let affinity: AffinityCounters | undefined
+  try {
+    affinity = parseAffinityCounters(await (await fetch(`http://127.0.0.1:${cluster.port}/metrics`)).text())
+  } catch {
+    affinity = undefined
+  }
+  return { workers, affinity }
+}
+
+/** `items` in consecutive groups of `size`. */
+const waves = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
+  const out: Array<ReadonlyArray<A>> = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
+
+/**
+ * Every strategy's cluster runs the same conversations, in waves of 2 × `concurrency`
+ * conversations, the strategies taking turns wave by wave (in a rotating order): on a shared
+ * machine whose load changes from one minute to the next, each strategy then meets the same
+ * conditions, which running them one after the other would not give.
+ */
+const runInterleaved = async (
+  clusters: ReadonlyArray<Cluster>,
+  conversations: ReadonlyArray<Conversation>,
+  o: ChatOptions,
+  interrupted: () => boolean
+): Promise<Array<StrategyResult>> => {
+  const samples = new Map<Strategy, Array<TurnSample>>(clusters.map((c) => [c.strategy, []]))
+  const busyMs = new Map<Strategy, number>(clusters.map((c) => [c.strategy, 0]))
+  const loads = new Map<Strategy, Array<number>>(clusters.map((c) => [c.strategy, []]))
+  const groups = waves(conversations, 2 * o.concurrency)
+  for (const [round, group] of groups.entries()) {
+    const order = clusters.map((_, i) => clusters[(i + round) % clusters.length] as Cluster)
+    for (const cluster of order) {
+      if (interrupted()) throw new Error("interrupted")
+      const started = performance.now()
+      const target = { name: cluster.strategy, host: "127.0.0.1", port: cluster.port }
+      samples.get(cluster.strategy)?.push(...(await runConversations(target, group, o, interrupted)))
+      busyMs.set(cluster.strategy, (busyMs.get(cluster.strategy) ?? 0) + performance.now() - started)
+      loads.get(cluster.strategy)?.push(loadavg()[0] ?? Number.NaN)
+      for (const child of cluster.children) {
+        if (!child.isRunning()) throw new Error(`${child.name} exited during the run; output:\n${child.output()}`)
+      }
     }
-    // Two heartbeats: every worker has reported its final counters.
-    await sleep(2 * HEARTBEAT_MS + 200)
-    const infos = await getJson<ReadonlyArray<WorkerInfoBody>>(port, "/api/cluster/workers")
-    const reports: Array<WorkerReport> = infos
-      .filter((w) => w.status === "online")
-      .sort((a, b) => (a.workerId < b.workerId ? -1 : 1))
-      .map((w) => ({ workerId: w.workerId, requests: w.metrics?.requests.total ?? 0, promptCache: w.metrics?.promptCache }))
-    let affinity: AffinityCounters | undefined
-    try {
-      affinity = parseAffinityCounters(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text())
-    } catch {
-      affinity = undefined
-    }
-    const result = summariseStrategy(strategy, samples, reports, affinity, wallMs, loadavg()[0] ?? Number.NaN, o.prefillRate)
+    log(`wave ${round + 1}/${groups.length} done (${group.length} conversations on each strategy)`)
+  }
+  // Two heartbeats: every worker has reported its final counters.
+  await sleep(2 * HEARTBEAT_MS + 200)
+  const results: Array<StrategyResult> = []
+  for (const cluster of clusters) {
+    const { workers, affinity } = await readCounters(cluster)
+    const loadList = loads.get(cluster.strategy) ?? []
+    const meanLoad = loadList.reduce((a, b) => a + b, 0) / Math.max(1, loadList.length)
+    const result = summariseStrategy(
+      cluster.strategy,
+      samples.get(cluster.strategy) ?? [],
+      workers,
+      affinity,
+      busyMs.get(cluster.strategy) ?? 0,
+      meanLoad,
+      o.prefillRate
+    )
     log(
-      `${strategy}: ${(wallMs / 1000).toFixed(1)} s, TTFT p50 ${result.ttftP50Ms.toFixed(0)} ms, ` +
-        `cache hit rate ${(100 * result.cacheTokenHitRate).toFixed(1)} %, requests per worker ${reports.map((r) => r.requests).join("/")}, ` +
+      `${cluster.strategy}: ${(result.wallMs / 1000).toFixed(1)} s of load, TTFT p50 ${result.ttftP50Ms.toFixed(0)} ms, ` +
+        `cache hit rate ${(100 * result.cacheTokenHitRate).toFixed(1)} %, requests per worker ${workers.map((w) => w.requests).join("/")}, ` +
         `${result.errors} errors`
     )
-    return result
-  } finally {
-    await stopChild(controller, 10_000)
-    for (const w of workers) await stopChild(w, 10_000)
+    results.push(result)
   }
+  return results
 }
 
 /** The chat scenario; `interrupted` is the driver's SIGINT flag. */
@@ -343,15 +408,12 @@ export const runChatScenario = async (argv: ReadonlyArray<string>, interrupted: 
     seed: o.seed
   }
   const conversations = makeWorkload(workload)
-  let nats: Child | undefined
+  const clusters: Array<Cluster> = []
   try {
-    const natsPort = await freePort()
-    const natsUrl = `nats://127.0.0.1:${natsPort}`
-    log(`nats-server on ${natsUrl}`)
-    nats = spawnChild("nats", natsBinary, ["-a", "127.0.0.1", "-p", String(natsPort)], { cwd: ROOT, env: childEnv() })
-    await nats.waitFor(/Server is ready/, 10_000)
-    const results: Array<StrategyResult> = []
-    for (const strategy of o.strategies) results.push(await runStrategy(strategy, o, natsUrl, tmp, conversations, interrupted))
+    // One at a time: starting 15 processes at once on a small machine only makes each start slower.
+    for (const strategy of o.strategies) clusters.push(await startCluster(strategy, o, natsBinary, tmp))
+    log(`${o.conversations} conversations × ${o.turns} turns, ${o.concurrency} at a time, strategies taking turns`)
+    const results = await runInterleaved(clusters, conversations, o, interrupted)
     const targets = checkChatTargets(results)
     const info = {
       startedAt: startedAt.toISOString(),
@@ -362,8 +424,9 @@ export const runChatScenario = async (argv: ReadonlyArray<string>, interrupted: 
         `${workload.systemWords[0]}–${workload.systemWords[1]} words, user messages of ${workload.userWords[0]}–${workload.userWords[1]} words, ` +
         `answers of up to ${o.tokens} tokens sent back each turn (seed ${o.seed}).`,
       cluster:
-        `per strategy, a fresh controller and ${o.workers} synthetic workers (prefill ${o.prefillRate} tokens/s over the words missing ` +
-        `from each worker's 10-prompt cache, first token after 10 ms + prefill, ${o.decodeRate || "unlimited"} tokens/s); ` +
+        `per strategy, its own nats-server, controller and ${o.workers} synthetic workers (prefill ${o.prefillRate} tokens/s over the ` +
+        `words missing from each worker's 10-prompt cache, first token after 10 ms + prefill, ${o.decodeRate || "unlimited"} tokens/s), ` +
+        `the strategies taking turns in waves of ${2 * o.concurrency} conversations; ` +
         `affinity defaults (min_prefix_tokens 64, blocks of 16 words), max_imbalance ${o.maxImbalance ?? "2 (default)"}.`
     }
     const resultsDir = join(ROOT, "bench", "results")
@@ -372,7 +435,7 @@ export const runChatScenario = async (argv: ReadonlyArray<string>, interrupted: 
     writeFileSync(file, `${JSON.stringify({ info, options: o, workload, results, targets }, null, 2)}\n`)
     process.stdout.write(`${formatChatResults(info, results, targets)}\n\nResults saved to ${file}\n`)
   } finally {
-    if (nats !== undefined) await stopChild(nats, 5_000)
+    for (const cluster of clusters) await stopCluster(cluster)
     rmSync(tmp, { recursive: true, force: true })
   }
 }
