@@ -65,7 +65,9 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
               const tokens = matchTokens(index, w.workerId, chain, now)
               if (tokens > 0) matches.set(w.workerId, tokens)
             }
-            return { matches, settings: choice }
+            const heldBlocks = new Map<string, number>()
+            for (const [workerId, blocks] of index.workers) heldBlocks.set(workerId, blocks.size)
+            return { matches, heldBlocks, settings: choice }
           })
         )
 

@@ -107,7 +107,9 @@ export const servedModels = (workers: ReadonlyArray<WorkerInfo>): ReadonlyArray<
  * 6. by strategy —
  *    `smart`: prefer workers whose GPU memory fits the model (all if none fits), then, given
  *    `affinity`, the workers holding the longest prefix of the prompt unless they are too loaded
- *    (`preferByAffinity`), then least load, then highest `priority` (default 0), then round robin;
+ *    (`preferByAffinity`), then least load, then highest `priority` (default 0), then (given
+ *    `affinity`) the worker whose prompt index holds the least (`AffinityInput.heldBlocks`), then
+ *    round robin;
  *    `least_loaded`: least load, then round robin;
  *    `round_robin`: round robin.
  */
@@ -155,7 +157,8 @@ export const selectWorker = (
             ? fit
             : preferByAffinity(fit, load, (w) => affinity.matches.get(w.workerId) ?? 0, affinity.settings).workers
         const leastLoaded = minBy(warm, load)
-        return minBy(leastLoaded, (w) => -(w.priority ?? 0))
+        const preferred = minBy(leastLoaded, (w) => -(w.priority ?? 0))
+        return affinity === undefined ? preferred : minBy(preferred, (w) => affinity.heldBlocks.get(w.workerId) ?? 0)
       }
     }
   })()

@@ -165,6 +165,14 @@ export const preferByAffinity = <W>(
 export interface AffinityInput {
   /** Tokens of the request's prompt each worker holds (absent: 0). */
   readonly matches: ReadonlyMap<string, number>
+  /**
+   * Block hashes the index holds per worker (absent: 0): the last tie-break before round robin.
+   * The worker holding the least gets a prompt that nobody, or everybody, holds (as SGLang's router
+   * sends a poorly matching request to its smallest tree), which spreads new conversations by how
+   * much each worker already keeps, not only by the requests in flight at that instant: with users
+   * pausing between turns, in-flight counts say little about how many conversations a worker has.
+   */
+  readonly heldBlocks: ReadonlyMap<string, number>
   readonly settings: AffinityChoiceSettings
 }
 

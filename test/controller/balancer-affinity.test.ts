@@ -14,7 +14,11 @@ const M7 = "m/Model-7B" // the fixtures' default model
 const M13 = "mlx-community/Llama-2-13B-chat-4bit"
 const settings = { minPrefixTokens: 64, maxImbalance: 2 }
 const noInFlight: ReadonlyMap<string, number> = new Map()
-const input = (matches: Record<string, number>): AffinityInput => ({ matches: new Map(Object.entries(matches)), settings })
+const input = (matches: Record<string, number>, held: Record<string, number> = {}): AffinityInput => ({
+  matches: new Map(Object.entries(matches)),
+  heldBlocks: new Map(Object.entries(held)),
+  settings
+})
 const chosen = (result: ReturnType<typeof selectWorker>) => Either.getOrThrow(result).worker.workerId
 
 // ---------------------------------------------------------------------------------------------
@@ -64,6 +68,14 @@ describe("selectWorker with prefix affinity (pure)", () => {
     const full = info({ id: "full", maxConcurrent: 1, active: 1 })
     const free = info({ id: "free" })
     expect(chosen(selectWorker("smart", { model: M7 }, [full, free], noInFlight, undefined, input({ full: 640 })))).toBe("free")
+  })
+
+  it("a prompt no worker holds goes to the least loaded worker whose index holds the least, before round robin", () => {
+    const held = { a: 300, b: 100, c: 200 }
+    expect(chosen(selectWorker("smart", { model: M7 }, workers, noInFlight, undefined, input({}, held)))).toBe("b")
+    expect(chosen(selectWorker("smart", { model: M7 }, workers, new Map([["b", 1]]), undefined, input({}, held)))).toBe("c")
+    // Shared by all (a system prompt): the same.
+    expect(chosen(selectWorker("smart", { model: M7 }, workers, noInFlight, undefined, input({ a: 400, b: 400, c: 400 }, held)))).toBe("b")
   })
 
   it("round_robin and least_loaded ignore it", () => {
@@ -200,7 +212,8 @@ describe("affinity tracker", () => {
 
 // ---------------------------------------------------------------------------------------------
 // A closed-loop simulation of the benchmark's workload through the pure functions: 200
-// conversations × 6 turns, 32 at a time, over 4 workers; a request holds its worker for 1–4 ticks.
+// conversations × 6 turns, 32 at a time, over 4 workers; a request holds its worker for 1–4 ticks,
+// and users may pause `think` ticks between an answer and their next turn.
 
 interface SimResult {
   /** Turns 2..6 that landed on the previous turn's worker. */
@@ -208,7 +221,7 @@ interface SimResult {
   readonly perWorker: ReadonlyArray<number>
 }
 
-const simulate = (strategy: BalancingStrategy): SimResult => {
+const simulate = (strategy: BalancingStrategy, think = 0): SimResult => {
   const workers = ["w1", "w2", "w3", "w4"].map((id) => info({ id, maxConcurrent: 64 }))
   const tracker = makeAffinityTracker({
     enabled: true,
@@ -230,6 +243,8 @@ const simulate = (strategy: BalancingStrategy): SimResult => {
     readonly endsAt: number
   }
   let running: Array<Running> = []
+  /** Conversations between two turns: the next turn starts at `at`. */
+  let thinking: Array<{ readonly conversation: number; readonly turn: number; readonly at: number }> = []
   const last = new Map<number, string>()
   const perWorker = new Map(workers.map((w) => [w.workerId, 0]))
   let cursor: string | undefined
@@ -249,28 +264,34 @@ const simulate = (strategy: BalancingStrategy): SimResult => {
     perWorker.set(worker, (perWorker.get(worker) ?? 0) + 1)
     running.push({ conversation, turn, worker, endsAt: now + 1 + Math.floor(random() * 4) })
   }
-  while (next < 200 || running.length > 0) {
-    while (running.length < 32 && next < 200) start(next++, 1)
-    now = Math.min(...running.map((r) => r.endsAt))
+  while (next < 200 || running.length > 0 || thinking.length > 0) {
+    while (running.length + thinking.length < 32 && next < 200) start(next++, 1)
+    now = Math.min(...running.map((r) => r.endsAt), ...thinking.map((t) => t.at))
     const done = running.filter((r) => r.endsAt === now)
     running = running.filter((r) => r.endsAt !== now)
-    for (const r of done) if (r.turn < 6) start(r.conversation, r.turn + 1)
+    for (const r of done) if (r.turn < 6) thinking.push({ conversation: r.conversation, turn: r.turn + 1, at: now + think })
+    const ready = thinking.filter((t) => t.at === now)
+    thinking = thinking.filter((t) => t.at !== now)
+    for (const t of ready) start(t.conversation, t.turn)
   }
   return { sticky: sticky / (200 * 5), perWorker: [...perWorker.values()] }
 }
 
 describe("simulated chat workload (200 conversations × 6 turns, 4 workers)", () => {
   it("smart keeps ≥ 90 % of follow-up turns on their worker with max/min requests per worker ≤ 1.25", () => {
-    const smart = simulate("smart")
-    expect(smart.sticky).toBeGreaterThanOrEqual(0.9)
-    expect(Math.max(...smart.perWorker) / Math.min(...smart.perWorker)).toBeLessThanOrEqual(1.25)
-    expect(smart.perWorker.reduce((a, b) => a + b, 0)).toBe(1200)
+    // Back-to-back turns, and users pausing 3 ticks between turns (fewer requests in flight).
+    for (const think of [0, 3]) {
+      const smart = simulate("smart", think)
+      expect(smart.sticky).toBeGreaterThanOrEqual(0.9)
+      expect(Math.max(...smart.perWorker) / Math.min(...smart.perWorker)).toBeLessThanOrEqual(1.25)
+      expect(smart.perWorker.reduce((a, b) => a + b, 0)).toBe(1200)
+    }
   })
 
   it("least_loaded and round_robin land a follow-up turn on its worker about a quarter of the time", () => {
     for (const strategy of ["least_loaded", "round_robin"] as const) {
-      const result = simulate(strategy)
-      expect(result.sticky).toBeLessThan(0.5)
+      expect(simulate(strategy).sticky).toBeLessThan(0.5)
+      expect(simulate(strategy, 3).sticky).toBeLessThan(0.5)
     }
   })
 })
