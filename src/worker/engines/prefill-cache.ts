@@ -8,10 +8,11 @@ import type { PromptCacheStats } from "../../domain/worker.js"
  * at the end the small handle the engine holds it with. It is a model of mlx_lm.server's prompt
  * cache, so that cache-aware routing is measurable without weights.
  *
- * - It holds the `capacity` most recently used prompts as block chains (src/domain/prompt-chain.ts,
- *   blocks of 16 words, whatever the controller's `block_tokens`: the two never compare hashes),
- *   most recent first. A prompt's cached part is its longest run of leading blocks shared with any
- *   held chain, in words (the engine's tokens); the rest must be prefilled.
+ * - It holds the `capacity` most recently used prompts as chains (src/domain/prompt-chain.ts) of
+ *   one word per block, most recent first. A prompt's cached part is its longest common word prefix
+ *   with any held prompt, as mlx_lm.server reuses the exact common token prefix of its cache (vLLM
+ *   would round down to its 16-token pages); the rest must be prefilled. The controller hashes
+ *   coarser blocks (`block_tokens`): the two never compare hashes.
  * - After a generation the engine stores the prompt *with its answer* (as an `assistant` message,
  *   or appended to a raw prompt): a KV cache holds the generated tokens too, so the next turn of a
  *   chat, which repeats that answer, finds it cached.
@@ -20,9 +21,8 @@ import type { PromptCacheStats } from "../../domain/worker.js"
  * - Counters: a request is a *hit* when any of its prompt was cached, a *miss* otherwise; token
  *   counters give the fraction of prompt tokens served from cache, the rate vLLM and SGLang report.
  *
- * Only full blocks are cached (up to `blockTokens − 1` words of a prompt's tail are always
- * prefilled), and concurrent prefills do not slow each other down (a real GPU would serialise them):
- * both make the model kinder to cold workers than a Mac is.
+ * Concurrent prefills do not slow each other down (a Mac's GPU would serialise them), which makes
+ * the model kinder to cold workers than a real Mac is.
  */
 
 export interface PrefillCache {
@@ -98,6 +98,8 @@ export interface EnginePrefillCache {
 }
 
 export const DEFAULT_PROMPT_CACHE_SIZE = 10
+/** Words per block of the engine's chains: 1, an exact common prefix. */
+export const ENGINE_BLOCK_TOKENS = 1
 
 /** The prompt followed by its answer, as the next turn of a chat (or a continued prompt) repeats it. */
 export const withAnswer = (request: InferenceRequest, answer: string): PromptInput =>
@@ -111,10 +113,11 @@ export const makeEnginePrefillCache = (options: PrefillOptions): EnginePrefillCa
   const rate = options.prefillTokensPerSecond ?? 0
   return {
     begin: (request) =>
-      Ref.modify(ref, (cache) => prefill(cache, promptChain(request))).pipe(
+      Ref.modify(ref, (cache) => prefill(cache, promptChain(request, ENGINE_BLOCK_TOKENS))).pipe(
         Effect.map((p) => prefillDelayMs(p.uncachedTokens, rate))
       ),
-    complete: (request, answer) => Ref.update(ref, (cache) => storePrompt(cache, promptChain(withAnswer(request, answer)))),
+    complete: (request, answer) =>
+      Ref.update(ref, (cache) => storePrompt(cache, promptChain(withAnswer(request, answer), ENGINE_BLOCK_TOKENS))),
     stats: Effect.map(Ref.get(ref), (cache) => cache.stats)
   }
 }
