@@ -3,7 +3,8 @@
  *
  *   tsx scripts/bench.ts --scenario chat [--conversations 200] [--turns 6] [--workers 4]
  *        [--concurrency 16] [--prefill-rate 2000] [--decode-rate 0] [--tokens 192]
- *        [--strategies round_robin,least_loaded,smart] [--max-imbalance N] [--log-level warning]
+ *        [--strategies round_robin,least_loaded,smart] [--max-imbalance N] [--think-ms 500]
+ *        [--log-level warning]
  *
  * Per strategy, its own cluster: a nats-server, N synthetic workers with a prefill cost
  * (`prefill_tokens_per_second`, their own prompt cache) and a controller with that
@@ -17,9 +18,11 @@
  * (`/metrics`). Prints a markdown table and the targets, and saves JSON under bench/results/.
  *
  * Defaults: 16 conversations at once is 4 per worker, what a Mac serves at once (`max_concurrent`
- * 4 by default). Decoding is unpaced: the scenario measures prefill and routing, and paced tokens
- * would only add thousands of NATS messages per second of CPU on a small shared machine, which
- * lands in everyone's TTFT.
+ * 4 by default). A user pauses 500 ms between an answer and the next turn (real users take
+ * longer): without any pause, the strategy with the fastest answers also sends the most requests
+ * per second, and on a small shared machine that CPU lands in its own TTFT. Decoding is unpaced for
+ * the same reason: the scenario measures prefill and routing, and paced tokens would only add
+ * thousands of NATS messages per second.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { Agent } from "node:http"
@@ -57,6 +60,7 @@ export const CHAT_USAGE = `Usage: tsx scripts/bench.ts --scenario chat [options]
   --tokens N          max_tokens of every request                     default 192
   --strategies LIST   comma-separated, in order                       default round_robin,least_loaded,smart
   --max-imbalance N   load_balancing.affinity.max_imbalance           default: the config's default (2)
+  --think-ms N        a user's pause between an answer and the next turn  default 500
   --seed N            workload seed                                   default 16
   --log-level L       the cluster's log_level                         default warning
   -h, --help          this text
@@ -76,6 +80,7 @@ interface ChatOptions {
   readonly seed: number
   readonly logLevel: string
   readonly maxImbalance: number | undefined
+  readonly thinkMs: number
 }
 
 /** `--scenario NAME` out of the arguments: the scenario (default `relay`) and the rest. */
@@ -104,7 +109,7 @@ const parseChatOptions = (argv: ReadonlyArray<string>): ChatOptions | "help" => 
     values.set(name, value)
   }
   const known = [
-    "conversations", "turns", "workers", "concurrency", "prefill-rate", "decode-rate", "tokens", "strategies", "seed", "log-level", "max-imbalance"
+    "conversations", "turns", "workers", "concurrency", "prefill-rate", "decode-rate", "tokens", "strategies", "seed", "log-level", "max-imbalance", "think-ms"
   ]
   for (const name of values.keys()) if (!known.includes(name)) throw new ChatUsageError(`unknown flag --${name}`)
   const int = (name: string, fallback: number, min: number) => {
@@ -132,7 +137,8 @@ const parseChatOptions = (argv: ReadonlyArray<string>): ChatOptions | "help" => 
     strategies: strategies as ReadonlyArray<Strategy>,
     seed: int("seed", 16, 0),
     logLevel,
-    maxImbalance: values.has("max-imbalance") ? int("max-imbalance", 0, 0) : undefined
+    maxImbalance: values.has("max-imbalance") ? int("max-imbalance", 0, 0) : undefined,
+    thinkMs: int("think-ms", 500, 0)
   }
 }
 
@@ -257,6 +263,7 @@ const runConversations = async (
         })
         // A failed turn still leaves the conversation going (its answer is empty), as a user would retry.
         answers.push(result.error === undefined ? contentOf(result.text ?? "") : "")
+        if (o.thinkMs > 0 && turn < o.turns - 1) await sleep(o.thinkMs)
       }
     }
   }
@@ -422,7 +429,7 @@ export const runChatScenario = async (argv: ReadonlyArray<string>, interrupted: 
       workload:
         `${o.conversations} conversations × ${o.turns} turns, ${o.concurrency} at a time; ${workload.personas} shared system prompts of ` +
         `${workload.systemWords[0]}–${workload.systemWords[1]} words, user messages of ${workload.userWords[0]}–${workload.userWords[1]} words, ` +
-        `answers of up to ${o.tokens} tokens sent back each turn (seed ${o.seed}).`,
+        `answers of up to ${o.tokens} tokens sent back each turn${o.thinkMs > 0 ? ` after ${o.thinkMs} ms of thought` : ""} (seed ${o.seed}).`,
       cluster:
         `per strategy, its own nats-server, controller and ${o.workers} synthetic workers (prefill ${o.prefillRate} tokens/s over the ` +
         `words missing from each worker's 10-prompt cache, first token after 10 ms + prefill, ${o.decodeRate || "unlimited"} tokens/s), ` +
