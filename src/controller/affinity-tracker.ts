@@ -10,6 +10,7 @@ import {
   indexEntries,
   makePrefixIndex,
   matchTokens,
+  recentDispatches,
   record,
   retainWorkers
 } from "./prefix-affinity.js"
@@ -65,9 +66,9 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
               const tokens = matchTokens(index, w.workerId, chain, now)
               if (tokens > 0) matches.set(w.workerId, tokens)
             }
-            const heldBlocks = new Map<string, number>()
-            for (const [workerId, blocks] of index.workers) heldBlocks.set(workerId, blocks.size)
-            return { matches, heldBlocks, settings: choice }
+            const dispatches = new Map<string, number>()
+            for (const w of live) dispatches.set(w.workerId, recentDispatches(index, w.workerId, now))
+            return { matches, recentDispatches: dispatches, settings: choice }
           })
         )
 

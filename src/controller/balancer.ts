@@ -108,7 +108,7 @@ export const servedModels = (workers: ReadonlyArray<WorkerInfo>): ReadonlyArray<
  *    `smart`: prefer workers whose GPU memory fits the model (all if none fits), then, given
  *    `affinity`, the workers holding the longest prefix of the prompt unless they are too loaded
  *    (`preferByAffinity`), then least load, then highest `priority` (default 0), then (given
- *    `affinity`) the worker whose prompt index holds the least (`AffinityInput.heldBlocks`), then
+ *    `affinity`) the worker sent the fewest requests recently (`AffinityInput.recentDispatches`), then
  *    round robin;
  *    `least_loaded`: least load, then round robin;
  *    `round_robin`: round robin.
@@ -158,7 +158,7 @@ export const selectWorker = (
             : preferByAffinity(fit, load, (w) => affinity.matches.get(w.workerId) ?? 0, affinity.settings).workers
         const leastLoaded = minBy(warm, load)
         const preferred = minBy(leastLoaded, (w) => -(w.priority ?? 0))
-        return affinity === undefined ? preferred : minBy(preferred, (w) => affinity.heldBlocks.get(w.workerId) ?? 0)
+        return affinity === undefined ? preferred : minBy(preferred, (w) => affinity.recentDispatches.get(w.workerId) ?? 0)
       }
     }
   })()

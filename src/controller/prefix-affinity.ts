@@ -36,9 +36,24 @@ export interface PrefixIndex {
   readonly limits: IndexLimits
   /** Worker id → block hash → last recorded (epoch ms), least recently recorded first. */
   readonly workers: Map<string, Map<number, number>>
+  /** Worker id → its recent dispatches, decayed: the count as of `at`. */
+  readonly dispatches: Map<string, { readonly count: number; readonly at: number }>
 }
 
-export const makePrefixIndex = (limits: IndexLimits): PrefixIndex => ({ limits, workers: new Map() })
+export const makePrefixIndex = (limits: IndexLimits): PrefixIndex => ({ limits, workers: new Map(), dispatches: new Map() })
+
+/** `count` as of `at`, seen at `now`: it decays by e every `maxAgeMs`. */
+const decayed = (count: number, at: number, now: number, maxAgeMs: number): number =>
+  count * Math.exp(-Math.max(0, now - at) / maxAgeMs)
+
+/**
+ * How many requests `workerId` was recently sent (each one's weight decays by e every
+ * `maxAgeMs`): the tie-break that spreads new conversations (see `AffinityInput.recentDispatches`).
+ */
+export const recentDispatches = (index: PrefixIndex, workerId: string, now: number): number => {
+  const d = index.dispatches.get(workerId)
+  return d === undefined ? 0 : decayed(d.count, d.at, now, index.limits.maxAgeMs)
+}
 
 /** Drops the entries of `blocks` older than the age limit; they are the first ones in LRU order. */
 const dropExpired = (blocks: Map<number, number>, now: number, maxAgeMs: number): void => {
@@ -51,6 +66,7 @@ const dropExpired = (blocks: Map<number, number>, now: number, maxAgeMs: number)
 /** Remembers that `workerId` was sent the prompt `chain` at `now`. */
 export const record = (index: PrefixIndex, workerId: string, chain: PromptChain, now: number): void => {
   const { maxBlocksPerWorker, maxAgeMs } = index.limits
+  index.dispatches.set(workerId, { count: recentDispatches(index, workerId, now) + 1, at: now })
   if (maxBlocksPerWorker <= 0 || chain.hashes.length === 0) return
   let blocks = index.workers.get(workerId)
   if (blocks === undefined) {
@@ -91,6 +107,7 @@ export const matchTokens = (index: PrefixIndex, workerId: string, chain: PromptC
 /** Forgets every worker not in `keep` (gone, offline, restarted: its cache is gone too). */
 export const retainWorkers = (index: PrefixIndex, keep: ReadonlySet<string>): void => {
   for (const workerId of index.workers.keys()) if (!keep.has(workerId)) index.workers.delete(workerId)
+  for (const workerId of index.dispatches.keys()) if (!keep.has(workerId)) index.dispatches.delete(workerId)
 }
 
 /** Entries held, over all workers: the index's memory, in block hashes. */
@@ -166,13 +183,15 @@ export interface AffinityInput {
   /** Tokens of the request's prompt each worker holds (absent: 0). */
   readonly matches: ReadonlyMap<string, number>
   /**
-   * Block hashes the index holds per worker (absent: 0): the last tie-break before round robin.
-   * The worker holding the least gets a prompt that nobody, or everybody, holds (as SGLang's router
-   * sends a poorly matching request to its smallest tree), which spreads new conversations by how
-   * much each worker already keeps, not only by the requests in flight at that instant: with users
-   * pausing between turns, in-flight counts say little about how many conversations a worker has.
+   * Requests each worker was recently sent (`recentDispatches`; absent: 0): the last tie-break
+   * before round robin. Among equally loaded workers, a prompt that nobody, or everybody, holds
+   * (a new conversation) goes to the one sent the fewest. With users pausing between turns, the
+   * requests in flight at one instant say little about how many conversations a worker already
+   * has, and round robin is thrown off by the sticky choices in between; this keeps the requests
+   * per worker even (in the closed-loop simulations, better than round robin or SGLang's
+   * smallest-tree rule).
    */
-  readonly heldBlocks: ReadonlyMap<string, number>
+  readonly recentDispatches: ReadonlyMap<string, number>
   readonly settings: AffinityChoiceSettings
 }
 

@@ -14,9 +14,9 @@ const M7 = "m/Model-7B" // the fixtures' default model
 const M13 = "mlx-community/Llama-2-13B-chat-4bit"
 const settings = { minPrefixTokens: 64, maxImbalance: 2 }
 const noInFlight: ReadonlyMap<string, number> = new Map()
-const input = (matches: Record<string, number>, held: Record<string, number> = {}): AffinityInput => ({
+const input = (matches: Record<string, number>, sent: Record<string, number> = {}): AffinityInput => ({
   matches: new Map(Object.entries(matches)),
-  heldBlocks: new Map(Object.entries(held)),
+  recentDispatches: new Map(Object.entries(sent)),
   settings
 })
 const chosen = (result: ReturnType<typeof selectWorker>) => Either.getOrThrow(result).worker.workerId
@@ -70,12 +70,12 @@ describe("selectWorker with prefix affinity (pure)", () => {
     expect(chosen(selectWorker("smart", { model: M7 }, [full, free], noInFlight, undefined, input({ full: 640 })))).toBe("free")
   })
 
-  it("a prompt no worker holds goes to the least loaded worker whose index holds the least, before round robin", () => {
-    const held = { a: 300, b: 100, c: 200 }
-    expect(chosen(selectWorker("smart", { model: M7 }, workers, noInFlight, undefined, input({}, held)))).toBe("b")
-    expect(chosen(selectWorker("smart", { model: M7 }, workers, new Map([["b", 1]]), undefined, input({}, held)))).toBe("c")
+  it("a prompt no worker holds goes to the least loaded worker sent the fewest requests recently, before round robin", () => {
+    const sent = { a: 3, b: 1, c: 2 }
+    expect(chosen(selectWorker("smart", { model: M7 }, workers, noInFlight, undefined, input({}, sent)))).toBe("b")
+    expect(chosen(selectWorker("smart", { model: M7 }, workers, new Map([["b", 1]]), undefined, input({}, sent)))).toBe("c")
     // Shared by all (a system prompt): the same.
-    expect(chosen(selectWorker("smart", { model: M7 }, workers, noInFlight, undefined, input({ a: 400, b: 400, c: 400 }, held)))).toBe("b")
+    expect(chosen(selectWorker("smart", { model: M7 }, workers, noInFlight, undefined, input({ a: 400, b: 400, c: 400 }, sent)))).toBe("b")
   })
 
   it("round_robin and least_loaded ignore it", () => {

@@ -6,6 +6,7 @@ import {
   makePrefixIndex,
   matchTokens,
   preferByAffinity,
+  recentDispatches,
   record,
   retainWorkers
 } from "../../src/controller/prefix-affinity.js"
@@ -63,6 +64,22 @@ describe("the prefix index", () => {
     record(index, "w1", long, 0)
     expect(indexEntries(index)).toBe(3)
     expect(matchTokens(index, "w1", long, 0)).toBe(12)
+  })
+
+  it("counts each worker's recent dispatches, decaying by e every max_age_ms", () => {
+    const index = makePrefixIndex({ maxBlocksPerWorker: 100, maxAgeMs: 1_000 })
+    record(index, "w1", chain("a", 2), 0)
+    record(index, "w1", chain("b", 2), 0)
+    record(index, "w1", chain("x", 0), 0) // a prompt too short for a block still counts as a dispatch
+    record(index, "w2", chain("a", 2), 0)
+    expect(recentDispatches(index, "w1", 0)).toBe(3)
+    expect(recentDispatches(index, "w1", 1_000)).toBeCloseTo(3 / Math.E)
+    record(index, "w1", chain("c", 2), 1_000)
+    expect(recentDispatches(index, "w1", 1_000)).toBeCloseTo(3 / Math.E + 1)
+    expect(recentDispatches(index, "w3", 0)).toBe(0)
+    retainWorkers(index, new Set(["w2"]))
+    expect(recentDispatches(index, "w1", 1_000)).toBe(0)
+    expect(recentDispatches(index, "w2", 0)).toBe(1)
   })
 
   it("retainWorkers forgets workers that are gone", () => {
