@@ -27,6 +27,8 @@ import {
  *    prompt for that worker.
  *
  * With `enabled: false` it keeps nothing: `chainOf` is `undefined` and the rest does nothing.
+ * `selectionInputAt` and `recordDispatchAt` are the same steps, synchronous with the time passed
+ * in (no metrics), for callers that select outside an Effect.
  */
 export interface AffinityTracker {
   readonly enabled: boolean
@@ -35,7 +37,13 @@ export interface AffinityTracker {
     chain: PromptChain | undefined,
     workers: ReadonlyArray<WorkerInfo>
   ) => Effect.Effect<AffinityInput | undefined>
+  readonly selectionInputAt: (
+    chain: PromptChain | undefined,
+    workers: ReadonlyArray<WorkerInfo>,
+    now: number
+  ) => AffinityInput | undefined
   readonly recordDispatch: (workerId: string, chain: PromptChain) => Effect.Effect<DispatchResult | undefined>
+  readonly recordDispatchAt: (workerId: string, chain: PromptChain, now: number) => DispatchResult | undefined
   /** Block hashes held over all workers (the index's memory). */
   readonly entries: Effect.Effect<number>
 }
@@ -53,38 +61,40 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
   const choice = { minPrefixTokens: settings.minPrefixTokens, maxImbalance: settings.maxImbalance }
   const enabled = settings.enabled
 
-  const selectionInput = (chain: PromptChain | undefined, workers: ReadonlyArray<WorkerInfo>) =>
-    !enabled
-      ? Effect.succeed(undefined)
-      : Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.sync((): AffinityInput | undefined => {
-            const live = workers.filter((w) => w.status !== "offline")
-            retainWorkers(index, new Set(live.map((w) => w.workerId)))
-            if (chain === undefined) return undefined
-            const matches = new Map<string, number>()
-            for (const w of live) {
-              const tokens = matchTokens(index, w.workerId, chain, now)
-              if (tokens > 0) matches.set(w.workerId, tokens)
-            }
-            const dispatches = new Map<string, number>()
-            for (const w of live) dispatches.set(w.workerId, recentDispatches(index, w.workerId, now))
-            return { matches, recentDispatches: dispatches, settings: choice }
-          })
-        )
+  const selectionInputAt = (
+    chain: PromptChain | undefined,
+    workers: ReadonlyArray<WorkerInfo>,
+    now: number
+  ): AffinityInput | undefined => {
+    if (!enabled) return undefined
+    const live = workers.filter((w) => w.status !== "offline")
+    retainWorkers(index, new Set(live.map((w) => w.workerId)))
+    if (chain === undefined) return undefined
+    const matches = new Map<string, number>()
+    const dispatches = new Map<string, number>()
+    for (const w of live) {
+      const tokens = matchTokens(index, w.workerId, chain, now)
+      if (tokens > 0) matches.set(w.workerId, tokens)
+      dispatches.set(w.workerId, recentDispatches(index, w.workerId, now))
+    }
+    return { matches, recentDispatches: dispatches, settings: choice }
+  }
+
+  /** Records the dispatch; what the chosen worker held before, the most any worker held, and the verdict. */
+  const dispatchAt = (workerId: string, chain: PromptChain, now: number) => {
+    const matched = matchTokens(index, workerId, chain, now)
+    let best = matched
+    for (const other of index.workers.keys()) best = Math.max(best, matchTokens(index, other, chain, now))
+    record(index, workerId, chain, now)
+    return { matched, result: classifyDispatch(matched, best, settings.minPrefixTokens) }
+  }
 
   const recordDispatch = (workerId: string, chain: PromptChain) =>
     !enabled
       ? Effect.succeed(undefined)
       : Effect.gen(function* () {
           const now = yield* Clock.currentTimeMillis
-          const { matched, best } = yield* Effect.sync(() => {
-            const before = matchTokens(index, workerId, chain, now)
-            let most = before
-            for (const other of index.workers.keys()) most = Math.max(most, matchTokens(index, other, chain, now))
-            record(index, workerId, chain, now)
-            return { matched: before, best: most }
-          })
-          const result = classifyDispatch(matched, best, settings.minPrefixTokens)
+          const { matched, result } = yield* Effect.sync(() => dispatchAt(workerId, chain, now))
           yield* Metric.increment(byResult[result])
           yield* Metric.incrementBy(cachedTokens, matched)
           yield* Metric.incrementBy(uncachedTokens, chain.tokens - matched)
@@ -94,8 +104,11 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
   return {
     enabled,
     chainOf: (input) => (enabled ? promptChain(input, settings.blockTokens) : undefined),
-    selectionInput,
+    selectionInput: (chain, workers) =>
+      enabled ? Effect.map(Clock.currentTimeMillis, (now) => selectionInputAt(chain, workers, now)) : Effect.succeed(undefined),
+    selectionInputAt,
     recordDispatch,
+    recordDispatchAt: (workerId, chain, now) => (enabled ? dispatchAt(workerId, chain, now).result : undefined),
     entries: Effect.sync(() => indexEntries(index))
   }
 }

@@ -208,6 +208,30 @@ describe("affinity tracker", () => {
       expect(yield* tracker.selectionInput(undefined, [])).toBeUndefined()
     })
   )
+
+  it("the synchronous steps take the time as an argument and count nothing", () => {
+    const tracker = makeAffinityTracker({
+      enabled: true,
+      minPrefixTokens: 64,
+      maxImbalance: 2,
+      blockTokens: 16,
+      maxBlocksPerWorker: 1000,
+      maxAgeMs: 60_000
+    })
+    const turn1 = tracker.chainOf({ model: M7, messages: messagesAt(0, 1) }) as PromptChain
+    const workers = [info({ id: "w1" }), info({ id: "w2" })]
+    expect(tracker.recordDispatchAt("w1", turn1, 0)).toBe("miss")
+    expect(tracker.recordDispatchAt("w1", turn1, 1_000)).toBe("hit")
+    const input = tracker.selectionInputAt(turn1, workers, 1_000)
+    expect(input?.matches).toEqual(new Map([["w1", turn1.hashes.length * 16]]))
+    expect(input?.recentDispatches.get("w1")).toBeCloseTo(1 + Math.exp(-1_000 / 60_000))
+    expect(input?.recentDispatches.get("w2")).toBe(0)
+    // Past max_age_ms the prompt is forgotten.
+    expect(tracker.selectionInputAt(turn1, workers, 62_000)?.matches.size).toBe(0)
+    const off = makeAffinityTracker({ enabled: false, minPrefixTokens: 64, maxImbalance: 2, blockTokens: 16, maxBlocksPerWorker: 1000, maxAgeMs: 60_000 })
+    expect(off.selectionInputAt(turn1, workers, 0)).toBeUndefined()
+    expect(off.recordDispatchAt("w1", turn1, 0)).toBeUndefined()
+  })
 })
 
 // ---------------------------------------------------------------------------------------------
