@@ -7,6 +7,7 @@ import {
   type AffinityInput,
   classifyDispatch,
   type DispatchResult,
+  forgetWorker,
   indexEntries,
   makePrefixIndex,
   matchTokens,
@@ -28,7 +29,9 @@ import {
  *
  * With `enabled: false` it keeps nothing: `chainOf` is `undefined` and the rest does nothing.
  * `selectionInputAt` and `recordDispatchAt` are the same steps, synchronous with the time passed
- * in (no metrics), for callers that select outside an Effect.
+ * in (no metrics, and no forgetting: `selectionInputAt` may be given only the candidates), for
+ * callers that select outside an Effect; they forget workers with `forget` (on an offline
+ * transition) or `retain`.
  */
 export interface AffinityTracker {
   readonly enabled: boolean
@@ -44,6 +47,10 @@ export interface AffinityTracker {
   ) => AffinityInput | undefined
   readonly recordDispatch: (workerId: string, chain: PromptChain) => Effect.Effect<DispatchResult | undefined>
   readonly recordDispatchAt: (workerId: string, chain: PromptChain, now: number) => DispatchResult | undefined
+  /** Forgets a worker that went offline or left. */
+  readonly forget: (workerId: string) => void
+  /** Forgets every worker not in `workers` or offline there. */
+  readonly retain: (workers: ReadonlyArray<WorkerInfo>) => void
   /** Block hashes held over all workers (the index's memory). */
   readonly entries: Effect.Effect<number>
 }
@@ -66,13 +73,11 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
     workers: ReadonlyArray<WorkerInfo>,
     now: number
   ): AffinityInput | undefined => {
-    if (!enabled) return undefined
-    const live = workers.filter((w) => w.status !== "offline")
-    retainWorkers(index, new Set(live.map((w) => w.workerId)))
-    if (chain === undefined) return undefined
+    if (!enabled || chain === undefined) return undefined
     const matches = new Map<string, number>()
     const dispatches = new Map<string, number>()
-    for (const w of live) {
+    for (const w of workers) {
+      if (w.status === "offline") continue
       const tokens = matchTokens(index, w.workerId, chain, now)
       if (tokens > 0) matches.set(w.workerId, tokens)
       dispatches.set(w.workerId, recentDispatches(index, w.workerId, now))
@@ -88,6 +93,9 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
     record(index, workerId, chain, now)
     return { matched, result: classifyDispatch(matched, best, settings.minPrefixTokens) }
   }
+
+  const retain = (workers: ReadonlyArray<WorkerInfo>) =>
+    retainWorkers(index, new Set(workers.filter((w) => w.status !== "offline").map((w) => w.workerId)))
 
   const recordDispatch = (workerId: string, chain: PromptChain) =>
     !enabled
@@ -105,10 +113,17 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
     enabled,
     chainOf: (input) => (enabled ? promptChain(input, settings.blockTokens) : undefined),
     selectionInput: (chain, workers) =>
-      enabled ? Effect.map(Clock.currentTimeMillis, (now) => selectionInputAt(chain, workers, now)) : Effect.succeed(undefined),
+      enabled
+        ? Effect.map(Clock.currentTimeMillis, (now) => {
+            retain(workers)
+            return selectionInputAt(chain, workers, now)
+          })
+        : Effect.succeed(undefined),
     selectionInputAt,
     recordDispatch,
     recordDispatchAt: (workerId, chain, now) => (enabled ? dispatchAt(workerId, chain, now).result : undefined),
+    forget: (workerId) => forgetWorker(index, workerId),
+    retain,
     entries: Effect.sync(() => indexEntries(index))
   }
 }

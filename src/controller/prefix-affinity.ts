@@ -104,7 +104,13 @@ const matchBlocks = (index: PrefixIndex, workerId: string, chain: PromptChain, n
 export const matchTokens = (index: PrefixIndex, workerId: string, chain: PromptChain, now: number): number =>
   matchBlocks(index, workerId, chain, now) * chain.blockTokens
 
-/** Forgets every worker not in `keep` (gone, offline, restarted: its cache is gone too). */
+/** Forgets `workerId` (gone, offline, restarted: its cache is gone too). */
+export const forgetWorker = (index: PrefixIndex, workerId: string): void => {
+  index.workers.delete(workerId)
+  index.dispatches.delete(workerId)
+}
+
+/** Forgets every worker not in `keep`. */
 export const retainWorkers = (index: PrefixIndex, keep: ReadonlySet<string>): void => {
   for (const workerId of index.workers.keys()) if (!keep.has(workerId)) index.workers.delete(workerId)
   for (const workerId of index.dispatches.keys()) if (!keep.has(workerId)) index.dispatches.delete(workerId)

@@ -228,6 +228,14 @@ describe("affinity tracker", () => {
     expect(input?.recentDispatches.get("w2")).toBe(0)
     // Past max_age_ms the prompt is forgotten.
     expect(tracker.selectionInputAt(turn1, workers, 62_000)?.matches.size).toBe(0)
+    // Selecting among some candidates forgets nobody; forget and retain do.
+    tracker.recordDispatchAt("w2", turn1, 2_000)
+    expect(tracker.selectionInputAt(turn1, [info({ id: "w1" })], 2_000)?.matches.size).toBe(1)
+    expect([...(tracker.selectionInputAt(turn1, workers, 2_000)?.matches.keys() ?? [])]).toEqual(["w1", "w2"])
+    tracker.forget("w1")
+    expect([...(tracker.selectionInputAt(turn1, workers, 2_000)?.matches.keys() ?? [])]).toEqual(["w2"])
+    tracker.retain([info({ id: "w1" }), info({ id: "w2", status: "offline" })])
+    expect(tracker.selectionInputAt(turn1, workers, 2_000)?.matches.size).toBe(0)
     const off = makeAffinityTracker({ enabled: false, minPrefixTokens: 64, maxImbalance: 2, blockTokens: 16, maxBlocksPerWorker: 1000, maxAgeMs: 60_000 })
     expect(off.selectionInputAt(turn1, workers, 0)).toBeUndefined()
     expect(off.recordDispatchAt("w1", turn1, 0)).toBeUndefined()
