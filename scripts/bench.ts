@@ -24,6 +24,7 @@ import { cpus, loadavg, tmpdir, totalmem } from "node:os"
 import { join, resolve } from "node:path"
 import { Agent } from "node:http"
 import { findNatsServer } from "../src/nats/nats-server-process.js"
+import { CHAT_USAGE, ChatUsageError, runChatScenario, splitScenario } from "./bench/chat-scenario.js"
 import { chatBody, closedLoop, getLoop, oneShot, streamOnce, type Target } from "./bench/load.js"
 import { type Child, CostMeter, killAllSync, spawnChild, stopAll, stopChild } from "./bench/processes.js"
 import { type BenchResults, checkTargets, formatResults, type LevelResult, type RunStats } from "./bench/report.js"
@@ -42,6 +43,7 @@ const USAGE = `Usage: tsx scripts/bench.ts [options]
   --timeout S          per-request client timeout (the controller's request_timeout_ms)  default 120
   --log-level L        the cluster's log_level (diagnosis)     default warning
   --profile            --cpu-prof the controller into bench/profiles and summarise it
+  --scenario chat      the cache-aware routing scenario instead (see --scenario chat --help)
   -h, --help           this text
 `
 
@@ -237,7 +239,10 @@ let interrupted = false
 let tmpDir: string | undefined
 
 const main = async (): Promise<void> => {
-  const parsed = parseOptions(process.argv.slice(2))
+  const { scenario, argv } = splitScenario(process.argv.slice(2))
+  if (scenario === "chat") return runChatScenario(argv, () => interrupted)
+  if (scenario !== "relay") throw new UsageError(`--scenario ${scenario}: expected relay (the default) or chat`)
+  const parsed = parseOptions(argv)
   if (parsed === "help") {
     process.stdout.write(USAGE)
     return
@@ -542,8 +547,8 @@ process.on("SIGTERM", onSignal)
 main().then(
   () => process.exit(0),
   async (error: unknown) => {
-    if (error instanceof UsageError) {
-      process.stderr.write(`bench: ${error.message}\n${USAGE}`)
+    if (error instanceof UsageError || error instanceof ChatUsageError) {
+      process.stderr.write(`bench: ${error.message}\n${error instanceof ChatUsageError ? CHAT_USAGE : USAGE}`)
     } else if (!interrupted) {
       process.stderr.write(`bench: harness failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
     }

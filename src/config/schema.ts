@@ -137,13 +137,43 @@ export const DiscoveryConfig = Schema.Struct({
 export const BalancingStrategy = Schema.Literal("smart", "round_robin", "least_loaded")
 export type BalancingStrategy = typeof BalancingStrategy.Type
 
+/**
+ * extension (issue 16): cache-aware routing. The controller remembers, per worker, the prompts it
+ * sent there (as chains of hashed blocks of `block_tokens` words) and, with strategy `smart`,
+ * prefers the worker holding the longest prefix of a new request's prompt, between the memory fit
+ * and the least-load steps. See src/controller/prefix-affinity.ts.
+ */
+export const AffinityConfig = Schema.Struct({
+  /** Off: no index, no affinity metrics, `smart` balances as before. Only `smart` routes by it. */
+  enabled: key("enabled", Schema.Boolean, () => true),
+  /** A shorter shared prefix (in words, ~tokens) is no reason to prefer a worker. */
+  minPrefixTokens: key("min_prefix_tokens", Count, () => 64),
+  /** Affinity yields when its worker has more than this many requests in flight above the least loaded one. */
+  maxImbalance: key("max_imbalance", Count, () => 2),
+  /** Words per hashed block. */
+  blockTokens: key("block_tokens", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 16),
+  /** Memory bound: block hashes remembered per worker (least recently used evicted first). */
+  maxBlocksPerWorker: key("max_blocks_per_worker", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 8192),
+  /** A prompt not seen again for this long is forgotten (the worker's cache has likely dropped it). */
+  maxAgeMs: key("max_age_ms", PositiveMillis, () => 600_000)
+})
+export type AffinityConfig = typeof AffinityConfig.Type
+
 export const LoadBalancingConfig = Schema.Struct({
-  strategy: key("strategy", BalancingStrategy, () => "smart" as const)
+  strategy: key("strategy", BalancingStrategy, () => "smart" as const),
+  affinity: key("affinity", AffinityConfig, () => Schema.decodeSync(AffinityConfig)({}))
 })
 
 export const SyntheticEngineConfig = Schema.Struct({
   tokensPerSecond: key("tokens_per_second", Schema.Number.pipe(Schema.nonNegative()), () => 50),
-  firstTokenMs: key("first_token_ms", Millis, () => 50)
+  firstTokenMs: key("first_token_ms", Millis, () => 50),
+  /**
+   * extension (issue 16): prefill speed. The first token comes later by the prompt's uncached
+   * words / this rate (0: prefill is free). See src/worker/engines/prefill-cache.ts.
+   */
+  prefillTokensPerSecond: key("prefill_tokens_per_second", Schema.Number.pipe(Schema.nonNegative()), () => 0),
+  /** extension (issue 16): prompts the engine's prefix cache holds (mlx_lm.server's --prompt-cache-size). */
+  promptCacheSize: key("prompt_cache_size", Count, () => 10)
 })
 
 export const OpenAiEngineConfig = Schema.Struct({

@@ -2,7 +2,10 @@ import { Effect, Either } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { BalancingStrategy } from "../config/schema.js"
 import { ModelNotFound, NoSkilledWorker, NoWorkers } from "../domain/errors.js"
+import type { PromptChain } from "../domain/prompt-chain.js"
 import type { WorkerInfo } from "../domain/worker.js"
+import { makeAffinityTracker } from "./affinity-tracker.js"
+import { type AffinityInput, preferByAffinity } from "./prefix-affinity.js"
 import * as State from "./registry-state.js"
 
 /** What the Router asks the balancer for. */
@@ -12,6 +15,8 @@ export interface SelectRequest {
   readonly tags?: ReadonlyArray<string>
   /** Worker ids not to choose (already tried for this request). */
   readonly exclude?: ReadonlySet<string>
+  /** The prompt's block chain (`Balancer.affinity.chainOf`), for prefix affinity. */
+  readonly prompt?: PromptChain | undefined
 }
 
 /**
@@ -120,8 +125,10 @@ export const unservedError = (request: SelectRequest, context: UnservedContext):
  * 4. capacity: workers whose load is below `maxConcurrent`; if there are none, all remaining ones
  *    compete and the selection is `saturated`;
  * 5. by strategy —
- *    `smart`: prefer workers whose GPU memory fits the model (all if none fits), then least load,
- *    then highest `priority` (default 0), then round robin;
+ *    `smart`: prefer workers whose GPU memory fits the model (all if none fits), then, given
+ *    `affinity`, the workers holding the longest prefix of the prompt unless they are too loaded
+ *    (`preferByAffinity`), then least load, then highest `priority` (default 0), then (given
+ *    `affinity`) the worker sent the fewest requests recently, then round robin;
  *    `least_loaded`: least load, then round robin;
  *    `round_robin`: round robin.
  */
@@ -131,7 +138,8 @@ export const selectWorker = (
   workers: ReadonlyArray<WorkerInfo>,
   load: LoadOf,
   lastSelected: string | undefined,
-  context?: UnservedContext
+  context?: UnservedContext,
+  affinity?: AffinityInput
 ): Either.Either<Selection, SelectError> => {
   const { model } = request
   const skilled = workers.filter((w) => w.status === "online" && w.skills.availableModels.includes(model))
@@ -171,8 +179,14 @@ export const selectWorker = (
         return minBy(pool, load)
       case "smart": {
         const fitting = pool.filter((w) => w.hardware.gpuMemoryGB >= memoryNeedGB(w, model))
-        const leastLoaded = minBy(fitting.length > 0 ? fitting : pool, load)
-        return minBy(leastLoaded, (w) => -(w.priority ?? 0))
+        const fit = fitting.length > 0 ? fitting : pool
+        // Prefix affinity (issue 16): see src/controller/prefix-affinity.ts.
+        const warm =
+          affinity === undefined
+            ? fit
+            : preferByAffinity(fit, load, (w) => affinity.matches.get(w.workerId) ?? 0, affinity.settings).workers
+        const preferred = minBy(minBy(warm, load), (w) => -(w.priority ?? 0))
+        return affinity === undefined ? preferred : minBy(preferred, (w) => affinity.recentDispatches.get(w.workerId) ?? 0)
       }
     }
   })()
@@ -190,6 +204,10 @@ export class Balancer extends Effect.Service<Balancer>()("controller/Balancer", 
     const config = yield* ClusterConfigService
     const strategy = config.loadBalancing.strategy
     let cursor: string | undefined
+    // Prefix affinity (issue 16): the index of prompts sent to each worker; only `smart` selects by it.
+    const affinity = makeAffinityTracker(config.loadBalancing.affinity)
+    // The index ages its entries on the Effect clock, the one `recordDispatch` stamps them with.
+    const clock = yield* Effect.clock
 
     /** Chooses a worker for `request` in registry state `state`, weighing each candidate with `load`. */
     const select = (request: SelectRequest, state: State.RegistryState, load: LoadOf): Either.Either<Selection, SelectError> => {
@@ -203,11 +221,19 @@ export class Balancer extends Effect.Service<Balancer>()("controller/Balancer", 
                 served: () => State.servedModels(state).map((m) => m.model)
               })
             )
-          : selectWorker(strategy, request, candidates, load, cursor)
+          : selectWorker(
+              strategy,
+              request,
+              candidates,
+              load,
+              cursor,
+              undefined,
+              strategy === "smart" ? affinity.selectionInputAt(request.prompt, candidates, clock.unsafeCurrentTimeMillis()) : undefined
+            )
       if (Either.isRight(result)) cursor = result.right.worker.workerId
       return result
     }
 
-    return { select } as const
+    return { select, affinity } as const
   })
 }) {}

@@ -64,6 +64,22 @@ export const cancelsTotal = Metric.counter("mlx_cluster_cancels_total", {
 })
 
 // ---------------------------------------------------------------------------------------------
+// Cache-aware routing (issue 16): src/controller/affinity-tracker.ts updates these on every dispatch,
+// whatever the strategy, so that strategies can be compared by the hit rate they would get.
+
+export const affinityTotal = Metric.counter("mlx_cluster_affinity_total", {
+  description:
+    "Dispatches by prefix affinity: hit (the chosen worker had recently been sent at least min_prefix_tokens of the prompt, and no worker more), displaced (another worker held a longer prefix) or miss (no worker held min_prefix_tokens)",
+  incremental: true
+})
+
+export const affinityPromptTokensTotal = Metric.counter("mlx_cluster_affinity_prompt_tokens_total", {
+  description:
+    "Prompt tokens (words) of dispatched requests, by whether the chosen worker had recently been sent them (cached=true|false)",
+  incremental: true
+})
+
+// ---------------------------------------------------------------------------------------------
 // Bounded labels
 
 /** Label values of the `route` label; anything else is `other`. */
@@ -250,3 +266,4 @@ export const clusterGauges = (view: ClusterView): Array<Family> => {
     }
   ]
 }
+

@@ -16,11 +16,13 @@ import {
 import { RequestId } from "../domain/ids.js"
 import { sanitizeForLog } from "../domain/log-text.js"
 import { InferenceReply, InferenceRequest } from "../domain/inference.js"
+import type { PromptChain } from "../domain/prompt-chain.js"
 import type { DoneEvent, RelayEvent, RelaySink, RouteRequest } from "../domain/route.js"
 import { Subjects } from "../domain/subjects.js"
 import type { WorkerInfo } from "../domain/worker.js"
 import { NatsTransport } from "../nats/nats-transport.js"
 import { AdmissionQueue } from "./admission-queue.js"
+import { Balancer } from "./balancer.js"
 import { DeadlineSweep } from "./deadline-sweep.js"
 import { ControllerLifecycle } from "./lifecycle.js"
 import { LoadMonitor } from "./load-monitor.js"
@@ -44,6 +46,8 @@ interface RequestContext {
   /** Why each tried worker did not serve it, in order. */
   readonly failures: Array<AttemptFailure>
   readonly retryKinds: Array<RetryKind>
+  /** The prompt's block chain for prefix affinity (issue 16), computed once; undefined: affinity off. */
+  readonly prompt: PromptChain | undefined
   /** Tokens relayed to the consumer so far, over all attempts. */
   relayed: number
   firstTokenAt: number | undefined
@@ -90,6 +94,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     const journal = yield* RequestJournal
     const deadlines = yield* DeadlineSweep
     const monitor = yield* LoadMonitor
+    const balancer = yield* Balancer
     const runLog = yield* FiberSet.makeRuntime<never>()
     const c = config.controller
     const maxLagMs = c.overload.maxEventLoopLagMs
@@ -100,6 +105,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     yield* registry.listen((change) => {
       for (const t of change.transitions) {
         if (t.to !== "offline" && t.to !== "absent") continue
+        // Its prompt cache is gone with it (issue 16).
+        balancer.affinity.forget(t.workerId)
         const relays = relaysByWorker.get(t.workerId)
         if (relays !== undefined) for (const relay of [...relays]) relay.lost(t.reason)
       }
@@ -173,6 +180,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             admission.admit({
               model: request.model,
               exclude: ctx.tried,
+              prompt: ctx.prompt,
               ...(request.tags === undefined ? {} : { tags: request.tags }),
               ...(request.priority === undefined ? {} : { priority: request.priority })
             })
@@ -213,6 +221,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               relay.end(refused)
             } else {
               relay.dispatched(now())
+              // Accepted: this worker now holds the prompt in its prefix cache (issue 16).
+              if (ctx.prompt !== undefined) yield* balancer.affinity.recordDispatch(workerId, ctx.prompt)
             }
             return yield* relay.await
           })
@@ -300,6 +310,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           tried: new Set(),
           failures: [],
           retryKinds: [],
+          prompt: balancer.affinity.chainOf(request),
           relayed: 0,
           firstTokenAt: undefined,
           workerId: undefined

@@ -57,6 +57,19 @@ export const RequestCounters = Schema.Struct({
 })
 export type RequestCounters = typeof RequestCounters.Type
 
+/**
+ * extension (issue 16): an engine's prompt (prefix) cache since the worker started. A request is a
+ * hit when any of its prompt was served from the cache; `cachedTokens / promptTokens` is the share
+ * of prompt tokens that needed no prefill (the hit rate vLLM and SGLang report).
+ */
+export const PromptCacheStats = Schema.Struct({
+  hits: NonNegativeInt,
+  misses: NonNegativeInt,
+  cachedTokens: NonNegativeInt,
+  promptTokens: NonNegativeInt
+})
+export type PromptCacheStats = typeof PromptCacheStats.Type
+
 export const WorkerMetrics = Schema.Struct({
   /** Fraction of all CPU cores busy since the previous heartbeat, 0..1. */
   cpuUsage: NonNegativeNumber,
@@ -64,7 +77,9 @@ export const WorkerMetrics = Schema.Struct({
   memoryUsage: NonNegativeNumber,
   requests: RequestCounters,
   /** Tokens produced per second over the last heartbeat interval. */
-  tokensPerSecond: Schema.optional(NonNegativeNumber)
+  tokensPerSecond: Schema.optional(NonNegativeNumber),
+  /** extension: the engine's prompt cache, for engines that report one (the synthetic engine). */
+  promptCache: Schema.optional(PromptCacheStats)
 })
 export type WorkerMetrics = typeof WorkerMetrics.Type
 

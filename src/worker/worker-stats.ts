@@ -1,6 +1,7 @@
 import * as Os from "node:os"
-import { Clock, Effect, Ref } from "effect"
+import { Clock, Effect, Option, Ref } from "effect"
 import type { RequestCounters, WorkerMetrics } from "../domain/worker.js"
+import { InferenceEngine } from "./engines/inference-engine.js"
 
 /**
  * Request counters of this worker. `total` counts every accepted request (refusals are not
@@ -86,10 +87,12 @@ const readCpuTimes = (): ReadonlyArray<CpuTimes> => Os.cpus().map((c) => c.times
 
 /**
  * Heartbeat metrics: CPU usage and throughput over the time since the previous sample (the first
- * sample measures from the sampler's creation).
+ * sample measures from the sampler's creation), and the engine's prompt-cache counters when the
+ * engine in the context reports them (read optionally: a sampler needs no engine).
  */
 export const makeMetricsSampler = Effect.gen(function* () {
   const stats = yield* WorkerStats
+  const promptCache = Option.flatMap(yield* Effect.serviceOption(InferenceEngine), (e) => Option.fromNullable(e.promptCache))
   const start = yield* stats.snapshot
   const previous = yield* Ref.make({ cpu: readCpuTimes(), tokens: start.tokens, at: yield* Clock.currentTimeMillis })
   const sample: Effect.Effect<WorkerMetrics> = Effect.gen(function* () {
@@ -106,7 +109,8 @@ export const makeMetricsSampler = Effect.gen(function* () {
         succeeded: snapshot.succeeded,
         failed: snapshot.failed
       },
-      tokensPerSecond: tokensPerSecond(snapshot.tokens, before.tokens, now - before.at)
+      tokensPerSecond: tokensPerSecond(snapshot.tokens, before.tokens, now - before.at),
+      ...(Option.isSome(promptCache) ? { promptCache: yield* promptCache.value } : {})
     }
   })
   return { sample } as const

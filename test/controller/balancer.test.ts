@@ -26,7 +26,7 @@ const noInFlight: ReadonlyMap<string, number> = new Map()
 
 const balancerLayer = (strategy: BalancingStrategy = "smart") =>
   Balancer.Default.pipe(
-    Layer.provide(ClusterConfigService.layerTest((c) => ({ ...c, loadBalancing: { strategy } })))
+    Layer.provide(ClusterConfigService.layerTest((c) => ({ ...c, loadBalancing: { ...c.loadBalancing, strategy } })))
   )
 
 /** A load function as the controller's was before other controllers: the larger of in-flight and reported. */

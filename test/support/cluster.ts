@@ -56,7 +56,7 @@ export const workerConfig = (natsUrl: string, spec: WorkerSpec): ClusterConfig =
       engine: {
         ...c.worker.engine,
         type: "synthetic",
-        synthetic: { tokensPerSecond: spec.tokensPerSecond ?? 0, firstTokenMs: spec.firstTokenMs ?? 0 }
+        synthetic: { ...c.worker.engine.synthetic, tokensPerSecond: spec.tokensPerSecond ?? 0, firstTokenMs: spec.firstTokenMs ?? 0 }
       }
     }
   }))

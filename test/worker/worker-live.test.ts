@@ -75,7 +75,7 @@ const ask = (client: NatsTransportService, workerId: string, request: InferenceR
 
 const syntheticAt = (tokensPerSecond: number): WorkerPatch => (w) => ({
   ...w,
-  engine: { ...w.engine, type: "synthetic", synthetic: { tokensPerSecond, firstTokenMs: 0 } }
+  engine: { ...w.engine, type: "synthetic", synthetic: { ...w.engine.synthetic, tokensPerSecond, firstTokenMs: 0 } }
 })
 
 describe("WorkerLive against a real nats-server", () => {
@@ -184,7 +184,7 @@ describe("WorkerLive against a real nats-server", () => {
       const workerId = uniqueId("cancel-early")
       const { worker } = yield* startWorker(workerId, yield* tmpDir(), (w) => ({
         ...w,
-        engine: { ...w.engine, type: "synthetic", synthetic: { tokensPerSecond: 0, firstTokenMs: 300 } }
+        engine: { ...w.engine, type: "synthetic", synthetic: { ...w.engine.synthetic, tokensPerSecond: 0, firstTokenMs: 300 } }
       }))
       const request = inferenceRequest({ maxTokens: 50 })
       const seen: Array<TokenMessage> = []

@@ -1,5 +1,6 @@
 import { Context, Data, type Effect } from "effect"
 import type { FinishReason, InferenceRequest, Usage } from "../../domain/inference.js"
+import type { PromptCacheStats } from "../../domain/worker.js"
 
 /** How a generation ended. */
 export interface Finish {
@@ -35,6 +36,8 @@ export interface InferenceEngineService {
    * stops the work (the upstream request is aborted).
    */
   readonly generate: (request: InferenceRequest, modelPath: string, emit: EmitTokens) => Effect.Effect<Finish, EngineError>
+  /** The engine's prompt-cache counters, when it keeps one it can report (heartbeat `promptCache`). */
+  readonly promptCache?: Effect.Effect<PromptCacheStats>
 }
 
 /** The inference engine port; its implementation is chosen by `worker.engine.type`. */

@@ -2,6 +2,7 @@ import { Clock, Effect, Layer } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
 import type { FinishReason, InferenceRequest } from "../../domain/inference.js"
 import { countPromptTokens, finish, InferenceEngine, type InferenceEngineService } from "./inference-engine.js"
+import { type EnginePrefillCache, makeEnginePrefillCache, type PrefillOptions } from "./prefill-cache.js"
 
 /**
  * The `synthetic` engine: no model weights, deterministic text for tests, demos and benchmarks.
@@ -16,9 +17,11 @@ import { countPromptTokens, finish, InferenceEngine, type InferenceEngineService
  * - Pacing: the first token after `first_token_ms`, then `tokens_per_second` (drift-free, on the
  *   Effect clock so TestClock drives it). `tokens_per_second: 0` emits groups of 32 tokens without
  *   sleeping, yielding to the event loop between groups so that a cancel can land.
+ * - Prefill (issue 16): the first token comes later by the prompt's words missing from the
+ *   engine's own prompt cache / `prefill_tokens_per_second` (src/worker/engines/prefill-cache.ts).
  */
 
-export interface SyntheticOptions {
+export interface SyntheticOptions extends PrefillOptions {
   readonly tokensPerSecond: number
   readonly firstTokenMs: number
 }
@@ -118,14 +121,22 @@ const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
   return Effect.sync(() => clearImmediate(handle))
 })
 
-export const makeSyntheticEngine = (options: SyntheticOptions): InferenceEngineService => ({
+/** `promptCache`: the engine's own prompt cache (a new, empty one by default). */
+export const makeSyntheticEngine = (
+  options: SyntheticOptions,
+  promptCache: EnginePrefillCache = makeEnginePrefillCache(options)
+): InferenceEngineService => ({
   type: "synthetic",
+  promptCache: promptCache.stats,
   generate: (request, _modelPath, emit) =>
     Effect.gen(function* () {
       const plan = planSynthetic(request)
       const done = finish(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length })
       const start = yield* Clock.currentTimeMillis
-      if (options.firstTokenMs > 0) yield* Effect.sleep(options.firstTokenMs)
+      // Prefill: the uncached part of the prompt delays the first token; the answer joins the cache at the end.
+      const firstTokenMs = options.firstTokenMs + (yield* promptCache.begin(request))
+      const remember = promptCache.complete(request, plan.tokens.join(""))
+      if (firstTokenMs > 0) yield* Effect.sleep(firstTokenMs)
       if (options.tokensPerSecond <= 0) {
         // As fast as the machine allows, in groups, with a real event-loop turn between groups so
         // that a cancel (or a probe) can land.
@@ -133,6 +144,7 @@ export const makeSyntheticEngine = (options: SyntheticOptions): InferenceEngineS
           if (i > 0) yield* yieldToEventLoop
           emit(plan.tokens.slice(i, i + YIELD_EVERY))
         }
+        yield* remember
         return done
       }
       // Paced, drift-free: token i is due at start + first_token_ms + i × interval; whatever is due
@@ -141,14 +153,15 @@ export const makeSyntheticEngine = (options: SyntheticOptions): InferenceEngineS
       let sent = 0
       while (sent < plan.tokens.length) {
         const now = yield* Clock.currentTimeMillis
-        const due = Math.min(plan.tokens.length, Math.floor((now - start - options.firstTokenMs) / interval) + 1)
+        const due = Math.min(plan.tokens.length, Math.floor((now - start - firstTokenMs) / interval) + 1)
         if (due > sent) {
           emit(plan.tokens.slice(sent, due))
           sent = due
         } else {
-          yield* Effect.sleep(Math.max(1, Math.ceil(start + options.firstTokenMs + sent * interval - now)))
+          yield* Effect.sleep(Math.max(1, Math.ceil(start + firstTokenMs + sent * interval - now)))
         }
       }
+      yield* remember
       return done
     })
 })
@@ -160,7 +173,8 @@ export const SyntheticEngineLive: Layer.Layer<InferenceEngine, never, ClusterCon
     const config = yield* ClusterConfigService
     const options = config.worker.engine.synthetic
     yield* Effect.logInfo(
-      `inference engine: synthetic (generated text, no model weights; ${options.tokensPerSecond || "unlimited"} tokens/s, first token after ${options.firstTokenMs} ms)`
+      `inference engine: synthetic (generated text, no model weights; ${options.tokensPerSecond || "unlimited"} tokens/s, first token after ${options.firstTokenMs} ms` +
+        `${options.prefillTokensPerSecond > 0 ? ` + prefill at ${options.prefillTokensPerSecond} tokens/s, ${options.promptCacheSize} prompts cached` : ""})`
     )
     return makeSyntheticEngine(options)
   })

@@ -221,7 +221,7 @@ describe("synthetic engine", () => {
               ...c,
               worker: {
                 ...c.worker,
-                engine: { ...c.worker.engine, synthetic: { tokensPerSecond: 0, firstTokenMs: 30 } }
+                engine: { ...c.worker.engine, synthetic: { ...c.worker.engine.synthetic, tokensPerSecond: 0, firstTokenMs: 30 } }
               }
             }))
           )
