@@ -213,27 +213,6 @@ const tokenText = (sse: string): string => {
   return parts.join("")
 }
 
-/**
- * What a child printed (log level warning: warnings and errors), as distinct lines with counts:
- * numbers, ids and timestamps are blanked so that repeats group together.
- */
-const summariseLog = (output: string): Array<{ readonly line: string; readonly count: number }> => {
-  const counts = new Map<string, number>()
-  for (const raw of output.split("\n")) {
-    const line = raw.trim()
-    // nats-server's own start-up and shutdown notices are not news.
-    if (line === "" || line.includes("[INF]")) continue
-    const key = line
-      .replace(/timestamp=\S+/g, "timestamp=…")
-      .replace(/fiber=#\d+/g, "fiber=#…")
-      .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, "<uuid>")
-      .replace(/\d+(\.\d+)?/g, "N")
-      .slice(0, 300)
-    counts.set(key, (counts.get(key) ?? 0) + 1)
-  }
-  return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([line, count]) => ({ line, count }))
-}
-
 let interrupted = false
 /** The run's temporary folder (config, empty model folder): removed on every way out. */
 let tmpDir: string | undefined
@@ -441,7 +420,7 @@ const main = async (): Promise<void> => {
     const controllerExit = await stopChild(controller, 15_000)
     await stopAll()
     const childLogs = Object.fromEntries(
-      [controller, ...workers, nats].map((child) => [child.name, summariseLog(child.output())] as const)
+      [controller, ...workers, nats].map((child) => [child.name, child.lines()] as const)
     )
     let profile: ProfileSummary | undefined
     const profileByLevel: Record<string, ProfileSummary> = {}

@@ -14,6 +14,12 @@ export interface Child {
   readonly pid: number
   /** stdout + stderr so far (the last 64 KiB). */
   readonly output: () => string
+  /**
+   * Every line printed since the start (not only the kept tail), as distinct lines with counts:
+   * numbers, ids and timestamps are blanked so that repeats group together. A warning printed a
+   * thousand times early in a run is reported, however much was printed after it.
+   */
+  readonly lines: () => Array<{ readonly line: string; readonly count: number }>
   /** Resolves when a line matching `pattern` has been printed; rejects on timeout or exit. */
   readonly waitFor: (pattern: RegExp, timeoutMs: number) => Promise<void>
   readonly exited: Promise<string>
@@ -23,6 +29,16 @@ export interface Child {
 const children: Array<Child> = []
 
 const OUTPUT_LIMIT = 65_536
+
+/** The line with what changes from one occurrence to the next blanked out. */
+const lineKey = (line: string): string =>
+  line
+    .replace(/timestamp=\S+/g, "timestamp=…")
+    .replace(/^\S*\d{4}-\d\d-\d\dT\S+\s+/, "")
+    .replace(/fiber=#\d+/g, "fiber=#…")
+    .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, "<uuid>")
+    .replace(/\d+(\.\d+)?/g, "N")
+    .slice(0, 300)
 
 export const spawnChild = (
   name: string,
@@ -37,10 +53,22 @@ export const spawnChild = (
   })
   if (child.pid === undefined) throw new Error(`cannot start ${name} (${command})`)
   let output = ""
+  let partial = ""
+  const counts = new Map<string, number>()
   const waiters = new Set<() => void>()
   const onData = (chunk: Buffer) => {
-    output += chunk.toString("utf8")
+    const text = chunk.toString("utf8")
+    output += text
     if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT)
+    const lines = (partial + text).split("\n")
+    partial = lines.pop() ?? ""
+    for (const raw of lines) {
+      const line = raw.trim()
+      // nats-server's own start-up and shutdown notices are not news.
+      if (line === "" || line.includes("[INF]")) continue
+      const key = lineKey(line)
+      counts.set(key, (counts.get(key) ?? 0) + 1)
+    }
     for (const check of waiters) check()
   }
   child.stdout.on("data", onData)
@@ -78,6 +106,7 @@ export const spawnChild = (
     process: child,
     pid: child.pid,
     output: () => output,
+    lines: () => [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([line, count]) => ({ line, count })),
     waitFor,
     exited,
     isRunning: () => running

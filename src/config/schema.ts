@@ -39,7 +39,7 @@ export const ApiConfig = Schema.Struct({
    * extension: bytes waiting to be sent to one client (an SSE stream, a WebSocket) past which its
    * requests end with `slow_consumer` and the workers' work is cancelled.
    */
-  maxBufferedBytes: key("max_buffered_bytes", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 8 * 1024 * 1024),
+  maxBufferedBytes: key("max_buffered_bytes", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 1024 * 1024),
   /** extension: requests one WebSocket may run at once. */
   wsMaxRequestsPerSocket: key("ws_max_requests_per_socket", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 64)
 })
@@ -173,7 +173,9 @@ export const SyntheticEngineConfig = Schema.Struct({
    */
   prefillTokensPerSecond: key("prefill_tokens_per_second", Schema.Number.pipe(Schema.nonNegative()), () => 0),
   /** extension (issue 16): prompts the engine's prefix cache holds (mlx_lm.server's --prompt-cache-size). */
-  promptCacheSize: key("prompt_cache_size", Count, () => 10)
+  promptCacheSize: key("prompt_cache_size", Count, () => 10),
+  /** extension: the longest natural answer, in tokens (answers are 32..this long; raise it to test long streams). */
+  maxAnswerTokens: key("max_answer_tokens", Schema.Number.pipe(Schema.int(), Schema.greaterThanOrEqualTo(32)), () => 256)
 })
 
 export const OpenAiEngineConfig = Schema.Struct({

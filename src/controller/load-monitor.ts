@@ -17,24 +17,16 @@ export class LoadMonitor extends Effect.Service<LoadMonitor>()("controller/LoadM
     yield* Effect.addFinalizer(() => Effect.sync(() => histogram.disable()))
     /** Worst delay (ms) of each of the last seconds, newest last. */
     const history: Array<number> = []
-    let lastSampleAt = Date.now()
-    /** Closes the current one-second window if it is over; cheap enough to call per request. */
-    const roll = () => {
-      const now = Date.now()
-      if (now - lastSampleAt < 1_000) return
-      // The histogram covers everything since its last reset, however long ago (a blocked loop shows
-      // as one huge delay), so a window nobody read is folded into the next one, never lost.
+    /** Closes the current one-second window; a blocked loop shows up as one huge delay in it. */
+    const roll = Effect.sync(() => {
       history.push(histogram.max / 1e6)
       if (history.length > HISTORY_SECONDS) history.shift()
       histogram.reset()
-      lastSampleAt = now
-    }
-    const lagMs = (): number => {
-      roll()
-      return Math.max(histogram.max / 1e6, history[history.length - 1] ?? 0)
-    }
+    })
+    // On a schedule, not lazily: a window read long after a stall must not report that stall as now.
+    yield* Effect.sleep("1 second").pipe(Effect.zipRight(roll), Effect.forever, Effect.forkScoped)
+    const lagMs = (): number => Math.max(histogram.max / 1e6, history[history.length - 1] ?? 0)
     const maxLagMs = (windowMs: number): number => {
-      roll()
       let worst = histogram.max / 1e6
       const seconds = Math.min(history.length, Math.ceil(windowMs / 1_000))
       for (let i = history.length - seconds; i < history.length; i++) worst = Math.max(worst, history[i] ?? 0)

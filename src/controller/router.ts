@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import {
   type AttemptFailure,
+  BodyTooLarge,
   type InferenceError,
   InvalidRequest,
   type NoWorkers,
@@ -153,7 +154,13 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             } as const),
           NatsRequestTimeout: () =>
             Effect.succeed({ _tag: "Retry", kind: "ack_timeout", reason: `no ack within ${c.dispatchTimeoutMs} ms` } as const),
-          NatsReplyInvalid: (e) => Effect.succeed({ _tag: "Retry", kind: "invalid_ack", reason: `invalid ack: ${e.reason}` } as const)
+          NatsReplyInvalid: (e) => Effect.succeed({ _tag: "Retry", kind: "invalid_ack", reason: `invalid ack: ${e.reason}` } as const),
+          // Too big for the bus anywhere: the client's request, not a worker's problem.
+          NatsPayloadTooLarge: (e) =>
+            Effect.succeed({
+              _tag: "Fail",
+              error: new BodyTooLarge({ limitBytes: e.maxPayload, reason: `the bus carries at most ${e.maxPayload} bytes per message (nats max_payload); this request takes ${e.bytes}` })
+            } as const)
         })
       )
 

@@ -43,11 +43,15 @@ export class WorkerNotFound extends Schema.TaggedError<WorkerNotFound>()(
 
 export class BodyTooLarge extends Schema.TaggedError<BodyTooLarge>()(
   "BodyTooLarge",
-  { limitBytes: Schema.Number },
+  {
+    limitBytes: Schema.Number,
+    /** Why the limit is what it is, when it is not simply `max_body_bytes` (the bus's message size). */
+    reason: Schema.optional(Schema.String)
+  },
   kind({ status: 413, type: "invalid_request_error", code: "body_too_large" })
 ) {
   override get message() {
-    return `Request body is larger than ${this.limitBytes} bytes`
+    return `Request body is larger than ${this.limitBytes} bytes${this.reason === undefined ? "" : ` (${this.reason})`}`
   }
 }
 
@@ -228,6 +232,7 @@ export class Cancelled extends Schema.TaggedError<Cancelled>()(
 /** Every error that reaches a client of the inference routes. */
 export const InferenceError = Schema.Union(
   InvalidRequest,
+  BodyTooLarge,
   ModelNotFound,
   Overloaded,
   SlowConsumer,
@@ -243,7 +248,7 @@ export const InferenceError = Schema.Union(
 )
 export type InferenceError = typeof InferenceError.Type
 
-export type WireError = InferenceError | Unauthorized | WorkerNotFound | BodyTooLarge | RateLimited
+export type WireError = InferenceError | Unauthorized | WorkerNotFound | RateLimited
 
 /** The OpenAI wire body, `{ error: { message, type, code } }`. */
 export const OpenAiErrorBody = Schema.Struct({

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { RequestJournal } from "../controller/request-journal.js"
 import { Router } from "../controller/router.js"
+import { NatsTransport } from "../nats/nats-transport.js"
 import { BodyTooLarge, type InferenceError, type InvalidRequest, WorkerFailed } from "../domain/errors.js"
 import { type ChatCompletion, ChatCompletionRequest, type Completion, CompletionRequest } from "../domain/openai.js"
 import type { DoneEvent, RelaySink, RouteRequest } from "../domain/route.js"
@@ -89,6 +90,19 @@ export const makeInferenceLane = Effect.gen(function* () {
   const router = yield* Router
   const journal = yield* RequestJournal
   const api = (yield* ClusterConfigService).controller.api
+  const nats = yield* NatsTransport
+  // A body the bus cannot carry is refused here with the real reason, not after every worker was tried.
+  const maxPayload = nats.maxPayload()
+  const bodyLimit = Math.min(api.maxBodyBytes, maxPayload)
+  const tooLarge =
+    bodyLimit < api.maxBodyBytes
+      ? new BodyTooLarge({ limitBytes: bodyLimit, reason: `the bus carries at most ${maxPayload} bytes per message (nats max_payload)` })
+      : new BodyTooLarge({ limitBytes: bodyLimit })
+  if (bodyLimit < api.maxBodyBytes) {
+    yield* Effect.logWarning(
+      `controller.api.max_body_bytes (${api.maxBodyBytes}) is above the NATS server's max_payload (${maxPayload}): bodies over ${maxPayload} bytes get 413`
+    )
+  }
   const runtime = yield* Effect.runtime<never>()
   const runFork = Runtime.runFork(runtime)
   const runSync = Runtime.runSync(runtime)
@@ -179,12 +193,12 @@ export const makeInferenceLane = Effect.gen(function* () {
   }
 
   return (kind: InferenceKind, req: IncomingMessage, res: ServerResponse, ctx: LaneContext): void =>
-    readBody(req, api.maxBodyBytes, (result) => {
+    readBody(req, bodyLimit, (result) => {
       switch (result._tag) {
         case "Aborted":
           return
         case "TooLarge":
-          return refuse(kind, res, ctx, new BodyTooLarge({ limitBytes: api.maxBodyBytes }))
+          return refuse(kind, res, ctx, tooLarge)
         case "Body":
           return kind === "chat" ? serve(kind, chat, result.text, res, ctx) : serve(kind, completions, result.text, res, ctx)
       }

@@ -12,11 +12,10 @@ import {
 } from "effect"
 import {
   connect,
+  createInbox,
   credsAuthenticator,
-  ErrorCode,
   type ConnectionOptions,
-  type NatsConnection,
-  type NatsError
+  type NatsConnection
 } from "nats"
 import { readFileSync } from "node:fs"
 import { ClusterConfigService } from "../config/cluster-config.js"
@@ -27,6 +26,7 @@ import { type NatsCredentialsError, withEffectiveNatsAuth } from "./nats-credent
 import {
   type Incoming,
   NatsNoResponders,
+  NatsPayloadTooLarge,
   NatsReplyInvalid,
   NatsRequestTimeout,
   NatsTransport,
@@ -57,8 +57,6 @@ export interface NatsConnectOptions {
 }
 
 const DEFAULT_BUFFER = 16_384
-
-const isNatsError = (u: unknown): u is NatsError => typeof u === "object" && u !== null && "code" in u
 
 export const toConnectionOptions = (o: NatsConnectOptions): ConnectionOptions => {
   const wait = o.reconnectWaitMs ?? 250
@@ -236,23 +234,40 @@ const make = (options: NatsConnectOptions) =>
       })
 
     /**
+     * Request/reply over one reply subscription per connection (`<inbox>.*`), replies told apart
+     * by their last token: a request costs a publish and a map entry, not nats.js's per-request
+     * machinery (an Error captured for its stack, a deferred and a timer each).
+     */
+    type Pending = (reply: Effect.Effect<Uint8Array, NatsNoResponders | NatsReplyInvalid>) => void
+    const pending = new Map<string, Pending>()
+    const replyPrefix = createInbox(options.inboxPrefix)
+    let replies = 0
+    nc.subscribe(`${replyPrefix}.*`, {
+      callback: (err, msg) => {
+        if (err !== null) return
+        const token = msg.subject.slice(replyPrefix.length + 1)
+        const waiter = pending.get(token)
+        if (waiter === undefined) return
+        pending.delete(token)
+        // The server answers a request nobody subscribes to with an empty 503 status message.
+        const noResponders = msg.data.length === 0 && msg.headers?.code === 503
+        waiter(noResponders ? Effect.fail(new NatsNoResponders({ subject: msg.subject })) : Effect.succeed(msg.data))
+      }
+    })
+
+    /**
      * A request whose timeout is judged by the worker's answer, not by this process's lateness: when
      * the timer fires late (the event loop was busy), the reply may be sitting unread in the socket,
      * so the wait is extended once by the timeout; when it fires on time, the decision waits for
-     * `setImmediate` — after the pending socket reads — before calling it a timeout. nats' own timer
-     * (at three times the timeout) only bounds the pending promise.
+     * `setImmediate` — after the pending socket reads — before calling it a timeout.
      */
     const requestBytes = (subject: string, bytes: Uint8Array, timeoutMs: number) =>
       Effect.async<Uint8Array, NatsNoResponders | NatsRequestTimeout | NatsReplyInvalid>((resume) => {
-        let settled = false
+        const token = String(++replies)
         let timer: ReturnType<typeof setTimeout> | undefined
-        const settle = (effect: Effect.Effect<Uint8Array, NatsNoResponders | NatsRequestTimeout | NatsReplyInvalid>) => {
-          if (settled) return
-          settled = true
-          if (timer !== undefined) clearTimeout(timer)
-          resume(effect)
+        const timedOut = () => {
+          if (pending.delete(token)) resume(Effect.fail(new NatsRequestTimeout({ subject, timeoutMs })))
         }
-        const timedOut = () => settle(Effect.fail(new NatsRequestTimeout({ subject, timeoutMs })))
         const arm = (ms: number, extended: boolean) => {
           const due = Date.now() + ms
           timer = setTimeout(() => {
@@ -261,17 +276,21 @@ const make = (options: NatsConnectOptions) =>
             setImmediate(timedOut)
           }, ms)
         }
+        pending.set(token, (reply) => {
+          if (timer !== undefined) clearTimeout(timer)
+          resume(reply)
+        })
         arm(timeoutMs, false)
-        nc.request(subject, bytes, { timeout: timeoutMs * 3 }).then(
-          (reply) => settle(Effect.succeed(reply.data)),
-          (cause: unknown) => {
-            if (isNatsError(cause) && cause.code === ErrorCode.NoResponders) return settle(Effect.fail(new NatsNoResponders({ subject })))
-            if (isNatsError(cause) && cause.code === ErrorCode.Timeout) return timedOut()
-            settle(Effect.fail(new NatsReplyInvalid({ subject, reason: describe(cause) })))
-          }
-        )
+        try {
+          nc.publish(subject, bytes, { reply: `${replyPrefix}.${token}` })
+        } catch (cause) {
+          // Only a closed connection throws here.
+          pending.delete(token)
+          clearTimeout(timer)
+          resume(Effect.fail(new NatsReplyInvalid({ subject, reason: describe(cause) })))
+        }
         return Effect.sync(() => {
-          settled = true
+          pending.delete(token)
           if (timer !== undefined) clearTimeout(timer)
         })
       })
@@ -288,6 +307,8 @@ const make = (options: NatsConnectOptions) =>
           onLeft: (reason) => Effect.die(new Error(`invalid request on ${subject}: ${reason}`)),
           onRight: Effect.succeed
         })
+        const maxPayload = nc.info?.max_payload ?? 1_048_576
+        if (bytes.length > maxPayload) return yield* new NatsPayloadTooLarge({ subject, bytes: bytes.length, maxPayload })
         const reply = yield* requestBytes(subject, bytes, opts.timeoutMs)
         return yield* Either.match(decoderFor(replySchema)(reply), {
           onLeft: (reason) => Effect.fail(new NatsReplyInvalid({ subject, reason })),
@@ -327,7 +348,11 @@ const make = (options: NatsConnectOptions) =>
       flush: Effect.promise(() => nc.flush()).pipe(Effect.interruptible, Effect.timeout("5 seconds"), Effect.ignore),
       listen,
       send,
-      maxPayload: () => nc.info?.max_payload ?? 1_048_576
+      maxPayload: () => nc.info?.max_payload ?? 1_048_576,
+      stats: () => {
+        const { inMsgs, outMsgs } = nc.stats()
+        return { inMsgs, outMsgs }
+      }
     }
     return service
   })

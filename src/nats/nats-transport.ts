@@ -15,7 +15,14 @@ export class NatsReplyInvalid extends Data.TaggedError("NatsReplyInvalid")<{
   readonly reason: string
 }> {}
 
-export type NatsRequestError = NatsNoResponders | NatsRequestTimeout | NatsReplyInvalid
+/** The request is larger than the server accepts (its `max_payload`): it was not sent. */
+export class NatsPayloadTooLarge extends Data.TaggedError("NatsPayloadTooLarge")<{
+  readonly subject: string
+  readonly bytes: number
+  readonly maxPayload: number
+}> {}
+
+export type NatsRequestError = NatsNoResponders | NatsRequestTimeout | NatsReplyInvalid | NatsPayloadTooLarge
 
 /** One decoded message of a subscription. */
 export interface Incoming<A> {
@@ -84,6 +91,8 @@ export interface NatsTransportService {
   readonly send: (subject: string, payload: Uint8Array, reply?: string) => void
   /** The largest message the server accepts, in bytes (its `max_payload`; 1 MiB before the first connect). */
   readonly maxPayload: () => number
+  /** Messages received and sent by this connection so far. */
+  readonly stats: () => { readonly inMsgs: number; readonly outMsgs: number }
 }
 
 export class NatsTransport extends Context.Tag("nats/NatsTransport")<NatsTransport, NatsTransportService>() {}

@@ -15,7 +15,7 @@ describe("config: cache-aware routing (issue 16)", () => {
       strategy: "smart",
       affinity: { enabled: true, minPrefixTokens: 64, maxImbalance: 2, blockTokens: 16, maxBlocksPerWorker: 8192, maxAgeMs: 600_000 }
     })
-    expect(config.worker.engine.synthetic).toEqual({ tokensPerSecond: 50, firstTokenMs: 50, prefillTokensPerSecond: 0, promptCacheSize: 10 })
+    expect(config.worker.engine.synthetic).toEqual({ tokensPerSecond: 50, firstTokenMs: 50, prefillTokensPerSecond: 0, promptCacheSize: 10, maxAnswerTokens: 256 })
   })
 
   it("reads the snake_case keys; the ones not given keep their defaults", () => {

@@ -221,6 +221,28 @@ describe("Router.route: no worker to ask", () => {
     )
   )
 
+  it.effect("an event loop lagging past overload.max_event_loop_lag_ms: Overloaded (429) at once, nothing dispatched", () =>
+    withRouter(controllerConfig({}), 1_600)(
+      Effect.gen(function* () {
+        const w1 = yield* startWorker({ id: "w1" }, { stream: streams("a") })
+        const error = failureOf(yield* collect())
+        expect(error).toMatchObject({ _tag: "Overloaded", lagMs: 1_600, retryAfterSeconds: 2 })
+        expect(error.message).toContain("1600 ms")
+        expect(yield* w1.received).toEqual([])
+        yield* expectIdle
+      })
+    )
+  )
+
+  it.effect("an event loop lagging below the bound sheds nothing", () =>
+    withRouter(controllerConfig({}), 400)(
+      Effect.gen(function* () {
+        yield* startWorker({ id: "w1" }, { stream: streams("a") })
+        expect(doneOf(successOf(yield* collect())).workerId).toBe("w1")
+      })
+    )
+  )
+
   it.effect("fails with ShuttingDown, and counts nothing, unless the controller is ready", () =>
     withRouter()(
       Effect.gen(function* () {

@@ -83,7 +83,7 @@ export const controllerLayer = (natsUrl: string, patch: (c: ClusterConfig) => Cl
   return Layer.fresh(
     ControllerLive.pipe(
       Layer.provideMerge(ClusterConfigService.layer(config)),
-      Layer.provide(natsLayer({ url: natsUrl, name: "test controller" })),
+      Layer.provideMerge(natsLayer({ url: natsUrl, name: "test controller" })),
       Layer.provide(quiet(config))
     )
   )

@@ -168,6 +168,8 @@ export interface ClientResult {
   readonly afterEnd: number
   readonly firstChunkAt: number | undefined
   readonly endedAt: number
+  /** The `Retry-After` header of the answer, if any. */
+  readonly retryAfter: string | undefined
 }
 
 interface SseOptions {
@@ -205,6 +207,7 @@ export const request = async (url: string, body: unknown, options: SseOptions = 
   let error: WireError | undefined
   let afterEnd = 0
   let firstChunkAt: number | undefined
+  let retryAfter: string | undefined
   const snapshot = (thrown: string | undefined): ClientResult => ({
     startedAt,
     status,
@@ -215,7 +218,8 @@ export const request = async (url: string, body: unknown, options: SseOptions = 
     error,
     afterEnd,
     firstChunkAt,
-    endedAt: Date.now()
+    endedAt: Date.now(),
+    retryAfter
   })
   try {
     const response = await fetch(url, {
@@ -225,6 +229,7 @@ export const request = async (url: string, body: unknown, options: SseOptions = 
       ...(options.signal === undefined ? {} : { signal: options.signal })
     })
     status = response.status
+    retryAfter = response.headers.get("retry-after") ?? undefined
     const contentType = response.headers.get("content-type") ?? ""
     if (!contentType.startsWith("text/event-stream")) {
       const json: unknown = await response.json()

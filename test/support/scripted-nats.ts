@@ -70,9 +70,15 @@ export const makeScriptedNats = (options: { readonly maxPayload?: number } = {})
     const timeline: Array<string> = []
     const subscribers = new Set<Subscriber>()
     let inboxes = 0
+    let delivered = 0
 
     const deliver = (message: WireMessage) => {
-      for (const s of [...subscribers]) if (subscribers.has(s) && subjectMatches(s.pattern, message.subject)) s.deliver(message)
+      for (const s of [...subscribers]) {
+        if (subscribers.has(s) && subjectMatches(s.pattern, message.subject)) {
+          delivered++
+          s.deliver(message)
+        }
+      }
     }
     const send = (message: WireMessage) => {
       log.push(message)
@@ -159,7 +165,8 @@ export const makeScriptedNats = (options: { readonly maxPayload?: number } = {})
         return { close: unsubscribe }
       },
       send: (subject, payload, reply) => send({ subject, payload: textDecoder.decode(payload), replyTo: reply }),
-      maxPayload: () => options.maxPayload ?? 1_048_576
+      maxPayload: () => options.maxPayload ?? 1_048_576,
+      stats: () => ({ inMsgs: delivered, outMsgs: log.length })
     }
 
     const handle: ScriptedNatsHandle = {

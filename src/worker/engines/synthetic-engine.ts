@@ -9,7 +9,8 @@ import { type EnginePrefillCache, makeEnginePrefillCache, type PrefillOptions } 
  *
  * - Same request (model + messages/prompt + maxTokens + stop) → same tokens: words of a fixed
  *   vocabulary drawn by a PRNG seeded with an FNV-1a hash of the model and the prompt.
- * - The answer's natural length is 32..256 tokens (from the hash); it ends there with `stop`, at
+ * - The answer's natural length is 32..256 tokens (from the hash; `max_answer_tokens` raises the
+ *   256, e.g. for long-stream tests); it ends there with `stop`, at
  *   `maxTokens` with `length`, or before the first stop sequence with `stop` (the text before the
  *   sequence is sent, the sequence is not).
  * - Prompt tokens are the whitespace-separated words of all messages; completion tokens are the
@@ -24,6 +25,8 @@ import { type EnginePrefillCache, makeEnginePrefillCache, type PrefillOptions } 
 export interface SyntheticOptions extends PrefillOptions {
   readonly tokensPerSecond: number
   readonly firstTokenMs: number
+  /** The longest natural answer (its length is drawn from 32..this); default 256. */
+  readonly maxAnswerTokens?: number | undefined
 }
 
 const VOCABULARY = [
@@ -71,13 +74,21 @@ const seedOf = (request: InferenceRequest): number =>
   fnv1a(`${request.model}\u0000${JSON.stringify(request.messages ?? [])}\u0000${request.prompt ?? ""}`)
 
 /** The natural answer for a request, before maxTokens and stop sequences. */
-export const naturalAnswer = (request: InferenceRequest): ReadonlyArray<string> => {
+export const naturalLength = (request: InferenceRequest, maxAnswerTokens = MAX_NATURAL_TOKENS): number =>
+  MIN_NATURAL_TOKENS + (seedOf(request) % (Math.max(MIN_NATURAL_TOKENS, maxAnswerTokens) - MIN_NATURAL_TOKENS + 1))
+
+/** The first `limit` words of the natural answer (all of them by default). */
+export const naturalAnswer = (
+  request: InferenceRequest,
+  maxAnswerTokens = MAX_NATURAL_TOKENS,
+  limit = Number.POSITIVE_INFINITY
+): ReadonlyArray<string> => {
   const seed = seedOf(request)
-  const length = MIN_NATURAL_TOKENS + (seed % (MAX_NATURAL_TOKENS - MIN_NATURAL_TOKENS + 1))
+  const length = naturalLength(request, maxAnswerTokens)
   const next = prng(seed)
   const words: Array<string> = []
   let sentenceLeft = 0
-  for (let i = 0; i < length; i++) {
+  for (let i = 0; i < Math.min(length, limit); i++) {
     const word = VOCABULARY[Math.floor(next() * VOCABULARY.length)] ?? "the"
     const startsSentence = sentenceLeft === 0
     if (startsSentence) sentenceLeft = 5 + Math.floor(next() * 10)
@@ -90,12 +101,12 @@ export const naturalAnswer = (request: InferenceRequest): ReadonlyArray<string> 
 }
 
 /** The tokens a request gets: the natural answer cut by `maxTokens` and the stop sequences. */
-export const planSynthetic = (request: InferenceRequest): SyntheticPlan => {
-  const natural = naturalAnswer(request)
+export const planSynthetic = (request: InferenceRequest, maxAnswerTokens = MAX_NATURAL_TOKENS): SyntheticPlan => {
+  const length = naturalLength(request, maxAnswerTokens)
   const promptTokens = countPromptTokens(request)
-  const maxTokens = request.maxTokens ?? natural.length
-  const limited = natural.slice(0, maxTokens)
-  const lengthReason: FinishReason = natural.length > maxTokens ? "length" : "stop"
+  const maxTokens = request.maxTokens ?? length
+  const limited = naturalAnswer(request, maxAnswerTokens, maxTokens)
+  const lengthReason: FinishReason = length > maxTokens ? "length" : "stop"
   const stops = (request.stop ?? []).filter((s) => s.length > 0)
   if (stops.length === 0) return { tokens: limited, finishReason: lengthReason, promptTokens }
   const text = limited.join("")
@@ -130,7 +141,7 @@ export const makeSyntheticEngine = (
   promptCache: promptCache.stats,
   generate: (request, _modelPath, emit) =>
     Effect.gen(function* () {
-      const plan = planSynthetic(request)
+      const plan = planSynthetic(request, options.maxAnswerTokens)
       const done = finish(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length })
       const start = yield* Clock.currentTimeMillis
       // Prefill: the uncached part of the prompt delays the first token; the answer joins the cache at the end.

@@ -28,25 +28,26 @@ export const queueConfig =
   (patch: Partial<ControllerConfig["queue"]>) =>
   (c: ClusterConfig): ClusterConfig => ({ ...c, controller: { ...c.controller, queue: { ...c.controller.queue, ...patch } } })
 
-const StateTest = Layer.mergeAll(
-  Registry.Default,
-  Balancer.Default,
-  InFlight.Default,
-  RequestStats.Default,
-  RequestJournal.Default,
-  ControllerLifecycle.Default,
-  DeadlineSweep.Default,
-  LoadMonitor.layerTest()
-)
+const stateTest = (eventLoopLagMs: number) =>
+  Layer.mergeAll(
+    Registry.Default,
+    Balancer.Default,
+    InFlight.Default,
+    RequestStats.Default,
+    RequestJournal.Default,
+    ControllerLifecycle.Default,
+    DeadlineSweep.Default,
+    LoadMonitor.layerTest({ now: eventLoopLagMs })
+  )
 
 /**
  * The Router as `ControllerCoreLive` composes it (Router ← AdmissionQueue ← state services), over
  * the scripted NATS double and the contract's defaults changed by `patch`. One build per test.
  */
-export const routerTestLayer = (patch: (c: ClusterConfig) => ClusterConfig = identity) =>
+export const routerTestLayer = (patch: (c: ClusterConfig) => ClusterConfig = identity, eventLoopLagMs = 0) =>
   Router.Default.pipe(
     Layer.provideMerge(AdmissionQueue.Default),
-    Layer.provideMerge(StateTest),
+    Layer.provideMerge(stateTest(eventLoopLagMs)),
     Layer.provideMerge(ScriptedNats.layer),
     Layer.provideMerge(ClusterConfigService.layerTest(patch))
   )
@@ -55,16 +56,16 @@ export type RouterTestServices = Layer.Layer.Success<ReturnType<typeof routerTes
 
 /**
  * Runs `body` in its own scope (closed before the layer) with a fresh router layer, the controller
- * lifecycle set to `ready` first.
+ * lifecycle set to `ready` first; `eventLoopLagMs` is what the load monitor reports.
  */
 export const withRouter =
-  (patch: (c: ClusterConfig) => ClusterConfig = identity) =>
+  (patch: (c: ClusterConfig) => ClusterConfig = identity, eventLoopLagMs = 0) =>
   <A, E>(body: Effect.Effect<A, E, RouterTestServices | Scope.Scope>): Effect.Effect<A, E> =>
     Effect.gen(function* () {
       const lifecycle = yield* ControllerLifecycle
       yield* lifecycle.transition("ready")
       return yield* body
-    }).pipe(Effect.scoped, Effect.provide(routerTestLayer(patch)))
+    }).pipe(Effect.scoped, Effect.provide(routerTestLayer(patch, eventLoopLagMs)))
 
 /** Lets forked fibers (consumer, fake workers, the router's watchers) run until they wait. */
 export const settle: Effect.Effect<void> = Effect.gen(function* () {

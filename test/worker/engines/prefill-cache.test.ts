@@ -158,7 +158,7 @@ describe("the synthetic engine's prefill", () => {
                   ...c.worker,
                   engine: {
                     ...c.worker.engine,
-                    synthetic: { tokensPerSecond: 0, firstTokenMs: 0, prefillTokensPerSecond: 2000, promptCacheSize: 2 }
+                    synthetic: { ...c.worker.engine.synthetic, tokensPerSecond: 0, firstTokenMs: 0, prefillTokensPerSecond: 2000, promptCacheSize: 2 }
                   }
                 }
               }))

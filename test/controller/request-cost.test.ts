@@ -1,0 +1,87 @@
+import { expect, inject, it } from "@effect/vitest"
+import { Context, Effect, Fiber as EffectFiber, Layer, Option, Supervisor } from "effect"
+import type * as Fiber from "effect/Fiber"
+import { Registry } from "../../src/controller/registry.js"
+import { NatsTransport } from "../../src/nats/nats-transport.js"
+import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
+import { eventually } from "../support/eventually.js"
+
+/**
+ * Issue 10: the cost of a request is a small constant, pinned here deterministically (not timed).
+ * A streamed request of 32 tokens, from the synthetic engine at full speed (one group of 32), costs:
+ * - fibers: one in the controller (the Router's `execute`, forked by the HTTP fast lane) and one in
+ *   the worker (the request's generation) — nothing per token, no watchdog, no pump;
+ * - bus messages: the controller sends 1 (the inference request) and receives 3 (the ack, one
+ *   `tokens` batch, `done`); the worker receives 1 and sends the same 3.
+ */
+
+const natsUrl = inject("natsUrl")
+const MODEL = "cost/model"
+const REQUESTS = 20
+
+/** Counts the fibers started under it. */
+class FiberCounter extends Supervisor.AbstractSupervisor<number> {
+  started = 0
+  get value() {
+    return Effect.sync(() => this.started)
+  }
+  override onStart<A, E, R>(
+    _context: Context.Context<R>,
+    _effect: Effect.Effect<A, E, R>,
+    _parent: Option.Option<Fiber.RuntimeFiber<unknown, unknown>>,
+    _fiber: Fiber.RuntimeFiber<A, E>
+  ): void {
+    this.started++
+  }
+}
+
+it.scopedLive(
+  "a streamed request of 32 tokens starts one fiber in the controller and one in the worker, and crosses the bus as 1 + 3 messages",
+  () =>
+    Effect.gen(function* () {
+      const controllerFibers = new FiberCounter()
+      const workerFibers = new FiberCounter()
+      // Slow heartbeats and sweeps: nothing but the requests on the bus while they are counted.
+      const quiet = (c: Parameters<Parameters<typeof controllerLayer>[1] & {}>[0]) => ({
+        ...c,
+        discovery: { ...c.discovery, heartbeatIntervalMs: 600_000, healthCheckIntervalMs: 600_000, offlineTimeoutMs: 1_200_000 }
+      })
+      // Each built in a fiber of its own (awaited, not joined): a supervisor set while building one
+      // must not reach the other's runtime.
+      const isolated = <A, E>(layer: Layer.Layer<A, E>) =>
+        Effect.forkScoped(Layer.build(layer)).pipe(Effect.flatMap(EffectFiber.await), Effect.flatten)
+      const controller = yield* isolated(controllerLayer(natsUrl, quiet).pipe(Layer.provide(Supervisor.addSupervisor(controllerFibers))))
+      yield* isolated(workerLayer(natsUrl, { id: "cost-worker", models: [MODEL] }).pipe(Layer.provide(Supervisor.addSupervisor(workerFibers))))
+      const registry = Context.get(controller, Registry)
+      yield* eventually(Effect.map(registry.get("cost-worker"), Option.exists((w) => w.status === "online")))
+      const url = yield* Effect.provide(baseUrl, controller)
+      const controllerBus = Context.get(controller, NatsTransport)
+
+      const stream = Effect.promise(() =>
+        fetch(`${url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: MODEL, stream: true, max_tokens: 32, messages: [{ role: "user", content: "count me" }] })
+        }).then((r) => r.text())
+      )
+      // Warm up (first-use compilation, lazy subscriptions), then count over sequential requests.
+      yield* stream
+      yield* Effect.sleep("50 millis")
+      const fibersBefore = [controllerFibers.started, workerFibers.started]
+      const busBefore = controllerBus.stats()
+      for (let i = 0; i < REQUESTS; i++) {
+        const body = yield* stream
+        expect(body.match(/"delta":\{"content":/g)).toHaveLength(32)
+        expect(body.trimEnd().endsWith("data: [DONE]")).toBe(true)
+      }
+      yield* Effect.sleep("50 millis")
+      const bus = controllerBus.stats()
+      expect({
+        controllerFibers: (controllerFibers.started - (fibersBefore[0] ?? 0)) / REQUESTS,
+        workerFibers: (workerFibers.started - (fibersBefore[1] ?? 0)) / REQUESTS,
+        sent: (bus.outMsgs - busBefore.outMsgs) / REQUESTS,
+        received: (bus.inMsgs - busBefore.inMsgs) / REQUESTS
+      }).toEqual({ controllerFibers: 1, workerFibers: 1, sent: 1, received: 3 })
+    }),
+  60_000
+)
