@@ -305,7 +305,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     const execute = (request: RouteRequest, sink: RelaySink): Effect.Effect<DoneEvent, InferenceError> =>
       Effect.gen(function* () {
         yield* lifecycle.ensureAccepting
-        const lagMs = maxLagMs > 0 ? monitor.lagMs() : 0
+        const lagMs = maxLagMs > 0 ? monitor.sustainedLagMs() : 0
         if (lagMs > maxLagMs && maxLagMs > 0) {
           return yield* new Overloaded({ lagMs, retryAfterSeconds: Math.max(1, Math.ceil(lagMs / 1000)) })
         }
