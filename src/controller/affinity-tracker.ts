@@ -53,7 +53,11 @@ export interface AffinityTracker {
   readonly retain: (workers: ReadonlyArray<WorkerInfo>) => void
   /** Block hashes held over all workers (the index's memory). */
   readonly entries: Effect.Effect<number>
+  /** Dispatches by verdict since the controller started (the dashboard's hit rate). */
+  readonly counts: () => AffinityCounts
 }
+
+export type AffinityCounts = Readonly<Record<DispatchResult, number>>
 
 const byResult: Record<DispatchResult, Metric.Metric.Counter<number>> = {
   hit: Metric.tagged(Metrics.affinityTotal, "result", "hit"),
@@ -67,6 +71,7 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
   const index = makePrefixIndex({ maxBlocksPerWorker: settings.maxBlocksPerWorker, maxAgeMs: settings.maxAgeMs })
   const choice = { minPrefixTokens: settings.minPrefixTokens, maxImbalance: settings.maxImbalance }
   const enabled = settings.enabled
+  const counts: Record<DispatchResult, number> = { hit: 0, displaced: 0, miss: 0 }
 
   const selectionInputAt = (
     chain: PromptChain | undefined,
@@ -91,7 +96,9 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
     let best = matched
     for (const other of index.workers.keys()) best = Math.max(best, matchTokens(index, other, chain, now))
     record(index, workerId, chain, now)
-    return { matched, result: classifyDispatch(matched, best, settings.minPrefixTokens) }
+    const result = classifyDispatch(matched, best, settings.minPrefixTokens)
+    counts[result]++
+    return { matched, result }
   }
 
   const retain = (workers: ReadonlyArray<WorkerInfo>) =>
@@ -124,6 +131,7 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
     recordDispatchAt: (workerId, chain, now) => (enabled ? dispatchAt(workerId, chain, now).result : undefined),
     forget: (workerId) => forgetWorker(index, workerId),
     retain,
-    entries: Effect.sync(() => indexEntries(index))
+    entries: Effect.sync(() => indexEntries(index)),
+    counts: () => ({ ...counts })
   }
 }

@@ -1,10 +1,12 @@
 import { Clock, Effect } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ControllerState, ClusterMode } from "../domain/cluster.js"
-import type { DashboardModel, DashboardSnapshot, DashboardWorker } from "../domain/dashboard.js"
+import type { DashboardAffinity, DashboardModel, DashboardSnapshot, DashboardWorker } from "../domain/dashboard.js"
 import type { WorkerInfo } from "../domain/worker.js"
 import { VERSION } from "../version.js"
 import { AdmissionQueue } from "./admission-queue.js"
+import type { AffinityCounts } from "./affinity-tracker.js"
+import { Balancer } from "./balancer.js"
 import { type ActivitySnapshot, ClusterActivity, RATE_WINDOW_SECONDS } from "./cluster-activity.js"
 import { ControllerLifecycle } from "./lifecycle.js"
 import { Registry } from "./registry.js"
@@ -69,6 +71,19 @@ export interface DashboardInputs {
   readonly requests: RequestCountsSnapshot
   readonly queued: number
   readonly activity: ActivitySnapshot
+  /** Dispatch verdicts of prefix affinity; undefined when it is off (or the strategy is not `smart`). */
+  readonly affinity: AffinityCounts | undefined
+}
+
+export const dashboardAffinity = (counts: AffinityCounts | undefined): DashboardAffinity => {
+  const { hit, displaced, miss } = counts ?? { hit: 0, displaced: 0, miss: 0 }
+  return {
+    enabled: counts !== undefined,
+    hits: hit,
+    displaced,
+    misses: miss,
+    hitRate: hit + displaced === 0 ? null : hit / (hit + displaced)
+  }
 }
 
 /** The snapshot from what the services hold now (pure, for tests). */
@@ -96,6 +111,7 @@ export const dashboardSnapshot = (i: DashboardInputs): DashboardSnapshot => ({
     ttftSamples: i.activity.ttftSamples,
     retries: i.activity.retries,
     cancels: i.activity.cancels,
+    affinity: dashboardAffinity(i.affinity),
     rateWindowSeconds: RATE_WINDOW_SECONDS
   },
   workers: [...i.workers]
@@ -115,6 +131,8 @@ export class ClusterDashboard extends Effect.Service<ClusterDashboard>()("contro
     const queue = yield* AdmissionQueue
     const lifecycle = yield* ControllerLifecycle
     const activity = yield* ClusterActivity
+    const balancer = yield* Balancer
+    const affinityOn = balancer.affinity.enabled && config.loadBalancing.strategy === "smart"
     const snapshot: Effect.Effect<DashboardSnapshot> = Effect.gen(function* () {
       return dashboardSnapshot({
         now: yield* Clock.currentTimeMillis,
@@ -124,7 +142,8 @@ export class ClusterDashboard extends Effect.Service<ClusterDashboard>()("contro
         workers: yield* registry.all,
         requests: yield* stats.snapshot,
         queued: yield* queue.pending,
-        activity: yield* activity.snapshot
+        activity: yield* activity.snapshot,
+        affinity: affinityOn ? balancer.affinity.counts() : undefined
       })
     })
     return { snapshot } as const

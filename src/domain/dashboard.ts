@@ -70,6 +70,21 @@ export const DashboardSeries = Schema.Struct({
 })
 export type DashboardSeries = typeof DashboardSeries.Type
 
+/** Prefix affinity (cache-aware routing) since the controller started: how dispatches went for the workers' prompt caches. */
+export const DashboardAffinity = Schema.Struct({
+  /** `load_balancing.affinity.enabled` with strategy `smart`. */
+  enabled: Schema.Boolean,
+  /** Sent to the worker holding the longest prefix of the prompt. */
+  hits: NonNegativeInt,
+  /** Another worker held a longer prefix (load or the strategy won). */
+  displaced: NonNegativeInt,
+  /** No worker held a reusable prefix (a new conversation). */
+  misses: NonNegativeInt,
+  /** hits / (hits + displaced), 0..1: of the prompts some worker had cached, the share that went there; null before any. */
+  hitRate: Schema.NullOr(NonNegativeNumber)
+})
+export type DashboardAffinity = typeof DashboardAffinity.Type
+
 export const DashboardController = Schema.Struct({
   version: Schema.String,
   mode: ClusterMode,
@@ -97,6 +112,7 @@ export const DashboardController = Schema.Struct({
   /** Dispatches moved to another worker, and requests the client cancelled, since the controller started. */
   retries: NonNegativeInt,
   cancels: NonNegativeInt,
+  affinity: DashboardAffinity,
   rateWindowSeconds: NonNegativeInt
 })
 export type DashboardController = typeof DashboardController.Type

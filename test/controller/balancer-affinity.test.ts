@@ -228,7 +228,7 @@ describe("affinity tracker", () => {
     })
   )
 
-  it("the synchronous steps take the time as an argument and count nothing", () => {
+  it("the synchronous steps take the time as an argument, update no metric, and count verdicts for the dashboard", () => {
     const tracker = makeAffinityTracker({
       enabled: true,
       minPrefixTokens: 64,
@@ -248,7 +248,9 @@ describe("affinity tracker", () => {
     // Past max_age_ms the prompt is forgotten.
     expect(tracker.selectionInputAt(turn1, workers, 62_000)?.matches.size).toBe(0)
     // Selecting among some candidates forgets nobody; forget and retain do.
+    expect(tracker.counts()).toEqual({ hit: 1, displaced: 0, miss: 1 })
     tracker.recordDispatchAt("w2", turn1, 2_000)
+    expect(tracker.counts()).toEqual({ hit: 1, displaced: 1, miss: 1 })
     expect(tracker.selectionInputAt(turn1, [info({ id: "w1" })], 2_000)?.matches.size).toBe(1)
     expect([...(tracker.selectionInputAt(turn1, workers, 2_000)?.matches.keys() ?? [])]).toEqual(["w1", "w2"])
     tracker.forget("w1")

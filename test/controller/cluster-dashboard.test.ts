@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Schema } from "effect"
 import { ActivityWindow } from "../../src/controller/cluster-activity.js"
-import { dashboardModels, dashboardSnapshot, dashboardWorker } from "../../src/controller/cluster-dashboard.js"
+import { dashboardAffinity, dashboardModels, dashboardSnapshot, dashboardWorker } from "../../src/controller/cluster-dashboard.js"
 import { DashboardSnapshot } from "../../src/domain/dashboard.js"
 import type { WorkerInfo } from "../../src/domain/worker.js"
 import { info, metrics } from "./support/fixtures.js"
@@ -73,7 +73,8 @@ describe("dashboardSnapshot", () => {
       workers: [offline, online],
       requests: { active: 1, total: 10, succeeded: 7, failed: 1, cancelled: 1 },
       queued: 2,
-      activity: new ActivityWindow().snapshot(10_000)
+      activity: new ActivityWindow().snapshot(10_000),
+      affinity: { hit: 9, displaced: 3, miss: 4 }
     })
     expect(snapshot.workers.map((w) => w.workerId)).toEqual(["studio", "laptop"])
     expect(snapshot.controller).toMatchObject({
@@ -83,9 +84,18 @@ describe("dashboardSnapshot", () => {
       queued: 2,
       requests: { active: 1, total: 10, succeeded: 7, failed: 1, cancelled: 1 },
       successRate: 7 / 8,
-      ttftP50Ms: null
+      ttftP50Ms: null,
+      affinity: { enabled: true, hits: 9, displaced: 3, misses: 4, hitRate: 0.75 }
     })
     const wire = Schema.encodeSync(DashboardSnapshot)(snapshot)
     expect(Schema.decodeUnknownSync(DashboardSnapshot)(JSON.parse(JSON.stringify(wire)))).toEqual(snapshot)
+  })
+})
+
+describe("dashboardAffinity", () => {
+  it("has no hit rate before a prompt some worker had cached, and says when affinity is off", () => {
+    expect(dashboardAffinity({ hit: 0, displaced: 0, miss: 5 })).toEqual({ enabled: true, hits: 0, displaced: 0, misses: 5, hitRate: null })
+    expect(dashboardAffinity(undefined)).toEqual({ enabled: false, hits: 0, displaced: 0, misses: 0, hitRate: null })
+    expect(dashboardAffinity({ hit: 1, displaced: 0, miss: 0 }).hitRate).toBe(1)
   })
 })

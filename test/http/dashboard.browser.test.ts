@@ -240,6 +240,39 @@ describe("/dashboard in headless Chromium", () => {
     expect(await textOf(page, "#stat-requests-detail")).toBe(`${before + 1} ok · 0 failed · 0 cancelled · 0 active`)
   })
 
+  it("shows the prefix-cache hit rate of affinity routing: a conversation sent again is a hit", async () => {
+    // 200 words: past min_prefix_tokens (64) in whole blocks of 16, so the second send finds its prefix.
+    const system = Array.from({ length: 200 }, (_, i) => `rule${i}`).join(" ")
+    const send = () =>
+      fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model: STUDIO_MODELS[1],
+          max_tokens: 2,
+          messages: [
+            { role: "system", content: system },
+            { role: "user", content: "Which Mac holds this conversation?" }
+          ]
+        })
+      }).then((r) => r.status)
+    expect(await send()).toBe(200)
+    expect(await send()).toBe(200)
+    await page.waitForFunction(() => /^[1-9]\d* hits · /.test(document.getElementById("stat-affinity-detail")?.textContent ?? ""), { timeout: 5_000 })
+    const api = (await (await fetch(`${url}/api/cluster/dashboard`)).json()) as {
+      controller: { affinity: { hits: number; displaced: number; misses: number; hitRate: number } }
+    }
+    const a = api.controller.affinity
+    expect(a.hits).toBeGreaterThanOrEqual(1)
+    expect(a.misses).toBeGreaterThanOrEqual(1)
+    await page.waitForFunction(
+      (detail: string) => document.getElementById("stat-affinity-detail")?.textContent === detail,
+      { timeout: 5_000 },
+      `${a.hits} hits · ${a.displaced} displaced · ${a.misses} new prompts`
+    )
+    expect(await textOf(page, "#stat-affinity")).toMatch(/^\d+(\.\d+)? ?%$/)
+  })
+
   it("shows the traffic the journal records: rates, TTFT, the plot and the last failures with code and request id", async () => {
     // Ten seconds of real streamed traffic that grows and shrinks (one client, then three, then
     // two); each request is recorded as the Router will record it.
