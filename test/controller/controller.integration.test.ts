@@ -162,7 +162,7 @@ describe("controller core with real workers over a real nats-server", () => {
   it.scopedLive("draining lets an in-flight stream finish and refuses new requests", () =>
     Effect.gen(function* () {
       const scope = yield* Scope.make()
-      const { router, registry, lifecycle } = yield* Scope.extend(startController(), scope)
+      const { router, registry, lifecycle, stats } = yield* Scope.extend(startController(), scope)
       yield* startFakeWorker(
         natsUrl,
         { id: "drain-1", models: ["drain/model"] },
@@ -170,7 +170,7 @@ describe("controller core with real workers over a real nats-server", () => {
       )
       yield* eventually(Effect.map(onlineIds(registry), (ids) => ids.includes("drain-1")))
       const inFlight = yield* Effect.fork(collect(router.route(ask("drain/model"))))
-      yield* Effect.sleep("60 millis")
+      yield* eventually(Effect.map(stats.snapshot, (s) => s.active === 1))
       const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
       yield* eventually(Effect.map(lifecycle.state, (s) => s === "draining"))
       const refused = yield* Effect.flip(Stream.runDrain(router.route(ask("drain/model"))))

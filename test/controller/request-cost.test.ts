@@ -2,6 +2,7 @@ import { expect, inject, it } from "@effect/vitest"
 import { Context, Effect, Fiber as EffectFiber, Layer, Option, Supervisor } from "effect"
 import type * as Fiber from "effect/Fiber"
 import { Registry } from "../../src/controller/registry.js"
+import { RequestStats } from "../../src/controller/request-stats.js"
 import { NatsTransport } from "../../src/nats/nats-transport.js"
 import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
@@ -65,8 +66,9 @@ it.scopedLive(
         }).then((r) => r.text())
       )
       // Warm up (first-use compilation, lazy subscriptions), then count over sequential requests.
+      const stats = Context.get(controller, RequestStats)
       yield* stream
-      yield* Effect.sleep("50 millis")
+      yield* eventually(Effect.map(stats.snapshot, (s) => s.active === 0 && s.total === 1))
       const fibersBefore = [controllerFibers.started, workerFibers.started]
       const busBefore = controllerBus.stats()
       for (let i = 0; i < REQUESTS; i++) {
@@ -74,14 +76,19 @@ it.scopedLive(
         expect(body.match(/"delta":\{"content":/g)).toHaveLength(32)
         expect(body.trimEnd().endsWith("data: [DONE]")).toBe(true)
       }
-      yield* Effect.sleep("50 millis")
-      const bus = controllerBus.stats()
-      expect({
-        controllerFibers: (controllerFibers.started - (fibersBefore[0] ?? 0)) / REQUESTS,
-        workerFibers: (workerFibers.started - (fibersBefore[1] ?? 0)) / REQUESTS,
-        sent: (bus.outMsgs - busBefore.outMsgs) / REQUESTS,
-        received: (bus.inMsgs - busBefore.inMsgs) / REQUESTS
-      }).toEqual({ controllerFibers: 1, workerFibers: 1, sent: 1, received: 3 })
+      // Every count is complete when the last client saw [DONE] (the worker published `done` before);
+      // waiting for equality only absorbs scheduling, and a count past it never comes back down.
+      const perRequest = Effect.sync(() => {
+        const bus = controllerBus.stats()
+        return {
+          controllerFibers: (controllerFibers.started - (fibersBefore[0] ?? 0)) / REQUESTS,
+          workerFibers: (workerFibers.started - (fibersBefore[1] ?? 0)) / REQUESTS,
+          sent: (bus.outMsgs - busBefore.outMsgs) / REQUESTS,
+          received: (bus.inMsgs - busBefore.inMsgs) / REQUESTS
+        }
+      })
+      const expected = { controllerFibers: 1, workerFibers: 1, sent: 1, received: 3 }
+      yield* eventually(perRequest.pipe(Effect.map((counts) => expect(counts).toEqual(expected))), { timeoutMs: 1_000 })
     }),
   60_000
 )

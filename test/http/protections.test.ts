@@ -30,6 +30,14 @@ const chat = (url: string, init: { headers?: Record<string, string>; body?: stri
     }).then(async (r) => ({ status: r.status, headers: r.headers, body: (await r.json()) as { error?: { code: string; message: string } } }))
   )
 
+/** Requests the controller is handling and those waiting for a slot (`/api/cluster/dashboard`). */
+const load = (url: string) =>
+  Effect.promise(() =>
+    fetch(`${url}/api/cluster/dashboard`)
+      .then((r) => r.json())
+      .then((body: { controller: { inFlight: number; queued: number } }) => body.controller)
+  )
+
 describe("API protections", () => {
   it("pure pieces: bearer parsing, constant-time key check, default-deny routes, fixed windows", () => {
     expect(bearerToken("Bearer abc")).toEqual(expect.objectContaining({ value: "abc" }))
@@ -124,9 +132,9 @@ describe("API protections", () => {
       )
       const slow = JSON.stringify({ model: "guard/model", messages: [{ role: "user", content: "hi" }], max_tokens: 20 })
       const running = yield* Effect.fork(chat(url, { body: slow }))
-      yield* Effect.sleep("150 millis")
+      yield* eventually(Effect.map(load(url), (l) => l.inFlight === 1 && l.queued === 0))
       const waiting = yield* Effect.fork(chat(url, { body: slow }))
-      yield* Effect.sleep("150 millis")
+      yield* eventually(Effect.map(load(url), (l) => l.queued === 1))
       const started = Date.now()
       const refused = yield* chat(url, { body: slow })
       expect(Date.now() - started).toBeLessThan(500)

@@ -1,7 +1,8 @@
 import { describe, expect, inject, it } from "@effect/vitest"
-import { Chunk, Effect, Either, Exit, Fiber, Layer, Option, Schema, Stream } from "effect"
+import { Chunk, Effect, Either, Exit, Fiber, Layer, Logger, Option, Schema, Stream, TestClock } from "effect"
 import { NatsNoResponders, NatsReplyInvalid, NatsRequestTimeout, NatsTransport } from "../../src/nats/nats-transport.js"
 import { layer as natsLayer } from "../../src/nats/nats-transport-live.js"
+import { eventually } from "../support/eventually.js"
 import { startTestNatsServer } from "../support/nats-server.js"
 
 const Ping = Schema.Struct({ n: Schema.Number.pipe(Schema.int()) })
@@ -166,16 +167,26 @@ describe("NatsTransport (real nats-server)", () => {
     })
   )
 
-  it.live("waits for a server that is not up yet, then connects", () =>
+  it.scoped("waits for a server that is not up yet, retrying on the Effect clock, then connects", () =>
     Effect.gen(function* () {
       const server = yield* Effect.promise(() => startTestNatsServer())
       yield* Effect.promise(() => server.stop())
+      const warnings: Array<string> = []
+      const capture = Logger.make(({ message }) => {
+        warnings.push((Array.isArray(message) ? message : [message]).map(String).join(" "))
+      })
       const connected = yield* Effect.fork(
-        Effect.scoped(Layer.build(natsLayer({ url: server.url, reconnectWaitMs: 50 })))
+        Effect.scoped(Layer.build(natsLayer({ url: server.url, reconnectWaitMs: 50 }))).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+        )
       )
-      yield* Effect.sleep("300 millis")
+      yield* eventually(Effect.sync(() => warnings.some((w) => w.includes("cannot reach NATS"))))
+      expect(connected.unsafePoll()).toBeNull()
       yield* Effect.promise(() => server.start())
-      const exit = yield* Fiber.await(connected).pipe(Effect.timeout("5 seconds"))
+      // The next attempt is due 250 ms later on the Effect clock: nothing happens until it moves.
+      yield* TestClock.adjust("250 millis")
+      yield* eventually(Effect.sync(() => connected.unsafePoll() !== null))
+      const exit = yield* Fiber.await(connected)
       yield* Effect.promise(() => server.stop())
       expect(Exit.isSuccess(exit)).toBe(true)
     })

@@ -3,7 +3,7 @@ import * as Path from "node:path"
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Fiber, Layer, Logger, Option, Schema, Stream } from "effect"
+import { Chunk, Effect, Fiber, Layer, Logger, Option, Schema, Stream, TestClock } from "effect"
 import { ClusterConfigService } from "../../src/config/cluster-config.js"
 import { ModelSkills } from "../../src/domain/worker.js"
 import {
@@ -230,7 +230,7 @@ describe("ModelScanner service", () => {
     })
   )
 
-  it.scopedLive("rescan reports changes and publishes them on `changes`; unchanged scans only move lastScanned", () =>
+  it.scoped("rescan reports changes and publishes them on `changes`; unchanged scans only move lastScanned", () =>
     Effect.gen(function* () {
       const root = yield* tmpDir()
       const modelDir = Path.join(root, "models")
@@ -249,7 +249,7 @@ describe("ModelScanner service", () => {
       const emitted = Chunk.toReadonlyArray(yield* Fiber.join(seen))
       expect(emitted.map((s) => s.availableModels)).toEqual([[], ["new"]])
       const before = (yield* scanner.current).lastScanned
-      yield* Effect.sleep("5 millis")
+      yield* TestClock.adjust("5 millis")
       const third = yield* scanner.rescan
       expect(third.changed).toBe(false)
       expect((yield* scanner.current).lastScanned).toBeGreaterThan(before)
