@@ -1,4 +1,4 @@
-import { Either, ParseResult, Schema, SchemaAST } from "effect"
+import { Either, Option, ParseResult, Schema, SchemaAST } from "effect"
 import { sanitizeForLog } from "./log-text.js"
 
 /**
@@ -32,6 +32,16 @@ export interface DecodeIssue {
   readonly path: string
   readonly message: string
   readonly kind: DecodeIssueKind
+  /**
+   * For a value of the wrong type or failing a check: what was expected, one entry per alternative
+   * of a union, each as its schema describes itself (`String(ast)`: identifier, title or shape).
+   * Read from the AST, not from the message text, so a rewording in Effect cannot break callers.
+   */
+  readonly expected?: ReadonlyArray<string>
+  /** The value found there (for `Type` and `Refinement` issues). */
+  readonly actual?: unknown
+  /** `message` was written by the schema itself (a `message` annotation): it says more than `expected`. */
+  readonly custom?: boolean
 }
 
 export interface GuardOptions {
@@ -113,11 +123,15 @@ interface Located {
   readonly issue: ParseResult.ParseIssue
 }
 
-/** A union without its `undefined` member (every optional field has one: not worth naming). */
-const withoutUndefined = (union: SchemaAST.Union): SchemaAST.AST => {
-  const defined = union.types.filter((t) => !SchemaAST.isUndefinedKeyword(t))
-  if (defined.length === union.types.length) return union
-  return SchemaAST.Union.make(defined)
+/**
+ * A union member's issue when it is "the value itself is of the wrong type" (seen through a
+ * transformation or a refinement whose base failed, e.g. a mapping's encoded side): the `Type`
+ * issue, whose AST says what that member expected. Anything deeper (a field of the member) is not.
+ */
+const typeIssueHere = (issue: ParseResult.ParseIssue): ParseResult.Type | undefined => {
+  let current = issue
+  while (current._tag === "Transformation" || (current._tag === "Refinement" && current.kind === "From")) current = current.issue
+  return current._tag === "Type" ? current : undefined
 }
 
 /**
@@ -141,8 +155,12 @@ const locateFirst = (issue: ParseResult.ParseIssue, path: ReadonlyArray<Property
     }
     if (current._tag === "Composite") {
       const members: ReadonlyArray<ParseResult.ParseIssue> = Array.isArray(current.issues) ? current.issues : [current.issues as ParseResult.ParseIssue]
-      if (SchemaAST.isUnion(current.ast) && members.every((m) => m._tag === "Type")) {
-        return { path: at, issue: new ParseResult.Type(withoutUndefined(current.ast), current.actual) }
+      if (SchemaAST.isUnion(current.ast)) {
+        const here = members.map(typeIssueHere)
+        if (here.every((m) => m !== undefined)) {
+          const union = SchemaAST.Union.make(here.map((m) => m.ast).filter((t) => !SchemaAST.isUndefinedKeyword(t)))
+          return { path: at, issue: new ParseResult.Type(union, current.actual) }
+        }
       }
       const first = members[0]
       if (first === undefined) return { path: at, issue: current }
@@ -150,6 +168,26 @@ const locateFirst = (issue: ParseResult.ParseIssue, path: ReadonlyArray<Property
       continue
     }
     return { path: at, issue: current }
+  }
+}
+
+/** A schema as an issue names it: a refinement by its description ("a positive number"), the rest as `String(ast)`. */
+const describeExpected = (ast: SchemaAST.AST): string =>
+  SchemaAST.isRefinement(ast)
+    ? Option.getOrElse(
+        Option.orElse(SchemaAST.getDescriptionAnnotation(ast), () => SchemaAST.getTitleAnnotation(ast)),
+        () => String(ast)
+      )
+    : String(ast)
+
+/** What a `Type` or `Refinement` issue expected and found, from its AST (see `DecodeIssue`). */
+const expectation = (issue: ParseResult.ParseIssue): Pick<DecodeIssue, "expected" | "actual" | "custom"> => {
+  if (issue._tag !== "Type" && issue._tag !== "Refinement") return {}
+  const members = SchemaAST.isUnion(issue.ast) ? issue.ast.types : [issue.ast]
+  return {
+    expected: members.map(describeExpected),
+    actual: issue.actual,
+    custom: Option.isSome(SchemaAST.getMessageAnnotation(issue.ast))
   }
 }
 
@@ -165,7 +203,8 @@ export const firstIssue = (error: ParseResult.ParseError): DecodeIssue => {
     return {
       path: formatPath(located.path.concat(first.path)),
       message: sanitizeForLog(first.message, MAX_MESSAGE_CHARS),
-      kind: first._tag
+      kind: first._tag,
+      ...expectation(located.issue)
     }
   } catch (cause) {
     return { path: "", message: `invalid value (${describeThrown(cause)})`, kind: "Unchecked" }

@@ -1,5 +1,5 @@
-import { Either, ParseResult, Schema } from "effect"
-import { formatIssue, guardedDecoder, parseJson } from "../domain/decode.js"
+import { Either, type ParseResult, Schema } from "effect"
+import { firstIssue, formatIssue, guardedDecoder, parseJson } from "../domain/decode.js"
 
 /**
  * JSON + Schema codecs for NATS payloads, compiled once per schema: the token relay decodes every
@@ -36,9 +36,9 @@ export const decoderFor = <A, I>(schema: Schema.Schema<A, I>): ((bytes: Uint8Arr
   return decode as (bytes: Uint8Array) => Either.Either<A, string>
 }
 
-const formatError = (error: ParseResult.ParseError) => ParseResult.TreeFormatter.formatErrorSync(error)
+const formatError = (error: ParseResult.ParseError) => formatIssue(firstIssue(error))
 
-/** `A` → encoded → JSON bytes; our own values, so a failure is a bug, reported in full. */
+/** `A` → encoded → JSON bytes; our own values, so a failure is a bug, reported with its path. */
 export const encoderFor = <A, I>(schema: Schema.Schema<A, I>): ((value: A) => Either.Either<Uint8Array, string>) => {
   let encode = encoders.get(schema)
   if (encode === undefined) {

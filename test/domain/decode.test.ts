@@ -64,7 +64,9 @@ describe("guardedDecoder", () => {
 
   it("names the first issue's field, from the structured issues", () => {
     const result = decode({ model: "m", messages: [{ role: 5, content: "hi" }] })
-    expect(result).toEqual(Either.left({ path: "messages[0].role", message: "Expected string, actual 5", kind: "Type" }))
+    expect(result).toEqual(
+      Either.left({ path: "messages[0].role", message: "Expected string, actual 5", kind: "Type", expected: ["string"], actual: 5, custom: false })
+    )
     expect(Either.isLeft(result) && formatIssue(result.left)).toBe("messages[0].role: Expected string, actual 5")
     expect(decode({ messages: [] })).toEqual(Either.left({ path: "model", message: "is missing", kind: "Missing" }))
     expect(decode("text")).toMatchObject({ left: { path: "", kind: "Type" } })
@@ -78,10 +80,19 @@ describe("guardedDecoder", () => {
     })
     const decodeChat = guardedDecoder(Chat)
     expect(decodeChat({ role: "bot" })).toEqual(
-      Either.left({ path: "role", message: 'Expected "system" | "user" | "assistant", actual "bot"', kind: "Type" })
+      Either.left({
+        path: "role",
+        message: 'Expected "system" | "user" | "assistant", actual "bot"',
+        kind: "Type",
+        expected: ['"system"', '"user"', '"assistant"'],
+        actual: "bot",
+        custom: false
+      })
     )
     expect(decodeChat({ role: "user", name: 5 })).toMatchObject({ left: { path: "name", message: "Expected string, actual 5" } })
-    expect(decodeChat({ role: "user", id: true })).toMatchObject({ left: { path: "id", message: "Expected string | number, actual true" } })
+    expect(decodeChat({ role: "user", id: true })).toMatchObject({
+      left: { path: "id", message: "Expected string | number, actual true", expected: ["string", "number"], actual: true }
+    })
   })
 
   it("names every alternative of a union inside a filtered struct (the refinement's base failed first)", () => {
@@ -90,14 +101,21 @@ describe("guardedDecoder", () => {
       Schema.filter(() => true)
     )
     expect(guardedDecoder(Filtered)({ messages: [{ role: "bot" }] })).toEqual(
-      Either.left({ path: "messages[0].role", message: 'Expected "system" | "user", actual "bot"', kind: "Type" })
+      Either.left({
+        path: "messages[0].role",
+        message: 'Expected "system" | "user", actual "bot"',
+        kind: "Type",
+        expected: ['"system"', '"user"'],
+        actual: "bot",
+        custom: false
+      })
     )
   })
 
   it("keeps a refinement's own message and the path inside it", () => {
     const Positive = Schema.Struct({ items: Schema.Array(Schema.Number.pipe(Schema.positive({ message: () => "must be above zero" }))) })
     expect(guardedDecoder(Positive)({ items: [1, -2] })).toEqual(
-      Either.left({ path: "items[1]", message: "must be above zero", kind: "Refinement" })
+      Either.left({ path: "items[1]", message: "must be above zero", kind: "Refinement", expected: ["a positive number"], actual: -2, custom: true })
     )
   })
 
@@ -119,6 +137,14 @@ describe("guardedDecoder", () => {
     const long = decode({ model: ["a\nb".repeat(1_000)], messages: [] })
     expect(Either.isLeft(long) && long.left.message.length).toBeLessThan(400)
     expect(Either.isLeft(long) && long.left.message.includes("\n")).toBe(false)
+  })
+
+  it("says what a union of a value and a mapping expected, seen through the mapping's transformation", () => {
+    const Tls = Schema.Struct({ tls: Schema.Union(Schema.Boolean, Schema.Struct({ ca: Schema.String }).pipe(Schema.rename({ ca: "caFile" }))) })
+    expect(guardedDecoder(Tls)({ tls: 5 })).toMatchObject({ left: { path: "tls", kind: "Type", actual: 5 } })
+    const issue = guardedDecoder(Tls)({ tls: 5 })
+    expect(Either.isLeft(issue) && issue.left.expected?.length).toBe(2)
+    expect(Either.isLeft(issue) && issue.left.expected?.[0]).toBe("boolean")
   })
 
   it("turns a stack overflow inside the schema into a failure", () => {
