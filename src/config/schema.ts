@@ -182,6 +182,11 @@ export const WorkerConfig = Schema.Struct({
   drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000),
   /** extension: longest one request may run on this worker. */
   requestTimeoutMs: key("request_timeout_ms", PositiveMillis, () => 300_000),
+  /**
+   * extension (issue 14): how often the worker asks each controller that owns one of its running
+   * requests whether it is alive (`controller.{id}.probe`); a gone controller's requests are stopped.
+   */
+  controllerProbeIntervalMs: key("controller_probe_interval_ms", PositiveMillis, () => 1_000),
   tags: key("tags", Schema.Array(Schema.String), () => []),
   priority: key("priority", Schema.Finite, () => 0),
   engine: key("engine", EngineConfig, () => Schema.decodeSync(EngineConfig)({})),

@@ -18,8 +18,10 @@ import { InferenceEngine } from "./engines/inference-engine.js"
 import { Hardware } from "./hardware.js"
 import { makeInferenceHandler } from "./inference-handler.js"
 import { ModelScanner } from "./model-scanner.js"
+import { probePolicy, watchOwners } from "./owner-watch.js"
+import { RequestOwners } from "./request-owners.js"
 import { resolveWorkerId } from "./worker-id.js"
-import { makeMetricsSampler, type StatsSnapshot, WorkerStats } from "./worker-stats.js"
+import { makeMetricsSamplerWith, type StatsSnapshot, WorkerStats } from "./worker-stats.js"
 
 /**
  * The worker role (CONTRACT §3, §4). In its scope:
@@ -29,6 +31,8 @@ import { makeMetricsSampler, type StatsSnapshot, WorkerStats } from "./worker-st
  * 3. registers again on every `controller.announce` and whenever a rescan changes the skills;
  * 4. publishes `worker.heartbeat` every `discovery.heartbeat_interval_ms` and rescans the model
  *    folders every `worker.rescan_interval_ms` (scheduled fibers of the scope);
+ * 4a. probes the controllers that own its running requests and stops the requests of one that is
+ *    gone (issue 14, `owner-watch.ts`);
  * 5. on scope close: refuses new requests as `busy`, waits for running ones up to
  *    `worker.drain_timeout_ms` (then stops them with an `error` `worker_shutdown`), publishes
  *    `worker.deregister` and flushes.
@@ -120,11 +124,14 @@ const runWorker = (workerId: WorkerId) =>
       Effect.flatMap((message) => nats.publish(Subjects.register, WorkerRegistration, message))
     )
 
+    const owners = new RequestOwners()
     const handler = yield* makeInferenceHandler({
       workerId,
       maxConcurrent: workerConfig.maxConcurrent,
-      requestTimeoutMs: workerConfig.requestTimeoutMs
+      requestTimeoutMs: workerConfig.requestTimeoutMs,
+      owners
     })
+    yield* watchOwners({ workerId, owners, policy: probePolicy(workerConfig.controllerProbeIntervalMs) })
     const announces = yield* nats.subscribe(Subjects.announce, ControllerAnnounce)
     yield* nats.flush
 
@@ -145,7 +152,10 @@ const runWorker = (workerId: WorkerId) =>
       Effect.forkScoped
     )
 
-    const sampler = yield* makeMetricsSampler
+    const sampler = yield* makeMetricsSamplerWith({
+      maxConcurrent: workerConfig.maxConcurrent,
+      activeByController: () => owners.byController()
+    })
     const heartbeat = Effect.gen(function* () {
       const metrics = yield* sampler.sample
       const timestamp = yield* Clock.currentTimeMillis
