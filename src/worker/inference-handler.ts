@@ -38,6 +38,12 @@ export interface InferenceHandlerOptions {
   readonly requestTimeoutMs: number
   /** Where running requests are recorded by owning controller (a fresh one when not given). */
   readonly owners?: RequestOwners
+  /**
+   * Called when a slot frees after the worker refused someone as `busy` (at most once per refusal
+   * burst): the worker then tells every controller at once with an early heartbeat (issue 14), so
+   * that a controller whose request went back to its queue does not wait for the next regular one.
+   */
+  readonly capacityFreed?: () => void
 }
 
 export interface InferenceHandler {
@@ -110,8 +116,13 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
         active: s.active,
         ...(controllerId === undefined ? {} : { activeForController: owners.count(controllerId) })
       }))
+    /** A busy refusal since the last slot freed: the next one to free is announced (`capacityFreed`). */
+    let refusedBusy = false
     const refuseBusy = (to: string | undefined, request: InferenceRequest, message: string) =>
-      Effect.map(loadFor(request.controllerId), (load) => reply(to, { accepted: false, reason: "busy", message, ...load }))
+      Effect.map(loadFor(request.controllerId), (load) => {
+        refusedBusy = !draining
+        reply(to, { accepted: false, reason: "busy", message, ...load })
+      })
     const publish = (message: TokenMessage) => nats.send(Subjects.response(message.requestId), encodeTokenMessage(message))
 
     const stop = (entry: Running, reason: StopReason) => {
@@ -150,6 +161,10 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           }
           yield* stats.release(outcome)
           entry.untrack?.()
+          if (refusedBusy) {
+            refusedBusy = false
+            options.capacityFreed?.()
+          }
           if (message !== undefined) publish(message)
           if (outcome === "cancelled") yield* Effect.logDebug(`request cancelled after ${sent()} tokens`)
           if (message?.type === "error" && entry.stop !== "orphaned") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)

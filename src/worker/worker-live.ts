@@ -1,6 +1,6 @@
 import * as Os from "node:os"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
-import { Clock, Context, Effect, Layer, Ref, Schedule, Stream } from "effect"
+import { Clock, Context, Effect, Layer, Queue, Ref, Schedule, Stream } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { WorkerId } from "../domain/ids.js"
 import { Subjects } from "../domain/subjects.js"
@@ -54,6 +54,9 @@ export interface WorkerService {
   /** Requests running now. */
   readonly running: Effect.Effect<number>
 }
+
+/** Shortest time between two early heartbeats (a slot freed after a busy refusal, issue 14). */
+export const EARLY_HEARTBEAT_GAP_MS = 100
 
 export class Worker extends Context.Tag("worker/Worker")<Worker, WorkerService>() {}
 
@@ -125,11 +128,14 @@ const runWorker = (workerId: WorkerId) =>
     )
 
     const owners = new RequestOwners()
+    // A slot freed after a busy refusal: one early heartbeat tells every controller (issue 14).
+    const capacityFreed = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
     const handler = yield* makeInferenceHandler({
       workerId,
       maxConcurrent: workerConfig.maxConcurrent,
       requestTimeoutMs: workerConfig.requestTimeoutMs,
-      owners
+      owners,
+      capacityFreed: () => void capacityFreed.unsafeOffer(undefined)
     })
     yield* watchOwners({ workerId, owners, policy: probePolicy(workerConfig.controllerProbeIntervalMs) })
     const announces = yield* nats.subscribe(Subjects.announce, ControllerAnnounce)
@@ -164,6 +170,14 @@ const runWorker = (workerId: WorkerId) =>
     yield* heartbeat.pipe(
       Effect.catchAllCause((cause) => Effect.logError("heartbeat failed", cause)),
       Effect.schedule(Schedule.spaced(config.discovery.heartbeatIntervalMs)),
+      Effect.forkScoped
+    )
+    // Early heartbeats, at most one per EARLY_HEARTBEAT_GAP_MS however many slots free.
+    yield* Queue.take(capacityFreed).pipe(
+      Effect.zipRight(heartbeat),
+      Effect.catchAllCause((cause) => Effect.logError("early heartbeat failed", cause)),
+      Effect.zipRight(Effect.sleep(EARLY_HEARTBEAT_GAP_MS)),
+      Effect.forever,
       Effect.forkScoped
     )
     yield* scanner.rescan.pipe(
