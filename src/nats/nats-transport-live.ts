@@ -119,16 +119,18 @@ const connectWithRetry = (options: NatsConnectOptions) =>
 const serverOf = (url: string, data: unknown): string =>
   serverUrls(url).length > 1 && typeof data === "string" && data !== "" ? safeUrl(data.includes("://") ? data : `nats://${data}`) : safeUrl(url)
 
-const watchStatus = (nc: NatsConnection, url: string, run: (effect: Effect.Effect<void>) => unknown) =>
+const watchStatus = (nc: NatsConnection, url: string, run: (effect: Effect.Effect<void>) => unknown, up: (connected: boolean) => void) =>
   Effect.sync(() => {
     // The status iterator ends when the connection closes, so this loop needs no interruption.
     void (async () => {
       for await (const s of nc.status()) {
         switch (s.type) {
           case "disconnect":
+            up(false)
             run(Effect.logWarning(`NATS disconnected from ${serverOf(url, s.data)}; reconnecting`))
             break
           case "reconnect":
+            up(true)
             run(Effect.logInfo(`NATS reconnected to ${serverOf(url, s.data)}`))
             break
           case "error":
@@ -176,7 +178,10 @@ const make = (options: NatsConnectOptions) =>
     // One runtime per connection for the log lines of nats' callbacks (not one per subscription:
     // a subscription per request is on the hot path).
     const run = yield* FiberSet.makeRuntime<never>()
-    yield* watchStatus(nc, options.url, run)
+    let connected = true
+    yield* watchStatus(nc, options.url, run, (up) => {
+      connected = up
+    })
     const listed = serverUrls(options.url).length > 1 ? ` (of ${safeUrl(options.url)})` : ""
     yield* Effect.logInfo(`connected to NATS at ${serverOf(options.url, nc.getServer())}${listed}`)
 
@@ -329,7 +334,8 @@ const make = (options: NatsConnectOptions) =>
       flush: Effect.promise(() => nc.flush()).pipe(Effect.interruptible, Effect.timeout("5 seconds"), Effect.ignore),
       listen,
       send,
-      maxPayload: () => nc.info?.max_payload ?? 1_048_576
+      maxPayload: () => nc.info?.max_payload ?? 1_048_576,
+      connected: () => connected && !nc.isClosed()
     }
     return service
   })

@@ -84,6 +84,12 @@ export interface NatsTransportService {
   readonly send: (subject: string, payload: Uint8Array, reply?: string) => void
   /** The largest message the server accepts, in bytes (its `max_payload`; 1 MiB before the first connect). */
   readonly maxPayload: () => number
+  /**
+   * Whether the connection is up now (false from a disconnect until the reconnect). Optional: a
+   * transport without it counts as always connected. The owner watch (issue 14) takes no verdict
+   * about a controller from a probe that could not reach the bus.
+   */
+  readonly connected?: () => boolean
 }
 
 export class NatsTransport extends Context.Tag("nats/NatsTransport")<NatsTransport, NatsTransportService>() {}

@@ -20,6 +20,12 @@ import type { RequestOwners } from "./request-owners.js"
  * connection). The controller answers from its NATS callback, so a busy controller still answers.
  * With the default 1 s interval a killed controller's work stops within about a second, a silent
  * one's within about two.
+ *
+ * A probe says nothing while this worker's own connection is down (NATS restarting, this worker's
+ * node of a NATS cluster gone): no probes then, a probe that ends then is no verdict, and after the
+ * reconnect one interval passes before the next probe, so that the controllers have resubscribed
+ * too. A stream may survive a short outage (the worker's client buffers its tokens): it is not
+ * stopped for it.
  */
 
 export interface ProbePolicy {
@@ -98,6 +104,8 @@ export const watchOwners = (options: OwnerWatchOptions): Effect.Effect<void, nev
             NatsReplyInvalid: () => Effect.succeed<ProbeResult>("answered")
           }),
           Effect.flatMap((result) => {
+            // Sent or answered while the bus was away: no verdict.
+            if (!connected()) return Effect.void
             const verdict = judge(state.misses, result, policy.maxMisses)
             state.misses = verdict.misses
             if (verdict.gone === undefined) return Effect.void
@@ -113,7 +121,19 @@ export const watchOwners = (options: OwnerWatchOptions): Effect.Effect<void, nev
           )
         )
 
+    const connected = () => nats.connected?.() ?? true
+    /** The connection was down at a tick: the first tick after it is back only resumes. */
+    let wasDown = false
+
     const tick = Effect.suspend(() => {
+      if (!connected()) {
+        wasDown = true
+        return Effect.void
+      }
+      if (wasDown) {
+        wasDown = false
+        return Effect.void
+      }
       const owning = owners.controllers()
       // Controllers that own nothing any more are forgotten, misses and all.
       for (const id of watched.keys()) if (!owning.includes(id)) watched.delete(id)

@@ -32,6 +32,8 @@ export interface ScriptedNatsHandle {
   readonly timeline: Effect.Effect<ReadonlyArray<string>>
   /** Forgets what was sent so far. */
   readonly clear: Effect.Effect<void>
+  /** What the transport's `connected()` says from now on (default true); delivery is not affected. */
+  readonly setConnected: (connected: boolean) => Effect.Effect<void>
 }
 
 /** NATS subject matching with `*` (one token) and `>` (the rest). */
@@ -70,6 +72,7 @@ export const makeScriptedNats = (options: { readonly maxPayload?: number } = {})
     const timeline: Array<string> = []
     const subscribers = new Set<Subscriber>()
     let inboxes = 0
+    let connected = true
 
     const deliver = (message: WireMessage) => {
       for (const s of [...subscribers]) if (subscribers.has(s) && subjectMatches(s.pattern, message.subject)) s.deliver(message)
@@ -159,7 +162,8 @@ export const makeScriptedNats = (options: { readonly maxPayload?: number } = {})
         return { close: unsubscribe }
       },
       send: (subject, payload, reply) => send({ subject, payload: textDecoder.decode(payload), replyTo: reply }),
-      maxPayload: () => options.maxPayload ?? 1_048_576
+      maxPayload: () => options.maxPayload ?? 1_048_576,
+      connected: () => connected
     }
 
     const handle: ScriptedNatsHandle = {
@@ -175,7 +179,11 @@ export const makeScriptedNats = (options: { readonly maxPayload?: number } = {})
       clear: Effect.sync(() => {
         log.length = 0
         timeline.length = 0
-      })
+      }),
+      setConnected: (value) =>
+        Effect.sync(() => {
+          connected = value
+        })
     }
     return { service, handle } as const
   })

@@ -139,6 +139,27 @@ describe("owner watch (TestClock, in-memory transport)", () => {
     })
   )
 
+  it.scoped("while the worker's own connection is down no verdict is taken; after the reconnect one interval of grace, then the probe", () =>
+    Effect.gen(function* () {
+      const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: slow, heartbeatIntervalMs: 60_000 })
+      const request = inferenceRequest({ maxTokens: 100, controllerId: "ctl-gone" })
+      yield* send(h, request, replyTo(request))
+      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      yield* h.bus.setConnected(false)
+      yield* TestClock.adjust(3_000)
+      yield* TestClock.adjust(0)
+      expect(yield* h.worker.running).toBe(1)
+      yield* h.bus.setConnected(true)
+      // The first tick after the reconnect only resumes: the controllers resubscribe meanwhile.
+      yield* TestClock.adjust(1_000)
+      yield* TestClock.adjust(0)
+      expect(yield* h.worker.running).toBe(1)
+      yield* TestClock.adjust(1_000)
+      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(0)))
+      expect(last(yield* tokenMessages(h, request.requestId))).toMatchObject({ type: "error", code: "controller_gone" })
+    })
+  )
+
   it.scoped("a request without controllerId (an older controller) is never probed", () =>
     Effect.gen(function* () {
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: slow, heartbeatIntervalMs: 60_000 })
