@@ -36,17 +36,20 @@ export const fromAck = (reply: Extract<InferenceReply, { accepted: true }>): Wor
 
 /**
  * A `busy` refusal: the worker is full by its own count, whatever the counts say (it may be
- * draining with nothing running, or its `max_concurrent` may be lower than this controller
- * believes). So it is reported as running at least `capacity` requests — the load this controller
- * gives it then stays at `capacity` or more until a heartbeat or an ack says otherwise — and a
- * request sent back to the admission queue waits for a slot that is really free instead of bouncing
- * off the same worker. `ownNow` is this controller's count there, the refused request's slot
- * included (it is given back after this report).
+ * draining with nothing running, its `max_concurrent` may be lower than this controller believes,
+ * or it may still run requests this controller already gave up on, waiting for their cancel). So
+ * the others' share is reported as at least what fills the worker up once the refused request's
+ * slot is given back: the load this controller gives it stays at `capacity` or more until a
+ * heartbeat or an ack says otherwise, and a request sent back to the admission queue waits for a
+ * slot that is really free instead of bouncing off the same worker in a loop. `ownNow` is this
+ * controller's count there, the refused request's slot included (it is given back after this report).
  */
-export const fromBusy = (reply: Extract<InferenceReply, { accepted: false }>, capacity: number, ownNow: number): WorkerReport => ({
-  active: Math.max(reply.active ?? 0, capacity),
-  ownAtWorker: reply.activeForController ?? Math.max(0, ownNow - 1)
-})
+export const fromBusy = (reply: Extract<InferenceReply, { accepted: false }>, capacity: number, ownNow: number): WorkerReport => {
+  const ownAfter = Math.max(0, ownNow - 1)
+  const reportedOthers = (reply.active ?? 0) - (reply.activeForController ?? ownAfter)
+  const others = Math.max(reportedOthers, capacity - ownAfter, 0)
+  return { active: others + ownAfter, ownAtWorker: ownAfter }
+}
 
 /**
  * The `active` to give `InFlight.reported` for `report` on a worker this controller gives

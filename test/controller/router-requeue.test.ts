@@ -130,6 +130,24 @@ describe("Router and several controllers (issue 14)", () => {
     )
   )
 
+  it.effect("a busy refusal that counts a request of ours we gave up on (its cancel not there yet) still marks the worker full: no bouncing", () =>
+    withRouter(queueConfig({ maxWaitMs: 2_000 }))(
+      Effect.gen(function* () {
+        // The worker still runs one of ours that this controller already cancelled and released.
+        const w1 = yield* startWorker({ id: "w1", maxConcurrent: 1 }, { reply: () => Reply.refuse("busy", "full", { active: 1, activeForController: 1 }) })
+        const c = yield* consume(yield* route())
+        yield* settle
+        yield* TestClock.adjust(1_000)
+        expect(yield* w1.received).toHaveLength(1)
+        expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
+        yield* TestClock.adjust(1_100)
+        expect(failureOf(yield* c.exit)._tag).toBe("QueueTimeout")
+        expect(yield* w1.received).toHaveLength(1)
+        yield* expectIdle
+      })
+    )
+  )
+
   it.effect("a requeued request keeps its place: a request that arrived after it does not overtake it", () =>
     withRouter()(
       Effect.gen(function* () {

@@ -20,16 +20,31 @@ describe("worker-load: what a worker's messages say about its load (issue 14)", 
     expect(fromAck({ accepted: true, workerId })).toBeUndefined()
   })
 
-  it("a busy refusal reports the worker full whatever its counts (draining, or fewer slots than we believe)", () => {
+  it("a busy refusal reports the worker full whatever its counts (draining, fewer slots than we believe, our cancelled requests still running)", () => {
     const busy = (load: { active?: number; activeForController?: number }) =>
       ({ accepted: false, reason: "busy", message: "full", ...load }) as const
-    // Full by its own count: 2 of 2, 1 of them ours.
-    expect(fromBusy(busy({ active: 2, activeForController: 1 }), 2, 2)).toEqual({ active: 2, ownAtWorker: 1 })
-    // Draining with nothing running: still counted as running `capacity`.
-    expect(fromBusy(busy({ active: 0, activeForController: 0 }), 4, 1)).toEqual({ active: 4, ownAtWorker: 0 })
-    // No counts (an older worker): our share is our count without the refused request.
-    expect(fromBusy(busy({}), 3, 2)).toEqual({ active: 3, ownAtWorker: 1 })
-    expect(fromBusy(busy({}), 3, 0)).toEqual({ active: 3, ownAtWorker: 0 })
+    /** The load this controller gives the worker once the refused request's slot is back. */
+    const loadAfter = (report: { active: number; ownAtWorker: number | undefined }, ownNow: number) =>
+      ownNow - 1 + Math.max(0, report.active - (report.ownAtWorker ?? ownNow - 1))
+    const cases = [
+      // Full by its own count: 2 of 2, 1 of them ours (ours: 1 + the refused one).
+      { reply: busy({ active: 2, activeForController: 1 }), capacity: 2, ownNow: 2, others: 1 },
+      // Draining with nothing running.
+      { reply: busy({ active: 0, activeForController: 0 }), capacity: 4, ownNow: 1, others: 4 },
+      // It still runs 4 of ours, one of which we cancelled (we count 3 + the refused one).
+      { reply: busy({ active: 4, activeForController: 4 }), capacity: 4, ownNow: 4, others: 1 },
+      // No counts (an older worker).
+      { reply: busy({}), capacity: 3, ownNow: 2, others: 2 },
+      { reply: busy({}), capacity: 3, ownNow: 1, others: 3 },
+      // More of the others' than the capacity: kept as reported.
+      { reply: busy({ active: 6, activeForController: 0 }), capacity: 4, ownNow: 1, others: 6 }
+    ]
+    for (const { reply, capacity, ownNow, others } of cases) {
+      const report = fromBusy(reply, capacity, ownNow)
+      expect(report.ownAtWorker).toBe(ownNow - 1)
+      expect(report.active - (report.ownAtWorker ?? 0)).toBe(others)
+      expect(loadAfter(report, ownNow)).toBeGreaterThanOrEqual(capacity)
+    }
   })
 
   it("reportedActive: a worker's own max_concurrent below the capacity we give it counts as load", () => {
