@@ -4,6 +4,7 @@ import type { ClusterConfig } from "./config/schema.js"
 import { ControllerCoreLive, ControllerReadyLive } from "./controller/controller-live.js"
 import { HttpServerLive } from "./http/server.js"
 import { EmbeddedNatsLive } from "./nats/embedded-nats.js"
+import { runsEmbeddedServer } from "./nats/nats-credentials.js"
 import { NatsTransportLive } from "./nats/nats-transport-live.js"
 import { WorkerLive } from "./worker/worker-live.js"
 
@@ -19,13 +20,11 @@ export const ControllerLive = ControllerReadyLive.pipe(
 
 /**
  * NATS as the config says: a connection, after starting our own nats-server when embedded. A
- * worker-only process never embeds one: the server belongs with the controller, and a worker
- * reaches it at `nats.server_url`.
+ * worker-only process embeds one only as a member of a NATS cluster (`nats.cluster`, issue 14);
+ * otherwise the server belongs with the controller, and a worker reaches it at `nats.server_url`.
  */
 export const natsFor = (config: ClusterConfig) =>
-  config.nats.mode === "embedded" && config.mode !== "worker"
-    ? NatsTransportLive.pipe(Layer.provide(EmbeddedNatsLive))
-    : NatsTransportLive
+  runsEmbeddedServer(config) ? NatsTransportLive.pipe(Layer.provide(EmbeddedNatsLive)) : NatsTransportLive
 
 /**
  * Every layer of one process for its mode. In `both`, the worker starts first and stops last.

@@ -41,7 +41,7 @@ Options:
   --config FILE        config file (YAML)               env CLUSTER_CONFIG   default config/cluster.yaml
   --mode MODE          controller | worker | both       env CLUSTER_MODE     file cluster.mode
   --port N             controller HTTP port             env CONTROLLER_PORT  file cluster.controller.port
-  --nats-url URL       NATS server URL                  env NATS_URL         file cluster.nats.server_url
+  --nats-url URL[,URL] NATS server URL(s), in order     env NATS_URL         file cluster.nats.server_url
   --model-dir DIR      folder the worker scans          env MODEL_DIR        file cluster.worker.model_dir
   --worker-id ID       this worker's id                 env WORKER_ID        file cluster.worker.id
   -h, --help           print this text and exit

@@ -106,6 +106,19 @@ export const TlsConfig = Schema.Struct({
 
 export const NatsMode = Schema.Literal("embedded", "external")
 
+/**
+ * extension (issue 14): the embedded nats-server joins a NATS cluster, so that two or three machines
+ * each run one and together form one bus that survives any one of them. `routes` are the other
+ * members' route addresses (`HOST:PORT` or `nats-route://HOST:PORT`; listing this machine too is
+ * harmless); they authenticate with this process's NATS user and password.
+ */
+export const NatsClusterConfig = Schema.Struct({
+  name: key("name", Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9_-]+$/)), () => "mlx-cluster"),
+  listen: key("listen", Schema.String.pipe(Schema.minLength(1)), () => "0.0.0.0:6222"),
+  routes: key("routes", Schema.Array(Schema.String.pipe(Schema.minLength(1))), () => [])
+})
+export type NatsClusterConfig = typeof NatsClusterConfig.Type
+
 export const NatsConfig = Schema.Struct({
   mode: key("mode", NatsMode, () => "embedded" as const),
   serverUrl: key("server_url", Schema.String, () => "nats://127.0.0.1:4222"),
@@ -120,7 +133,9 @@ export const NatsConfig = Schema.Struct({
    */
   credentialsFile: key("credentials_file", Schema.NullOr(Schema.String), () => null),
   /** extension: a nats-server config file the embedded server runs with instead of the generated one. */
-  serverConfig: key("server_config", Schema.NullOr(Schema.String), () => null)
+  serverConfig: key("server_config", Schema.NullOr(Schema.String), () => null),
+  /** extension (issue 14): the embedded server as a member of a NATS cluster; null: a lone server. */
+  cluster: key("cluster", Schema.NullOr(NatsClusterConfig), () => null)
 })
 
 export const DiscoveryConfig = Schema.Struct({
@@ -214,6 +229,11 @@ export const WorkerConfig = Schema.Struct({
   drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000),
   /** extension: longest one request may run on this worker. */
   requestTimeoutMs: key("request_timeout_ms", PositiveMillis, () => 300_000),
+  /**
+   * extension (issue 14): how often the worker asks each controller that owns one of its running
+   * requests whether it is alive (`controller.{id}.probe`); a gone controller's requests are stopped.
+   */
+  controllerProbeIntervalMs: key("controller_probe_interval_ms", PositiveMillis, () => 1_000),
   tags: key("tags", Schema.Array(Schema.String), () => []),
   priority: key("priority", Schema.Finite, () => 0),
   engine: key("engine", EngineConfig, () => Schema.decodeSync(EngineConfig)({})),

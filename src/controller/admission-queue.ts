@@ -3,15 +3,23 @@ import { ClusterConfigService } from "../config/cluster-config.js"
 import { QueueFull, QueueTimeout } from "../domain/errors.js"
 import type { WorkerInfo } from "../domain/worker.js"
 import { Balancer, type SelectError, type SelectRequest } from "./balancer.js"
+import { ControllerIdentity } from "./controller-identity.js"
 import { DeadlineSweep } from "./deadline-sweep.js"
 import { InFlight } from "./in-flight.js"
 import { Registry } from "./registry.js"
 import * as State from "./registry-state.js"
 import { leavesBefore, ModelLine, type WaitingEntry } from "./waiting-room.js"
+import { fromHeartbeat, reportedActive, type WorkerReport } from "./worker-load.js"
 
 export interface AdmissionRequest extends SelectRequest {
   /** Higher leaves the queue first; default 0. */
   readonly priority?: number
+  /**
+   * When the request first asked for a slot (epoch ms, the Effect clock), for a request that comes
+   * back after a worker refused it as `busy` (issue 14): its `queue.max_wait_ms` counts from then,
+   * and it keeps its place before the requests that arrived after it. Default: now.
+   */
+  readonly waitingSince?: number
 }
 
 export type AdmissionError = SelectError | QueueFull | QueueTimeout
@@ -48,6 +56,7 @@ export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller
     const balancer = yield* Balancer
     const inFlight = yield* InFlight
     const deadlines = yield* DeadlineSweep
+    const { controllerId } = yield* ControllerIdentity
     const { maxPending, maxWaitMs } = config.controller.queue
     const retryAfterSeconds = Math.max(1, Math.ceil(maxWaitMs / 1000))
 
@@ -105,14 +114,28 @@ export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller
       }
     }
 
+    /** Records what a worker said about its load (issue 14: `worker-load.ts`). */
+    const record = (workerId: string, report: WorkerReport) => {
+      const capacity = State.getWorker(latest, workerId)?.capabilities.maxConcurrent ?? 0
+      inFlight.reported(workerId, reportedActive(report, capacity), report.ownAtWorker)
+    }
+    /** The heartbeat metrics last recorded per worker: a registry change that keeps them is no new report. */
+    const heard = new Map<string, WorkerInfo["metrics"]>()
+
     // Capacity appears when a worker registers, comes back online or reports less load; it
     // disappears for good when a model's last worker goes offline.
     yield* registry.listen((change) => {
       latest = change.state
-      for (const t of change.transitions) if (t.to === "offline" && pending > 0) failUnserved(t.workerId)
+      for (const t of change.transitions) {
+        if (t.to === "offline" && pending > 0) failUnserved(t.workerId)
+        if (t.to === "absent") heard.delete(t.workerId)
+      }
       for (const id of change.touched) {
-        const worker = State.getWorker(latest, id)
-        if (worker?.metrics !== undefined) inFlight.reported(id, worker.metrics.requests.active)
+        const metrics = State.getWorker(latest, id)?.metrics
+        if (metrics !== undefined && heard.get(id) !== metrics) {
+          heard.set(id, metrics)
+          record(id, fromHeartbeat(metrics, controllerId))
+        }
         serve(id)
       }
     })
@@ -139,7 +162,7 @@ export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller
         const waiter: Waiter = {
           seq: seq++,
           priority: request.priority ?? 0,
-          since: deadlines.now(),
+          since: request.waitingSince ?? deadlines.now(),
           request,
           left: false,
           granted: undefined,
@@ -183,9 +206,19 @@ export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller
       serve(workerId)
     }
 
+    /**
+     * A worker's ack or refusal said how loaded it is (issue 14): recorded, and any slot that the
+     * report frees goes to a waiter at once.
+     */
+    const reported = (workerId: string, report: WorkerReport): void => {
+      record(workerId, report)
+      serve(workerId)
+    }
+
     return {
       admit,
       release,
+      reported,
       /** Requests waiting now. */
       pending: Effect.sync(() => pending),
       pendingNow: (): number => pending

@@ -12,6 +12,7 @@ import { InFlight } from "./in-flight.js"
 import { DeadlineSweep } from "./deadline-sweep.js"
 import { ControllerLifecycle } from "./lifecycle.js"
 import { LoadMonitor } from "./load-monitor.js"
+import { ProbeResponderLive } from "./probe-responder.js"
 import { Registry } from "./registry.js"
 import { announce, RegistrySyncLive } from "./registry-sync.js"
 import { RequestJournal } from "./request-journal.js"
@@ -42,6 +43,7 @@ const ControllerStateLive = Layer.mergeAll(
 export const ControllerCoreLive = Layer.mergeAll(
   RegistrySyncLive,
   HealthMonitorLive,
+  ProbeResponderLive,
   ClusterStatusQuery.Default,
   ClusterDashboard.Default
 ).pipe(

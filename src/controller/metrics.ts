@@ -58,6 +58,12 @@ export const retriesTotal = Metric.counter("mlx_cluster_retries_total", {
   incremental: true
 })
 
+export const requeuesTotal = Metric.counter("mlx_cluster_requeues_total", {
+  description:
+    "Requests a worker refused as busy (another controller filled it first) and that went back to this controller's admission queue",
+  incremental: true
+})
+
 export const cancelsTotal = Metric.counter("mlx_cluster_cancels_total", {
   description: "Cancels sent to workers, by reason (client: the client went away; error: timeout, error or drain)",
   incremental: true

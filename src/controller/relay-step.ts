@@ -8,8 +8,12 @@ import type { RelayEvent } from "../domain/route.js"
  * (`relay.ts`) only feeds it messages and acts on its answer.
  */
 
-/** Why a request moved to another worker: the `reason` label of `mlx_cluster_retries_total`. */
-export type RetryKind = "no_responders" | "ack_timeout" | "invalid_ack" | "refused" | "worker_offline" | "worker_error"
+/**
+ * Why a request moved to another worker: the `reason` label of `mlx_cluster_retries_total`.
+ * `busy` (issue 14) is no retry: the Router sends the request back to the admission queue instead
+ * (`mlx_cluster_requeues_total`), so it never appears in that label.
+ */
+export type RetryKind = "no_responders" | "ack_timeout" | "invalid_ack" | "refused" | "busy" | "worker_offline" | "worker_error"
 
 /** How an attempt ends. */
 export type AttemptOutcome =

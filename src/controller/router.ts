@@ -24,7 +24,9 @@ import type { WorkerInfo } from "../domain/worker.js"
 import { NatsTransport } from "../nats/nats-transport.js"
 import { AdmissionQueue } from "./admission-queue.js"
 import { Balancer } from "./balancer.js"
+import { ControllerIdentity } from "./controller-identity.js"
 import { DeadlineSweep } from "./deadline-sweep.js"
+import { InFlight } from "./in-flight.js"
 import { ControllerLifecycle } from "./lifecycle.js"
 import { LoadMonitor } from "./load-monitor.js"
 import * as Metrics from "./metrics.js"
@@ -33,6 +35,7 @@ import { Relay } from "./relay.js"
 import type { AttemptOutcome, RetryKind } from "./relay-step.js"
 import { RequestJournal, type RequestSummary } from "./request-journal.js"
 import { type RequestOutcome, RequestStats } from "./request-stats.js"
+import { fromAck, fromBusy } from "./worker-load.js"
 
 export type { RetryKind } from "./relay-step.js"
 
@@ -53,6 +56,8 @@ interface RequestContext {
   relayed: number
   firstTokenAt: number | undefined
   workerId: string | undefined
+  /** Times a `busy` worker sent it back to the admission queue (issue 14): not retries. */
+  requeues: number
 }
 
 const toWire = (requestId: RequestId, r: RouteRequest): InferenceRequest => ({
@@ -96,6 +101,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     const deadlines = yield* DeadlineSweep
     const monitor = yield* LoadMonitor
     const balancer = yield* Balancer
+    const inFlight = yield* InFlight
+    const { controllerId } = yield* ControllerIdentity
     const runLog = yield* FiberSet.makeRuntime<never>()
     const c = config.controller
     const maxLagMs = c.overload.maxEventLoopLagMs
@@ -141,8 +148,17 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     const dispatch = (worker: WorkerInfo, wire: InferenceRequest): Effect.Effect<AttemptOutcome | undefined> =>
       nats.request(Subjects.inference(worker.workerId), InferenceRequest, wire, InferenceReply, { timeoutMs: c.dispatchTimeoutMs }).pipe(
         Effect.map((reply): AttemptOutcome | undefined => {
-          if (reply.accepted) return undefined
+          // Issue 14: what the worker says of its load corrects this controller's view of it.
+          if (reply.accepted) {
+            const report = fromAck(reply)
+            if (report !== undefined) admission.reported(worker.workerId, report)
+            return undefined
+          }
           if (reply.reason === "invalid_request") return { _tag: "Fail", error: new InvalidRequest({ message: reply.message }) }
+          if (reply.reason === "busy") {
+            admission.reported(worker.workerId, fromBusy(reply, worker.capabilities.maxConcurrent, inFlight.own(worker.workerId)))
+            return { _tag: "Retry", kind: "busy", reason: `busy: ${reply.message}` }
+          }
           return { _tag: "Retry", kind: "refused", reason: `${reply.reason}: ${reply.message}` }
         }),
         Effect.catchTags({
@@ -189,7 +205,9 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               exclude: ctx.tried,
               prompt: ctx.prompt,
               ...(request.tags === undefined ? {} : { tags: request.tags }),
-              ...(request.priority === undefined ? {} : { priority: request.priority })
+              ...(request.priority === undefined ? {} : { priority: request.priority }),
+              // Issue 14: a request sent back by a busy worker waits at most max_wait_ms since it first asked.
+              ...(ctx.requeues === 0 ? {} : { waitingSince: ctx.startedAt })
             })
           ).pipe(
             Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
@@ -221,7 +239,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           const unwatch = watch(relay, workerId)
           const unsweep = deadlines.add(relay)
           const run = Effect.gen(function* () {
-            const refused = yield* dispatch(worker, toWire(RequestId.make(attemptId), request))
+            const refused = yield* dispatch(worker, { ...toWire(RequestId.make(attemptId), request), controllerId })
             if (refused !== undefined) {
               // A timeout may still be acked late (then a cancel is owed); anything else runs nothing.
               if (!(refused._tag === "Retry" && refused.kind === "ack_timeout")) relay.markFinished()
@@ -255,15 +273,39 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           if (outcome._tag === "Done") return outcome.done
           if (outcome._tag === "Fail") return yield* Effect.fail(outcome.error)
           const workerId = ctx.workerId ?? "?"
+          if (outcome.kind === "busy") {
+            yield* requeue(ctx, workerId, outcome.reason)
+            continue
+          }
           ctx.failures.push({ workerId, reason: outcome.reason })
           ctx.retryKinds.push(outcome.kind)
           yield* Effect.logInfo(`request ${ctx.requestId}: worker ${workerId} ${sanitizeForLog(outcome.reason, 300)}`).pipe(
             Effect.annotateLogs({ requestId: ctx.requestId, workerId })
           )
-          if (attemptNo >= c.maxRetries) {
+          if (attemptNo - ctx.requeues >= c.maxRetries) {
             return yield* Effect.fail(new WorkersUnavailable({ model: ctx.request.model, attempts: ctx.failures }))
           }
         }
+      })
+
+    /**
+     * Issue 14: a worker refused the request as `busy` — another controller filled it first, which
+     * this one could not know. That is no failure of the worker: the request goes back to this
+     * controller's admission queue, keeping its place and its `queue.max_wait_ms` from when it first
+     * asked, consuming no retry, and the worker stays eligible; the refusal's counts (recorded by
+     * `dispatch`) make the queue wait until a slot there or elsewhere is actually free.
+     */
+    const requeue = (ctx: RequestContext, workerId: string, reason: string) =>
+      Effect.suspend(() => {
+        ctx.tried.delete(workerId)
+        ctx.requeues++
+        return Metric.increment(Metrics.requeuesTotal).pipe(
+          Effect.zipRight(
+            Effect.logDebug(`request ${ctx.requestId}: worker ${workerId} ${sanitizeForLog(reason, 300)}; back to the queue`).pipe(
+              Effect.annotateLogs({ requestId: ctx.requestId, workerId })
+            )
+          )
+        )
       })
 
     /** Stats, metrics and the log line of a finished request: once per request. */
@@ -320,7 +362,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           prompt: balancer.affinity.chainOf(request),
           relayed: 0,
           firstTokenAt: undefined,
-          workerId: undefined
+          workerId: undefined,
+          requeues: 0
         }
         yield* stats.begin
         return yield* attempts(ctx).pipe(Effect.onExit((exit) => finish(ctx, exit)))

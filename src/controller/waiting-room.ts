@@ -35,6 +35,12 @@ export class ModelLine<W extends WaitingEntry> {
     return this.waiting
   }
 
+  /**
+   * Adds a waiter in leaving order. A new request goes last in its level (O(1)); one that waited
+   * before (sent back by a `busy` worker, issue 14, with its first `since`) goes back to its place by
+   * arrival — a binary search and an insertion, on that rare path only — so that each level stays
+   * in order of `since`, which `expired` relies on.
+   */
   add(waiter: W): void {
     let level = this.levels.find((l) => l.priority === waiter.priority)
     if (level === undefined) {
@@ -43,7 +49,20 @@ export class ModelLine<W extends WaitingEntry> {
       if (at < 0) this.levels.push(level)
       else this.levels.splice(at, 0, level)
     }
-    level.items.push(waiter)
+    const items = level.items
+    const last = items[items.length - 1]
+    if (last === undefined || arrivedBefore(last, waiter) <= 0) {
+      items.push(waiter)
+    } else {
+      let lo = level.head
+      let hi = items.length
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1
+        if (arrivedBefore(items[mid] as W, waiter) <= 0) lo = mid + 1
+        else hi = mid
+      }
+      items.splice(lo, 0, waiter)
+    }
     this.waiting++
   }
 
@@ -104,5 +123,8 @@ export class ModelLine<W extends WaitingEntry> {
   }
 }
 
-/** Compares two waiters by leaving order: negative when `a` leaves first. */
-export const leavesBefore = (a: WaitingEntry, b: WaitingEntry): number => b.priority - a.priority || a.seq - b.seq
+/** Compares two waiters by arrival: negative when `a` started waiting first. */
+export const arrivedBefore = (a: WaitingEntry, b: WaitingEntry): number => a.since - b.since || a.seq - b.seq
+
+/** Compares two waiters by leaving order: negative when `a` leaves first (priority, then arrival). */
+export const leavesBefore = (a: WaitingEntry, b: WaitingEntry): number => b.priority - a.priority || arrivedBefore(a, b)

@@ -27,6 +27,12 @@ export const WorkerIdString = idString("a worker id")
 export const WorkerId = WorkerIdString.pipe(Schema.brand("WorkerId"))
 export type WorkerId = typeof WorkerId.Type
 
+/**
+ * A controller's identity on the wire (issue 14): the `{controllerId}` of `controller.{controllerId}.probe`,
+ * carried by the inference requests it owns and keyed in a worker's `activeByController`.
+ */
+export const ControllerId = idString("a controller id")
+
 /** One inference request end to end; the `{requestId}` of `response.{requestId}`. */
 export const RequestId = idString("a request id").pipe(Schema.brand("RequestId"))
 export type RequestId = typeof RequestId.Type

@@ -1,5 +1,5 @@
 import { Schema } from "effect"
-import { NonNegativeInt, NonNegativeNumber, RequestId, WorkerId } from "./ids.js"
+import { ControllerId, NonNegativeInt, NonNegativeNumber, RequestId, WorkerId } from "./ids.js"
 
 export const ChatRole = Schema.Literal("system", "developer", "user", "assistant", "tool")
 export type ChatRole = typeof ChatRole.Type
@@ -21,21 +21,40 @@ export const InferenceRequest = Schema.Struct({
   temperature: Schema.optional(NonNegativeNumber),
   topP: Schema.optional(NonNegativeNumber),
   stop: Schema.optional(Schema.Array(Schema.String)),
-  stream: Schema.Boolean
+  stream: Schema.Boolean,
+  /**
+   * extension (issue 14): the controller that owns the request. The worker counts its requests per
+   * controller (acks, refusals, heartbeats) and stops them when that controller stops answering
+   * `controller.{controllerId}.probe`. Absent (an older controller): counted under nobody, never probed.
+   */
+  controllerId: Schema.optional(ControllerId)
 })
 export type InferenceRequest = typeof InferenceRequest.Type
 
 export const RefusalReason = Schema.Literal("busy", "model_not_found", "invalid_request")
 export type RefusalReason = typeof RefusalReason.Type
 
+/**
+ * extension (issue 14): the worker's own count of what it runs, sent with an ack and a refusal, so
+ * that a controller balances on the worker's view rather than on its own dispatches alone:
+ * `active` requests hold a slot now (the acked one included), `activeForController` of them belong
+ * to the request's `controllerId` (absent when the request named none).
+ */
+const WorkerLoadFields = {
+  active: Schema.optional(NonNegativeInt),
+  activeForController: Schema.optional(NonNegativeInt)
+}
+
 export const InferenceAck = Schema.Struct({
   accepted: Schema.Literal(true),
-  workerId: WorkerId
+  workerId: WorkerId,
+  ...WorkerLoadFields
 })
 export const InferenceRefusal = Schema.Struct({
   accepted: Schema.Literal(false),
   reason: RefusalReason,
-  message: Schema.String
+  message: Schema.String,
+  ...WorkerLoadFields
 })
 /** The worker's immediate reply to an inference request. */
 export const InferenceReply = Schema.Union(InferenceAck, InferenceRefusal)

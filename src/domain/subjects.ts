@@ -8,5 +8,7 @@ export const Subjects = {
   announce: "controller.announce",
   inference: (workerId: WorkerId | string) => `worker.${workerId}.inference`,
   cancel: (workerId: WorkerId | string) => `worker.${workerId}.cancel`,
-  response: (requestId: RequestId | string) => `response.${requestId}`
+  response: (requestId: RequestId | string) => `response.${requestId}`,
+  /** extension (issue 14): a worker's liveness probe of the controller that owns its requests. */
+  controllerProbe: (controllerId: string) => `controller.${controllerId}.probe`
 } as const

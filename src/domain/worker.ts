@@ -1,5 +1,5 @@
 import { Schema } from "effect"
-import { EpochMillis, NonNegativeInt, NonNegativeNumber, WorkerId } from "./ids.js"
+import { ControllerId, EpochMillis, NonNegativeInt, NonNegativeNumber, WorkerId } from "./ids.js"
 
 export const HardwareProfile = Schema.Struct({
   platform: Schema.String,
@@ -70,6 +70,18 @@ export const PromptCacheStats = Schema.Struct({
 })
 export type PromptCacheStats = typeof PromptCacheStats.Type
 
+/**
+ * Most controllers a heartbeat's `activeByController` may name. A worker reports its busiest
+ * `REPORTED_CONTROLLERS`; the schema accepts more, so that a later worker may report a few more
+ * without its heartbeats being dropped by this controller.
+ */
+export const MAX_CONTROLLERS_PER_HEARTBEAT = 64
+export const REPORTED_CONTROLLERS = 16
+
+export const ActiveByController = Schema.Record({ key: ControllerId, value: NonNegativeInt }).pipe(
+  Schema.filter((r) => Object.keys(r).length <= MAX_CONTROLLERS_PER_HEARTBEAT || `at most ${MAX_CONTROLLERS_PER_HEARTBEAT} controllers`)
+)
+
 export const WorkerMetrics = Schema.Struct({
   /** Fraction of all CPU cores busy since the previous heartbeat, 0..1. */
   cpuUsage: NonNegativeNumber,
@@ -79,7 +91,16 @@ export const WorkerMetrics = Schema.Struct({
   /** Tokens produced per second over the last heartbeat interval. */
   tokensPerSecond: Schema.optional(NonNegativeNumber),
   /** extension: the engine's prompt cache, for engines that report one (the synthetic engine). */
-  promptCache: Schema.optional(PromptCacheStats)
+  promptCache: Schema.optional(PromptCacheStats),
+  /**
+   * extension (issue 14): of `requests.active`, how many each controller owns (by the requests'
+   * `controllerId`; requests without one are in no entry). Several controllers balance on it.
+   */
+  activeByController: Schema.optional(ActiveByController),
+  /** extension (issue 14): the worker's own `max_concurrent`: past it, it refuses `busy`. */
+  maxConcurrent: Schema.optional(NonNegativeInt),
+  /** extension (issue 14): most requests running at once since the previous heartbeat. */
+  peakActive: Schema.optional(NonNegativeInt)
 })
 export type WorkerMetrics = typeof WorkerMetrics.Type
 
@@ -101,6 +122,16 @@ export const ControllerAnnounce = Schema.Struct({
   timestamp: EpochMillis
 })
 export type ControllerAnnounce = typeof ControllerAnnounce.Type
+
+/**
+ * extension (issue 14): a worker asks `controller.{controllerId}.probe` whether the controller that
+ * owns its requests is alive; the controller answers at once from its NATS callback. No responders,
+ * or two probes in a row without an answer: the worker stops that controller's requests.
+ */
+export const ControllerProbe = Schema.Struct({ workerId: WorkerId })
+export type ControllerProbe = typeof ControllerProbe.Type
+export const ControllerProbeReply = Schema.Struct({ controllerId: ControllerId })
+export type ControllerProbeReply = typeof ControllerProbeReply.Type
 
 export const WorkerStatus = Schema.Literal("online", "offline", "degraded")
 export type WorkerStatus = typeof WorkerStatus.Type

@@ -53,9 +53,13 @@ export interface EffectiveNatsAuth {
 export const credentialsFilePath = (config: ClusterConfig): string =>
   config.nats.credentialsFile ?? join(config.stateDir, "nats-credentials.json")
 
-/** The process starts and owns a nats-server (never in a worker-only process). */
+/**
+ * The process starts and owns a nats-server: `nats.mode: embedded`, except in a worker-only process
+ * — unless `nats.cluster` makes its server a member of a NATS cluster (issue 14: a worker-only
+ * machine may be one of the members, so that no one machine carries the bus).
+ */
 export const runsEmbeddedServer = (config: ClusterConfig): boolean =>
-  config.nats.mode === "embedded" && config.mode !== "worker"
+  config.nats.mode === "embedded" && (config.mode !== "worker" || config.nats.cluster !== null)
 
 const configured = (config: ClusterConfig): EffectiveNatsAuth | undefined => {
   const { user, pass, token, credsFile } = config.nats

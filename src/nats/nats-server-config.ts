@@ -27,10 +27,26 @@ export type ServerAuth =
   | { readonly _tag: "Token"; readonly token: string }
   | { readonly _tag: "None" }
 
+/**
+ * The server as a member of a NATS cluster (issue 14). nats-server 2.9 checks routes with a user
+ * and password only (`Cluster authorization does not support tokens`).
+ */
+export interface ServerCluster {
+  readonly name: string
+  /** `HOST:PORT` the server accepts routes on. */
+  readonly listen: string
+  /** The other members' route URLs, each with the credential they require (`nats-route://USER:PASS@HOST:PORT`). */
+  readonly routes: ReadonlyArray<string>
+  /** What a member must present to route to this one; omitted: nothing. */
+  readonly auth?: { readonly user: string; readonly password: string }
+}
+
 export interface ServerConfig {
   /** `HOST:PORT`; omitted when given on the command line. */
   readonly listen?: string
   readonly auth: ServerAuth
+  /** Omitted: a lone server. */
+  readonly cluster?: ServerCluster
   /** Comment lines written at the top. */
   readonly header?: ReadonlyArray<string>
 }
@@ -61,6 +77,14 @@ export const renderServerConfig = (config: ServerConfig): string => {
       break
     case "None":
       break
+  }
+  const cluster = config.cluster
+  if (cluster !== undefined) {
+    lines.push("cluster {", `  name: ${quote(cluster.name)}`, `  listen: ${quote(cluster.listen)}`)
+    if (cluster.auth !== undefined) {
+      lines.push(`  authorization { user: ${quote(cluster.auth.user)}, password: ${quote(cluster.auth.password)} }`)
+    }
+    lines.push(`  routes: ${list(cluster.routes)}`, "}")
   }
   return `${lines.join("\n")}\n`
 }

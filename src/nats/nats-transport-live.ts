@@ -23,6 +23,7 @@ import type { ClusterConfig } from "../config/schema.js"
 import { inboxPrefixFor } from "./bus-permissions.js"
 import { decoderFor, encoderFor } from "./codec.js"
 import { type NatsCredentialsError, withEffectiveNatsAuth } from "./nats-credentials.js"
+import { safeUrl, serverUrls } from "./server-urls.js"
 import {
   type Incoming,
   NatsNoResponders,
@@ -36,6 +37,7 @@ import {
 } from "./nats-transport.js"
 
 export interface NatsConnectOptions {
+  /** One NATS URL, or several separated by commas (a NATS cluster's members, tried in order). */
   readonly url: string
   /** Shown in the server's connection list, e.g. `controller@mac-studio`. */
   readonly name?: string
@@ -73,8 +75,10 @@ export const toConnectionOptions = (o: NatsConnectOptions): ConnectionOptions =>
                   ...(o.tls.keyFile === undefined ? {} : { keyFile: o.tls.keyFile })
                 }
         }
+  const servers = serverUrls(o.url)
   return {
-    servers: o.url,
+    // A list (a NATS cluster, issue 14) is tried in the order given; the client fails over by itself.
+    ...(servers.length === 1 ? { servers: servers[0] ?? o.url } : { servers: [...servers], noRandomize: true }),
     ...(o.name === undefined ? {} : { name: o.name }),
     ...(o.user === undefined ? {} : { user: o.user }),
     ...(o.pass === undefined ? {} : { pass: Redacted.value(o.pass) }),
@@ -94,16 +98,6 @@ export const toConnectionOptions = (o: NatsConnectOptions): ConnectionOptions =>
   }
 }
 
-/** Host and port of a NATS URL, for log lines that never show credentials. */
-const safeUrl = (url: string) => {
-  try {
-    const u = new URL(url)
-    return `${u.protocol}//${u.host}`
-  } catch {
-    return url
-  }
-}
-
 const describe = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
 
 /** Connects, retrying with a log line per failure until it succeeds: a worker may start before NATS. */
@@ -116,17 +110,26 @@ const connectWithRetry = (options: NatsConnectOptions) =>
     Effect.orDie
   )
 
-const watchStatus = (nc: NatsConnection, url: string, run: (effect: Effect.Effect<void>) => unknown) =>
+/**
+ * The server a status event names: with a list of servers (issue 14) the one concerned (nats
+ * reports `host:port`), else the configured URL, as before.
+ */
+const serverOf = (url: string, data: unknown): string =>
+  serverUrls(url).length > 1 && typeof data === "string" && data !== "" ? safeUrl(data.includes("://") ? data : `nats://${data}`) : safeUrl(url)
+
+const watchStatus = (nc: NatsConnection, url: string, run: (effect: Effect.Effect<void>) => unknown, up: (connected: boolean) => void) =>
   Effect.sync(() => {
     // The status iterator ends when the connection closes, so this loop needs no interruption.
     void (async () => {
       for await (const s of nc.status()) {
         switch (s.type) {
           case "disconnect":
-            run(Effect.logWarning(`NATS disconnected from ${safeUrl(url)}; reconnecting`))
+            up(false)
+            run(Effect.logWarning(`NATS disconnected from ${serverOf(url, s.data)}; reconnecting`))
             break
           case "reconnect":
-            run(Effect.logInfo(`NATS reconnected to ${safeUrl(url)}`))
+            up(true)
+            run(Effect.logInfo(`NATS reconnected to ${serverOf(url, s.data)}`))
             break
           case "error":
             run(Effect.logWarning(`NATS error: ${String(s.data)}`))
@@ -173,8 +176,12 @@ const make = (options: NatsConnectOptions) =>
     // One runtime per connection for the log lines of nats' callbacks (not one per subscription:
     // a subscription per request is on the hot path).
     const run = yield* FiberSet.makeRuntime<never>()
-    yield* watchStatus(nc, options.url, run)
-    yield* Effect.logInfo(`connected to NATS at ${safeUrl(options.url)}`)
+    let connected = true
+    yield* watchStatus(nc, options.url, run, (up) => {
+      connected = up
+    })
+    const listed = serverUrls(options.url).length > 1 ? ` (of ${safeUrl(options.url)})` : ""
+    yield* Effect.logInfo(`connected to NATS at ${serverOf(options.url, nc.getServer())}${listed}`)
 
     const publishBytes = (subject: string, bytes: Uint8Array): Effect.Effect<void> =>
       Effect.suspend(() => {
@@ -352,7 +359,8 @@ const make = (options: NatsConnectOptions) =>
       stats: () => {
         const { inMsgs, outMsgs } = nc.stats()
         return { inMsgs, outMsgs }
-      }
+      },
+      connected: () => connected && !nc.isClosed()
     }
     return service
   })

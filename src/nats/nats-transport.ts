@@ -93,6 +93,12 @@ export interface NatsTransportService {
   readonly maxPayload: () => number
   /** Messages received and sent by this connection so far. */
   readonly stats: () => { readonly inMsgs: number; readonly outMsgs: number }
+  /**
+   * Whether the connection is up now (false from a disconnect until the reconnect). Optional: a
+   * transport without it counts as always connected. The owner watch (issue 14) takes no verdict
+   * about a controller from a probe that could not reach the bus.
+   */
+  readonly connected?: () => boolean
 }
 
 export class NatsTransport extends Context.Tag("nats/NatsTransport")<NatsTransport, NatsTransportService>() {}

@@ -7,6 +7,7 @@ import { decoderFor, encoderFor } from "../nats/codec.js"
 import { NatsTransport, type RawMessage } from "../nats/nats-transport.js"
 import { type EngineError, type Finish, InferenceEngine } from "./engines/inference-engine.js"
 import { ModelScanner } from "./model-scanner.js"
+import { RequestOwners } from "./request-owners.js"
 import { type Outcome, WorkerStats } from "./worker-stats.js"
 
 /**
@@ -22,6 +23,11 @@ import { type Outcome, WorkerStats } from "./worker-stats.js"
  * `worker_shutdown` (still running when the drain timeout ran out), `internal_error` (a defect).
  * A cancel interrupts the fiber, which stops the engine; nothing more is published for that request.
  *
+ * Several controllers (issue 14): a request's `controllerId` is recorded in `owners` while it
+ * holds a slot; acks and `busy` refusals carry the worker's `active` count and the asking
+ * controller's share of it; `owners.stopAll` (the owner watch, when that controller is gone) stops
+ * a controller's requests with an `error` `controller_gone`.
+ *
  * Cost (issue 10): the bus callbacks decode and answer in plain code; a request is one fiber; a
  * batch of tokens is one `send` from the engine's emit callback, with no Effect per token or batch.
  */
@@ -30,6 +36,14 @@ export interface InferenceHandlerOptions {
   readonly workerId: WorkerId
   readonly maxConcurrent: number
   readonly requestTimeoutMs: number
+  /** Where running requests are recorded by owning controller (a fresh one when not given). */
+  readonly owners?: RequestOwners
+  /**
+   * Called when a slot frees after the worker refused someone as `busy` (at most once per refusal
+   * burst): the worker then tells every controller at once with an early heartbeat (issue 14), so
+   * that a controller whose request went back to its queue does not wait for the next regular one.
+   */
+  readonly capacityFreed?: () => void
 }
 
 export interface InferenceHandler {
@@ -37,15 +51,19 @@ export interface InferenceHandler {
   readonly drain: (timeoutMs: number) => Effect.Effect<void>
   /** Number of requests running now. */
   readonly running: Effect.Effect<number>
+  /** The running requests by owning controller (issue 14). */
+  readonly owners: RequestOwners
 }
 
-/** Why a running request was stopped from outside. */
-type StopReason = "cancel" | "timeout" | "shutdown"
+/** Why a running request was stopped from outside; `orphaned`: its controller is gone (issue 14). */
+type StopReason = "cancel" | "timeout" | "shutdown" | "orphaned"
 
 interface Running {
   readonly startedAt: number
   fiber: Fiber.RuntimeFiber<void> | undefined
   stop: StopReason | undefined
+  /** Forgets the request in `owners` (issue 14); set while it holds a slot for a known controller. */
+  untrack: (() => void) | undefined
 }
 
 /** Refusals name at most this many served models. */
@@ -69,6 +87,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
     const runtime = yield* Effect.runtime<never>()
     const runFork = Runtime.runFork(runtime)
     const { workerId } = options
+    const owners = options.owners ?? new RequestOwners()
     const running = new Map<string, Running>()
     let draining = false
 
@@ -91,7 +110,26 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
     }
     const refuse = (to: string | undefined, reason: "busy" | "model_not_found" | "invalid_request", message: string) =>
       reply(to, { accepted: false, reason, message })
+    /** This worker's count, and the asking controller's share of it, for acks and busy refusals (issue 14). */
+    const loadFor = (controllerId: string | undefined) =>
+      Effect.map(stats.snapshot, (s) => ({
+        active: s.active,
+        ...(controllerId === undefined ? {} : { activeForController: owners.count(controllerId) })
+      }))
+    /** A busy refusal since the last slot freed: the next one to free is announced (`capacityFreed`). */
+    let refusedBusy = false
+    const refuseBusy = (to: string | undefined, request: InferenceRequest, message: string) =>
+      Effect.map(loadFor(request.controllerId), (load) => {
+        refusedBusy = !draining
+        reply(to, { accepted: false, reason: "busy", message, ...load })
+      })
     const publish = (message: TokenMessage) => nats.send(Subjects.response(message.requestId), encodeTokenMessage(message))
+
+    const stop = (entry: Running, reason: StopReason) => {
+      if (entry.stop !== undefined) return
+      entry.stop = reason
+      entry.fiber?.unsafeInterruptAsFork(FiberId.none)
+    }
 
     /** Releases the slot, then says how it ended: a controller that reads `done` may dispatch the next request at once. */
     const finalize = (request: InferenceRequest, entry: Running, receivedAt: number, sent: () => number) =>
@@ -107,6 +145,9 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
             message = { type: "done", requestId, finishReason: exit.value.finishReason, usage: exit.value.usage, latencyMs: Math.max(0, now - receivedAt) }
           } else if (entry.stop === "cancel") {
             outcome = "cancelled"
+          } else if (entry.stop === "orphaned") {
+            outcome = "cancelled"
+            message = error("controller_gone", `worker ${workerId} stopped the request: its controller ${request.controllerId ?? "?"} is gone`)
           } else if (entry.stop === "timeout") {
             message = error("timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`)
           } else {
@@ -119,15 +160,20 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
             }
           }
           yield* stats.release(outcome)
+          entry.untrack?.()
+          if (refusedBusy) {
+            refusedBusy = false
+            options.capacityFreed?.()
+          }
           if (message !== undefined) publish(message)
           if (outcome === "cancelled") yield* Effect.logDebug(`request cancelled after ${sent()} tokens`)
-          if (message?.type === "error") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
+          if (message?.type === "error" && entry.stop !== "orphaned") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
         }).pipe(Effect.annotateLogs({ requestId: request.requestId }))
 
     /** The request's fiber: the checks that need services, the ack, then the generation. */
     const serve = (request: InferenceRequest, replyTo: string | undefined, entry: Running) =>
       Effect.gen(function* () {
-        if (draining) return refuse(replyTo, "busy", `worker ${workerId} is shutting down`)
+        if (draining) return yield* refuseBusy(replyTo, request, `worker ${workerId} is shutting down`)
         const path = yield* scanner.pathOf(request.model)
         if (Option.isNone(path)) {
           const served = (yield* scanner.current).availableModels
@@ -135,9 +181,12 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           return refuse(replyTo, "model_not_found", `worker ${workerId} does not serve model "${request.model}" (serves: ${listed || "none"})`)
         }
         if (!(yield* stats.tryAcquire(options.maxConcurrent))) {
-          return refuse(replyTo, "busy", `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`)
+          return yield* refuseBusy(replyTo, request, `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`)
         }
-        reply(replyTo, { accepted: true, workerId })
+        if (request.controllerId !== undefined) {
+          entry.untrack = owners.add(request.controllerId, request.requestId, () => stop(entry, "orphaned"))
+        }
+        reply(replyTo, { accepted: true, workerId, ...(yield* loadFor(request.controllerId)) })
         let index = 0
         const subject = Subjects.response(request.requestId)
         const emit = (tokens: ReadonlyArray<string>) => {
@@ -162,23 +211,18 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
       const request = decoded.right
       const id = request.requestId
       if (running.has(id)) return refuse(replyTo, "invalid_request", `request ${id} is already running on ${workerId}`)
-      const entry: Running = { startedAt: clock.unsafeCurrentTimeMillis(), fiber: undefined, stop: undefined }
+      const entry: Running = { startedAt: clock.unsafeCurrentTimeMillis(), fiber: undefined, stop: undefined, untrack: undefined }
       running.set(id, entry)
       entry.fiber = runFork(
         serve(request, replyTo, entry).pipe(
           Effect.ensuring(
             Effect.sync(() => {
+              entry.untrack?.()
               if (running.get(id) === entry) running.delete(id)
             })
           )
         )
       )
-    }
-
-    const stop = (entry: Running, reason: StopReason) => {
-      if (entry.stop !== undefined) return
-      entry.stop = reason
-      entry.fiber?.unsafeInterruptAsFork(FiberId.none)
     }
 
     const onCancel = (message: RawMessage) => {
@@ -223,6 +267,6 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
         }
       })
 
-    const handler: InferenceHandler = { drain, running: Effect.sync(() => running.size) }
+    const handler: InferenceHandler = { drain, running: Effect.sync(() => running.size), owners }
     return handler
   })

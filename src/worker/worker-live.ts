@@ -1,6 +1,6 @@
 import * as Os from "node:os"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
-import { Clock, Context, Effect, Layer, Ref, Schedule, Stream } from "effect"
+import { Clock, Context, Effect, Layer, Queue, Ref, Schedule, Stream } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { WorkerId } from "../domain/ids.js"
 import { Subjects } from "../domain/subjects.js"
@@ -18,8 +18,10 @@ import { InferenceEngine } from "./engines/inference-engine.js"
 import { Hardware } from "./hardware.js"
 import { makeInferenceHandler } from "./inference-handler.js"
 import { ModelScanner } from "./model-scanner.js"
+import { probePolicy, watchOwners } from "./owner-watch.js"
+import { RequestOwners } from "./request-owners.js"
 import { resolveWorkerId } from "./worker-id.js"
-import { makeMetricsSampler, type StatsSnapshot, WorkerStats } from "./worker-stats.js"
+import { makeMetricsSamplerWith, type StatsSnapshot, WorkerStats } from "./worker-stats.js"
 
 /**
  * The worker role (CONTRACT §3, §4). In its scope:
@@ -29,6 +31,8 @@ import { makeMetricsSampler, type StatsSnapshot, WorkerStats } from "./worker-st
  * 3. registers again on every `controller.announce` and whenever a rescan changes the skills;
  * 4. publishes `worker.heartbeat` every `discovery.heartbeat_interval_ms` and rescans the model
  *    folders every `worker.rescan_interval_ms` (scheduled fibers of the scope);
+ * 4a. probes the controllers that own its running requests and stops the requests of one that is
+ *    gone (issue 14, `owner-watch.ts`);
  * 5. on scope close: refuses new requests as `busy`, waits for running ones up to
  *    `worker.drain_timeout_ms` (then stops them with an `error` `worker_shutdown`), publishes
  *    `worker.deregister` and flushes.
@@ -50,6 +54,9 @@ export interface WorkerService {
   /** Requests running now. */
   readonly running: Effect.Effect<number>
 }
+
+/** Shortest time between two early heartbeats (a slot freed after a busy refusal, issue 14). */
+export const EARLY_HEARTBEAT_GAP_MS = 100
 
 export class Worker extends Context.Tag("worker/Worker")<Worker, WorkerService>() {}
 
@@ -120,11 +127,17 @@ const runWorker = (workerId: WorkerId) =>
       Effect.flatMap((message) => nats.publish(Subjects.register, WorkerRegistration, message))
     )
 
+    const owners = new RequestOwners()
+    // A slot freed after a busy refusal: one early heartbeat tells every controller (issue 14).
+    const capacityFreed = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
     const handler = yield* makeInferenceHandler({
       workerId,
       maxConcurrent: workerConfig.maxConcurrent,
-      requestTimeoutMs: workerConfig.requestTimeoutMs
+      requestTimeoutMs: workerConfig.requestTimeoutMs,
+      owners,
+      capacityFreed: () => void capacityFreed.unsafeOffer(undefined)
     })
+    yield* watchOwners({ workerId, owners, policy: probePolicy(workerConfig.controllerProbeIntervalMs) })
     const announces = yield* nats.subscribe(Subjects.announce, ControllerAnnounce)
     yield* nats.flush
 
@@ -145,7 +158,10 @@ const runWorker = (workerId: WorkerId) =>
       Effect.forkScoped
     )
 
-    const sampler = yield* makeMetricsSampler
+    const sampler = yield* makeMetricsSamplerWith({
+      maxConcurrent: workerConfig.maxConcurrent,
+      activeByController: () => owners.byController()
+    })
     const heartbeat = Effect.gen(function* () {
       const metrics = yield* sampler.sample
       const timestamp = yield* Clock.currentTimeMillis
@@ -154,6 +170,14 @@ const runWorker = (workerId: WorkerId) =>
     yield* heartbeat.pipe(
       Effect.catchAllCause((cause) => Effect.logError("heartbeat failed", cause)),
       Effect.schedule(Schedule.spaced(config.discovery.heartbeatIntervalMs)),
+      Effect.forkScoped
+    )
+    // Early heartbeats, at most one per EARLY_HEARTBEAT_GAP_MS however many slots free.
+    yield* Queue.take(capacityFreed).pipe(
+      Effect.zipRight(heartbeat),
+      Effect.catchAllCause((cause) => Effect.logError("early heartbeat failed", cause)),
+      Effect.zipRight(Effect.sleep(EARLY_HEARTBEAT_GAP_MS)),
+      Effect.forever,
       Effect.forkScoped
     )
     yield* scanner.rescan.pipe(

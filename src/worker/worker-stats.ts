@@ -7,7 +7,7 @@ import { InferenceEngine } from "./engines/inference-engine.js"
  * Request counters of this worker. `total` counts every accepted request (refusals are not
  * requests); each accepted request ends as exactly one of `succeeded` (a `done` was sent), `failed`
  * (an `error` was sent: engine error, timeout, shutdown) or `cancelled` (stopped by a cancel: no
- * message sent). `cancelled` is not part of the heartbeat, so a cancelled request counts in `total`
+ * message sent; or stopped because its controller is gone: `error` `controller_gone`). `cancelled` is not part of the heartbeat, so a cancelled request counts in `total`
  * only.
  */
 export interface StatsSnapshot extends RequestCounters {
@@ -37,10 +37,27 @@ export class WorkerStats extends Effect.Service<WorkerStats>()("worker/WorkerSta
     const ref = yield* Ref.make(empty)
     // Counted from the engine's emit callback for every batch: a plain number, no Effect per batch.
     let tokens = 0
+    /** Most requests active at once since `takePeak` last read it. */
+    let peak = 0
     return {
       snapshot: Effect.map(Ref.get(ref), (s): StatsSnapshot => ({ ...s, tokens })),
       /** Takes a request slot when fewer than `max` are active; false when busy. */
-      tryAcquire: (max: number) => Ref.modify(ref, (s) => acquireSlot(s, max)),
+      tryAcquire: (max: number) =>
+        Ref.modify(ref, (s) => {
+          const [ok, next] = acquireSlot(s, max)
+          return [[ok, next.active] as const, next]
+        }).pipe(
+          Effect.map(([ok, active]) => {
+            if (active > peak) peak = active
+            return ok
+          })
+        ),
+      /** Most requests active at once since the previous call (issue 14: the heartbeat's `peakActive`). */
+      takePeak: Effect.map(Ref.get(ref), (s) => {
+        const seen = Math.max(peak, s.active)
+        peak = s.active
+        return seen
+      }),
       release: (outcome: Outcome) => Ref.update(ref, (s) => releaseSlot(s, outcome)),
       countTokens: (n: number): void => {
         tokens += n
@@ -85,12 +102,22 @@ export const tokensPerSecond = (tokens: number, previousTokens: number, elapsedM
 
 const readCpuTimes = (): ReadonlyArray<CpuTimes> => Os.cpus().map((c) => c.times)
 
+/** What the heartbeat reports beyond the counters (issue 14); absent fields are left out. */
+export interface SamplerOptions {
+  /** The worker's `max_concurrent`. */
+  readonly maxConcurrent?: number
+  /** Running requests per owning controller, read at each sample. */
+  readonly activeByController?: () => Record<string, number>
+}
+
 /**
  * Heartbeat metrics: CPU usage and throughput over the time since the previous sample (the first
- * sample measures from the sampler's creation), and the engine's prompt-cache counters when the
- * engine in the context reports them (read optionally: a sampler needs no engine).
+ * sample measures from the sampler's creation), the engine's prompt-cache counters when the
+ * engine in the context reports them (read optionally: a sampler needs no engine), and with
+ * `options` the worker's own view of its load for several controllers (issue 14):
+ * `maxConcurrent`, `activeByController`, `peakActive`.
  */
-export const makeMetricsSampler = Effect.gen(function* () {
+export const makeMetricsSamplerWith = (options: SamplerOptions) => Effect.gen(function* () {
   const stats = yield* WorkerStats
   const promptCache = Option.flatMap(yield* Effect.serviceOption(InferenceEngine), (e) => Option.fromNullable(e.promptCache))
   const start = yield* stats.snapshot
@@ -100,6 +127,7 @@ export const makeMetricsSampler = Effect.gen(function* () {
     const snapshot = yield* stats.snapshot
     const cpu = readCpuTimes()
     const before = yield* Ref.getAndSet(previous, { cpu, tokens: snapshot.tokens, at: now })
+    const peakActive = yield* stats.takePeak
     return {
       cpuUsage: cpuUsageBetween(before.cpu, cpu),
       memoryUsage: memoryUsage(Os.freemem(), Os.totalmem()),
@@ -110,8 +138,14 @@ export const makeMetricsSampler = Effect.gen(function* () {
         failed: snapshot.failed
       },
       tokensPerSecond: tokensPerSecond(snapshot.tokens, before.tokens, now - before.at),
-      ...(Option.isSome(promptCache) ? { promptCache: yield* promptCache.value } : {})
+      ...(Option.isSome(promptCache) ? { promptCache: yield* promptCache.value } : {}),
+      peakActive,
+      ...(options.maxConcurrent === undefined ? {} : { maxConcurrent: options.maxConcurrent }),
+      ...(options.activeByController === undefined ? {} : { activeByController: options.activeByController() })
     }
   })
   return { sample } as const
 })
+
+/** The sampler without the options: CPU, memory, counters, throughput and `peakActive`. */
+export const makeMetricsSampler = makeMetricsSamplerWith({})

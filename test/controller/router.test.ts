@@ -353,15 +353,19 @@ describe("Router.route: retries before the first token", () => {
     )
   )
 
+  // A busy refusal is no retry (issue 14: test/controller/router-requeue.test.ts); other refusals are.
   it.effect("max_retries exhausted: WorkersUnavailable with the attempts and the last reason", () =>
     withRouter(controllerConfig({ maxRetries: 1 }))(
       Effect.gen(function* () {
         const workers = yield* Effect.forEach(["w1", "w2", "w3"], (id) =>
-          startWorker({ id }, { reply: () => Reply.refuse("busy", "all slots taken") })
+          startWorker({ id }, { reply: () => Reply.refuse("model_not_found", "no such model here") })
         )
         const error = failureOf(yield* collect())
         expect(error._tag).toBe("WorkersUnavailable")
-        expect(error).toMatchObject({ model: MODEL, attempts: [{ reason: "busy: all slots taken" }, { reason: "busy: all slots taken" }] })
+        expect(error).toMatchObject({
+          model: MODEL,
+          attempts: [{ reason: "model_not_found: no such model here" }, { reason: "model_not_found: no such model here" }]
+        })
         expect(error.message).toContain("2 tried")
         const asked = yield* Effect.forEach(workers, (w) => Effect.map(w.received, (r) => r.length))
         expect(asked.reduce((a, b) => a + b, 0)).toBe(2)
@@ -374,13 +378,13 @@ describe("Router.route: retries before the first token", () => {
   it.effect("every skilled worker tried before max_retries: WorkersUnavailable", () =>
     withRouter(controllerConfig({ maxRetries: 5 }))(
       Effect.gen(function* () {
-        const w1 = yield* startWorker({ id: "w1" }, { reply: () => Reply.refuse("busy") })
+        const w1 = yield* startWorker({ id: "w1" }, { reply: () => Reply.garbage })
         const w2 = yield* startWorker({ id: "w2" }, { reply: () => Reply.refuse("model_not_found") })
         const error = failureOf(yield* collect())
         expect(error).toMatchObject({
           _tag: "WorkersUnavailable",
           attempts: [
-            { workerId: "w1", reason: "busy: refused: busy" },
+            { workerId: "w1", reason: expect.stringContaining("invalid ack") },
             { workerId: "w2", reason: "model_not_found: refused: model_not_found" }
           ]
         })

@@ -32,6 +32,8 @@ export interface ScriptedNatsHandle {
   readonly timeline: Effect.Effect<ReadonlyArray<string>>
   /** Forgets what was sent so far. */
   readonly clear: Effect.Effect<void>
+  /** What the transport's `connected()` says from now on (default true); delivery is not affected. */
+  readonly setConnected: (connected: boolean) => Effect.Effect<void>
 }
 
 /** NATS subject matching with `*` (one token) and `>` (the rest). */
@@ -71,6 +73,7 @@ export const makeScriptedNats = (options: { readonly maxPayload?: number } = {})
     const subscribers = new Set<Subscriber>()
     let inboxes = 0
     let delivered = 0
+    let connected = true
 
     const deliver = (message: WireMessage) => {
       for (const s of [...subscribers]) {
@@ -166,7 +169,8 @@ export const makeScriptedNats = (options: { readonly maxPayload?: number } = {})
       },
       send: (subject, payload, reply) => send({ subject, payload: textDecoder.decode(payload), replyTo: reply }),
       maxPayload: () => options.maxPayload ?? 1_048_576,
-      stats: () => ({ inMsgs: delivered, outMsgs: log.length })
+      stats: () => ({ inMsgs: delivered, outMsgs: log.length }),
+      connected: () => connected
     }
 
     const handle: ScriptedNatsHandle = {
@@ -182,7 +186,11 @@ export const makeScriptedNats = (options: { readonly maxPayload?: number } = {})
       clear: Effect.sync(() => {
         log.length = 0
         timeline.length = 0
-      })
+      }),
+      setConnected: (value) =>
+        Effect.sync(() => {
+          connected = value
+        })
     }
     return { service, handle } as const
   })

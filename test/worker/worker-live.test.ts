@@ -112,7 +112,7 @@ describe("WorkerLive against a real nats-server", () => {
       yield* startWorker(workerId, yield* tmpDir(), syntheticAt(0))
       const request = inferenceRequest({ maxTokens: 25, messages: [{ role: "user", content: "one two three four" }] })
       const response = yield* collectResponse(client, request.requestId)
-      expect(yield* ask(client, workerId, request)).toEqual({ accepted: true, workerId })
+      expect(yield* ask(client, workerId, request)).toEqual({ accepted: true, workerId, active: 1 })
       const messages = yield* Fiber.join(response)
       const plan = planSynthetic(request)
       const batches = messages.filter((m): m is TokenBatch => m.type === "tokens")

@@ -164,7 +164,7 @@ describe("worker presence (TestClock, in-memory transport)", () => {
       const late = inferenceRequest()
       yield* send(h, late, replyTo(late))
       yield* eventually(
-        Effect.map(repliesTo(h, replyTo(late)), (r) => expect(r).toEqual([{ accepted: false, reason: "busy", message: expect.stringContaining("shutting down") }]))
+        Effect.map(repliesTo(h, replyTo(late)), (r) => expect(r).toEqual([{ accepted: false, reason: "busy", message: expect.stringContaining("shutting down"), active: 1 }]))
       )
       expect(yield* h.bus.sentOn(Subjects.deregister, WorkerDeregistration)).toEqual([])
       yield* TestClock.adjust("1 second")
@@ -213,7 +213,7 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: paced(100) })
       const request = inferenceRequest({ maxTokens: 10 })
       yield* send(h, request, replyTo(request))
-      yield* eventually(Effect.map(repliesTo(h, replyTo(request)), (r) => expect(r).toEqual([{ accepted: true, workerId: "test-worker" }])))
+      yield* eventually(Effect.map(repliesTo(h, replyTo(request)), (r) => expect(r).toEqual([{ accepted: true, workerId: "test-worker", active: 1 }])))
       yield* TestClock.adjust("1 second")
       const messages = yield* eventually(
         Effect.map(tokenMessages(h, request.requestId), (m) => {
@@ -431,14 +431,14 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       })
       yield* Effect.addFinalizer(() => Effect.sync(listener.close))
       yield* send(h, first, replyTo(first))
-      yield* eventually(Effect.map(repliesTo(h, replyTo(first)), (r) => expect(r).toEqual([{ accepted: true, workerId: "test-worker" }])))
+      yield* eventually(Effect.map(repliesTo(h, replyTo(first)), (r) => expect(r).toEqual([{ accepted: true, workerId: "test-worker", active: 1 }])))
       // while it runs, the one slot is taken
       yield* send(h, probe, replyTo(probe))
       yield* eventually(Effect.map(repliesTo(h, replyTo(probe)), (r) => expect(r).toMatchObject([{ accepted: false, reason: "busy" }])))
       yield* TestClock.adjust("200 millis")
       yield* eventually(Effect.map(tokenMessages(h, first.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
       expect(activeAtDone).toBe(0)
-      expect(yield* repliesTo(h, replyTo(next))).toEqual([{ accepted: true, workerId: "test-worker" }])
+      expect(yield* repliesTo(h, replyTo(next))).toEqual([{ accepted: true, workerId: "test-worker", active: 1 }])
       yield* TestClock.adjust("200 millis")
       yield* eventually(Effect.map(tokenMessages(h, next.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
       expect(yield* h.worker.stats).toMatchObject({ total: 2, succeeded: 2, active: 0 })

@@ -4,6 +4,7 @@ import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import type { ClusterConfig } from "../../../src/config/schema.js"
 import { AdmissionQueue } from "../../../src/controller/admission-queue.js"
 import { Balancer } from "../../../src/controller/balancer.js"
+import { ControllerIdentity } from "../../../src/controller/controller-identity.js"
 import { DeadlineSweep } from "../../../src/controller/deadline-sweep.js"
 import { InFlight } from "../../../src/controller/in-flight.js"
 import { ControllerLifecycle } from "../../../src/controller/lifecycle.js"
@@ -28,6 +29,9 @@ export const queueConfig =
   (patch: Partial<ControllerConfig["queue"]>) =>
   (c: ClusterConfig): ClusterConfig => ({ ...c, controller: { ...c.controller, queue: { ...c.controller.queue, ...patch } } })
 
+/** The controller id of the router harness (`InferenceRequest.controllerId`, `activeByController`). */
+export const TEST_CONTROLLER_ID = "ctl-test"
+
 const stateTest = (eventLoopLagMs: number) =>
   Layer.mergeAll(
     Registry.Default,
@@ -37,7 +41,8 @@ const stateTest = (eventLoopLagMs: number) =>
     RequestJournal.Default,
     ControllerLifecycle.Default,
     DeadlineSweep.Default,
-    LoadMonitor.layerTest({ now: eventLoopLagMs })
+    LoadMonitor.layerTest({ now: eventLoopLagMs }),
+    ControllerIdentity.layerTest(TEST_CONTROLLER_ID)
   )
 
 /**

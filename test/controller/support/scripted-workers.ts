@@ -13,10 +13,16 @@ import { Subjects } from "../../../src/domain/subjects.js"
 import { NatsTransport } from "../../../src/nats/nats-transport.js"
 import { registration, type WorkerSpec } from "./fixtures.js"
 
+/** The worker's own counts an ack or a refusal may carry (issue 14). */
+export interface ReplyLoad {
+  readonly active?: number
+  readonly activeForController?: number
+}
+
 /** How a fake worker answers one inference request. */
 export type Reply =
-  | { readonly _tag: "ack" }
-  | { readonly _tag: "refuse"; readonly reason: RefusalReason; readonly message: string }
+  | { readonly _tag: "ack"; readonly load?: ReplyLoad }
+  | { readonly _tag: "refuse"; readonly reason: RefusalReason; readonly message: string; readonly load?: ReplyLoad }
   /** No reply at all: the controller's dispatch times out. */
   | { readonly _tag: "silence" }
   /** A reply that fails the `InferenceReply` schema. */
@@ -26,7 +32,10 @@ export const Reply = {
   ack: { _tag: "ack" } as Reply,
   silence: { _tag: "silence" } as Reply,
   garbage: { _tag: "garbage" } as Reply,
-  refuse: (reason: RefusalReason, message = `refused: ${reason}`): Reply => ({ _tag: "refuse", reason, message })
+  refuse: (reason: RefusalReason, message = `refused: ${reason}`, load?: ReplyLoad): Reply =>
+    load === undefined ? { _tag: "refuse", reason, message } : { _tag: "refuse", reason, message, load },
+  /** An ack with the worker's counts. */
+  ackWith: (load: ReplyLoad): Reply => ({ _tag: "ack", load })
 } as const
 
 export interface WorkerScript {
@@ -117,14 +126,15 @@ export const startWorker = (
           const reply = script.reply?.(request, n) ?? Reply.ack
           switch (reply._tag) {
             case "ack":
-              yield* nats.publish(replyTo, InferenceReply, { accepted: true, workerId: WorkerId.make(id) })
+              yield* nats.publish(replyTo, InferenceReply, { accepted: true, workerId: WorkerId.make(id), ...reply.load })
               yield* emit(...(script.stream?.(request, n) ?? []))
               return
             case "refuse":
               return yield* nats.publish(replyTo, InferenceReply, {
                 accepted: false,
                 reason: reply.reason,
-                message: reply.message
+                message: reply.message,
+                ...reply.load
               })
             case "garbage":
               return yield* nats.publish(replyTo, Schema.Unknown, { accepted: "perhaps" })
