@@ -1,13 +1,13 @@
 /**
  * Benchmark of the controller's relay (issue 6): `npm run bench` (= ensure nats-server, then
- * `tsx scripts/bench.ts`).
+ * `tsx bench/main.ts`).
  *
- *   tsx scripts/bench.ts [--concurrency 1,32,256,1024] [--duration 5] [--warmup 1] [--tokens 32]
+ *   tsx bench/main.ts [--concurrency 1,32,256,1024] [--duration 5] [--warmup 1] [--tokens 32]
  *                        [--workers 2] [--stress 2000] [--profile] [--timeout 120]
  *
  * One run starts, on free ports: a nats-server, N synthetic workers and a controller (each the real
  * CLI as a child process: `node --import tsx src/main.ts ...`), and the *floor*: a bare node:http
- * server sending the same SSE bytes without NATS (scripts/bench/floor-server.ts). For each
+ * server sending the same SSE bytes without NATS (bench/floor-server.ts). For each
  * concurrency level it runs closed-loop streaming load against the floor, then the controller, and
  * measures requests/s, time to first token, tokens/s, errors and the server process's CPU and peak
  * RSS (/proc). Then 2,000 streams at once against the controller. It prints a markdown table and
@@ -24,16 +24,16 @@ import { cpus, loadavg, tmpdir, totalmem } from "node:os"
 import { join, resolve } from "node:path"
 import { Agent } from "node:http"
 import { findNatsServer } from "../src/nats/nats-server-process.js"
-import { CHAT_USAGE, ChatUsageError, runChatScenario, splitScenario } from "./bench/chat-scenario.js"
-import { chatBody, closedLoop, getLoop, oneShot, streamOnce, type Target } from "./bench/load.js"
-import { type Child, CostMeter, killAllSync, spawnChild, stopAll, stopChild } from "./bench/processes.js"
-import { type BenchResults, checkTargets, formatResults, type LevelResult, type RunStats } from "./bench/report.js"
-import { formatSummary, type ProfileSummary, summariseProfile, type Window } from "./bench/top-functions.js"
+import { CHAT_USAGE, ChatUsageError, runChatScenario, splitScenario } from "./chat-scenario.js"
+import { chatBody, closedLoop, getLoop, oneShot, streamOnce, type Target } from "./load.js"
+import { type Child, CostMeter, killAllSync, spawnChild, stopAll, stopChild } from "./processes.js"
+import { type BenchResults, checkTargets, formatResults, type LevelResult, type RunStats } from "./report.js"
+import { formatSummary, type ProfileSummary, summariseProfile, type Window } from "./top-functions.js"
 
 const ROOT = resolve(import.meta.dirname, "..")
 const MODEL = "synthetic/demo"
 
-const USAGE = `Usage: tsx scripts/bench.ts [options]
+const USAGE = `Usage: tsx bench/main.ts [options]
   --concurrency LIST   concurrency levels, comma-separated     default 1,32,256,1024
   --duration S         measured seconds per level and target   default 5
   --warmup S           warm-up seconds before each measurement default 1
@@ -128,7 +128,7 @@ const monotonicUs = () => Number(process.hrtime.bigint() / 1000n)
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /** The config every cluster process of the benchmark reads. */
-const clusterConfig = (natsUrl: string, modelDir: string, logLevel: string) => `# written by scripts/bench.ts
+const clusterConfig = (natsUrl: string, modelDir: string, logLevel: string) => `# written by bench/main.ts
 cluster:
   log_level: ${logLevel}
   controller:
@@ -255,7 +255,7 @@ const main = async (): Promise<void> => {
     await nats.waitFor(/Server is ready/, 10_000)
 
     log(`floor on :${floorPort}`)
-    const floor = spawnChild("floor", process.execPath, [...nodeArgs(undefined), "scripts/bench/floor-server.ts", "--port", String(floorPort)], {
+    const floor = spawnChild("floor", process.execPath, [...nodeArgs(undefined), "bench/floor-server.ts", "--port", String(floorPort)], {
       cwd: ROOT,
       env
     })

@@ -1,7 +1,7 @@
 /**
  * The chat scenario of the benchmark (issue 16): `npm run bench -- --scenario chat`.
  *
- *   tsx scripts/bench.ts --scenario chat [--conversations 200] [--turns 6] [--workers 4]
+ *   tsx bench/main.ts --scenario chat [--conversations 200] [--turns 6] [--workers 4]
  *        [--concurrency 16] [--prefill-rate 2000] [--decode-rate 0] [--tokens 192]
  *        [--strategies round_robin,least_loaded,smart] [--max-imbalance N] [--think-ms 500]
  *        [--log-level warning]
@@ -10,7 +10,7 @@
  * (`prefill_tokens_per_second`, their own prompt cache) and a controller with that
  * `load_balancing.strategy` (every process the real CLI, as in the relay benchmark), so that every
  * strategy starts from cold caches and zero counters. The client runs the same conversations on
- * each (scripts/bench/chat-workload.ts), `--concurrency` at a time, each conversation's turns one
+ * each (bench/chat-workload.ts), `--concurrency` at a time, each conversation's turns one
  * after the other, every turn sending back the answers it got; the strategies take turns in waves
  * of 2 × `--concurrency` conversations, so that a shared machine's changing load falls on all of
  * them alike. At the end it waits for a heartbeat and reads the workers' counters
@@ -30,7 +30,7 @@ import { createServer } from "node:net"
 import { cpus, loadavg, tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { Option } from "effect"
-import { findNatsServer } from "../../src/nats/nats-server-process.js"
+import { findNatsServer } from "../src/nats/nats-server-process.js"
 import {
   type AffinityCounters,
   checkChatTargets,
@@ -45,12 +45,12 @@ import { type Conversation, makeWorkload, messagesFor } from "./chat-workload.js
 import { streamOnce, type Target } from "./load.js"
 import { type Child, spawnChild, stopChild } from "./processes.js"
 
-const ROOT = resolve(import.meta.dirname, "..", "..")
+const ROOT = resolve(import.meta.dirname, "..")
 const MODEL = "synthetic/demo"
 const STRATEGIES = ["round_robin", "least_loaded", "smart"] as const
 type Strategy = (typeof STRATEGIES)[number]
 
-export const CHAT_USAGE = `Usage: tsx scripts/bench.ts --scenario chat [options]
+export const CHAT_USAGE = `Usage: tsx bench/main.ts --scenario chat [options]
   --conversations N   conversations                                   default 200
   --turns N           turns per conversation                          default 6
   --workers N         synthetic workers                               default 4
@@ -159,7 +159,7 @@ const freePort = (): Promise<number> =>
 const HEARTBEAT_MS = 500
 
 /** The config every process of one strategy's cluster reads. */
-const clusterConfig = (natsUrl: string, modelDir: string, strategy: Strategy, o: ChatOptions) => `# written by scripts/bench/chat-scenario.ts
+const clusterConfig = (natsUrl: string, modelDir: string, strategy: Strategy, o: ChatOptions) => `# written by bench/chat-scenario.ts
 cluster:
   log_level: ${o.logLevel}
   controller:

@@ -3,9 +3,9 @@
  * and self time per package / area (effect, @effect/platform, nats, node internals, GC, the
  * project's own src/).
  *
- *   tsx scripts/bench/top-functions.ts FILE.cpuprofile [--top 30] [--skip-ms MS]
+ *   tsx bench/top-functions.ts FILE.cpuprofile [--top 30] [--skip-ms MS]
  *
- * `scripts/bench.ts --profile` calls `summariseProfile` with the measured windows of the run only
+ * `bench/main.ts --profile` calls `summariseProfile` with the measured windows of the run only
  * (startup, mostly tsx compiling modules, would otherwise dominate).
  *
  * Idle time is left out of the percentages: they are shares of the time the process was busy.
@@ -88,7 +88,7 @@ const isProfile = (value: unknown): value is CpuProfile =>
   Array.isArray((value as { samples?: unknown }).samples) &&
   Array.isArray((value as { timeDeltas?: unknown }).timeDeltas)
 
-const root = pathToFileURL(resolve(import.meta.dirname, "..", "..")).href + "/"
+const root = pathToFileURL(resolve(import.meta.dirname, "..")).href + "/"
 
 /** `file:///work/main/node_modules/effect/dist/esm/internal/fiberRuntime.js` → `effect/…/fiberRuntime.js`. */
 const shortUrl = (url: string): string => {
@@ -282,7 +282,7 @@ if (runAsScript) {
   const files = args.filter((a, i) => !a.startsWith("--") && !(args[i - 1] ?? "").startsWith("--"))
   if (files.length === 0 || !Number.isInteger(top) || top <= 0 || !Number.isFinite(skipMs) || skipMs < 0) {
     process.stderr.write(
-      "usage: tsx scripts/bench/top-functions.ts FILE.cpuprofile... [--top N] [--skip-ms MS]\n" +
+      "usage: tsx bench/top-functions.ts FILE.cpuprofile... [--top N] [--skip-ms MS]\n" +
         "  --skip-ms MS   leave out the first MS milliseconds of the profile (startup: module loading)\n"
     )
     process.exit(1)
