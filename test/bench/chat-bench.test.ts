@@ -6,8 +6,9 @@ import {
   type TurnSample,
   type WorkerReport
 } from "../../bench/chat-report.js"
-import { contentOf, splitScenario } from "../../bench/chat-scenario.js"
 import { makeWorkload, messagesFor } from "../../bench/chat-workload.js"
+import { splitScenario } from "../../bench/cli.js"
+import { contentOf } from "../../bench/load.js"
 import { promptChain } from "../../src/domain/prompt-chain.js"
 
 describe("chat benchmark: workload", () => {
