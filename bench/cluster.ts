@@ -87,9 +87,8 @@ export interface ClusterSpec {
   readonly workers: number
   readonly workerIdPrefix: string
   readonly settings: ClusterSettings
-  /** Node flags of the controller only (profiling). */
-  readonly controllerNodeArgs?: ReadonlyArray<string>
-  readonly controllerEnv?: NodeJS.ProcessEnv
+  /** Node flags and environment of the controller only (profiling). */
+  readonly controllerExtras?: { readonly nodeArgs: ReadonlyArray<string>; readonly env: NodeJS.ProcessEnv }
   readonly readyTimeoutMs: number
   /** Where the config file and the (empty) model folder go. */
   readonly dir: string
@@ -132,8 +131,8 @@ export const startCluster = async (run: BenchRun, spec: ClusterSpec): Promise<Cl
     named("controller"),
     "src/main.ts",
     ["--mode", "controller", "--port", String(port), ...common],
-    spec.controllerNodeArgs,
-    { ...env, ...spec.controllerEnv }
+    spec.controllerExtras?.nodeArgs,
+    { ...env, ...spec.controllerExtras?.env }
   )
   const cluster = { name: spec.name, natsUrl, port, nats, controller, workers }
   try {

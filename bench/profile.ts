@@ -57,9 +57,12 @@ export type Lookup = (
   column: number
 ) => { readonly line: number; readonly column: number; readonly name: string | undefined } | undefined
 
-/** The name a function starting at `column` of `line` is assigned to: `const f = (`, `f: async (`, `g = <A>(`. */
+/**
+ * The name a function starting at `column` of `line` is assigned to: `const f = (`, `f: async (`,
+ * `g = <A>(` (V8 puts an arrow function's start at its first parameter, after the paren).
+ */
 export const assignedName = (line: string, column: number): string | undefined =>
-  /([A-Za-z_$][\w$]*)\s*(?::[^=(),]*)?[=:]\s*(?:async\s*)?$/.exec(line.slice(0, column))?.[1]
+  /([A-Za-z_$][\w$]*)\s*(?::[^=(),]*)?[=:]\s*(?:async\s*)?(?:<[^()]*>)?\(?$/.exec(line.slice(0, column))?.[1]
 
 /**
  * The profile with each mapped function at its original position, named when V8 had no name for

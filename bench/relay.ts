@@ -55,7 +55,6 @@ const settle = async (s: Setup, before: string) => {
 const start = async (run: BenchRun, options: RelayOptions): Promise<Setup> => {
   const profiling = options.profile ? { dir: join(run.root, "bench", "profiles"), mapsFile: join(run.tempDir("mlx-bench-maps-"), "source-maps.json") } : undefined
   if (profiling !== undefined) mkdirSync(profiling.dir, { recursive: true })
-  const controller = profiling === undefined ? undefined : profiledController(profiling.dir, profiling.mapsFile)
   log(`cluster: nats-server, ${options.workers} workers and a controller${profiling === undefined ? "" : ` (profiling into ${profiling.dir})`}`)
   const cluster = await startCluster(run, {
     name: "",
@@ -68,7 +67,7 @@ const start = async (run: BenchRun, options: RelayOptions): Promise<Setup> => {
       maxConcurrent: 64,
       synthetic: { tokens_per_second: 0, first_token_ms: 0 }
     },
-    ...(controller === undefined ? {} : { controllerNodeArgs: controller.nodeArgs, controllerEnv: controller.env }),
+    ...(profiling === undefined ? {} : { controllerExtras: profiledController(profiling.dir, profiling.mapsFile) }),
     readyTimeoutMs: 60_000,
     dir: run.tempDir("mlx-bench-")
   })
