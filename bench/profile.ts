@@ -117,8 +117,8 @@ export const windowOffsets = (profileStartUs: number, windows: ReadonlyArray<Win
 
 export interface ProfileInfo {
   readonly file: string
-  /** Functions moved to their .ts positions (0: the source maps were missing). */
-  readonly mappedFunctions: number
+  /** Call-tree nodes of project code moved to their .ts positions (0: the source maps were missing). */
+  readonly mappedNodes: number
   readonly windows: ReturnType<typeof windowOffsets>
 }
 
@@ -128,11 +128,11 @@ export const collectProfile = (dir: string, pid: number, mapsFile: string, windo
   if (file === undefined) return `no CPU profile of the controller (pid ${pid}) in ${dir}`
   const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile
   const lookup = readSourceMaps(mapsFile)
-  let mappedFunctions = 0
+  let mappedNodes = 0
   if (lookup !== undefined) {
     const remapped = remapProfile(profile, lookup)
     writeFileSync(file, JSON.stringify(remapped.profile))
-    mappedFunctions = remapped.mapped
+    mappedNodes = remapped.mapped
   }
-  return { file, mappedFunctions, windows: windowOffsets(profile.startTime, windows) }
+  return { file, mappedNodes, windows: windowOffsets(profile.startTime, windows) }
 }

@@ -218,8 +218,8 @@ const problems = (r: BenchResults): Array<string> => {
 
 const profileSection = (p: ProfileInfo): Array<string> => [
   `CPU profile of the controller: ${p.file}`,
-  p.mappedFunctions > 0
-    ? `  ${p.mappedFunctions} project functions point at their .ts lines (tsx's source maps applied).`
+  p.mappedNodes > 0
+    ? `  ${p.mappedNodes} call-tree nodes of project code point at their .ts lines (tsx's source maps applied).`
     : "  Positions as tsx compiled them (every project function on line 2 of its file; the names are right).",
   `  Measured windows, seconds from the profile's start: ${p.windows.map((w) => `${w.label} ${w.fromS.toFixed(1)}–${w.toS.toFixed(1)}`).join(", ")}.`,
   "  View it: Chrome DevTools → Performance → \"Load profile…\" (select a window on the time line, then Bottom-Up for self time), " +
