@@ -66,9 +66,8 @@ export const assignedName = (line: string, column: number): string | undefined =
 
 /**
  * The profile with each mapped function at its original position, named when V8 had no name for
- * it. Per-line ticks (`positionTicks`,
- * lines of the generated one-line code) are dropped where a function moved: they would point at
- * the wrong lines.
+ * it. Per-line ticks (`positionTicks`, lines of the generated one-line code) are dropped where a
+ * function moved: they would point at the wrong lines.
  */
 export const remapProfile = (profile: CpuProfile, lookup: Lookup): { readonly profile: CpuProfile; readonly mapped: number } => {
   let mapped = 0
