@@ -123,6 +123,16 @@ export const streamOnce = (options: StreamOptions): Promise<StreamResult> =>
     req.end(options.body)
   })
 
+/** The content of an SSE chat stream's chunks, joined. */
+export const contentOf = (sse: string): string => {
+  const parts: Array<string> = []
+  for (const m of sse.matchAll(/"delta":\{"content":("(?:[^"\\]|\\.)*")\}/g)) {
+    const literal = m[1]
+    if (literal !== undefined) parts.push(JSON.parse(literal) as string)
+  }
+  return parts.join("")
+}
+
 const lastEvent = (text: string) => {
   const events = text.trimEnd().split("\n\n")
   return (events[events.length - 1] ?? "").slice(0, 200)

@@ -5,16 +5,16 @@
  * request path. Tokens are written in the synthetic engine's groups of 32 with a `setImmediate`
  * between groups, as `tokens_per_second: 0` does.
  *
- *   node --import tsx scripts/bench/floor-server.ts [--port N] [--host H]
+ *   node --import tsx bench/floor-server.ts [--port N] [--host H]
  *
  * Prints `floor listening on http://H:PORT` when ready; SIGTERM/SIGINT close it.
  */
 import { randomUUID } from "node:crypto"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import { RequestId } from "../../src/domain/ids.js"
-import type { ChatMessage, InferenceRequest } from "../../src/domain/inference.js"
-import { chatFormat } from "../../src/http/sse.js"
-import { planSynthetic } from "../../src/worker/engines/synthetic-engine.js"
+import { RequestId } from "../src/domain/ids.js"
+import type { ChatMessage, InferenceRequest } from "../src/domain/inference.js"
+import { chatFormat } from "../src/http/sse.js"
+import { planSynthetic } from "../src/worker/engines/synthetic-engine.js"
 
 const DEFAULT_MAX_TOKENS = 512
 const MAX_TOKENS_CEILING = 8192

@@ -5,9 +5,10 @@ import {
   summariseStrategy,
   type TurnSample,
   type WorkerReport
-} from "../../scripts/bench/chat-report.js"
-import { contentOf, splitScenario } from "../../scripts/bench/chat-scenario.js"
-import { makeWorkload, messagesFor } from "../../scripts/bench/chat-workload.js"
+} from "../../bench/chat-report.js"
+import { makeWorkload, messagesFor } from "../../bench/chat-workload.js"
+import { splitScenario } from "../../bench/cli.js"
+import { contentOf } from "../../bench/load.js"
 import { promptChain } from "../../src/domain/prompt-chain.js"
 
 describe("chat benchmark: workload", () => {

@@ -7,18 +7,7 @@
  * turn, so each turn's prompt starts with the whole previous one (what a prefix cache exploits).
  * The answers are the model's, so they are known only when the previous turn has ended.
  */
-
-/** mulberry32: a small seeded PRNG giving floats in [0, 1). */
-const prng = (seed: number) => {
-  let a = seed >>> 0
-  return (): number => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { prng } from "../src/worker/engines/synthetic-engine.js"
 
 const WORDS = [
   "you", "are", "a", "helpful", "assistant", "for", "the", "team", "answer", "questions", "about", "code", "data",

@@ -1,0 +1,51 @@
+/** The relay scenario's command line (the default scenario of `npm run bench`). */
+import { type LogLevel, parseFlags, UsageError } from "./cli.js"
+
+export const RELAY_USAGE = `Usage: npm run bench -- [options]      (tsx bench/main.ts [options])
+  --concurrency LIST   concurrency levels, comma-separated     default 1,32,256,1024
+  --duration S         measured seconds per level and target   default 5
+  --warmup S           warm-up seconds before each measurement default 1
+  --tokens T           max_tokens of every request             default 32
+  --workers N          synthetic workers                        default 2
+  --stress N           streams started at once (0: skip)        default 2000
+  --timeout S          per-request client timeout (the controller's request_timeout_ms)  default 120
+  --log-level L        the cluster's log_level (diagnosis)     default warning
+  --profile            --cpu-prof the controller into bench/profiles (see README, "Benchmark")
+  --scenario chat      the cache-aware routing scenario instead (see --scenario chat --help)
+  -h, --help           this text
+`
+
+export interface RelayOptions {
+  readonly concurrency: ReadonlyArray<number>
+  readonly durationSeconds: number
+  readonly warmupSeconds: number
+  readonly tokens: number
+  readonly workers: number
+  readonly stress: number
+  readonly timeoutSeconds: number
+  readonly profile: boolean
+  readonly logLevel: LogLevel
+}
+
+export const parseRelayOptions = (argv: ReadonlyArray<string>): RelayOptions | "help" => {
+  const flags = parseFlags(argv, {
+    values: ["concurrency", "duration", "warmup", "tokens", "workers", "stress", "timeout", "log-level"],
+    booleans: ["profile"]
+  })
+  if (flags === "help") return "help"
+  const concurrency = flags.list("concurrency", "1,32,256,1024").map(Number)
+  if (concurrency.some((c) => !Number.isInteger(c) || c < 1)) {
+    throw new UsageError(`--concurrency ${flags.string("concurrency", "")}: expected positive integers, comma-separated`)
+  }
+  return {
+    concurrency,
+    durationSeconds: flags.number("duration", 5, 0.5),
+    warmupSeconds: flags.number("warmup", 1, 0),
+    tokens: flags.number("tokens", 32, 1, true),
+    workers: flags.number("workers", 2, 1, true),
+    stress: flags.number("stress", 2000, 0, true),
+    timeoutSeconds: flags.number("timeout", 120, 1),
+    profile: flags.boolean("profile"),
+    logLevel: flags.logLevel()
+  }
+}
