@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { Continuation } from "./continuation.js"
 import { NonNegativeInt, NonNegativeNumber, RequestId, WorkerId } from "./ids.js"
 
 export const ChatRole = Schema.Literal("system", "developer", "user", "assistant", "tool")
@@ -21,7 +22,9 @@ export const InferenceRequest = Schema.Struct({
   temperature: Schema.optional(NonNegativeNumber),
   topP: Schema.optional(NonNegativeNumber),
   stop: Schema.optional(Schema.Array(Schema.String)),
-  stream: Schema.Boolean
+  stream: Schema.Boolean,
+  /** extension (issue 13): the answer so far, to be continued (see `continuation.ts`). */
+  continuation: Schema.optional(Continuation)
 })
 export type InferenceRequest = typeof InferenceRequest.Type
 

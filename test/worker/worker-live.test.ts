@@ -212,7 +212,7 @@ describe("WorkerLive against a real nats-server", () => {
       const workerId = uniqueId("openai")
       yield* startWorker(workerId, fixture.modelDir, (w) => ({
         ...w,
-        engine: { ...w.engine, type: "openai", openai: { baseUrl: upstream.baseUrl } }
+        engine: { ...w.engine, type: "openai", openai: { ...w.engine.openai, baseUrl: upstream.baseUrl } }
       }))
       const request = inferenceRequest({ model: "tiny" })
       const response = yield* collectResponse(client, request.requestId)

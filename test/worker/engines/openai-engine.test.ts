@@ -261,7 +261,7 @@ describe("openai engine against a local SSE server", () => {
                 ...c,
                 worker: {
                   ...c.worker,
-                  engine: { ...c.worker.engine, type: "openai", openai: { baseUrl: server.baseUrl, model: "fixed" } }
+                  engine: { ...c.worker.engine, type: "openai", openai: { ...c.worker.engine.openai, baseUrl: server.baseUrl, model: "fixed" } }
                 }
               }))
             ])
