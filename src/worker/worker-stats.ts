@@ -37,11 +37,26 @@ export class WorkerStats extends Effect.Service<WorkerStats>()("worker/WorkerSta
     const ref = yield* Ref.make(empty)
     // Counted from the engine's emit callback for every batch: a plain number, no Effect per batch.
     let tokens = 0
+    // `active` as a plain number too, for answers given from a NATS callback (probes, issue 13);
+    // set inside the updates below, which a `Ref` runs exactly once each.
+    let active = 0
     return {
       snapshot: Effect.map(Ref.get(ref), (s): StatsSnapshot => ({ ...s, tokens })),
       /** Takes a request slot when fewer than `max` are active; false when busy. */
-      tryAcquire: (max: number) => Ref.modify(ref, (s) => acquireSlot(s, max)),
-      release: (outcome: Outcome) => Ref.update(ref, (s) => releaseSlot(s, outcome)),
+      tryAcquire: (max: number) =>
+        Ref.modify(ref, (s) => {
+          const result = acquireSlot(s, max)
+          active = result[1].active
+          return result
+        }),
+      release: (outcome: Outcome) =>
+        Ref.update(ref, (s) => {
+          const next = releaseSlot(s, outcome)
+          active = next.active
+          return next
+        }),
+      /** Requests holding a slot now, read without an Effect. */
+      activeNow: (): number => active,
       countTokens: (n: number): void => {
         tokens += n
       }
