@@ -12,6 +12,7 @@ import { Registry } from "../../../src/controller/registry.js"
 import { RequestJournal } from "../../../src/controller/request-journal.js"
 import { RequestStats } from "../../../src/controller/request-stats.js"
 import { Router } from "../../../src/controller/router.js"
+import { WorkerProbes } from "../../../src/controller/worker-probes.js"
 import type { InferenceError } from "../../../src/domain/errors.js"
 import type { DoneEvent, RelayEvent } from "../../../src/domain/route.js"
 import { ScriptedNats } from "../../support/scripted-nats.js"
@@ -40,11 +41,12 @@ const StateTest = Layer.mergeAll(
 )
 
 /**
- * The Router as `ControllerCoreLive` composes it (Router ← AdmissionQueue ← state services), over
+ * The Router as `ControllerCoreLive` composes it (Router ← WorkerProbes ← AdmissionQueue ← state services), over
  * the scripted NATS double and the contract's defaults changed by `patch`. One build per test.
  */
 export const routerTestLayer = (patch: (c: ClusterConfig) => ClusterConfig = identity) =>
   Router.Default.pipe(
+    Layer.provideMerge(WorkerProbes.Default),
     Layer.provideMerge(AdmissionQueue.Default),
     Layer.provideMerge(StateTest),
     Layer.provideMerge(ScriptedNats.layer),
