@@ -112,11 +112,12 @@ export class StreamAnswer {
   sinkFor(sink: RelaySink, relayedBefore: number): RelaySink {
     return {
       push: (event: RelayEvent): boolean => {
-        if (event.type === "tokens") {
-          this.chunks.push(event.tokens)
-          return sink.push(relayedBefore === 0 ? event : { ...event, index: event.index + relayedBefore })
+        if (event.type === "done") {
+          return sink.push(relayedBefore === 0 && this.migrations === 0 ? event : continuedDone(event, relayedBefore, this.migrations))
         }
-        return sink.push(relayedBefore === 0 && this.migrations === 0 ? event : continuedDone(event, relayedBefore, this.migrations))
+        // Any other event takes indexes as tokens do (text, and whatever else is numbered like it).
+        if (event.type === "tokens") this.chunks.push(event.tokens)
+        return sink.push(relayedBefore === 0 ? event : { ...event, index: event.index + relayedBefore })
       }
     }
   }
