@@ -78,6 +78,23 @@ export const WorkerOverride = Schema.Struct({
 })
 export type WorkerOverride = typeof WorkerOverride.Type
 
+/**
+ * extension (issue 13): liveness probes of workers whose streams fell silent. While one of a
+ * worker's streams has been silent longer than max(`min_silence_ms`, `gap_factor` × its own mean
+ * gap between messages) — or is still waiting for its first token that long — the controller asks
+ * `worker.{id}.probe`, one probe per worker at a time. No responders: the worker is gone;
+ * `max_misses` probes in a row unanswered within `timeout_ms`: it is hung (`unresponsive`). Either
+ * way it goes offline at once and its streams move on (`migration_limit`) or end.
+ */
+export const WorkerProbeConfig = Schema.Struct({
+  enabled: key("enabled", Schema.Boolean, () => true),
+  minSilenceMs: key("min_silence_ms", PositiveMillis, () => 500),
+  gapFactor: key("gap_factor", Schema.Number.pipe(Schema.positive(), Schema.finite()), () => 4),
+  timeoutMs: key("timeout_ms", PositiveMillis, () => 1_000),
+  maxMisses: key("max_misses", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 2)
+})
+export type WorkerProbeConfig = typeof WorkerProbeConfig.Type
+
 export const ControllerConfig = Schema.Struct({
   bindAddress: key("bind_address", Schema.String, () => "0.0.0.0"),
   port: key("port", Port, () => 8080),
@@ -92,6 +109,13 @@ export const ControllerConfig = Schema.Struct({
   /** extension: load shedding (issue 11). */
   overload: key("overload", OverloadConfig, () => Schema.decodeSync(OverloadConfig)({})),
   drainTimeoutMs: key("drain_timeout_ms", Millis, () => 30_000),
+  /**
+   * extension (issue 13): times one stream may move to another worker after its worker was lost or
+   * hung mid-stream (0: never; the stream ends with an error chunk).
+   */
+  migrationLimit: key("migration_limit", Count, () => 2),
+  /** extension (issue 13): liveness probes of workers with silent streams. */
+  workerProbe: key("worker_probe", WorkerProbeConfig, () => Schema.decodeSync(WorkerProbeConfig)({})),
   /** extension: when set, registrations and heartbeats of other worker ids are dropped. */
   allowedWorkers: key("allowed_workers", Schema.NullOr(Schema.Array(WorkerIdString)), () => null),
   /** extension: per worker id, values that replace what the worker reports. */
@@ -198,7 +222,14 @@ export const OpenAiEngineConfig = Schema.Struct({
   /** extension: bearer key for the upstream server. */
   apiKey: Schema.optional(Schema.Redacted(Schema.String)).pipe(Schema.fromKey("api_key")),
   /** extension: model name sent upstream; default: the cluster's model name. */
-  model: Schema.optional(Schema.String)
+  model: Schema.optional(Schema.String),
+  /**
+   * extension (issue 13): the upstream continues a final assistant message (vLLM and SGLang with
+   * `continue_final_message`, llama.cpp's server by default), so this worker may take over a chat
+   * stream whose worker was lost. Off by default: OpenAI's own API and servers that do not would
+   * answer with a new turn instead, and the client would get a garbled answer.
+   */
+  continueChat: key("continue_chat", Schema.Boolean, () => false)
 })
 
 export const MlxLmEngineConfig = Schema.Struct({

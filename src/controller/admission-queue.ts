@@ -34,7 +34,8 @@ interface Waiter extends WaitingEntry {
 
 const fitsWorker = (worker: WorkerInfo) => (waiter: Waiter) =>
   !(waiter.request.exclude?.has(worker.workerId) ?? false) &&
-  (waiter.request.tags ?? []).every((tag) => (worker.tags ?? []).includes(tag))
+  (waiter.request.tags ?? []).every((tag) => (worker.tags ?? []).includes(tag)) &&
+  (waiter.request.eligible?.(worker) ?? true)
 
 /**
  * Admission: picks a worker with the Balancer and reserves a slot on it (an `InFlight` count). When

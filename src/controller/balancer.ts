@@ -17,6 +17,8 @@ export interface SelectRequest {
   readonly exclude?: ReadonlySet<string>
   /** The prompt's block chain (`Balancer.affinity.chainOf`), for prefix affinity. */
   readonly prompt?: PromptChain | undefined
+  /** extension (issue 13): only workers for which this holds (a migration: those that can continue the stream). */
+  readonly eligible?: ((worker: WorkerInfo) => boolean) | undefined
 }
 
 /**
@@ -121,7 +123,8 @@ export const unservedError = (request: SelectRequest, context: UnservedContext):
  *
  * 1. online workers that serve the model (none: `unservedError`, with `context` when given);
  * 2. tags: the worker has every requested tag (none: `NoSkilledWorker`);
- * 3. `exclude` drops workers already tried (none left: `NoWorkers`);
+ * 3. `exclude` drops workers already tried, `eligible` the ones that cannot take this request
+ *    (none left: `NoWorkers`);
  * 4. capacity: workers whose load is below `maxConcurrent`; if there are none, all remaining ones
  *    compete and the selection is `saturated`;
  * 5. by strategy —
@@ -164,7 +167,9 @@ export const selectWorker = (
   }
 
   const exclude = request.exclude
-  const candidates = exclude === undefined || exclude.size === 0 ? tagged : tagged.filter((w) => !exclude.has(w.workerId))
+  const untried = exclude === undefined || exclude.size === 0 ? tagged : tagged.filter((w) => !exclude.has(w.workerId))
+  const eligible = request.eligible
+  const candidates = eligible === undefined ? untried : untried.filter(eligible)
   if (candidates.length === 0) return Either.left(new NoWorkers({ model }))
 
   const withCapacity = candidates.filter((w) => load(w) < w.capabilities.maxConcurrent)

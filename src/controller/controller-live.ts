@@ -18,6 +18,7 @@ import { announce, RegistrySyncLive } from "./registry-sync.js"
 import { RequestJournal } from "./request-journal.js"
 import { RequestStats } from "./request-stats.js"
 import { Router } from "./router.js"
+import { WorkerProbes } from "./worker-probes.js"
 
 /**
  * The controller's state: registry, balancer, in-flight counts, statistics, lifecycle, clocks, and
@@ -48,6 +49,7 @@ export const ControllerCoreLive = Layer.mergeAll(
   ClusterDashboard.Default
 ).pipe(
   Layer.provideMerge(Router.Default),
+  Layer.provideMerge(WorkerProbes.Default),
   Layer.provideMerge(AdmissionQueue.Default),
   Layer.provideMerge(ControllerStateLive)
 )

@@ -70,6 +70,29 @@ export const cancelsTotal = Metric.counter("mlx_cluster_cancels_total", {
 })
 
 // ---------------------------------------------------------------------------------------------
+// Lost and hung workers (issue 13): src/controller/worker-probes.ts and the Router's migrations.
+
+export const migrationsTotal = Metric.counter("mlx_cluster_migrations_total", {
+  description:
+    "Streams moved to another worker after theirs was lost or hung mid-stream, by reason: no_responders, unresponsive, deregistered, heartbeat (offline_timeout_ms), other",
+  incremental: true
+})
+
+export const workerProbesTotal = Metric.counter("mlx_cluster_worker_probes_total", {
+  description: "Liveness probes of workers with silent streams, by result: answered, no_responders, timeout",
+  incremental: true
+})
+
+/** The `reason` label of `mlx_cluster_migrations_total` for a worker's offline reason. */
+export const lostReasonLabel = (reason: string): string => {
+  if (reason === "no responders") return "no_responders"
+  if (reason === "unresponsive") return "unresponsive"
+  if (reason === "deregistered") return "deregistered"
+  if (reason.startsWith("no heartbeat")) return "heartbeat"
+  return "other"
+}
+
+// ---------------------------------------------------------------------------------------------
 // Cache-aware routing (issue 16): src/controller/affinity-tracker.ts updates these on every dispatch,
 // whatever the strategy, so that strategies can be compared by the hit rate they would get.
 

@@ -46,6 +46,11 @@ export class Relay implements Deadline {
   /** When the worker acknowledged the request; until then only the whole-request deadline applies. */
   private dispatchedAt: number | undefined
   private lastMessageAt = 0
+  /** For the worker probes (issue 13): when the first message came, and how many did. */
+  private firstMessageAt = 0
+  private messages = 0
+  /** Why the worker was lost, when that ended the attempt. */
+  private lost_: string | undefined
 
   constructor(readonly options: RelayOptions) {}
 
@@ -56,6 +61,24 @@ export class Relay implements Deadline {
 
   get relayed(): number {
     return this.state.expected
+  }
+
+  /** The reason given to `lost`, when the worker's loss ended this attempt (issue 13: it may move on). */
+  get lostReason(): string | undefined {
+    return this.lost_
+  }
+
+  /**
+   * For the worker probes (`ProbedStream`, issue 13): when the worker last showed life on this
+   * stream — its ack, then each message; undefined before the ack and once the attempt ended.
+   */
+  get lastHeardAt(): number | undefined {
+    return this.outcome !== undefined || this.dispatchedAt === undefined ? undefined : this.lastMessageAt
+  }
+
+  /** The stream's mean gap between two messages so far; undefined before its second one. */
+  get messageGapMs(): number | undefined {
+    return this.messages < 2 ? undefined : (this.lastMessageAt - this.firstMessageAt) / (this.messages - 1)
   }
 
   /** The worker runs nothing for us (a refusal, no responders): no cancel is owed. */
@@ -89,6 +112,7 @@ export class Relay implements Deadline {
     if (event !== undefined) {
       const at = this.options.now()
       this.lastMessageAt = at
+      if (this.messages++ === 0) this.firstMessageAt = at
       if (event.type === "tokens") this.options.onTokens(event.tokens.length, at)
       if (!this.options.sink.push(event) && result.outcome === undefined) {
         return this.end({ _tag: "Fail", error: this.options.slowConsumer() })
@@ -100,6 +124,7 @@ export class Relay implements Deadline {
   /** The worker went offline or stopped answering. */
   lost(reason: string): void {
     if (this.outcome !== undefined) return
+    this.lost_ = reason
     this.end(workerLost(this.state, { workerId: this.options.workerId, relayedBefore: this.options.relayedBefore }, reason))
   }
 

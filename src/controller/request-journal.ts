@@ -35,6 +35,8 @@ export interface RequestSummary {
   readonly durationMs: number
   /** Dispatches moved to another worker before the first token. */
   readonly retries: number
+  /** extension (issue 13): times the stream moved to another worker after its worker was lost mid-stream. */
+  readonly migrations?: number | undefined
   /** Epoch ms when the request arrived. */
   readonly startedAt: number
   /** The client's address, when the front door knows it. */
@@ -67,6 +69,7 @@ export const requestLogFields = (s: RequestSummary): Record<string, string | num
   if (s.ttftMs !== undefined) fields["ttftMs"] = ms(s.ttftMs)
   fields["durationMs"] = ms(s.durationMs)
   if (s.retries > 0) fields["retries"] = s.retries
+  if (s.migrations !== undefined && s.migrations > 0) fields["migrations"] = s.migrations
   fields["requestId"] = s.requestId
   if (s.client !== undefined) fields["client"] = s.client
   if (s.errorMessage !== undefined && s.outcome !== "succeeded") fields["error"] = cut(s.errorMessage, ERROR_CHARS)

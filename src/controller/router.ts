@@ -30,14 +30,19 @@ import { InFlight } from "./in-flight.js"
 import { ControllerLifecycle } from "./lifecycle.js"
 import { LoadMonitor } from "./load-monitor.js"
 import * as Metrics from "./metrics.js"
+import { completedDone, continuedDone, continuedRequest, continuesKind, type Migrate, remainingTokens, StreamAnswer } from "./migration.js"
 import { Registry } from "./registry.js"
 import { Relay } from "./relay.js"
 import type { AttemptOutcome, RetryKind } from "./relay-step.js"
 import { RequestJournal, type RequestSummary } from "./request-journal.js"
 import { type RequestOutcome, RequestStats } from "./request-stats.js"
 import { fromAck, fromBusy } from "./worker-load.js"
+import { WorkerProbes } from "./worker-probes.js"
 
 export type { RetryKind } from "./relay-step.js"
+
+/** How one attempt ends: as the relay says, or moving on to another worker (issue 13). */
+type AttemptResult = AttemptOutcome | Migrate
 
 /** What every attempt of one request shares. */
 interface RequestContext {
@@ -54,6 +59,10 @@ interface RequestContext {
   readonly prompt: PromptChain | undefined
   /** Tokens relayed to the consumer so far, over all attempts. */
   relayed: number
+  /** What the client got so far, kept for migrations (issue 13); undefined with `migration_limit: 0`. */
+  readonly answer: StreamAnswer | undefined
+  /** Set once a worker was lost mid-stream: how the stream ends if no other worker can continue it. */
+  lost: InferenceError | undefined
   firstTokenAt: number | undefined
   workerId: string | undefined
   /** Times a `busy` worker sent it back to the admission queue (issue 14): not retries. */
@@ -88,6 +97,11 @@ const textEncoder = new TextEncoder()
  * stream's first-token, inactivity and whole-request limits; token indexes are checked for gaps;
  * when an attempt ends without the worker's `done` (client gone, timeout, error) the worker gets
  * `worker.{id}.cancel`. Each finished request is recorded once in the `RequestJournal`.
+ *
+ * Lost and hung workers (issue 13): `WorkerProbes` watches every acked stream and takes a worker
+ * whose silent streams it cannot explain offline within about a second; a stream whose worker is
+ * lost after tokens were relayed continues on another worker (`migration.ts`), at most
+ * `migration_limit` times.
  */
 export class Router extends Effect.Service<Router>()("controller/Router", {
   scoped: Effect.gen(function* () {
@@ -103,6 +117,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     const balancer = yield* Balancer
     const inFlight = yield* InFlight
     const { controllerId } = yield* ControllerIdentity
+    const probes = yield* WorkerProbes
     const runLog = yield* FiberSet.makeRuntime<never>()
     const c = config.controller
     const maxLagMs = c.overload.maxEventLoopLagMs
@@ -180,21 +195,25 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
         })
       )
 
-    const watch = (relay: Relay, workerId: string) => {
+    const watch = (relay: Relay, worker: WorkerInfo) => {
+      const workerId = worker.workerId
       let relays = relaysByWorker.get(workerId)
       if (relays === undefined) {
         relays = new Set()
         relaysByWorker.set(workerId, relays)
       }
       relays.add(relay)
+      // Probed while silent (issue 13).
+      const unprobe = probes.watch(worker, relay)
       return () => {
         relays.delete(relay)
         if (relays.size === 0) relaysByWorker.delete(workerId)
+        unprobe()
       }
     }
 
     /** One attempt on one worker, from taking a slot to the attempt's outcome. */
-    const attempt = (ctx: RequestContext, attemptNo: number): Effect.Effect<AttemptOutcome, InferenceError> =>
+    const attempt = (ctx: RequestContext, attemptNo: number): Effect.Effect<AttemptResult, InferenceError> =>
       // The slot and the finalizer that gives it back are taken together: no interruption between them.
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function* () {
@@ -207,9 +226,13 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               ...(request.tags === undefined ? {} : { tags: request.tags }),
               ...(request.priority === undefined ? {} : { priority: request.priority }),
               // Issue 14: a request sent back by a busy worker waits at most max_wait_ms since it first asked.
-              ...(ctx.requeues === 0 ? {} : { waitingSince: ctx.startedAt })
+              ...(ctx.requeues === 0 ? {} : { waitingSince: ctx.startedAt }),
+              // A migration: only workers that can continue the stream (issue 13).
+              ...(ctx.lost === undefined || ctx.answer === undefined ? {} : { eligible: continuesKind(ctx.answer.kind) })
             })
           ).pipe(
+            // A migration that finds no worker ends as the lost worker's stream would have.
+            Effect.mapError((e): InferenceError => ctx.lost ?? e),
             Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
               // Every skilled worker was tried: say what each of them answered.
               ctx.tried.size > 0 ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: ctx.failures })) : Effect.fail(e)
@@ -219,11 +242,13 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           ctx.tried.add(workerId)
           ctx.workerId = workerId
           const attemptId = attemptNo === 0 ? ctx.requestId : `${ctx.requestId}-${attemptNo}`
+          const relayedBefore = ctx.relayed
+          const answer = ctx.answer
           const relay = new Relay({
             workerId,
             attemptId,
-            sink: ctx.sink,
-            relayedBefore: ctx.relayed,
+            sink: answer === undefined ? ctx.sink : answer.sinkFor(ctx.sink, relayedBefore),
+            relayedBefore,
             startedAt: ctx.startedAt,
             limits: c,
             now,
@@ -236,10 +261,12 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           })
           // Subscribe before dispatching, so that no token can arrive before we listen.
           const subscription = nats.listen(Subjects.response(attemptId), relay.onMessage)
-          const unwatch = watch(relay, workerId)
+          const unwatch = watch(relay, worker)
           const unsweep = deadlines.add(relay)
           const run = Effect.gen(function* () {
-            const refused = yield* dispatch(worker, { ...toWire(RequestId.make(attemptId), request), controllerId })
+            const wire = { ...toWire(RequestId.make(attemptId), request), controllerId }
+            const continued = ctx.lost === undefined || answer === undefined ? wire : continuedRequest(wire, answer.text(), relayedBefore)
+            const refused = yield* dispatch(worker, continued)
             if (refused !== undefined) {
               // A timeout may still be acked late (then a cancel is owed); anything else runs nothing.
               if (!(refused._tag === "Retry" && refused.kind === "ack_timeout")) relay.markFinished()
@@ -249,7 +276,17 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               // Accepted: this worker now holds the prompt in its prefix cache (issue 16).
               if (ctx.prompt !== undefined) yield* balancer.affinity.recordDispatch(workerId, ctx.prompt)
             }
-            return yield* relay.await
+            const outcome: AttemptResult = yield* relay.await
+            if (answer === undefined) return outcome
+            if (outcome._tag === "Done" && (relayedBefore > 0 || answer.migrations > 0)) {
+              return { _tag: "Done", done: continuedDone(outcome.done, relayedBefore, answer.migrations) } as const
+            }
+            // Lost after the client got tokens: the stream may go on elsewhere (issue 13).
+            const lostReason = relay.lostReason
+            if (outcome._tag === "Fail" && lostReason !== undefined && ctx.relayed > 0) {
+              return { _tag: "Migrate", reason: lostReason, error: outcome.error } as const
+            }
+            return outcome
           })
           return yield* restore(run).pipe(
             Effect.onExit((exit) => {
@@ -266,12 +303,44 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
         })
       )
 
+    /**
+     * A stream whose worker was lost mid-stream: `undefined` when it goes on on another worker, else
+     * how the request ends (the lost worker's error, or — all `max_tokens` were sent — its `done`).
+     */
+    const migrate = (ctx: RequestContext, outcome: Migrate): Effect.Effect<DoneEvent | undefined, InferenceError> =>
+      Effect.gen(function* () {
+        const answer = ctx.answer
+        const workerId = ctx.workerId ?? "?"
+        ctx.lost = outcome.error
+        if (answer === undefined || answer.migrations >= c.migrationLimit) return yield* Effect.fail(outcome.error)
+        if (remainingTokens(ctx.request.maxTokens, ctx.relayed) === 0) {
+          const done = completedDone(ctx.request, ctx.relayed, workerId, answer.migrations)
+          ctx.sink.push(done)
+          return done
+        }
+        answer.migrations++
+        yield* Metric.increment(Metric.tagged(Metrics.migrationsTotal, "reason", Metrics.lostReasonLabel(outcome.reason)))
+        yield* Effect.logWarning(
+          `request ${ctx.requestId}: worker ${workerId} lost after ${ctx.relayed} tokens (${sanitizeForLog(outcome.reason, 300)}): ` +
+            `continuing on another worker (migration ${answer.migrations} of at most ${c.migrationLimit})`
+        ).pipe(Effect.annotateLogs({ requestId: ctx.requestId, workerId }))
+        return undefined
+      })
+
     const attempts = (ctx: RequestContext): Effect.Effect<DoneEvent, InferenceError> =>
       Effect.gen(function* () {
+        // Retries since the start or since the last migration.
+        let retries = 0
         for (let attemptNo = 0; ; attemptNo++) {
           const outcome = yield* attempt(ctx, attemptNo)
           if (outcome._tag === "Done") return outcome.done
           if (outcome._tag === "Fail") return yield* Effect.fail(outcome.error)
+          if (outcome._tag === "Migrate") {
+            const done = yield* migrate(ctx, outcome)
+            if (done !== undefined) return done
+            retries = 0
+            continue
+          }
           const workerId = ctx.workerId ?? "?"
           if (outcome.kind === "busy") {
             yield* requeue(ctx, workerId, outcome.reason)
@@ -282,8 +351,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           yield* Effect.logInfo(`request ${ctx.requestId}: worker ${workerId} ${sanitizeForLog(outcome.reason, 300)}`).pipe(
             Effect.annotateLogs({ requestId: ctx.requestId, workerId })
           )
-          if (attemptNo - ctx.requeues >= c.maxRetries) {
-            return yield* Effect.fail(new WorkersUnavailable({ model: ctx.request.model, attempts: ctx.failures }))
+          if (++retries > c.maxRetries) {
+            return yield* Effect.fail(ctx.lost ?? new WorkersUnavailable({ model: ctx.request.model, attempts: ctx.failures }))
           }
         }
       })
@@ -333,6 +402,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           ttftMs: ctx.firstTokenAt === undefined ? undefined : ctx.firstTokenAt - ctx.startedAt,
           durationMs: ended - ctx.startedAt,
           retries: ctx.retryKinds.length,
+          ...(ctx.answer !== undefined && ctx.answer.migrations > 0 ? { migrations: ctx.answer.migrations } : {}),
           startedAt: ctx.startedAt,
           client: ctx.request.client
         }
@@ -361,6 +431,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
           retryKinds: [],
           prompt: balancer.affinity.chainOf(request),
           relayed: 0,
+          answer: c.migrationLimit > 0 ? StreamAnswer.of(request) : undefined,
+          lost: undefined,
           firstTokenAt: undefined,
           workerId: undefined,
           requeues: 0

@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { Continuation } from "./continuation.js"
 import { ControllerId, NonNegativeInt, NonNegativeNumber, RequestId, WorkerId } from "./ids.js"
 
 export const ChatRole = Schema.Literal("system", "developer", "user", "assistant", "tool")
@@ -27,7 +28,9 @@ export const InferenceRequest = Schema.Struct({
    * controller (acks, refusals, heartbeats) and stops them when that controller stops answering
    * `controller.{controllerId}.probe`. Absent (an older controller): counted under nobody, never probed.
    */
-  controllerId: Schema.optional(ControllerId)
+  controllerId: Schema.optional(ControllerId),
+  /** extension (issue 13): the answer so far, to be continued (see `continuation.ts`). */
+  continuation: Schema.optional(Continuation)
 })
 export type InferenceRequest = typeof InferenceRequest.Type
 

@@ -42,6 +42,11 @@ export interface DoneEvent {
   /** The worker's generation time. */
   readonly latencyMs: number
   readonly workerId: string
+  /**
+   * extension (issue 13): how many times the stream moved to another worker after its worker was
+   * lost or hung; absent when it never did. `usage` then counts every token of every attempt.
+   */
+  readonly migrations?: number
 }
 
 /** One step of a relayed stream: a batch of tokens per bus message, then one `done`. */

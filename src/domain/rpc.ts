@@ -35,7 +35,9 @@ export const GenerateDone = Schema.Struct({
   usage: Usage,
   /** The worker's generation time. */
   latencyMs: NonNegativeNumber,
-  workerId: Schema.String
+  workerId: Schema.String,
+  /** extension (issue 13): times the stream moved to another worker; absent when it never did. */
+  migrations: Schema.optional(NonNegativeInt)
 })
 
 /** One item of the `Generate` stream: tokens in order, then one `done`. */

@@ -64,7 +64,9 @@ export const WsDone = Schema.Struct({
     latencyMs: NonNegativeNumber,
     finishReason: FinishReason,
     promptTokens: NonNegativeInt,
-    completionTokens: NonNegativeInt
+    completionTokens: NonNegativeInt,
+    /** extension (issue 13): times the stream moved to another worker; absent when it never did. */
+    migrations: Schema.optional(NonNegativeInt)
   })
 })
 

@@ -20,7 +20,17 @@ export const WorkerCapabilities = Schema.Struct({
   maxConcurrent: NonNegativeInt,
   supportsStreaming: Schema.Boolean,
   /** The engine's type string, e.g. `synthetic`. */
-  engine: Schema.String
+  engine: Schema.String,
+  /**
+   * extension (issue 13): the kinds of request (`chat`, `completions`) the engine can continue from
+   * a `continuation`; absent: none. Only such workers are chosen to continue a stream.
+   */
+  continuation: Schema.optional(Schema.Array(Schema.String).pipe(Schema.maxItems(16))),
+  /**
+   * extension (issue 13): the worker answers liveness probes on `worker.{id}.probe`. Controllers
+   * only probe workers that say so: an older worker would find no responders and be taken for gone.
+   */
+  probes: Schema.optional(Schema.Boolean)
 })
 export type WorkerCapabilities = typeof WorkerCapabilities.Type
 

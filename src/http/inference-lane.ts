@@ -48,6 +48,10 @@ const usageOf = (u: { readonly promptTokens: number; readonly completionTokens: 
   total_tokens: u.promptTokens + u.completionTokens
 })
 
+/** A whole answer that moved to another worker says how often in a header (issue 13; a stream says it in its last chunk). */
+const migrationsHeader = (done: DoneEvent): Record<string, string> =>
+  done.migrations !== undefined && done.migrations > 0 ? { "x-cluster-migrations": String(done.migrations) } : {}
+
 interface Shape<B> {
   readonly decode: (json: unknown) => Either.Either<B, InvalidRequest>
   readonly toRoute: (body: B, limits: TokenLimits) => RouteRequest
@@ -183,7 +187,7 @@ export const makeInferenceLane = Effect.gen(function* () {
       fiber.addObserver((exit) => settle(res, exit, started, () => res.end()))
     } else {
       const whole = runFork(router.complete(request))
-      whole.addObserver((exit) => settle(res, exit, false, (done) => writeJson(res, 200, shape.whole(id, done.text, done))))
+      whole.addObserver((exit) => settle(res, exit, false, (done) => writeJson(res, 200, shape.whole(id, done.text, done), migrationsHeader(done))))
       fiber = whole
     }
     // The client went away before the answer was complete: stop the work.

@@ -55,9 +55,21 @@ export const completionFormat = ({ id, created, model, includeUsage }: StreamIde
   }
 }
 
+/**
+ * `end`'s text for a stream that moved to another worker (issue 13): the last chunk before
+ * `[DONE]` — the usage chunk when asked for, else the finish chunk — carries `"migrations": N` as
+ * an extension (SSE has no trailers). Unchanged when it never moved.
+ */
+export const withMigrations = (end: string, migrations: number | undefined): string => {
+  const tail = `}\n\n${DONE}`
+  if (migrations === undefined || migrations <= 0 || !end.endsWith(tail)) return end
+  const cut = end.length - tail.length
+  return `${end.slice(0, cut)},"migrations":${migrations}${end.slice(cut)}`
+}
+
 /** One relayed event as SSE text: one chunk per token, so tokens that arrived together share one socket write. */
 export const encodeEvent = (format: SseFormat, event: RelayEvent): string => {
-  if (event.type === "done") return format.end(event.finishReason, event.usage)
+  if (event.type === "done") return withMigrations(format.end(event.finishReason, event.usage), event.migrations)
   let out = ""
   for (const token of event.tokens) out += format.token(token)
   return out

@@ -117,7 +117,8 @@ export const makeWebSocketServer = Effect.gen(function* () {
                 latencyMs: Math.max(0, Date.now() - receivedAt),
                 finishReason: event.finishReason,
                 promptTokens: event.usage.promptTokens,
-                completionTokens: event.usage.completionTokens
+                completionTokens: event.usage.completionTokens,
+                ...(event.migrations !== undefined && event.migrations > 0 ? { migrations: event.migrations } : {})
               }
             })
           }

@@ -20,13 +20,15 @@ import { makeInferenceHandler } from "./inference-handler.js"
 import { ModelScanner } from "./model-scanner.js"
 import { probePolicy, watchOwners } from "./owner-watch.js"
 import { RequestOwners } from "./request-owners.js"
+import { makeProbeResponder } from "./probe-responder.js"
 import { resolveWorkerId } from "./worker-id.js"
 import { makeMetricsSamplerWith, type StatsSnapshot, WorkerStats } from "./worker-stats.js"
 
 /**
  * The worker role (CONTRACT §3, §4). In its scope:
  *
- * 1. subscribes to `worker.{id}.inference`, `worker.{id}.cancel` and `controller.announce`, flushes;
+ * 1. subscribes to `worker.{id}.inference`, `worker.{id}.cancel`, `worker.{id}.probe` (answered
+ *    from the NATS callback, issue 13) and `controller.announce`, flushes;
  * 2. publishes `worker.register` and logs `worker WORKER_ID registered` (once);
  * 3. registers again on every `controller.announce` and whenever a rescan changes the skills;
  * 4. publishes `worker.heartbeat` every `discovery.heartbeat_interval_ms` and rescans the model
@@ -83,6 +85,8 @@ export interface RegistrationInput {
   readonly priority: number
   readonly tags: ReadonlyArray<string>
   readonly timestamp: number
+  /** The kinds of request the engine can continue (issue 13); none when absent or empty. */
+  readonly continuation?: ReadonlyArray<string> | undefined
 }
 
 export const buildRegistration = (input: RegistrationInput): WorkerRegistration => ({
@@ -91,7 +95,13 @@ export const buildRegistration = (input: RegistrationInput): WorkerRegistration 
   ip: input.ip,
   port: 0,
   hardware: input.hardware,
-  capabilities: { maxConcurrent: input.maxConcurrent, supportsStreaming: true, engine: input.engine },
+  capabilities: {
+    maxConcurrent: input.maxConcurrent,
+    supportsStreaming: true,
+    engine: input.engine,
+    probes: true,
+    ...(input.continuation !== undefined && input.continuation.length > 0 ? { continuation: [...input.continuation] } : {})
+  },
   skills: input.skills,
   priority: input.priority,
   tags: input.tags,
@@ -120,7 +130,8 @@ const runWorker = (workerId: WorkerId) =>
         skills: yield* scanner.current,
         priority: workerConfig.priority,
         tags: workerConfig.tags,
-        timestamp: yield* Clock.currentTimeMillis
+        timestamp: yield* Clock.currentTimeMillis,
+        continuation: engine.continuation
       })
     })
     const register = registration.pipe(
@@ -138,6 +149,8 @@ const runWorker = (workerId: WorkerId) =>
       capacityFreed: () => void capacityFreed.unsafeOffer(undefined)
     })
     yield* watchOwners({ workerId, owners, policy: probePolicy(workerConfig.controllerProbeIntervalMs) })
+    // Liveness probes of the controllers (issue 13), answered from the NATS callback.
+    yield* makeProbeResponder({ workerId, active: stats.activeNow })
     const announces = yield* nats.subscribe(Subjects.announce, ControllerAnnounce)
     yield* nats.flush
 

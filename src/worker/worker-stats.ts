@@ -39,15 +39,19 @@ export class WorkerStats extends Effect.Service<WorkerStats>()("worker/WorkerSta
     let tokens = 0
     /** Most requests active at once since `takePeak` last read it. */
     let peak = 0
+    // `active` as a plain number too, for answers given from a NATS callback (probes, issue 13);
+    // set inside the updates below, which a `Ref` runs exactly once each.
+    let active = 0
     return {
       snapshot: Effect.map(Ref.get(ref), (s): StatsSnapshot => ({ ...s, tokens })),
       /** Takes a request slot when fewer than `max` are active; false when busy. */
       tryAcquire: (max: number) =>
         Ref.modify(ref, (s) => {
-          const [ok, next] = acquireSlot(s, max)
-          return [[ok, next.active] as const, next]
+          const result = acquireSlot(s, max)
+          active = result[1].active
+          return result
         }).pipe(
-          Effect.map(([ok, active]) => {
+          Effect.map((ok) => {
             if (active > peak) peak = active
             return ok
           })
@@ -58,7 +62,14 @@ export class WorkerStats extends Effect.Service<WorkerStats>()("worker/WorkerSta
         peak = s.active
         return seen
       }),
-      release: (outcome: Outcome) => Ref.update(ref, (s) => releaseSlot(s, outcome)),
+      release: (outcome: Outcome) =>
+        Ref.update(ref, (s) => {
+          const next = releaseSlot(s, outcome)
+          active = next.active
+          return next
+        }),
+      /** Requests holding a slot now, read without an Effect. */
+      activeNow: (): number => active,
       countTokens: (n: number): void => {
         tokens += n
       }

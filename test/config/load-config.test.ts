@@ -209,11 +209,13 @@ describe("the shipped config files", () => {
           "drain_timeout_ms",
           "first_token_timeout_ms",
           "max_retries",
+          "migration_limit",
           "port",
           "queue",
           "request_timeout_ms",
           "stream_idle_timeout_ms",
-          "worker_overrides"
+          "worker_overrides",
+          "worker_probe"
         ].sort()
       )
       expect(Object.keys(cluster["nats"] ?? {})).toEqual(expect.arrayContaining(["credentials_file", "server_config"]))

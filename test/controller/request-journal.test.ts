@@ -91,6 +91,17 @@ describe("requestLogFields", () => {
     expect(fields).not.toHaveProperty("workerId")
     expect(fields).not.toHaveProperty("ttftMs")
   })
+
+  it("add migrations after retries when the stream moved to another worker (issue 13)", () => {
+    const fields = requestLogFields(summary({ migrations: 2, retries: 1 }))
+    const keys = Object.keys(fields)
+    expect(keys.indexOf("migrations")).toBe(keys.indexOf("retries") + 1)
+    expect(Object.entries(fields).filter(([k]) => k === "retries" || k === "migrations")).toEqual([
+      ["retries", 1],
+      ["migrations", 2]
+    ])
+    expect(requestLogFields(summary({ migrations: 0 }))).not.toHaveProperty("migrations")
+  })
 })
 
 describe("RequestJournal.record", () => {

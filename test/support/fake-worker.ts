@@ -11,6 +11,7 @@ import { Subjects } from "../../src/domain/subjects.js"
 import { WorkerHeartbeat, WorkerRegistration } from "../../src/domain/worker.js"
 import { NatsTransport } from "../../src/nats/nats-transport.js"
 import { layer as natsLayer } from "../../src/nats/nats-transport-live.js"
+import { makeProbeResponder } from "../../src/worker/probe-responder.js"
 import { registration as fixtureRegistration } from "../controller/support/fixtures.js"
 import { eventually } from "./eventually.js"
 
@@ -23,6 +24,10 @@ export interface FakeWorkerSpec {
   readonly maxConcurrent?: number
   /** The reply to each inference request; default: accept. */
   readonly reply?: (request: InferenceRequest) => InferenceReply
+  /** Registers `capabilities.probes` and answers `worker.{id}.probe` as a real worker does (issue 13). */
+  readonly probes?: boolean
+  /** Registers `capabilities.continuation` (issue 13); the script must honour `request.continuation`. */
+  readonly continuation?: ReadonlyArray<string>
 }
 
 export interface FakeWorkerService {
@@ -59,6 +64,7 @@ export const streamTokens =
 /**
  * The front doors' fake engine: `maxTokens` tokens `t0 `, `t1 `, … one per `delayMs`, then `done`
  * (`length`). The prompt `"fail"` makes it send one token and then an `error` (`engine_error`).
+ * A continued request (issue 13) goes on with the text: `tN `, `tN+1 `, … after N tokens sent.
  */
 export const countingTokens =
   (delayMs = 5): Script =>
@@ -66,9 +72,10 @@ export const countingTokens =
     Effect.gen(function* () {
       const startedAt = yield* Clock.currentTimeMillis
       const count = request.prompt === "fail" ? 1 : (request.maxTokens ?? 16)
+      const before = request.continuation?.completionTokens ?? 0
       for (let index = 0; index < count; index++) {
         yield* Effect.sleep(delayMs)
-        yield* send({ type: "tokens", requestId: request.requestId, index, tokens: [`t${index} `] })
+        yield* send({ type: "tokens", requestId: request.requestId, index, tokens: [`t${before + index} `] })
       }
       yield* Effect.sleep(delayMs)
       if (request.prompt === "fail") {
@@ -126,11 +133,20 @@ export const startFakeWorker = (
         }
       })
     ).pipe(Effect.forkScoped)
+    if (spec.probes === true) {
+      yield* makeProbeResponder({ workerId, active: () => running.size }).pipe(Effect.provideService(NatsTransport, nats))
+    }
     yield* nats.flush
 
     const registration: WorkerRegistration = {
       ...fixtureRegistration({ id: spec.id, models: spec.models, maxConcurrent: spec.maxConcurrent ?? 64 }),
-      capabilities: { maxConcurrent: spec.maxConcurrent ?? 64, supportsStreaming: true, engine: "fake" }
+      capabilities: {
+        maxConcurrent: spec.maxConcurrent ?? 64,
+        supportsStreaming: true,
+        engine: "fake",
+        ...(spec.probes === true ? { probes: true } : {}),
+        ...(spec.continuation !== undefined ? { continuation: [...spec.continuation] } : {})
+      }
     }
     yield* nats.publish(Subjects.register, WorkerRegistration, registration)
     yield* Stream.runForEach(yield* nats.subscribe(Subjects.announce, Schema.Unknown), () =>

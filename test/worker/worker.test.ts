@@ -38,6 +38,7 @@ describe("worker presence (TestClock, in-memory transport)", () => {
       const before = timeline.slice(0, registerAt)
       expect(before).toContain(`sub ${Subjects.inference("test-worker")}`)
       expect(before).toContain(`sub ${Subjects.cancel("test-worker")}`)
+      expect(before).toContain(`sub ${Subjects.probe("test-worker")}`)
       expect(before).toContain(`sub ${Subjects.announce}`)
       expect(before.at(-1)).toBe("flush")
       expect(h.logs.filter((l) => l.includes("registered"))).toEqual(["INFO worker test-worker registered"])
@@ -46,7 +47,7 @@ describe("worker presence (TestClock, in-memory transport)", () => {
         workerId: "test-worker",
         port: 0,
         hardware: testHardware,
-        capabilities: { maxConcurrent: 2, supportsStreaming: true, engine: "synthetic" },
+        capabilities: { maxConcurrent: 2, supportsStreaming: true, engine: "synthetic", probes: true, continuation: ["chat", "completions"] },
         skills: { availableModels: ["synthetic/demo"], modelPaths: { "synthetic/demo": "builtin:synthetic/demo" } },
         priority: 0,
         tags: []
@@ -488,7 +489,7 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       const other = Layer.succeed(InferenceEngine, { type: "other", generate: () => Effect.never })
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: other, worker: (w) => ({ ...w, engine: { ...w.engine, type: "openai" } }) })
       const [registration] = yield* registrations(h)
-      expect(registration?.capabilities.engine).toBe("other")
+      expect(registration?.capabilities).toEqual({ maxConcurrent: 2, supportsStreaming: true, engine: "other", probes: true })
       expect(registration?.skills.availableModels).toEqual([])
       yield* h.worker.register
       expect((yield* registrations(h)).length).toBe(2)

@@ -1,4 +1,5 @@
 import { Context, Data, type Effect } from "effect"
+import type { ContinuationKind } from "../../domain/continuation.js"
 import type { FinishReason, InferenceRequest, Usage } from "../../domain/inference.js"
 import type { PromptCacheStats } from "../../domain/worker.js"
 
@@ -38,6 +39,12 @@ export interface InferenceEngineService {
   readonly generate: (request: InferenceRequest, modelPath: string, emit: EmitTokens) => Effect.Effect<Finish, EngineError>
   /** The engine's prompt-cache counters, when it keeps one it can report (heartbeat `promptCache`). */
   readonly promptCache?: Effect.Effect<PromptCacheStats>
+  /**
+   * The kinds of request this engine continues from a `continuation` (issue 13, see
+   * src/domain/continuation.ts); registered as `capabilities.continuation`. None when absent: the
+   * controller never sends it a continuation.
+   */
+  readonly continuation?: ReadonlyArray<ContinuationKind>
 }
 
 /** The inference engine port; its implementation is chosen by `worker.engine.type`. */

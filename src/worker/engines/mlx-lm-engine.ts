@@ -44,6 +44,13 @@ import { streamChatCompletion } from "./openai-engine.js"
  *   the engine's start stops children that a dead previous run left behind.
  * - The `model` field is not sent: `mlx_lm.server` then uses the model it was started with
  *   (sending an absolute path would make it try to load that path as a new model).
+ * - No continuation capability (issue 13): `mlx_lm.server` renders a chat with
+ *   `apply_chat_template(messages, add_generation_prompt=True, …)` — the flag is fixed in its
+ *   `_tokenize`, and `chat_template_kwargs: { continue_final_message: true }` only makes the
+ *   tokenizer refuse the pair — so it answers a final assistant message with a new turn instead of
+ *   continuing it. Its `/v1/completions` does continue a raw prompt + the text so far exactly, but
+ *   this engine sends prompt requests as a chat (a user message), so it cannot continue those
+ *   either until legacy completions go to `/v1/completions` upstream.
  */
 
 export interface MlxLmOptions {

@@ -1,6 +1,7 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { Effect, Either, Layer, Option, ParseResult, Redacted, Schema, Stream } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
+import type { ContinuationKind } from "../../domain/continuation.js"
 import type { FinishReason, InferenceRequest, Usage } from "../../domain/inference.js"
 import {
   countPromptTokens,
@@ -26,6 +27,12 @@ import {
  *   `[DONE]` and before any finish reason (`upstream_disconnected`), a data line that is not a chunk
  *   (`upstream_malformed`), an `error` object in the stream (`upstream_error`).
  * - Interrupting the stream aborts the upstream HTTP request.
+ * - Continuation (issue 13), with `engine.openai.continue_chat`: the answer so far is sent as a
+ *   final assistant message with `continue_final_message: true, add_generation_prompt: false`
+ *   (vLLM, SGLang; llama.cpp's server continues such a message by itself). A prompt request goes
+ *   upstream as a chat too, so it continues the same way. Without the setting the engine registers
+ *   no continuation capability and refuses a continuation (`continuation_unsupported`), because a
+ *   server that does not continue would answer with a new turn.
  */
 
 export interface OpenAiTarget {
@@ -34,6 +41,8 @@ export interface OpenAiTarget {
   readonly apiKey?: Redacted.Redacted<string> | undefined
   /** The `model` field sent upstream; `undefined` omits the field. */
   readonly model: (request: InferenceRequest) => string | undefined
+  /** The upstream continues a final assistant message (`engine.openai.continue_chat`, issue 13). */
+  readonly continueChat?: boolean
 }
 
 const Delta = Schema.Struct({ content: Schema.optional(Schema.NullOr(Schema.String)) })
@@ -111,10 +120,27 @@ export const parseSseLine = (line: string): Either.Either<SseLine, string> => {
   })
 }
 
+/**
+ * The messages sent upstream. With a `continuation` (issue 13) the answer so far follows as a final
+ * assistant message, and the body asks the server to continue it rather than to start a new turn.
+ */
+const upstreamMessages = (request: InferenceRequest): ReadonlyArray<unknown> => {
+  const messages = request.messages ?? [{ role: "user", content: request.prompt ?? "" }]
+  return request.continuation === undefined ? messages : [...messages, { role: "assistant", content: request.continuation.text }]
+}
+
+/**
+ * How a server is asked to continue the final assistant message: vLLM's and SGLang's
+ * `continue_final_message` with `add_generation_prompt: false` (both needed there); llama.cpp's
+ * server continues a final assistant message by itself and ignores the fields.
+ */
+export const CONTINUE_FINAL_MESSAGE = { continue_final_message: true, add_generation_prompt: false } as const
+
 /** The JSON body of the upstream request. */
 export const chatCompletionBody = (request: InferenceRequest, model: string | undefined): Record<string, unknown> => ({
   ...(model !== undefined ? { model } : {}),
-  messages: request.messages ?? [{ role: "user", content: request.prompt ?? "" }],
+  messages: upstreamMessages(request),
+  ...(request.continuation === undefined ? {} : CONTINUE_FINAL_MESSAGE),
   max_tokens: request.maxTokens,
   stream: true,
   stream_options: { include_usage: true },
@@ -176,6 +202,13 @@ export const streamChatCompletion = (
   emit: EmitTokens
 ): Effect.Effect<Finish, EngineError> =>
   Effect.suspend(() => {
+    const continuation = request.continuation
+    if (continuation !== undefined && target.continueChat !== true) {
+      // Guard: controllers only send continuations to workers that registered the capability.
+      return Effect.fail(
+        new EngineError({ code: "continuation_unsupported", message: "this engine's upstream does not continue an answer (engine.openai.continue_chat is off)" })
+      )
+    }
     const url = joinUrl(target.baseUrl, "chat/completions")
     let httpRequest = HttpClientRequest.post(url).pipe(
       HttpClientRequest.setHeader("accept", "text/event-stream"),
@@ -230,12 +263,30 @@ export const streamChatCompletion = (
       Effect.suspend(() =>
         state.done || state.finishReason !== undefined
           ? Effect.succeed(
-              finish(state.finishReason ?? "stop", state.usage ?? { promptTokens: countPromptTokens(request), completionTokens: state.tokens })
+              finish(
+                state.finishReason ?? "stop",
+                withoutContinuation(state.usage, continuation) ?? { promptTokens: countPromptTokens(request), completionTokens: state.tokens }
+              )
             )
           : Effect.fail(new EngineError({ code: "upstream_disconnected", message: "upstream stream ended before [DONE]" }))
       )
     )
   })
+
+/**
+ * The upstream's usage of a continued request as the cluster reports it (issue 13): the
+ * continuation text was prompt upstream, but is answer to the client, so its tokens leave the
+ * prompt count (the controller adds them to the completion tokens). Each streamed piece is about
+ * one token, so this is exact up to how the upstream tokenizes the joined text.
+ */
+export const withoutContinuation = (usage: Usage | undefined, continuation: InferenceRequest["continuation"]): Usage | undefined =>
+  usage === undefined || continuation === undefined
+    ? usage
+    : { promptTokens: Math.max(0, usage.promptTokens - continuation.completionTokens), completionTokens: usage.completionTokens }
+
+/** What an engine with `continueChat` set can continue: today both kinds go upstream as a chat. */
+export const openAiContinuation = (continueChat: boolean): ReadonlyArray<ContinuationKind> =>
+  continueChat ? ["chat", "completions"] : []
 
 /** An engine talking to one OpenAI-compatible server. */
 export const makeOpenAiEngine = (target: OpenAiTarget, type = "openai") =>
@@ -243,6 +294,7 @@ export const makeOpenAiEngine = (target: OpenAiTarget, type = "openai") =>
     HttpClient.HttpClient,
     (client): InferenceEngineService => ({
       type,
+      continuation: openAiContinuation(target.continueChat === true),
       generate: (request, _modelPath, emit) => streamChatCompletion(client, target, request, emit)
     })
   )
@@ -259,7 +311,8 @@ export const OpenAiEngineLive: Layer.Layer<InferenceEngine, never, ClusterConfig
       return yield* makeOpenAiEngine({
         baseUrl: openai.baseUrl,
         apiKey: openai.apiKey,
-        model: (request) => Option.getOrElse(fixedModel, () => request.model)
+        model: (request) => Option.getOrElse(fixedModel, () => request.model),
+        continueChat: openai.continueChat
       })
     })
   )

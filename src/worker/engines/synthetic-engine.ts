@@ -20,6 +20,11 @@ import { type EnginePrefillCache, makeEnginePrefillCache, type PrefillOptions } 
  *   sleeping, yielding to the event loop between groups so that a cancel can land.
  * - Prefill (issue 16): the first token comes later by the prompt's words missing from the
  *   engine's own prompt cache / `prefill_tokens_per_second` (src/worker/engines/prefill-cache.ts).
+ * - Continuation (issue 13): a request with a `continuation` gets the rest of the very answer the
+ *   request would have had — the same plan without its first `completionTokens` tokens — so a
+ *   stream moved from a lost worker goes on word for word.
+ * - A paced engine stopped for longer than `MAX_CATCH_UP_MS` (SIGSTOP) resumes at its pace instead
+ *   of sending at once everything that came due while it was stopped.
  */
 
 export interface SyntheticOptions extends PrefillOptions {
@@ -126,6 +131,26 @@ export const planSynthetic = (request: InferenceRequest, maxAnswerTokens = MAX_N
   return { tokens, finishReason: "stop", promptTokens }
 }
 
+/**
+ * The plan of a continued request (issue 13): the plan of the whole request — the same text, as
+ * `maxTokens` there counted the tokens already sent too — without its first
+ * `continuation.completionTokens` tokens. Prompt tokens are the request's own, not the continuation's.
+ */
+export const planContinuation = (request: InferenceRequest, maxAnswerTokens = MAX_NATURAL_TOKENS): SyntheticPlan => {
+  const { continuation, ...rest } = request
+  if (continuation === undefined) return planSynthetic(request, maxAnswerTokens)
+  const sent = continuation.completionTokens
+  const whole = planSynthetic(rest.maxTokens === undefined ? rest : { ...rest, maxTokens: rest.maxTokens + sent }, maxAnswerTokens)
+  return { ...whole, tokens: whole.tokens.slice(sent) }
+}
+
+/**
+ * How far behind its schedule a paced engine catches up in one batch. A later wake-up (the process
+ * was stopped, SIGSTOP) counts as a pause: a real engine does not generate while stopped, so the
+ * schedule moves on from now instead of sending everything that came due meanwhile at once.
+ */
+export const MAX_CATCH_UP_MS = 1_000
+
 /** A real macrotask boundary: lets I/O (a cancel arriving over NATS) run. Independent of the clock. */
 const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
   const handle = setImmediate(() => resume(Effect.void))
@@ -139,9 +164,11 @@ export const makeSyntheticEngine = (
 ): InferenceEngineService => ({
   type: "synthetic",
   promptCache: promptCache.stats,
+  // Deterministic text: any worker can produce the rest of another one's answer (issue 13).
+  continuation: ["chat", "completions"],
   generate: (request, _modelPath, emit) =>
     Effect.gen(function* () {
-      const plan = planSynthetic(request, options.maxAnswerTokens)
+      const plan = planContinuation(request, options.maxAnswerTokens)
       const done = finish(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length })
       const start = yield* Clock.currentTimeMillis
       // Prefill: the uncached part of the prompt delays the first token; the answer joins the cache at the end.
@@ -158,18 +185,22 @@ export const makeSyntheticEngine = (
         yield* remember
         return done
       }
-      // Paced, drift-free: token i is due at start + first_token_ms + i × interval; whatever is due
-      // when the engine wakes goes out at once (a late wake-up sends the overdue tokens together).
+      // Paced, drift-free: token i is due at origin + i × interval (origin = start + first_token_ms);
+      // whatever is due when the engine wakes goes out at once (a late wake-up sends the overdue
+      // tokens together), unless the wake-up is more than MAX_CATCH_UP_MS late: then the engine was
+      // stopped, and the schedule resumes from now.
       const interval = 1000 / options.tokensPerSecond
+      let origin = start + firstTokenMs
       let sent = 0
       while (sent < plan.tokens.length) {
         const now = yield* Clock.currentTimeMillis
-        const due = Math.min(plan.tokens.length, Math.floor((now - start - firstTokenMs) / interval) + 1)
+        if (now - (origin + sent * interval) > MAX_CATCH_UP_MS) origin = now - sent * interval
+        const due = Math.min(plan.tokens.length, Math.floor((now - origin) / interval) + 1)
         if (due > sent) {
           emit(plan.tokens.slice(sent, due))
           sent = due
         } else {
-          yield* Effect.sleep(Math.max(1, Math.ceil(start + firstTokenMs + sent * interval - now)))
+          yield* Effect.sleep(Math.max(1, Math.ceil(origin + sent * interval - now)))
         }
       }
       yield* remember

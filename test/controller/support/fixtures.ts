@@ -17,6 +17,10 @@ export interface WorkerSpec {
   readonly priority?: number
   readonly tags?: ReadonlyArray<string>
   readonly timestamp?: number
+  /** `capabilities.continuation` (issue 13): the kinds of request the worker can continue. */
+  readonly continuation?: ReadonlyArray<string>
+  /** `capabilities.probes` (issue 13): the worker answers `worker.{id}.probe`. */
+  readonly probes?: boolean
 }
 
 export const registration = (spec: WorkerSpec): WorkerRegistration => ({
@@ -33,7 +37,13 @@ export const registration = (spec: WorkerSpec): WorkerRegistration => ({
     gpuMemoryGB: spec.gpuMemoryGB ?? 48,
     totalMemoryGB: 64
   },
-  capabilities: { maxConcurrent: spec.maxConcurrent ?? 4, supportsStreaming: true, engine: "synthetic" },
+  capabilities: {
+    maxConcurrent: spec.maxConcurrent ?? 4,
+    supportsStreaming: true,
+    engine: "synthetic",
+    ...(spec.continuation !== undefined ? { continuation: [...spec.continuation] } : {}),
+    ...(spec.probes !== undefined ? { probes: spec.probes } : {})
+  },
   skills: {
     availableModels: [...(spec.models ?? ["m/Model-7B"])],
     modelPaths: Object.fromEntries((spec.models ?? ["m/Model-7B"]).map((m) => [m, `/models/${m}`])),

@@ -13,6 +13,7 @@ import { Registry } from "../../../src/controller/registry.js"
 import { RequestJournal } from "../../../src/controller/request-journal.js"
 import { RequestStats } from "../../../src/controller/request-stats.js"
 import { Router } from "../../../src/controller/router.js"
+import { WorkerProbes } from "../../../src/controller/worker-probes.js"
 import type { InferenceError } from "../../../src/domain/errors.js"
 import type { DoneEvent, RelayEvent } from "../../../src/domain/route.js"
 import { ScriptedNats } from "../../support/scripted-nats.js"
@@ -46,11 +47,12 @@ const stateTest = (eventLoopLagMs: number) =>
   )
 
 /**
- * The Router as `ControllerCoreLive` composes it (Router ← AdmissionQueue ← state services), over
+ * The Router as `ControllerCoreLive` composes it (Router ← WorkerProbes ← AdmissionQueue ← state services), over
  * the scripted NATS double and the contract's defaults changed by `patch`. One build per test.
  */
 export const routerTestLayer = (patch: (c: ClusterConfig) => ClusterConfig = identity, eventLoopLagMs = 0) =>
   Router.Default.pipe(
+    Layer.provideMerge(WorkerProbes.Default),
     Layer.provideMerge(AdmissionQueue.Default),
     Layer.provideMerge(stateTest(eventLoopLagMs)),
     Layer.provideMerge(ScriptedNats.layer),

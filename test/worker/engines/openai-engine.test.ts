@@ -6,7 +6,13 @@ import { RequestId } from "../../../src/domain/ids.js"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
 import { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
-import { chatCompletionBody, makeOpenAiEngine, parseSseLine } from "../../../src/worker/engines/openai-engine.js"
+import {
+  chatCompletionBody,
+  makeOpenAiEngine,
+  openAiContinuation,
+  parseSseLine,
+  withoutContinuation
+} from "../../../src/worker/engines/openai-engine.js"
 import { chunk, sse, testHttpServer } from "../support/http-server.js"
 import { eventually } from "../../support/eventually.js"
 import { runEngine, runEngineEither, tokenRecorder } from "../support/run-engine.js"
@@ -21,12 +27,13 @@ const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
 })
 
 /** The engine over an HTTP client that lives as long as the test's scope. */
-const engineAt = (baseUrl: string, options: { model?: string; apiKey?: string } = {}) =>
+const engineAt = (baseUrl: string, options: { model?: string; apiKey?: string; continueChat?: boolean } = {}) =>
   Effect.flatMap(Layer.build(NodeHttpClient.layer), (context) =>
     makeOpenAiEngine({
       baseUrl,
       apiKey: options.apiKey !== undefined ? Redacted.make(options.apiKey) : undefined,
-      model: (r) => options.model ?? r.model
+      model: (r) => options.model ?? r.model,
+      ...(options.continueChat === undefined ? {} : { continueChat: options.continueChat })
     }).pipe(Effect.provide(context))
   )
 
@@ -77,6 +84,78 @@ describe("SSE parsing", () => {
     })
     expect(chatCompletionBody(request({ stop: [] }), "m")).not.toHaveProperty("stop")
   })
+})
+
+describe("continuing an answer (issue 13)", () => {
+  const continued = request({ maxTokens: 6, continuation: { text: "Once upon", completionTokens: 2 } })
+
+  it("the body: the answer so far as a final assistant message, with continue_final_message and no generation prompt", () => {
+    expect(chatCompletionBody(continued, "m")).toEqual({
+      model: "m",
+      messages: [
+        { role: "user", content: "hello there" },
+        { role: "assistant", content: "Once upon" }
+      ],
+      continue_final_message: true,
+      add_generation_prompt: false,
+      max_tokens: 6,
+      stream: true,
+      stream_options: { include_usage: true }
+    })
+    // a prompt request goes upstream as a chat, so it continues the same way
+    expect(chatCompletionBody({ ...continued, messages: undefined, prompt: "p" }, undefined)).toMatchObject({
+      messages: [
+        { role: "user", content: "p" },
+        { role: "assistant", content: "Once upon" }
+      ]
+    })
+    expect(chatCompletionBody(request(), "m")).not.toHaveProperty("continue_final_message")
+  })
+
+  it("usage: the continuation's tokens leave the prompt count; the capability follows continue_chat", () => {
+    expect(withoutContinuation({ promptTokens: 12, completionTokens: 4 }, { text: "a b", completionTokens: 2 })).toEqual({
+      promptTokens: 10,
+      completionTokens: 4
+    })
+    expect(withoutContinuation({ promptTokens: 1, completionTokens: 4 }, { text: "a b", completionTokens: 2 })?.promptTokens).toBe(0)
+    expect(withoutContinuation(undefined, { text: "", completionTokens: 2 })).toBeUndefined()
+    expect(openAiContinuation(true)).toEqual(["chat", "completions"])
+    expect(openAiContinuation(false)).toEqual([])
+  })
+
+  it.scopedLive("with continue_chat: continues upstream; usage counts this attempt and the request's own prompt", () =>
+    Effect.gen(function* () {
+      const server = yield* testHttpServer((_req, res) =>
+        sse(res, [chunk(" a"), chunk(" time", "length"), { choices: [], usage: { prompt_tokens: 9, completion_tokens: 2 } }, "[DONE]"])
+      )
+      const engine = yield* engineAt(server.baseUrl, { continueChat: true })
+      expect(engine.continuation).toEqual(["chat", "completions"])
+      const run = yield* runEngine(engine, continued)
+      expect(run.tokens).toEqual([" a", " time"])
+      expect(run.finish).toEqual({ finishReason: "length", usage: { promptTokens: 7, completionTokens: 2 } })
+      expect(server.received[0]?.body).toMatchObject({
+        messages: [
+          { role: "user", content: "hello there" },
+          { role: "assistant", content: "Once upon" }
+        ],
+        continue_final_message: true,
+        add_generation_prompt: false,
+        max_tokens: 6
+      })
+    })
+  )
+
+  it.scopedLive("without continue_chat: no capability, and a continuation is refused before anything is sent upstream", () =>
+    Effect.gen(function* () {
+      const server = yield* testHttpServer((_req, res) => sse(res, [chunk("x", "stop"), "[DONE]"]))
+      const engine = yield* engineAt(server.baseUrl)
+      expect(engine.continuation).toEqual([])
+      const outcome = yield* runEngineEither(engine, continued)
+      expect(outcome.tokens).toEqual([])
+      expect(outcome.result).toEqual(Either.left(expect.objectContaining({ _tag: "EngineError", code: "continuation_unsupported" })))
+      expect(server.received).toEqual([])
+    })
+  )
 })
 
 describe("openai engine against a local SSE server", () => {
@@ -261,7 +340,7 @@ describe("openai engine against a local SSE server", () => {
                 ...c,
                 worker: {
                   ...c.worker,
-                  engine: { ...c.worker.engine, type: "openai", openai: { baseUrl: server.baseUrl, model: "fixed" } }
+                  engine: { ...c.worker.engine, type: "openai", openai: { ...c.worker.engine.openai, baseUrl: server.baseUrl, model: "fixed" } }
                 }
               }))
             ])

@@ -9,7 +9,9 @@ import {
   makeSyntheticEngine,
   MAX_NATURAL_TOKENS,
   MIN_NATURAL_TOKENS,
+  MAX_CATCH_UP_MS,
   naturalAnswer,
+  planContinuation,
   planSynthetic,
   SyntheticEngineLive
 } from "../../../src/worker/engines/synthetic-engine.js"
@@ -166,6 +168,53 @@ describe("synthetic engine", () => {
       expect(recorder.batches.map((b) => b.length)).toEqual([1, 3, 3, 3])
       expect(recorder.tokens()).toEqual(planSynthetic(request({ maxTokens: 10 })).tokens)
       expect(finish.usage.completionTokens).toBe(10)
+    })
+  )
+
+  it.effect("stopped past MAX_CATCH_UP_MS (SIGSTOP): the engine resumes at its pace instead of sending all that came due", () =>
+    Effect.gen(function* () {
+      expect(MAX_CATCH_UP_MS).toBe(1_000)
+      const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 0 })
+      const clock = yield* lateClock(3_000)
+      const recorder = tokenRecorder()
+      const fiber = yield* engine.generate(request({ maxTokens: 4 }), "x", recorder.emit).pipe(Effect.withClock(clock), Effect.fork)
+      yield* TestClock.adjust("0 millis")
+      // token 1 was due at 100 ms; the engine wakes at 3100: a pause, so it sends token 1 only
+      yield* TestClock.adjust("3100 millis")
+      expect(recorder.batches.map((b) => b.length)).toEqual([1, 1])
+      yield* TestClock.adjust("6200 millis")
+      const finish = yield* Fiber.join(fiber)
+      expect(recorder.batches.map((b) => b.length)).toEqual([1, 1, 1, 1])
+      expect(recorder.tokens()).toEqual(planSynthetic(request({ maxTokens: 4 })).tokens)
+      expect(finish.usage.completionTokens).toBe(4)
+    })
+  )
+
+  it("a continuation (issue 13): the rest of the very same answer, max_tokens counted over the whole", () => {
+    const whole = planSynthetic(long({ maxTokens: 60 }))
+    expect(whole.tokens).toHaveLength(60)
+    const rest = planContinuation(long({ maxTokens: 40, continuation: { text: whole.tokens.slice(0, 20).join(""), completionTokens: 20 } }))
+    expect(rest.tokens).toEqual(whole.tokens.slice(20))
+    expect(rest.finishReason).toBe("length")
+    expect(rest.promptTokens).toBe(whole.promptTokens)
+    // the natural end and the stop sequences are the whole answer's
+    const natural = planSynthetic(long())
+    const tail = planContinuation(long({ maxTokens: 1000 - 10, continuation: { text: "", completionTokens: 10 } }))
+    expect(tail).toEqual({ ...natural, tokens: natural.tokens.slice(10) })
+    const stopAt = natural.tokens.slice(0, 30).join("").slice(-8)
+    const stopped = planSynthetic(long({ stop: [stopAt] }))
+    expect(planContinuation(long({ stop: [stopAt], continuation: { text: "", completionTokens: 5 } })).tokens).toEqual(stopped.tokens.slice(5))
+    // no continuation: the plain plan
+    expect(planContinuation(long({ maxTokens: 7 }))).toEqual(planSynthetic(long({ maxTokens: 7 })))
+  })
+
+  it.effect("generate with a continuation emits the rest, and usage counts this attempt's tokens", () =>
+    Effect.gen(function* () {
+      const whole = planSynthetic(long({ maxTokens: 50 }))
+      const run = yield* runEngine(fast, long({ maxTokens: 30, continuation: { text: "x", completionTokens: 20 } }))
+      expect(run.tokens).toEqual(whole.tokens.slice(20))
+      expect(run.finish).toEqual({ finishReason: "length", usage: { promptTokens: whole.promptTokens, completionTokens: 30 } })
+      expect(fast.continuation).toEqual(["chat", "completions"])
     })
   )
 
