@@ -2,7 +2,7 @@ import { Effect, Either, Exit } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { QueueFull, QueueTimeout } from "../domain/errors.js"
 import type { WorkerInfo } from "../domain/worker.js"
-import { Balancer, type SelectError, type SelectRequest } from "./balancer.js"
+import { Balancer, honours, type SelectError, type SelectRequest } from "./balancer.js"
 import { DeadlineSweep } from "./deadline-sweep.js"
 import { InFlight } from "./in-flight.js"
 import { Registry } from "./registry.js"
@@ -26,7 +26,8 @@ interface Waiter extends WaitingEntry {
 
 const fitsWorker = (worker: WorkerInfo) => (waiter: Waiter) =>
   !(waiter.request.exclude?.has(worker.workerId) ?? false) &&
-  (waiter.request.tags ?? []).every((tag) => (worker.tags ?? []).includes(tag))
+  (waiter.request.tags ?? []).every((tag) => (worker.tags ?? []).includes(tag)) &&
+  honours(worker, waiter.request.model, waiter.request.requires)
 
 /**
  * Admission: picks a worker with the Balancer and reserves a slot on it (an `InFlight` count). When

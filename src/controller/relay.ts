@@ -90,6 +90,7 @@ export class Relay implements Deadline {
       const at = this.options.now()
       this.lastMessageAt = at
       if (event.type === "tokens") this.options.onTokens(event.tokens.length, at)
+      else if (event.type === "toolCalls") this.options.onTokens(event.deltas.length, at)
       if (!this.options.sink.push(event) && result.outcome === undefined) {
         return this.end({ _tag: "Fail", error: this.options.slowConsumer() })
       }

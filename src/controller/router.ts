@@ -63,7 +63,10 @@ const toWire = (requestId: RequestId, r: RouteRequest): InferenceRequest => ({
   ...(r.prompt === undefined ? {} : { prompt: r.prompt }),
   ...(r.temperature === undefined ? {} : { temperature: r.temperature }),
   ...(r.topP === undefined ? {} : { topP: r.topP }),
-  ...(r.stop === undefined ? {} : { stop: r.stop })
+  ...(r.stop === undefined ? {} : { stop: r.stop }),
+  // issue 12: the client's other fields, verbatim, and the route it called.
+  ...(r.params === undefined ? {} : { params: r.params }),
+  ...(r.endpoint === undefined ? {} : { endpoint: r.endpoint })
 })
 
 const textEncoder = new TextEncoder()
@@ -182,7 +185,9 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               exclude: ctx.tried,
               prompt: ctx.prompt,
               ...(request.tags === undefined ? {} : { tags: request.tags }),
-              ...(request.priority === undefined ? {} : { priority: request.priority })
+              ...(request.priority === undefined ? {} : { priority: request.priority }),
+              // issue 12: only workers whose engine honours what the request uses.
+              ...(request.requires === undefined || request.requires.length === 0 ? {} : { requires: request.requires })
             })
           ).pipe(
             Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>

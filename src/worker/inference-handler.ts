@@ -1,11 +1,11 @@
 import { Cause, Clock, Effect, Either, Exit, Fiber, FiberId, Option, Runtime, Schedule } from "effect"
 import type { RequestId, WorkerId } from "../domain/ids.js"
-import { CancelRequest, InferenceReply, InferenceRequest, type TokenMessage } from "../domain/inference.js"
+import { CancelRequest, InferenceReply, InferenceRequest, type TokenError, type TokenMessage } from "../domain/inference.js"
 import { Subjects } from "../domain/subjects.js"
 import { encodeTokenMessage } from "../domain/token-wire.js"
 import { decoderFor, encoderFor } from "../nats/codec.js"
 import { NatsTransport, type RawMessage } from "../nats/nats-transport.js"
-import { type EngineError, type Finish, InferenceEngine } from "./engines/inference-engine.js"
+import { type EmitTokens, type EmitToolCalls, type EngineError, type Finish, InferenceEngine } from "./engines/inference-engine.js"
 import { ModelScanner } from "./model-scanner.js"
 import { type Outcome, WorkerStats } from "./worker-stats.js"
 
@@ -47,6 +47,12 @@ interface Running {
   fiber: Fiber.RuntimeFiber<void> | undefined
   stop: StopReason | undefined
 }
+
+/** The fields of an `error` message that carry an upstream's refusal of the request (issue 12). */
+const upstreamRefusal = (e: EngineError): Partial<Pick<TokenError, "status" | "errorType" | "param">> =>
+  e.status === undefined || e.status < 400 || e.status > 499
+    ? {}
+    : { status: e.status, ...(e.errorType === undefined ? {} : { errorType: e.errorType }), ...(e.param === undefined ? {} : { param: e.param }) }
 
 /** Refusals name at most this many served models. */
 const LISTED_MODELS = 20
@@ -104,14 +110,22 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           if (Exit.isSuccess(exit)) {
             outcome = "succeeded"
             const now = yield* Clock.currentTimeMillis
-            message = { type: "done", requestId, finishReason: exit.value.finishReason, usage: exit.value.usage, latencyMs: Math.max(0, now - receivedAt) }
+            const fingerprint = exit.value.systemFingerprint
+            message = {
+              type: "done",
+              requestId,
+              finishReason: exit.value.finishReason,
+              usage: exit.value.usage,
+              latencyMs: Math.max(0, now - receivedAt),
+              ...(fingerprint === undefined ? {} : { systemFingerprint: fingerprint })
+            }
           } else if (entry.stop === "cancel") {
             outcome = "cancelled"
           } else if (entry.stop === "timeout") {
             message = error("timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`)
           } else {
             const failure = Cause.failureOption(exit.cause)
-            if (Option.isSome(failure)) message = error(failure.value.code, failure.value.message)
+            if (Option.isSome(failure)) message = { ...error(failure.value.code, failure.value.message), ...upstreamRefusal(failure.value) }
             else if (Cause.isInterruptedOnly(exit.cause)) message = error("worker_shutdown", `worker ${workerId} stopped before the request finished`)
             else {
               yield* Effect.logError("request failed with a defect", exit.cause)
@@ -140,13 +154,24 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
         reply(replyTo, { accepted: true, workerId })
         let index = 0
         const subject = Subjects.response(request.requestId)
-        const emit = (tokens: ReadonlyArray<string>) => {
+        const emit: EmitTokens = (tokens, logprobs) => {
           if (tokens.length === 0) return
-          nats.send(subject, encodeTokenMessage({ type: "tokens", requestId: request.requestId, index, tokens }))
+          const batch: TokenMessage =
+            logprobs === undefined || logprobs.length === 0
+              ? { type: "tokens", requestId: request.requestId, index, tokens }
+              : { type: "tokens", requestId: request.requestId, index, tokens, logprobs }
+          nats.send(subject, encodeTokenMessage(batch))
           index += tokens.length
           stats.countTokens(tokens.length)
         }
-        yield* engine.generate(request, path.value, emit).pipe(
+        // Tool-call deltas take one index each, as tokens do (issue 12).
+        const emitToolCalls: EmitToolCalls = (deltas) => {
+          if (deltas.length === 0) return
+          nats.send(subject, encodeTokenMessage({ type: "tool_calls", requestId: request.requestId, index, deltas }))
+          index += deltas.length
+          stats.countTokens(deltas.length)
+        }
+        yield* engine.generate(request, path.value, emit, emitToolCalls).pipe(
           Effect.onExit(finalize(request, entry, entry.startedAt, () => index)),
           Effect.ignore
         )

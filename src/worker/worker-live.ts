@@ -72,10 +72,28 @@ export interface RegistrationInput {
   readonly hardware: HardwareProfile
   readonly maxConcurrent: number
   readonly engine: string
+  /** What the engine honours (issue 12); per model, the operator's `worker.model_features`. */
+  readonly features?: ReadonlyArray<string>
+  readonly modelFeatures?: Readonly<Record<string, ReadonlyArray<string>>>
   readonly skills: ModelSkills
   readonly priority: number
   readonly tags: ReadonlyArray<string>
   readonly timestamp: number
+}
+
+/** The per-model lists of the models served now (none: the field is left out). */
+const perModelFeatures = (
+  all: Readonly<Record<string, ReadonlyArray<string>>>,
+  models: ReadonlyArray<string>
+): Record<string, ReadonlyArray<string>> | undefined => {
+  const out: Record<string, ReadonlyArray<string>> = {}
+  for (const model of models) if (Object.prototype.hasOwnProperty.call(all, model)) out[model] = all[model] ?? []
+  return Object.keys(out).length > 0 ? out : undefined
+}
+
+const withModelFeatures = (input: RegistrationInput): { readonly modelFeatures?: Record<string, ReadonlyArray<string>> } => {
+  const perModel = input.modelFeatures === undefined ? undefined : perModelFeatures(input.modelFeatures, input.skills.availableModels)
+  return perModel === undefined ? {} : { modelFeatures: perModel }
 }
 
 export const buildRegistration = (input: RegistrationInput): WorkerRegistration => ({
@@ -84,7 +102,13 @@ export const buildRegistration = (input: RegistrationInput): WorkerRegistration 
   ip: input.ip,
   port: 0,
   hardware: input.hardware,
-  capabilities: { maxConcurrent: input.maxConcurrent, supportsStreaming: true, engine: input.engine },
+  capabilities: {
+    maxConcurrent: input.maxConcurrent,
+    supportsStreaming: true,
+    engine: input.engine,
+    ...(input.features === undefined ? {} : { features: input.features }),
+    ...withModelFeatures(input)
+  },
   skills: input.skills,
   priority: input.priority,
   tags: input.tags,
@@ -110,6 +134,8 @@ const runWorker = (workerId: WorkerId) =>
         hardware,
         maxConcurrent: workerConfig.maxConcurrent,
         engine: engine.type,
+        features: engine.features,
+        modelFeatures: workerConfig.modelFeatures,
         skills: yield* scanner.current,
         priority: workerConfig.priority,
         tags: workerConfig.tags,

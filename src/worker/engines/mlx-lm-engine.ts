@@ -17,6 +17,7 @@ import {
   Stream
 } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
+import { MLX_LM_FEATURES } from "../../domain/features.js"
 import { sanitizeForLog } from "../../domain/log-text.js"
 import { findExecutable, guardedCommand } from "../../process/orphan-guard.js"
 import { removePidFile, stopStaleChildren, writePidFile } from "../../process/pid-file.js"
@@ -44,6 +45,7 @@ import { streamChatCompletion } from "./openai-engine.js"
  *   the engine's start stops children that a dead previous run left behind.
  * - The `model` field is not sent: `mlx_lm.server` then uses the model it was started with
  *   (sending an absolute path would make it try to load that path as a new model).
+ * - Features (issue 12): `MLX_LM_FEATURES` (src/domain/features.ts), what `mlx_lm.server` honours.
  */
 
 export interface MlxLmOptions {
@@ -314,11 +316,16 @@ export const makeMlxLmEngine = (
     const client = yield* HttpClient.HttpClient
     return {
       type: "mlx-lm",
+      features: MLX_LM_FEATURES,
       supervisor,
-      generate: (request, modelPath, emit) =>
+      generate: (request, modelPath, emit, emitToolCalls) =>
         supervisor
           .ensure(modelPath)
-          .pipe(Effect.flatMap((server) => streamChatCompletion(client, { baseUrl: server.baseUrl, model: () => undefined }, request, emit)))
+          .pipe(
+            Effect.flatMap((server) =>
+              streamChatCompletion(client, { baseUrl: server.baseUrl, model: () => undefined }, request, emit, emitToolCalls)
+            )
+          )
     }
   })
 
