@@ -64,7 +64,8 @@ const CONTROLLER_FIELDS: ReadonlySet<string> = new Set([
 export const paramsOf = (body: Readonly<Record<string, unknown>>): Record<string, unknown> | undefined => {
   let params: Record<string, unknown> | undefined
   for (const key of Object.keys(body)) {
-    if (CONTROLLER_FIELDS.has(key)) continue
+    // `__proto__` (an own member after JSON.parse) would set the copy's prototype: never a field.
+    if (CONTROLLER_FIELDS.has(key) || key === "__proto__") continue
     params ??= {}
     params[key] = body[key]
   }

@@ -223,7 +223,8 @@ layer(ClusterLive, { excludeTestServices: true })("OpenAI-compatible API end to 
           "/ready",
           "/v1/chat/completions",
           "/v1/completions",
-          "/v1/models"
+          "/v1/models",
+          "/v1/models/{id}"
         ].sort()
       )
       expect(Object.keys(doc.paths["/v1/chat/completions"]?.["post"]?.responses["200"]?.content ?? {})).toContain("text/event-stream")

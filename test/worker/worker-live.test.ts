@@ -19,6 +19,7 @@ import {
 } from "../../src/domain/worker.js"
 import { NatsTransport, type NatsTransportService } from "../../src/nats/nats-transport.js"
 import { layer as natsLayer } from "../../src/nats/nats-transport-live.js"
+import { FEATURES } from "../../src/domain/features.js"
 import { planSynthetic } from "../../src/worker/engines/synthetic-engine.js"
 import { Worker, WorkerLive } from "../../src/worker/worker-live.js"
 import { testHttpServer } from "./support/http-server.js"
@@ -98,7 +99,7 @@ describe("WorkerLive against a real nats-server", () => {
       expect(registration.skills.modelPaths).toEqual(Object.fromEntries(names.map((n) => [n, fixture.expected[n]?.path])))
       expect(registration.skills.modelSizes).toEqual(Object.fromEntries(names.map((n) => [n, fixture.expected[n]?.size])))
       expect(registration.skills.totalModelSize).toBe(names.reduce((t, n) => t + (fixture.expected[n]?.size ?? 0), 0))
-      expect(registration.capabilities).toEqual({ maxConcurrent: 3, supportsStreaming: true, engine: "synthetic" })
+      expect(registration.capabilities).toEqual({ maxConcurrent: 3, supportsStreaming: true, engine: "synthetic", features: [...FEATURES] })
       expect(registration.hardware.platform).toBe(process.platform)
       expect(registration.hardware.cpuCores).toBeGreaterThan(0)
       expect(logs.filter((l) => l.includes("registered"))).toEqual([`INFO worker ${workerId} registered`])
@@ -212,7 +213,7 @@ describe("WorkerLive against a real nats-server", () => {
       const workerId = uniqueId("openai")
       yield* startWorker(workerId, fixture.modelDir, (w) => ({
         ...w,
-        engine: { ...w.engine, type: "openai", openai: { baseUrl: upstream.baseUrl } }
+        engine: { ...w.engine, type: "openai", openai: { ...w.engine.openai, baseUrl: upstream.baseUrl } }
       }))
       const request = inferenceRequest({ model: "tiny" })
       const response = yield* collectResponse(client, request.requestId)

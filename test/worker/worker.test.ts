@@ -233,7 +233,8 @@ describe("inference handling (TestClock, in-memory transport)", () => {
         requestId: request.requestId,
         finishReason: "length",
         usage: { promptTokens: 3, completionTokens: 10 },
-        latencyMs: 90
+        latencyMs: 90,
+        systemFingerprint: "fp_synthetic"
       })
       expect(yield* h.worker.stats).toMatchObject({ total: 1, succeeded: 1, active: 0, tokens: 10 })
     })
@@ -452,7 +453,11 @@ describe("inference handling (TestClock, in-memory transport)", () => {
         InferenceEngine,
         Effect.map(lateClock(250), (clock) => {
           const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 0 })
-          return { type: engine.type, generate: (request, path, emit) => engine.generate(request, path, emit).pipe(Effect.withClock(clock)) }
+          return {
+            type: engine.type,
+            features: engine.features,
+            generate: (request, path, emit, emitToolCalls) => engine.generate(request, path, emit, emitToolCalls).pipe(Effect.withClock(clock))
+          }
         })
       )
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: late })
@@ -477,7 +482,8 @@ describe("inference handling (TestClock, in-memory transport)", () => {
           requestId: request.requestId,
           finishReason: "length",
           usage: { promptTokens: 3, completionTokens: 4 },
-          latencyMs: 350
+          latencyMs: 350,
+          systemFingerprint: "fp_synthetic"
         }
       ])
     })
@@ -485,7 +491,7 @@ describe("inference handling (TestClock, in-memory transport)", () => {
 
   it.scoped("another engine with no model folder registers its type and no skills", () =>
     Effect.gen(function* () {
-      const other = Layer.succeed(InferenceEngine, { type: "other", generate: () => Effect.never })
+      const other = Layer.succeed(InferenceEngine, { type: "other", features: [], generate: () => Effect.never })
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: other, worker: (w) => ({ ...w, engine: { ...w.engine, type: "openai" } }) })
       const [registration] = yield* registrations(h)
       expect(registration?.capabilities.engine).toBe("other")
@@ -500,6 +506,7 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       const fixture = makeModelFixture(yield* tmpDir())
       const engine = Layer.succeed(InferenceEngine, {
         type: "scripted",
+        features: [],
         generate: (request, _path, emit) => {
           switch (request.messages?.[0]?.content) {
             case "fail":

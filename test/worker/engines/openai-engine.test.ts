@@ -140,10 +140,15 @@ describe("openai engine against a local SSE server", () => {
       const engine = yield* engineAt(server.baseUrl)
       const batches: Array<ReadonlyArray<string>> = []
       const finish = yield* engine
-        .generate(request(), "/p", (tokens) => {
-          batches.push([...tokens])
-          firstEmitted()
-        })
+        .generate(
+          request(),
+          "/p",
+          (tokens) => {
+            batches.push([...tokens])
+            firstEmitted()
+          },
+          () => undefined
+        )
         .pipe(Effect.timeout("5 seconds"))
       expect(batches).toEqual([["Hel", "lo"], ["!"]])
       expect(finish).toEqual({ finishReason: "stop", usage: { promptTokens: 2, completionTokens: 3 } })
@@ -239,7 +244,7 @@ describe("openai engine against a local SSE server", () => {
       yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(timer)))
       const engine = yield* engineAt(server.baseUrl)
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request(), "/p", recorder.emit).pipe(Effect.fork)
+      const fiber = yield* engine.generate(request(), "/p", recorder.emit, recorder.emitToolCalls).pipe(Effect.fork)
       yield* eventually(Effect.sync(() => expect(recorder.tokens().length).toBeGreaterThanOrEqual(3)))
       expect(recorder.tokens().slice(0, 3)).toEqual(["t0", "t1", "t2"])
       const exit = yield* Fiber.interrupt(fiber)
@@ -261,7 +266,7 @@ describe("openai engine against a local SSE server", () => {
                 ...c,
                 worker: {
                   ...c.worker,
-                  engine: { ...c.worker.engine, type: "openai", openai: { baseUrl: server.baseUrl, model: "fixed" } }
+                  engine: { ...c.worker.engine, type: "openai", openai: { ...c.worker.engine.openai, baseUrl: server.baseUrl, model: "fixed" } }
                 }
               }))
             ])

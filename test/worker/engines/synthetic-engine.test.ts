@@ -11,6 +11,7 @@ import {
   MIN_NATURAL_TOKENS,
   naturalAnswer,
   planSynthetic,
+  SYSTEM_FINGERPRINT,
   SyntheticEngineLive
 } from "../../../src/worker/engines/synthetic-engine.js"
 import { lateClock } from "../support/late-clock.js"
@@ -96,7 +97,8 @@ describe("synthetic engine", () => {
       expect(run.tokens).toEqual(plan.tokens)
       expect(run.finish).toEqual({
         finishReason: plan.finishReason,
-        usage: { promptTokens: 6, completionTokens: plan.tokens.length }
+        usage: { promptTokens: 6, completionTokens: plan.tokens.length },
+        systemFingerprint: SYSTEM_FINGERPRINT
       })
       expect(fast.type).toBe("synthetic")
     })
@@ -120,7 +122,7 @@ describe("synthetic engine", () => {
       const first = planSynthetic(request()).tokens[0] ?? ""
       const run = yield* runEngine(fast, request({ stop: [first] }))
       expect(run.batches).toEqual([])
-      expect(run.finish).toEqual({ finishReason: "stop", usage: { promptTokens: 6, completionTokens: 0 } })
+      expect(run.finish).toEqual({ finishReason: "stop", usage: { promptTokens: 6, completionTokens: 0 }, systemFingerprint: SYSTEM_FINGERPRINT })
     })
   )
 
@@ -128,7 +130,7 @@ describe("synthetic engine", () => {
     Effect.gen(function* () {
       const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 500 })
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request({ maxTokens: 3 }), "x", recorder.emit).pipe(Effect.fork)
+      const fiber = yield* engine.generate(request({ maxTokens: 3 }), "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.fork)
       yield* TestClock.adjust("499 millis")
       expect(recorder.batches).toEqual([])
       yield* TestClock.adjust("1 millis")
@@ -143,7 +145,7 @@ describe("synthetic engine", () => {
       // on time: one token per wake-up
       expect(recorder.batches.map((b) => b.length)).toEqual([1, 1, 1])
       expect(recorder.tokens()).toEqual(planSynthetic(request({ maxTokens: 3 })).tokens)
-      expect(finish).toEqual({ finishReason: "length", usage: { promptTokens: 6, completionTokens: 3 } })
+      expect(finish).toEqual({ finishReason: "length", usage: { promptTokens: 6, completionTokens: 3 }, systemFingerprint: SYSTEM_FINGERPRINT })
     })
   )
 
@@ -152,7 +154,7 @@ describe("synthetic engine", () => {
       const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 0 })
       const clock = yield* lateClock(250)
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request({ maxTokens: 10 }), "x", recorder.emit).pipe(Effect.withClock(clock), Effect.fork)
+      const fiber = yield* engine.generate(request({ maxTokens: 10 }), "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.withClock(clock), Effect.fork)
       yield* TestClock.adjust("0 millis")
       expect(recorder.batches.map((b) => b.length)).toEqual([1])
       // token 1 is due at 100 ms, but the engine only wakes at 350 ms: tokens 1, 2 and 3 are due then
@@ -173,7 +175,7 @@ describe("synthetic engine", () => {
     Effect.gen(function* () {
       const engine = makeSyntheticEngine({ tokensPerSecond: 0, firstTokenMs: 200 })
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request({ maxTokens: 100 }), "x", recorder.emit).pipe(Effect.fork)
+      const fiber = yield* engine.generate(request({ maxTokens: 100 }), "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.fork)
       yield* TestClock.adjust("199 millis")
       expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
       expect(recorder.batches).toEqual([])
@@ -195,7 +197,7 @@ describe("synthetic engine", () => {
       const long256 = long()
       expect(planSynthetic(long256).tokens.length).toBeGreaterThan(64)
       const recorder = tokenRecorder()
-      const fiber = yield* fast.generate(long256, "x", recorder.emit).pipe(Effect.fork)
+      const fiber = yield* fast.generate(long256, "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.fork)
       yield* Effect.yieldNow()
       yield* Fiber.interrupt(fiber)
       expect(recorder.batches.length).toBeGreaterThanOrEqual(1)
