@@ -1,3 +1,4 @@
+import { ID_PATTERN, MAX_ID_LENGTH } from "./ids.js"
 import { FinishReason, type TokenLogprob, type TokenMessage, type ToolCallDelta, type TopLogprob } from "./inference.js"
 
 /**
@@ -11,14 +12,14 @@ const textDecoder = new TextDecoder()
 const textEncoder = new TextEncoder()
 
 const FINISH_REASONS: ReadonlySet<unknown> = new Set(FinishReason.literals)
-/** The `RequestId` pattern: a NATS subject token. */
-const SUBJECT_TOKEN = /^[^.*>\s]+$/
 
 type Json = Record<string, unknown>
 
 const isObject = (u: unknown): u is Json => typeof u === "object" && u !== null && !Array.isArray(u)
-const isCount = (u: unknown): u is number => typeof u === "number" && Number.isInteger(u) && u >= 0
-const isRequestId = (u: unknown): u is string => typeof u === "string" && u.length > 0 && SUBJECT_TOKEN.test(u)
+/** `Schema.int()` is a safe integer. */
+const isCount = (u: unknown): u is number => typeof u === "number" && Number.isSafeInteger(u) && u >= 0
+/** Exactly `RequestId`: 1..128 letters, digits, `-` and `_`. */
+const isRequestId = (u: unknown): u is string => typeof u === "string" && u.length > 0 && u.length <= MAX_ID_LENGTH && ID_PATTERN.test(u)
 
 const allStrings = (u: unknown): u is ReadonlyArray<string> => {
   if (!Array.isArray(u) || u.length === 0) return false
@@ -26,7 +27,9 @@ const allStrings = (u: unknown): u is ReadonlyArray<string> => {
   return true
 }
 
-const isNumberArray = (u: unknown): u is ReadonlyArray<number> => Array.isArray(u) && u.every((n) => typeof n === "number")
+/** `Schema.Finite` (JSON.parse gives Infinity for `1e999`). */
+const isFiniteNumber = (u: unknown): u is number => typeof u === "number" && Number.isFinite(u)
+const isNumberArray = (u: unknown): u is ReadonlyArray<number> => Array.isArray(u) && u.every(isFiniteNumber)
 
 /** `bytes` as the Schema takes it: absent, `null` or an array of numbers; `false` when invalid. */
 const bytesOf = (json: Json): { readonly bytes?: ReadonlyArray<number> | null } | false => {
@@ -37,13 +40,13 @@ const bytesOf = (json: Json): { readonly bytes?: ReadonlyArray<number> | null } 
 }
 
 const topLogprob = (u: unknown): TopLogprob | undefined => {
-  if (!isObject(u) || typeof u["token"] !== "string" || typeof u["logprob"] !== "number") return undefined
+  if (!isObject(u) || typeof u["token"] !== "string" || !isFiniteNumber(u["logprob"])) return undefined
   const bytes = bytesOf(u)
-  return bytes === false ? undefined : { token: u["token"], logprob: u["logprob"], ...bytes }
+  return bytes === false ? undefined : { token: u["token"], logprob: u["logprob"] as number, ...bytes }
 }
 
 const tokenLogprob = (u: unknown): TokenLogprob | undefined => {
-  if (!isObject(u) || typeof u["token"] !== "string" || typeof u["logprob"] !== "number") return undefined
+  if (!isObject(u) || typeof u["token"] !== "string" || !isFiniteNumber(u["logprob"])) return undefined
   const bytes = bytesOf(u)
   const top = u["top_logprobs"]
   if (bytes === false || !Array.isArray(top)) return undefined
@@ -53,7 +56,7 @@ const tokenLogprob = (u: unknown): TokenLogprob | undefined => {
     if (entry === undefined) return undefined
     tops.push(entry)
   }
-  return { token: u["token"], logprob: u["logprob"], ...bytes, top_logprobs: tops }
+  return { token: u["token"], logprob: u["logprob"] as number, ...bytes, top_logprobs: tops }
 }
 
 const logprobsOf = (u: unknown): ReadonlyArray<TokenLogprob> | undefined => {
@@ -94,7 +97,7 @@ const isUpstreamStatus = (u: unknown): u is number => typeof u === "number" && N
 /** The message's own fields only (excess properties are dropped, as the Schema does). */
 const checked = (json: Json): TokenMessage | string => {
   const requestId = json["requestId"]
-  if (!isRequestId(requestId)) return "requestId: expected a subject token"
+  if (!isRequestId(requestId)) return "requestId: expected 1 to 128 letters, digits, - and _"
   switch (json["type"]) {
     case "tokens": {
       const { index, tokens, logprobs } = json
