@@ -17,6 +17,9 @@ export interface WorkerSpec {
   readonly priority?: number
   readonly tags?: ReadonlyArray<string>
   readonly timestamp?: number
+  /** `capabilities.features` (issue 12); absent: an older worker's registration. */
+  readonly features?: ReadonlyArray<string>
+  readonly modelFeatures?: Readonly<Record<string, ReadonlyArray<string>>>
 }
 
 export const registration = (spec: WorkerSpec): WorkerRegistration => ({
@@ -33,7 +36,13 @@ export const registration = (spec: WorkerSpec): WorkerRegistration => ({
     gpuMemoryGB: spec.gpuMemoryGB ?? 48,
     totalMemoryGB: 64
   },
-  capabilities: { maxConcurrent: spec.maxConcurrent ?? 4, supportsStreaming: true, engine: "synthetic" },
+  capabilities: {
+    maxConcurrent: spec.maxConcurrent ?? 4,
+    supportsStreaming: true,
+    engine: "synthetic",
+    ...(spec.features === undefined ? {} : { features: [...spec.features] }),
+    ...(spec.modelFeatures === undefined ? {} : { modelFeatures: spec.modelFeatures })
+  },
   skills: {
     availableModels: [...(spec.models ?? ["m/Model-7B"])],
     modelPaths: Object.fromEntries((spec.models ?? ["m/Model-7B"]).map((m) => [m, `/models/${m}`])),
