@@ -587,5 +587,45 @@ describe("registration helpers", () => {
       timestamp: 2
     })
     expect(Schema.decodeUnknownSync(WorkerRegistration)(registration)).toEqual(registration)
+    expect(registration.capabilities).not.toHaveProperty("features")
+  })
+
+  it("buildRegistration says what the engine honours, per model only for the models served", () => {
+    const registration = buildRegistration({
+      workerId: Schema.decodeSync(WorkerRegistration.fields.workerId)("w"),
+      hostname: "h",
+      ip: "1.2.3.4",
+      hardware: testHardware,
+      maxConcurrent: 3,
+      engine: "openai",
+      features: ["tools", "seed"],
+      modelFeatures: { "a/vision": ["multimodal"], "b/gone": ["tools"] },
+      skills: { availableModels: ["a/vision", "c/plain"], modelPaths: {}, modelSizes: {}, totalModelSize: 0, lastScanned: 1 },
+      priority: 0,
+      tags: [],
+      timestamp: 2
+    })
+    expect(registration.capabilities).toEqual({
+      maxConcurrent: 3,
+      supportsStreaming: true,
+      engine: "openai",
+      features: ["tools", "seed"],
+      modelFeatures: { "a/vision": ["multimodal"] }
+    })
+    const none = buildRegistration({ ...registrationInput, modelFeatures: { "b/gone": ["tools"] } })
+    expect(none.capabilities).not.toHaveProperty("modelFeatures")
   })
 })
+
+const registrationInput = {
+  workerId: Schema.decodeSync(WorkerRegistration.fields.workerId)("w"),
+  hostname: "h",
+  ip: "1.2.3.4",
+  hardware: testHardware,
+  maxConcurrent: 1,
+  engine: "synthetic",
+  skills: { availableModels: ["a"], modelPaths: {}, modelSizes: {}, totalModelSize: 0, lastScanned: 1 },
+  priority: 0,
+  tags: [],
+  timestamp: 2
+}
