@@ -204,8 +204,9 @@ export const TokenError = Schema.Struct({
 })
 
 /**
- * Worker → controller on `response.{requestId}`, in order. Workers send `tokens` batches;
- * controllers also accept the single `token` form.
+ * Worker → controller on `response.{requestId}`, in order. Workers send `tokens` batches (and
+ * `tool_calls` batches for requests with tools); controllers also accept the single `token` form.
+ * Indexes run over tokens and tool-call deltas together, without gaps.
  */
 export const TokenMessage = Schema.Union(TokenChunk, TokenBatch, ToolCallBatch, TokenDone, TokenError)
 export type TokenMessage = typeof TokenMessage.Type

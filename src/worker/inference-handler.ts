@@ -17,7 +17,10 @@ import { type Outcome, WorkerStats } from "./worker-stats.js"
  * `invalid_request` for a request id already running here) or an ack. Every request with a reply
  * subject gets one of them, whatever its body. After an ack the request runs in one fiber and
  * publishes to `response.{requestId}`: `tokens` messages — every token the engine produced and
- * not yet sent, in one message, never held back — then exactly one `done` or one `error`. Error
+ * not yet sent, in one message, never held back, with their logprobs when asked for — and
+ * `tool_calls` messages (tool-call deltas; each takes an index as a token does), then exactly one
+ * `done` (with the engine's `systemFingerprint`) or one `error` (with `status`, `errorType` and
+ * `param` when the engine's upstream refused the request itself). Error
  * codes: the engine's (see `EngineError`), `timeout` (`worker.request_timeout_ms`),
  * `worker_shutdown` (still running when the drain timeout ran out), `internal_error` (a defect).
  * A cancel interrupts the fiber, which stops the engine; nothing more is published for that request.

@@ -51,10 +51,11 @@ export interface InferenceEngineService {
   readonly type: string
   /**
    * Generates the answer to `request` with the model at `modelPath` (a path from the skills). Every
-   * group of tokens goes to `emit` as soon as the engine has it — never held back to wait for more —
-   * and the effect succeeds with how it finished. Push, not a `Stream`: the worker publishes each
-   * group as one bus message with no Effect machinery per token (issue 10). Interrupting the effect
-   * stops the work (the upstream request is aborted).
+   * group of tokens goes to `emit` (with their logprobs when the request asked for them), every
+   * group of tool-call deltas to `emitToolCalls`, as soon as the engine has them — never held back
+   * to wait for more — and the effect succeeds with how it finished. Push, not a `Stream`: the
+   * worker publishes each group as one bus message with no Effect machinery per token (issue 10).
+   * Interrupting the effect stops the work (the upstream request is aborted).
    */
   readonly generate: (
     request: InferenceRequest,
