@@ -79,6 +79,7 @@ const serveChat = (body: ChatBody, res: ServerResponse) => {
   const id = `chatcmpl-${randomUUID()}`
   const created = Math.floor(Date.now() / 1000)
   const usage = { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length }
+  const finishReason = plan.finishReason
   if (!body.stream) {
     res.writeHead(200, { "content-type": "application/json" })
     res.end(
@@ -106,7 +107,7 @@ const serveChat = (body: ChatBody, res: ServerResponse) => {
     const end = Math.min(next + GROUP, plan.tokens.length)
     for (; next < end; next++) out += format.token(plan.tokens[next] ?? "")
     if (next >= plan.tokens.length) {
-      res.end(out + format.end(plan.finishReason, usage))
+      res.end(out + format.end(finishReason, usage))
       return
     }
     res.write(out)

@@ -1,5 +1,6 @@
 import { Schema } from "effect"
 import { ClusterMode } from "../domain/cluster.js"
+import { DEFAULT_OPENAI_FEATURES, FeatureName } from "../domain/features.js"
 import { WorkerIdString } from "../domain/ids.js"
 
 /**
@@ -29,10 +30,12 @@ export const ApiConfig = Schema.Struct({
   authFailuresPerMinute: key("auth_failures_per_minute", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 30),
   /** extension: largest accepted request body. */
   maxBodyBytes: key("max_body_bytes", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 1_048_576),
-  /** extension: `max_tokens` above this is capped to it. */
-  maxTokensCeiling: key("max_tokens_ceiling", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 8192),
-  /** extension: `max_tokens` when a request gives none. */
-  defaultMaxTokens: key("default_max_tokens", Schema.Number.pipe(Schema.int(), Schema.positive()), () => 512),
+  /**
+   * extension: the largest `max_tokens` (or `max_completion_tokens`) a request may ask for; above
+   * it the request is a 400 naming the field. null: no limit. A request without one is not given
+   * one: the engine's own limit applies (issue 12).
+   */
+  maxTokensCeiling: key("max_tokens_ceiling", Schema.NullOr(Schema.Number.pipe(Schema.int(), Schema.positive())), () => null),
   /** extension: WebSocket keep-alive ping period. */
   wsPingIntervalMs: key("ws_ping_interval_ms", PositiveMillis, () => 30_000),
   /**
@@ -229,7 +232,12 @@ export const OpenAiEngineConfig = Schema.Struct({
    * stream whose worker was lost. Off by default: OpenAI's own API and servers that do not would
    * answer with a new turn instead, and the client would get a garbled answer.
    */
-  continueChat: key("continue_chat", Schema.Boolean, () => false)
+  continueChat: key("continue_chat", Schema.Boolean, () => false),
+  /**
+   * extension (issue 12): what the upstream server honours beyond plain generation
+   * (src/domain/features.ts); requests that need anything else never reach this worker.
+   */
+  features: key("features", Schema.Array(FeatureName), () => DEFAULT_OPENAI_FEATURES)
 })
 
 export const MlxLmEngineConfig = Schema.Struct({
@@ -268,7 +276,12 @@ export const WorkerConfig = Schema.Struct({
   tags: key("tags", Schema.Array(Schema.String), () => []),
   priority: key("priority", Schema.Finite, () => 0),
   engine: key("engine", EngineConfig, () => Schema.decodeSync(EngineConfig)({})),
-  hardware: key("hardware", HardwareOverrides, () => ({}))
+  hardware: key("hardware", HardwareOverrides, () => ({})),
+  /**
+   * extension (issue 12): per model name, the features its engine honours for that model, instead
+   * of the engine's own list (a vision model behind the openai engine: add `multimodal`).
+   */
+  modelFeatures: key("model_features", Schema.Record({ key: Schema.String, value: Schema.Array(FeatureName) }), () => ({}))
 })
 
 export const LogLevelName = Schema.Literal("debug", "info", "warning", "error")

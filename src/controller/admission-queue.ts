@@ -2,7 +2,7 @@ import { Effect, Either, Exit } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { QueueFull, QueueTimeout } from "../domain/errors.js"
 import type { WorkerInfo } from "../domain/worker.js"
-import { Balancer, type SelectError, type SelectRequest } from "./balancer.js"
+import { Balancer, honours, type SelectError, type SelectRequest } from "./balancer.js"
 import { ControllerIdentity } from "./controller-identity.js"
 import { DeadlineSweep } from "./deadline-sweep.js"
 import { InFlight } from "./in-flight.js"
@@ -35,6 +35,7 @@ interface Waiter extends WaitingEntry {
 const fitsWorker = (worker: WorkerInfo) => (waiter: Waiter) =>
   !(waiter.request.exclude?.has(worker.workerId) ?? false) &&
   (waiter.request.tags ?? []).every((tag) => (worker.tags ?? []).includes(tag)) &&
+  honours(worker, waiter.request.model, waiter.request.requires) &&
   (waiter.request.eligible?.(worker) ?? true)
 
 /**

@@ -1,7 +1,8 @@
 import { Effect, Either } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { BalancingStrategy } from "../config/schema.js"
-import { ModelNotFound, NoSkilledWorker, NoWorkers } from "../domain/errors.js"
+import { ModelNotFound, NoSkilledWorker, NoWorkers, UnsupportedParameter } from "../domain/errors.js"
+import { featuresFor, type Requirement } from "../domain/features.js"
 import type { PromptChain } from "../domain/prompt-chain.js"
 import type { WorkerInfo } from "../domain/worker.js"
 import { makeAffinityTracker } from "./affinity-tracker.js"
@@ -19,6 +20,8 @@ export interface SelectRequest {
   readonly prompt?: PromptChain | undefined
   /** extension (issue 13): only workers for which this holds (a migration: those that can continue the stream). */
   readonly eligible?: ((worker: WorkerInfo) => boolean) | undefined
+  /** Capabilities the worker's engine must honour for the model (issue 12). */
+  readonly requires?: ReadonlyArray<Requirement>
 }
 
 /**
@@ -31,7 +34,43 @@ export interface Selection {
   readonly saturated: boolean
 }
 
-export type SelectError = ModelNotFound | NoWorkers | NoSkilledWorker
+export type SelectError = ModelNotFound | NoWorkers | NoSkilledWorker | UnsupportedParameter
+
+/** The worker's engine honours every one of `requires` for `model`. */
+export const honours = (worker: WorkerInfo, model: string, requires: ReadonlyArray<Requirement> | undefined): boolean => {
+  if (requires === undefined || requires.length === 0) return true
+  const features = featuresFor(worker.capabilities, model)
+  return requires.every((r) => features.includes(r.feature))
+}
+
+/**
+ * The workers of `workers` that honour every requirement, or the 400 naming the first parameter
+ * that left none (with the one already required, when each is honoured somewhere but not together).
+ */
+export const honouring = (
+  workers: ReadonlyArray<WorkerInfo>,
+  model: string,
+  requires: ReadonlyArray<Requirement>
+): Either.Either<ReadonlyArray<WorkerInfo>, UnsupportedParameter> => {
+  const has = (w: WorkerInfo, r: Requirement) => featuresFor(w.capabilities, model).includes(r.feature)
+  let able = workers
+  for (let i = 0; i < requires.length; i++) {
+    const r = requires[i] as Requirement
+    const next = able.filter((w) => has(w, r))
+    if (next.length === 0) {
+      // Honoured somewhere, only not with what was already required: name the first one it clashes with.
+      const earlier = requires.slice(0, i)
+      const together = workers.some((w) => has(w, r))
+        ? (earlier.find((p) => !workers.some((w) => has(w, p) && has(w, r))) ?? earlier[0])
+        : undefined
+      return Either.left(
+        new UnsupportedParameter({ model, param: r.param, feature: r.feature, ...(together === undefined ? {} : { together: together.param }) })
+      )
+    }
+    able = next
+  }
+  return Either.right(able)
+}
 
 /** Extra memory a model needs beyond its weights (KV cache, activations). */
 export const MEMORY_OVERHEAD = 1.2
@@ -122,7 +161,8 @@ export const unservedError = (request: SelectRequest, context: UnservedContext):
  * `lastSelected` is the round-robin cursor (the id chosen last).
  *
  * 1. online workers that serve the model (none: `unservedError`, with `context` when given);
- * 2. tags: the worker has every requested tag (none: `NoSkilledWorker`);
+ * 2. tags: the worker has every requested tag (none: `NoSkilledWorker`); then `requires`: its
+ *    engine honours every capability the request uses for the model (none: `UnsupportedParameter`);
  * 3. `exclude` drops workers already tried, `eligible` the ones that cannot take this request
  *    (none left: `NoWorkers`);
  * 4. capacity: workers whose load is below `maxConcurrent`; if there are none, all remaining ones
@@ -166,8 +206,13 @@ export const selectWorker = (
     return Either.left(new NoSkilledWorker({ model, available: servedModels(skilled), tags }))
   }
 
+  // issue 12: only workers whose engine honours what the request uses; none: a 400 naming the parameter.
+  const requires = request.requires ?? []
+  const able = requires.length === 0 ? Either.right(tagged) : honouring(tagged, model, requires)
+  if (Either.isLeft(able)) return Either.left(able.left)
+
   const exclude = request.exclude
-  const untried = exclude === undefined || exclude.size === 0 ? tagged : tagged.filter((w) => !exclude.has(w.workerId))
+  const untried = exclude === undefined || exclude.size === 0 ? able.right : able.right.filter((w) => !exclude.has(w.workerId))
   const eligible = request.eligible
   const candidates = eligible === undefined ? untried : untried.filter(eligible)
   if (candidates.length === 0) return Either.left(new NoWorkers({ model }))

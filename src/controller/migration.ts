@@ -1,6 +1,6 @@
 import { type ContinuationKind, continuationKindOf, continues } from "../domain/continuation.js"
 import type { InferenceError } from "../domain/errors.js"
-import type { InferenceRequest } from "../domain/inference.js"
+import { type InferenceRequest, type MessageContent, messageText } from "../domain/inference.js"
 import type { DoneEvent, RelayEvent, RelaySink } from "../domain/route.js"
 import type { WorkerInfo } from "../domain/worker.js"
 
@@ -67,7 +67,7 @@ const words = (text: string): number => text.split(/\s+/).filter((w) => w.length
  * are unknown (the worker never said): counted as words, as engines without a tokenizer do.
  */
 export const completedDone = (
-  request: { readonly messages?: ReadonlyArray<{ readonly content: string }> | undefined; readonly prompt?: string | undefined },
+  request: { readonly messages?: ReadonlyArray<{ readonly content?: MessageContent | undefined }> | undefined; readonly prompt?: string | undefined },
   relayed: number,
   workerId: string,
   migrations: number
@@ -75,7 +75,7 @@ export const completedDone = (
   type: "done",
   finishReason: "length",
   usage: {
-    promptTokens: (request.messages ?? []).reduce((n, m) => n + words(m.content), 0) + words(request.prompt ?? ""),
+    promptTokens: (request.messages ?? []).reduce((n, m) => n + words(messageText(m)), 0) + words(request.prompt ?? ""),
     completionTokens: relayed
   },
   latencyMs: 0,
@@ -94,7 +94,7 @@ export class StreamAnswer {
 
   constructor(readonly kind: ContinuationKind) {}
 
-  static of(request: { readonly messages?: unknown }): StreamAnswer {
+  static of(request: { readonly endpoint?: string | undefined }): StreamAnswer {
     return new StreamAnswer(continuationKindOf(request))
   }
 

@@ -45,7 +45,9 @@ export const LIMITS = {
   hostnameChars: 255,
   ipChars: 64,
   /** `platform`, `arch`, `chip`, `engine`. */
-  labelChars: 128
+  labelChars: 128,
+  /** Entries of `capabilities.features` (and of each `modelFeatures` list), each at most `labelChars`. */
+  features: 64
 } as const
 
 export interface RegistrationPolicy {
@@ -176,6 +178,22 @@ const applyHardwareOverride = (hardware: HardwareProfile, o: HardwareOverrides):
   ...(o.totalMemoryGB === undefined ? {} : { totalMemoryGB: o.totalMemoryGB })
 })
 
+const boundFeatures = (features: ReadonlyArray<string>): ReadonlyArray<string> =>
+  features.slice(0, LIMITS.features).map((f) => cleanLabel(f, LIMITS.labelChars))
+
+/** Feature lists bounded; per-model lists kept only for the kept models. */
+const boundCapabilityFeatures = (
+  capabilities: WorkerRegistration["capabilities"],
+  models: ReadonlyArray<string>
+): Pick<WorkerRegistration["capabilities"], "features" | "modelFeatures"> => {
+  const perModel = capabilities.modelFeatures === undefined ? undefined : pick(capabilities.modelFeatures, models)
+  if (perModel !== undefined) for (const [model, list] of Object.entries(perModel)) perModel[model] = boundFeatures(list)
+  return {
+    ...(capabilities.features === undefined ? {} : { features: boundFeatures(capabilities.features) }),
+    ...(perModel === undefined ? {} : { modelFeatures: perModel })
+  }
+}
+
 /** A registration with every self-reported value bounded, then the operator's overrides applied. */
 export const boundRegistration = (
   reg: WorkerRegistration,
@@ -194,6 +212,7 @@ export const boundRegistration = (
       : bounded(notes, "priority", reportedPriority, -LIMITS.priority, LIMITS.priority))
   const tags = override?.tags ?? (reportedTags === undefined ? undefined : boundTags(reportedTags, notes))
   const maxConcurrent = bounded(notes, "maxConcurrent", reg.capabilities.maxConcurrent, 0, LIMITS.maxConcurrent, true)
+  const skills = boundSkills(reg.skills, policy.maxModelsPerWorker, notes)
   const value: WorkerRegistration = {
     ...rest,
     hostname: cleanLabel(reg.hostname, LIMITS.hostnameChars),
@@ -202,9 +221,10 @@ export const boundRegistration = (
     capabilities: {
       ...reg.capabilities,
       maxConcurrent: override?.maxConcurrent ?? maxConcurrent,
-      engine: cleanLabel(reg.capabilities.engine, LIMITS.labelChars)
+      engine: cleanLabel(reg.capabilities.engine, LIMITS.labelChars),
+      ...boundCapabilityFeatures(reg.capabilities, skills.availableModels)
     },
-    skills: boundSkills(reg.skills, policy.maxModelsPerWorker, notes),
+    skills,
     ...(priority === undefined ? {} : { priority }),
     ...(tags === undefined ? {} : { tags })
   }

@@ -1,5 +1,5 @@
-import { type InferenceError, WorkerFailed } from "../domain/errors.js"
-import type { TokenMessage } from "../domain/inference.js"
+import { type InferenceError, UpstreamRejected, WorkerFailed } from "../domain/errors.js"
+import type { TokenLogprob, TokenMessage } from "../domain/inference.js"
 import type { RelayEvent } from "../domain/route.js"
 
 /**
@@ -48,7 +48,8 @@ export interface StepResult {
 /** Worker error codes that say the request itself cannot succeed anywhere: no retry. */
 export const FINAL_WORKER_CODES: ReadonlySet<string> = new Set(["timeout", "cancelled", "invalid_request"])
 
-const tokensEvent = (state: RelayState, index: number, tokens: ReadonlyArray<string>, ctx: StepContext): StepResult => {
+/** The message's indexes are the expected ones: the event to pass on; otherwise the gap ends the attempt. */
+const inOrder = (state: RelayState, index: number, count: number, event: RelayEvent, ctx: StepContext): StepResult => {
   if (index !== state.expected) {
     // Not `finished`: the worker may still be generating, so the shell cancels it.
     return {
@@ -63,28 +64,58 @@ const tokensEvent = (state: RelayState, index: number, tokens: ReadonlyArray<str
       }
     }
   }
-  return { state: { ...state, expected: index + tokens.length }, event: { type: "tokens", index, tokens } }
+  return { state: { ...state, expected: index + count }, event }
 }
+
+const tokensEvent = (
+  state: RelayState,
+  index: number,
+  tokens: ReadonlyArray<string>,
+  logprobs: ReadonlyArray<TokenLogprob> | undefined,
+  ctx: StepContext
+): StepResult =>
+  inOrder(state, index, tokens.length, logprobs === undefined ? { type: "tokens", index, tokens } : { type: "tokens", index, tokens, logprobs }, ctx)
 
 /** One message from the worker. Must not be called after an outcome. */
 export const step = (state: RelayState, message: TokenMessage, ctx: StepContext): StepResult => {
   switch (message.type) {
     case "tokens":
-      return tokensEvent(state, message.index, message.tokens, ctx)
+      return tokensEvent(state, message.index, message.tokens, message.logprobs, ctx)
     case "token":
-      return tokensEvent(state, message.index, [message.token], ctx)
+      return tokensEvent(state, message.index, [message.token], undefined, ctx)
+    case "tool_calls":
+      // Each delta takes one index, as a token does.
+      return inOrder(state, message.index, message.deltas.length, { type: "toolCalls", index: message.index, deltas: message.deltas }, ctx)
     case "done": {
       const done: Extract<RelayEvent, { type: "done" }> = {
         type: "done",
         finishReason: message.finishReason,
         usage: message.usage,
         latencyMs: message.latencyMs,
-        workerId: ctx.workerId
+        workerId: ctx.workerId,
+        ...(message.systemFingerprint === undefined ? {} : { systemFingerprint: message.systemFingerprint })
       }
       return { state: { ...state, finished: true }, event: done, outcome: { _tag: "Done", done } }
     }
     case "error": {
       const next = { ...state, finished: true }
+      // The engine's upstream refused the request itself (issue 12): the client's error, final.
+      if (message.status !== undefined) {
+        return {
+          state: next,
+          outcome: {
+            _tag: "Fail",
+            error: new UpstreamRejected({
+              workerId: ctx.workerId,
+              status: message.status,
+              message: message.message,
+              code: message.code,
+              ...(message.errorType === undefined ? {} : { errorType: message.errorType }),
+              ...(message.param === undefined ? {} : { param: message.param })
+            })
+          }
+        }
+      }
       // Before any token, a worker's own failure (engine down, upstream unreachable) is that worker's
       // problem: another one may serve the request.
       if (ctx.relayedBefore === 0 && state.expected === 0 && !FINAL_WORKER_CODES.has(message.code)) {

@@ -114,6 +114,7 @@ export class Relay implements Deadline {
       this.lastMessageAt = at
       if (this.messages++ === 0) this.firstMessageAt = at
       if (event.type === "tokens") this.options.onTokens(event.tokens.length, at)
+      else if (event.type === "toolCalls") this.options.onTokens(event.deltas.length, at)
       if (!this.options.sink.push(event) && result.outcome === undefined) {
         return this.end({ _tag: "Fail", error: this.options.slowConsumer() })
       }

@@ -78,7 +78,10 @@ const toWire = (requestId: RequestId, r: RouteRequest): InferenceRequest => ({
   ...(r.prompt === undefined ? {} : { prompt: r.prompt }),
   ...(r.temperature === undefined ? {} : { temperature: r.temperature }),
   ...(r.topP === undefined ? {} : { topP: r.topP }),
-  ...(r.stop === undefined ? {} : { stop: r.stop })
+  ...(r.stop === undefined ? {} : { stop: r.stop }),
+  // issue 12: the client's other fields, verbatim, and the route it called.
+  ...(r.params === undefined ? {} : { params: r.params }),
+  ...(r.endpoint === undefined ? {} : { endpoint: r.endpoint })
 })
 
 const textEncoder = new TextEncoder()
@@ -228,7 +231,9 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
               // Issue 14: a request sent back by a busy worker waits at most max_wait_ms since it first asked.
               ...(ctx.requeues === 0 ? {} : { waitingSince: ctx.startedAt }),
               // A migration: only workers that can continue the stream (issue 13).
-              ...(ctx.lost === undefined || ctx.answer === undefined ? {} : { eligible: continuesKind(ctx.answer.kind) })
+              ...(ctx.lost === undefined || ctx.answer === undefined ? {} : { eligible: continuesKind(ctx.answer.kind) }),
+              // issue 12: only workers whose engine honours what the request uses.
+              ...(request.requires === undefined || request.requires.length === 0 ? {} : { requires: request.requires })
             })
           ).pipe(
             // A migration that finds no worker ends as the lost worker's stream would have.

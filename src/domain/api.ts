@@ -2,8 +2,9 @@ import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "
 import { Schema, SchemaAST } from "effect"
 import { ClusterStatus } from "./cluster.js"
 import { DashboardSnapshot } from "./dashboard.js"
-import { OpenAiErrorBody, toOpenAiError, WorkerNotFound } from "./errors.js"
-import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest, ModelList } from "./openai.js"
+import { VERSION } from "../version.js"
+import { ModelNotFound, OpenAiErrorBody, toOpenAiError, WorkerNotFound } from "./errors.js"
+import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest, ModelList, ModelObject } from "./openai.js"
 import { WorkerInfo } from "./worker.js"
 
 /**
@@ -14,7 +15,7 @@ import { WorkerInfo } from "./worker.js"
  */
 
 /** An error class on the wire as the OpenAI body, with the status its annotations give. */
-const asOpenAiBody = <A extends WorkerNotFound, I>(
+const asOpenAiBody = <A extends WorkerNotFound | ModelNotFound, I>(
   errorSchema: Schema.Schema<A, I>,
   fromBody: (body: OpenAiErrorBody) => A
 ) =>
@@ -29,6 +30,11 @@ export const WorkerNotFoundBody = asOpenAiBody(
   (body) => new WorkerNotFound({ workerId: /"(.*)"/.exec(body.error.message)?.[1] ?? "" })
 )
 
+export const ModelNotFoundBody = asOpenAiBody(
+  ModelNotFound,
+  (body) => new ModelNotFound({ model: /"(.*?)"/.exec(body.error.message)?.[1] ?? "" })
+)
+
 /** Documentation of the error statuses the OpenAI routes answer with, all as the OpenAI body. */
 const documentedError = (status: number, identifier: string) =>
   OpenAiErrorBody.annotations({ identifier, [HttpApiSchema.AnnotationStatus]: status })
@@ -36,6 +42,7 @@ const documentedError = (status: number, identifier: string) =>
 const openAiErrors = [
   documentedError(400, "InvalidRequestError"),
   documentedError(401, "AuthenticationError"),
+  documentedError(404, "NotFoundError"),
   documentedError(413, "BodyTooLargeError"),
   documentedError(429, "RateLimitError"),
   documentedError(502, "WorkerError"),
@@ -75,6 +82,24 @@ export class ModelsGroup extends HttpApiGroup.make("models")
     HttpApiEndpoint.get("listModels", "/v1/models")
       .addSuccess(ModelList)
       .annotate(OpenApi.Summary, "Every model that some online worker serves")
+  )
+  .annotate(OpenApi.Title, "OpenAI-compatible") {}
+
+/**
+ * `GET /v1/models/{id}`: served by a raw wildcard route (`src/http/openai-handlers.ts`), because
+ * model ids hold `/`; this group documents it.
+ */
+export class ModelLookupGroup extends HttpApiGroup.make("modelLookup")
+  .add(
+    HttpApiEndpoint.get("retrieveModel", "/v1/models/:id")
+      .setPath(Schema.Struct({ id: Schema.String }))
+      .addSuccess(ModelObject)
+      .addError(ModelNotFoundBody)
+      .annotate(OpenApi.Summary, "One model some online worker serves")
+      .annotate(
+        OpenApi.Description,
+        "The id may contain `/` (`mlx-community/Llama-3.2-3B-Instruct-4bit`), as is or encoded as `%2F`. A model no online worker serves is a 404 `model_not_found`."
+      )
   )
   .annotate(OpenApi.Title, "OpenAI-compatible") {}
 
@@ -137,6 +162,47 @@ const documentSse = (spec: Record<string, unknown>): Record<string, unknown> => 
   return spec
 }
 
+/** Routes that need no API key even when `api_keys` are set (see `src/http/protections.ts`). */
+const OPEN_PATHS: ReadonlySet<string> = new Set(["/health", "/ready"])
+
+type Operation = { security?: ReadonlyArray<unknown>; responses?: Record<string, { description?: string; content?: Record<string, { schema?: unknown }> }> }
+
+/**
+ * What the generator cannot say by itself: the bearer key (so that `/docs` can send one: "Try it
+ * out" after "Authorize"), and the error body every route really answers with. A body that fails
+ * its schema is an OpenAI `{"error": {...}}` (the inference routes read their own bodies), never
+ * the generator's `HttpApiDecodeError`.
+ */
+const documentErrorsAndSecurity = (spec: Record<string, unknown>): Record<string, unknown> => {
+  const paths = (spec["paths"] ?? {}) as Record<string, Record<string, Operation>>
+  for (const [path, methods] of Object.entries(paths)) {
+    for (const operation of Object.values(methods)) {
+      // The generator gives every operation `security: []`, which would override the document's.
+      operation.security = OPEN_PATHS.has(path) ? [] : [{ bearerAuth: [] }]
+      const bad = operation.responses?.["400"]
+      if (bad !== undefined) {
+        bad.description = "Invalid request: the OpenAI error body, naming the parameter"
+        bad.content = { "application/json": { schema: { $ref: "#/components/schemas/InvalidRequestError" } } }
+      }
+    }
+  }
+  const components = (spec["components"] ?? {}) as { schemas?: Record<string, unknown>; securitySchemes?: Record<string, unknown> }
+  if (components.schemas !== undefined) {
+    // Only the replaced 400s referred to these.
+    const { HttpApiDecodeError: _decode, Issue: _issue, PropertyKey: _key, ...schemas } = components.schemas
+    components.schemas = schemas
+  }
+  components.securitySchemes = {
+    ...components.securitySchemes,
+    bearerAuth: {
+      type: "http",
+      scheme: "bearer",
+      description: "One of `controller.api.api_keys`, as `Authorization: Bearer KEY` (needed only when keys are configured)"
+    }
+  }
+  return { ...spec, components, security: [{ bearerAuth: [] }] }
+}
+
 /** The routes the HttpApi router serves. */
 export class ServedApi extends HttpApi.make("mlx-cluster")
   .add(ModelsGroup)
@@ -147,8 +213,13 @@ export class ServedApi extends HttpApi.make("mlx-cluster")
 export class ClusterApi extends HttpApi.make("mlx-cluster")
   .add(InferenceGroup)
   .add(ModelsGroup)
+  .add(ModelLookupGroup)
   .add(ClusterGroup)
   .add(HealthGroup)
   .annotate(OpenApi.Title, "mlx-serving cluster")
+  .annotate(OpenApi.Version, VERSION)
   .annotate(OpenApi.Description, "One OpenAI-compatible endpoint for a cluster of Apple-Silicon Macs")
-  .annotate(OpenApi.Transform, documentSse) {}
+  .annotate(OpenApi.Transform, (spec) => documentErrorsAndSecurity(documentSse(spec))) {}
+
+/** The document of `/openapi.json` (and of `/docs`, which builds the same one). */
+export const openApiDocument = OpenApi.fromApi(ClusterApi)

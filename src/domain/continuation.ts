@@ -25,16 +25,17 @@ export const Continuation = Schema.Struct({
 export type Continuation = typeof Continuation.Type
 
 /**
- * What can be continued, named after the OpenAI route whose form the request has: `chat` (a
- * `messages` request: the engine continues a final assistant message holding the text) and
- * `completions` (a `prompt` request: the engine completes the prompt followed by the text).
+ * What can be continued, named after the OpenAI route a request reaches an engine's upstream by:
+ * `chat` (the engine continues a final assistant message holding the text; a bare prompt from the
+ * WebSocket or RPC goes upstream as a chat too) and `completions` (a legacy completion: the engine
+ * completes the prompt followed by the text).
  */
 export const ContinuationKind = Schema.Literal("chat", "completions")
 export type ContinuationKind = typeof ContinuationKind.Type
 
-/** The kind a request would need: `chat` when it carries `messages`, else `completions`. */
-export const continuationKindOf = (request: { readonly messages?: unknown }): ContinuationKind =>
-  request.messages !== undefined ? "chat" : "completions"
+/** The kind a request would need: `completions` for a legacy completion (`endpoint`), else `chat`. */
+export const continuationKindOf = (request: { readonly endpoint?: string | undefined }): ContinuationKind =>
+  request.endpoint === "completions" ? "completions" : "chat"
 
 /**
  * Whether a worker's registration says its engine continues requests of `kind`

@@ -104,6 +104,52 @@ export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()(
   }
 }
 
+/**
+ * The request uses something no worker serving its model honours (issue 12): a 400 naming the
+ * parameter rather than a field accepted and ignored. `together`: the parameter that was already
+ * required when this one left no worker (each is honoured somewhere, never both by one worker).
+ */
+export class UnsupportedParameter extends Schema.TaggedError<UnsupportedParameter>()(
+  "UnsupportedParameter",
+  { model: Schema.String, param: Schema.String, feature: Schema.String, together: Schema.optional(Schema.String) },
+  kind({ status: 400, type: "invalid_request_error", code: "unsupported_parameter" })
+) {
+  override get message() {
+    const also = this.together === undefined ? "" : ` that also supports '${this.together}'`
+    return this.feature === "completions"
+      ? `Unsupported endpoint: /v1/completions (a raw prompt, without a chat template) is not supported by any worker serving "${this.model}"${also}; use /v1/chat/completions`
+      : `Unsupported parameter: '${this.param}' is not supported by any worker serving "${this.model}"${also}`
+  }
+}
+
+/**
+ * The engine's upstream server refused the request itself (its 4xx: a context too long, an invalid
+ * value): the client gets that status, message, code, type and param, and no other worker is tried.
+ */
+export class UpstreamRejected extends Schema.TaggedError<UpstreamRejected>()(
+  "UpstreamRejected",
+  {
+    workerId: Schema.String,
+    status: Schema.Number,
+    message: Schema.String,
+    code: Schema.String,
+    errorType: Schema.optional(Schema.String),
+    param: Schema.optional(Schema.String)
+  },
+  kind({ status: 400, type: "invalid_request_error", code: "upstream_rejected" })
+) {}
+
+/** No route for this method and path: OpenAI's own 404 wording. */
+export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()(
+  "RouteNotFound",
+  { method: Schema.String, path: Schema.String },
+  kind({ status: 404, type: "invalid_request_error", code: "unknown_url" })
+) {
+  override get message() {
+    return `Invalid URL (${this.method} ${this.path})`
+  }
+}
+
 export class NoWorkers extends Schema.TaggedError<NoWorkers>()(
   "NoWorkers",
   { model: Schema.String, retryAfterSeconds: Schema.optionalWith(Schema.Number, { default: () => 5 }) },
@@ -234,6 +280,8 @@ export const InferenceError = Schema.Union(
   InvalidRequest,
   BodyTooLarge,
   ModelNotFound,
+  UnsupportedParameter,
+  UpstreamRejected,
   Overloaded,
   SlowConsumer,
   NoWorkers,
@@ -248,7 +296,7 @@ export const InferenceError = Schema.Union(
 )
 export type InferenceError = typeof InferenceError.Type
 
-export type WireError = InferenceError | Unauthorized | WorkerNotFound | RateLimited
+export type WireError = InferenceError | Unauthorized | WorkerNotFound | RateLimited | RouteNotFound
 
 /** The OpenAI wire body, `{ error: { message, type, code } }`. */
 export const OpenAiErrorBody = Schema.Struct({
@@ -271,6 +319,11 @@ const kindOf = (error: WireError): OpenAiErrorKind => {
 
 /** HTTP status and OpenAI body of a wire error, read from its annotations. */
 export const toOpenAiError = (error: WireError): { readonly status: number; readonly body: OpenAiErrorBody } => {
+  if (error._tag === "UpstreamRejected") {
+    // The upstream's own answer, as it gave it.
+    const param = error.param === undefined ? {} : { param: error.param }
+    return { status: error.status, body: { error: { message: error.message, type: error.errorType ?? "invalid_request_error", code: error.code, ...param } } }
+  }
   const k = kindOf(error)
   const code = "code" in error && typeof error.code === "string" ? error.code : k.code
   const param = "param" in error && typeof error.param === "string" ? { param: error.param } : {}

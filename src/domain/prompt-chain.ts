@@ -1,3 +1,5 @@
+import { contentText, type MessageContent } from "./inference.js"
+
 /**
  * A prompt as a chain of hashed blocks: the shared vocabulary of prefix caching (issue 16).
  *
@@ -26,7 +28,8 @@
 
 export interface PromptInput {
   readonly model: string
-  readonly messages?: ReadonlyArray<{ readonly role: string; readonly content: string }> | undefined
+  /** Only the text of each message counts (its text parts, for a parts array). */
+  readonly messages?: ReadonlyArray<{ readonly role: string; readonly content?: MessageContent | undefined }> | undefined
   readonly prompt?: string | undefined
 }
 
@@ -51,7 +54,7 @@ export const promptWords = (input: PromptInput): ReadonlyArray<string> => {
   const words: Array<string> = []
   for (const message of input.messages ?? []) {
     words.push(`<|${message.role}|>`)
-    for (const word of wordsOf(message.content)) words.push(word)
+    for (const word of wordsOf(contentText(message.content))) words.push(word)
   }
   if (input.prompt !== undefined) for (const word of wordsOf(input.prompt)) words.push(word)
   return words

@@ -1,4 +1,5 @@
-import type { ChatMessage, FinishReason, Usage } from "./inference.js"
+import type { Requirement } from "./features.js"
+import type { ChatMessage, FinishReason, InferenceEndpoint, TokenLogprob, ToolCallDelta, Usage } from "./inference.js"
 
 /**
  * What the front doors (OpenAI HTTP, WebSocket, RPC) hand the Router and what they get back: the
@@ -17,6 +18,12 @@ export interface RouteRequest {
   readonly temperature?: number
   readonly topP?: number
   readonly stop?: ReadonlyArray<string>
+  /** Every other field of the client's OpenAI request, verbatim (see `InferenceRequest.params`). */
+  readonly params?: Readonly<Record<string, unknown>>
+  /** The OpenAI route the client called. */
+  readonly endpoint?: InferenceEndpoint
+  /** What a worker's engine must honour to serve it (from `requirementsOf`): others are not chosen. */
+  readonly requires?: ReadonlyArray<Requirement>
   /** Only workers carrying every one of these tags. */
   readonly tags?: ReadonlyArray<string>
   /** Higher leaves the admission queue first. */
@@ -32,6 +39,15 @@ export interface TokensEvent {
   readonly type: "tokens"
   readonly index: number
   readonly tokens: ReadonlyArray<string>
+  /** The tokens' log probabilities, when the request asked for them. */
+  readonly logprobs?: ReadonlyArray<TokenLogprob>
+}
+
+/** Tool-call deltas as one bus message brought them (`index` is the first one's). */
+export interface ToolCallsEvent {
+  readonly type: "toolCalls"
+  readonly index: number
+  readonly deltas: ReadonlyArray<ToolCallDelta>
 }
 
 /** The end of a successful generation. */
@@ -47,10 +63,12 @@ export interface DoneEvent {
    * lost or hung; absent when it never did. `usage` then counts every token of every attempt.
    */
   readonly migrations?: number
+  /** The engine's `system_fingerprint`, when it gave one. */
+  readonly systemFingerprint?: string
 }
 
-/** One step of a relayed stream: a batch of tokens per bus message, then one `done`. */
-export type RelayEvent = TokensEvent | DoneEvent
+/** One step of a relayed stream: a batch of tokens (or tool-call deltas) per bus message, then one `done`. */
+export type RelayEvent = TokensEvent | ToolCallsEvent | DoneEvent
 
 /**
  * Where the Router delivers a stream's events: in order, synchronously from the bus callback that

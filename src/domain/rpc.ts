@@ -4,7 +4,7 @@ import { Schema } from "effect"
 import { ClusterStatus } from "./cluster.js"
 import { InferenceError, WorkerNotFound } from "./errors.js"
 import { NonNegativeInt, NonNegativeNumber } from "./ids.js"
-import { ChatMessage, FinishReason, Usage } from "./inference.js"
+import { PlainChatMessage, FinishReason, Usage } from "./inference.js"
 import { WorkerInfo } from "./worker.js"
 
 /**
@@ -16,8 +16,8 @@ import { WorkerInfo } from "./worker.js"
 export const GenerateRequest = Schema.Struct({
   model: Schema.String.pipe(Schema.minLength(1)),
   prompt: Schema.optional(Schema.String),
-  messages: Schema.optional(Schema.Array(ChatMessage).pipe(Schema.minItems(1))),
-  /** Capped at `controller.api.max_tokens_ceiling`; `controller.api.default_max_tokens` when absent. */
+  messages: Schema.optional(Schema.Array(PlainChatMessage).pipe(Schema.minItems(1))),
+  /** Above `controller.api.max_tokens_ceiling`: refused. Absent: the engine's own limit applies. */
   maxTokens: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
   temperature: Schema.optional(NonNegativeNumber)
 })

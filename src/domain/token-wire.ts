@@ -1,4 +1,5 @@
-import { FinishReason, type TokenMessage } from "./inference.js"
+import { ID_PATTERN, MAX_ID_LENGTH } from "./ids.js"
+import { FinishReason, type TokenLogprob, type TokenMessage, type ToolCallDelta, type TopLogprob } from "./inference.js"
 
 /**
  * The codec of `response.{requestId}` on the hot path. Every relayed token batch crosses here, so
@@ -11,14 +12,14 @@ const textDecoder = new TextDecoder()
 const textEncoder = new TextEncoder()
 
 const FINISH_REASONS: ReadonlySet<unknown> = new Set(FinishReason.literals)
-/** The `RequestId` pattern: a NATS subject token. */
-const SUBJECT_TOKEN = /^[^.*>\s]+$/
 
 type Json = Record<string, unknown>
 
 const isObject = (u: unknown): u is Json => typeof u === "object" && u !== null && !Array.isArray(u)
-const isCount = (u: unknown): u is number => typeof u === "number" && Number.isInteger(u) && u >= 0
-const isRequestId = (u: unknown): u is string => typeof u === "string" && u.length > 0 && SUBJECT_TOKEN.test(u)
+/** `Schema.int()` is a safe integer. */
+const isCount = (u: unknown): u is number => typeof u === "number" && Number.isSafeInteger(u) && u >= 0
+/** Exactly `RequestId`: 1..128 letters, digits, `-` and `_`. */
+const isRequestId = (u: unknown): u is string => typeof u === "string" && u.length > 0 && u.length <= MAX_ID_LENGTH && ID_PATTERN.test(u)
 
 const allStrings = (u: unknown): u is ReadonlyArray<string> => {
   if (!Array.isArray(u) || u.length === 0) return false
@@ -26,16 +27,98 @@ const allStrings = (u: unknown): u is ReadonlyArray<string> => {
   return true
 }
 
+/** `Schema.Finite` (JSON.parse gives Infinity for `1e999`). */
+const isFiniteNumber = (u: unknown): u is number => typeof u === "number" && Number.isFinite(u)
+const isNumberArray = (u: unknown): u is ReadonlyArray<number> => Array.isArray(u) && u.every(isFiniteNumber)
+
+/** `bytes` as the Schema takes it: absent, `null` or an array of numbers; `false` when invalid. */
+const bytesOf = (json: Json): { readonly bytes?: ReadonlyArray<number> | null } | false => {
+  const bytes = json["bytes"]
+  if (bytes === undefined) return {}
+  if (bytes === null) return { bytes: null }
+  return isNumberArray(bytes) ? { bytes } : false
+}
+
+const topLogprob = (u: unknown): TopLogprob | undefined => {
+  if (!isObject(u) || typeof u["token"] !== "string" || !isFiniteNumber(u["logprob"])) return undefined
+  const bytes = bytesOf(u)
+  return bytes === false ? undefined : { token: u["token"], logprob: u["logprob"] as number, ...bytes }
+}
+
+const tokenLogprob = (u: unknown): TokenLogprob | undefined => {
+  if (!isObject(u) || typeof u["token"] !== "string" || !isFiniteNumber(u["logprob"])) return undefined
+  const bytes = bytesOf(u)
+  const top = u["top_logprobs"]
+  if (bytes === false || !Array.isArray(top)) return undefined
+  const tops: Array<TopLogprob> = []
+  for (const item of top) {
+    const entry = topLogprob(item)
+    if (entry === undefined) return undefined
+    tops.push(entry)
+  }
+  return { token: u["token"], logprob: u["logprob"] as number, ...bytes, top_logprobs: tops }
+}
+
+const logprobsOf = (u: unknown): ReadonlyArray<TokenLogprob> | undefined => {
+  if (!Array.isArray(u)) return undefined
+  const out: Array<TokenLogprob> = []
+  for (const item of u) {
+    const entry = tokenLogprob(item)
+    if (entry === undefined) return undefined
+    out.push(entry)
+  }
+  return out
+}
+
+const optionalString = (u: unknown): u is string | undefined => u === undefined || typeof u === "string"
+
+const toolCallDelta = (u: unknown): ToolCallDelta | undefined => {
+  if (!isObject(u) || !isCount(u["index"])) return undefined
+  const { id, type, function: fn } = u
+  if (!optionalString(id) || (type !== undefined && type !== "function")) return undefined
+  if (fn !== undefined && (!isObject(fn) || !optionalString(fn["name"]) || !optionalString(fn["arguments"]))) return undefined
+  return {
+    index: u["index"],
+    ...(id === undefined ? {} : { id }),
+    ...(type === undefined ? {} : { type }),
+    ...(fn === undefined
+      ? {}
+      : {
+          function: {
+            ...(fn["name"] === undefined ? {} : { name: fn["name"] as string }),
+            ...(fn["arguments"] === undefined ? {} : { arguments: fn["arguments"] as string })
+          }
+        })
+  }
+}
+
+const isUpstreamStatus = (u: unknown): u is number => typeof u === "number" && Number.isInteger(u) && u >= 400 && u <= 499
+
 /** The message's own fields only (excess properties are dropped, as the Schema does). */
 const checked = (json: Json): TokenMessage | string => {
   const requestId = json["requestId"]
-  if (!isRequestId(requestId)) return "requestId: expected a subject token"
+  if (!isRequestId(requestId)) return "requestId: expected 1 to 128 letters, digits, - and _"
   switch (json["type"]) {
     case "tokens": {
-      const { index, tokens } = json
+      const { index, tokens, logprobs } = json
       if (!isCount(index)) return "index: expected a non-negative integer"
       if (!allStrings(tokens)) return "tokens: expected a non-empty array of strings"
-      return { type: "tokens", requestId: requestId as TokenMessage["requestId"], index, tokens }
+      if (logprobs === undefined) return { type: "tokens", requestId: requestId as TokenMessage["requestId"], index, tokens }
+      const entries = logprobsOf(logprobs)
+      if (entries === undefined) return "logprobs: expected an array of { token, logprob, bytes?, top_logprobs }"
+      return { type: "tokens", requestId: requestId as TokenMessage["requestId"], index, tokens, logprobs: entries }
+    }
+    case "tool_calls": {
+      const { index, deltas } = json
+      if (!isCount(index)) return "index: expected a non-negative integer"
+      if (!Array.isArray(deltas) || deltas.length === 0) return "deltas: expected a non-empty array of tool-call deltas"
+      const out: Array<ToolCallDelta> = []
+      for (const item of deltas) {
+        const delta = toolCallDelta(item)
+        if (delta === undefined) return "deltas: expected { index, id?, type?: \"function\", function?: { name?, arguments? } }"
+        out.push(delta)
+      }
+      return { type: "tool_calls", requestId: requestId as TokenMessage["requestId"], index, deltas: out }
     }
     case "token": {
       const { index, token } = json
@@ -44,7 +127,7 @@ const checked = (json: Json): TokenMessage | string => {
       return { type: "token", requestId: requestId as TokenMessage["requestId"], index, token }
     }
     case "done": {
-      const { finishReason, usage, latencyMs } = json
+      const { finishReason, usage, latencyMs, systemFingerprint } = json
       if (!FINISH_REASONS.has(finishReason)) return `finishReason: expected one of ${FinishReason.literals.join(", ")}`
       if (!isObject(usage) || !isCount(usage["promptTokens"]) || !isCount(usage["completionTokens"])) {
         return "usage: expected { promptTokens, completionTokens } as non-negative integers"
@@ -52,22 +135,35 @@ const checked = (json: Json): TokenMessage | string => {
       if (typeof latencyMs !== "number" || !Number.isFinite(latencyMs) || latencyMs < 0) {
         return "latencyMs: expected a non-negative number"
       }
+      if (!optionalString(systemFingerprint)) return "systemFingerprint: expected a string"
       return {
         type: "done",
         requestId: requestId as TokenMessage["requestId"],
         finishReason: finishReason as FinishReason,
         usage: { promptTokens: usage["promptTokens"], completionTokens: usage["completionTokens"] },
-        latencyMs
+        latencyMs,
+        ...(systemFingerprint === undefined ? {} : { systemFingerprint })
       }
     }
     case "error": {
-      const { code, message } = json
+      const { code, message, status, errorType, param } = json
       if (typeof code !== "string") return "code: expected a string"
       if (typeof message !== "string") return "message: expected a string"
-      return { type: "error", requestId: requestId as TokenMessage["requestId"], code, message }
+      if (status !== undefined && !isUpstreamStatus(status)) return "status: expected an integer from 400 to 499"
+      if (!optionalString(errorType)) return "errorType: expected a string"
+      if (!optionalString(param)) return "param: expected a string"
+      return {
+        type: "error",
+        requestId: requestId as TokenMessage["requestId"],
+        code,
+        message,
+        ...(status === undefined ? {} : { status }),
+        ...(errorType === undefined ? {} : { errorType }),
+        ...(param === undefined ? {} : { param })
+      }
     }
     default:
-      return 'type: expected "token", "tokens", "done" or "error"'
+      return 'type: expected "token", "tokens", "tool_calls", "done" or "error"'
   }
 }
 

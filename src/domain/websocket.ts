@@ -1,6 +1,6 @@
 import { Schema } from "effect"
 import { NonNegativeInt, NonNegativeNumber } from "./ids.js"
-import { ChatMessage, FinishReason } from "./inference.js"
+import { PlainChatMessage, FinishReason } from "./inference.js"
 
 /**
  * The WebSocket protocol of `GET /ws` (CONTRACT §6). Every frame is one JSON text message.
@@ -21,8 +21,8 @@ const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
 export const WsInferenceData = Schema.Struct({
   model: Schema.String.pipe(Schema.minLength(1)),
   prompt: Schema.optional(Schema.String),
-  messages: Schema.optional(Schema.Array(ChatMessage).pipe(Schema.minItems(1))),
-  /** Capped at `controller.api.max_tokens_ceiling`; `controller.api.default_max_tokens` when absent. */
+  messages: Schema.optional(Schema.Array(PlainChatMessage).pipe(Schema.minItems(1))),
+  /** Above `controller.api.max_tokens_ceiling`: refused. Absent: the engine's own limit applies. */
   maxTokens: Schema.optional(PositiveInt),
   temperature: Schema.optional(NonNegativeNumber)
 }).pipe(

@@ -30,7 +30,15 @@ export const WorkerCapabilities = Schema.Struct({
    * extension (issue 13): the worker answers liveness probes on `worker.{id}.probe`. Controllers
    * only probe workers that say so: an older worker would find no responders and be taken for gone.
    */
-  probes: Schema.optional(Schema.Boolean)
+  probes: Schema.optional(Schema.Boolean),
+  /**
+   * extension (issue 12): what the engine honours for every model (src/domain/features.ts:
+   * `tools`, `response_format`, `logprobs`, …). Absent (an older worker): plain generation only.
+   * Strings, not a closed list, so that a newer worker's feature does not fail an older controller.
+   */
+  features: Schema.optional(Schema.Array(Schema.String)),
+  /** extension (issue 12): per model, a list that replaces `features` for that model. */
+  modelFeatures: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Array(Schema.String) }))
 })
 export type WorkerCapabilities = typeof WorkerCapabilities.Type
 

@@ -7,11 +7,12 @@ import { NatsTransport } from "../nats/nats-transport.js"
 import { BodyTooLarge, type InferenceError, type InvalidRequest, WorkerFailed } from "../domain/errors.js"
 import { type ChatCompletion, ChatCompletionRequest, type Completion, CompletionRequest } from "../domain/openai.js"
 import type { DoneEvent, RelaySink, RouteRequest } from "../domain/route.js"
+import { type AnswerCollector, collectAnswer } from "./answer.js"
 import { readBody } from "./body-reader.js"
 import { sseErrorEvent, writeError, writeJson } from "./error-response.js"
 import { chatToRoute, completionToRoute, decodeBody, parseJson } from "./openai-request.js"
 import type { TokenLimits } from "./route-request.js"
-import { chatFormat, completionFormat, encodeEvent, type SseFormat, type StreamIdentity } from "./sse.js"
+import { chatFormat, completionFormat, encodeEvent, headFor, type SseFormat, type StreamIdentity } from "./sse.js"
 
 /**
  * `POST /v1/chat/completions` and `POST /v1/completions`, served straight from the front door's
@@ -42,22 +43,20 @@ const SSE_HEADERS = {
   "x-accel-buffering": "no"
 }
 
-const usageOf = (u: { readonly promptTokens: number; readonly completionTokens: number }) => ({
-  prompt_tokens: u.promptTokens,
-  completion_tokens: u.completionTokens,
-  total_tokens: u.promptTokens + u.completionTokens
-})
-
 /** A whole answer that moved to another worker says how often in a header (issue 13; a stream says it in its last chunk). */
 const migrationsHeader = (done: DoneEvent): Record<string, string> =>
   done.migrations !== undefined && done.migrations > 0 ? { "x-cluster-migrations": String(done.migrations) } : {}
 
 interface Shape<B> {
   readonly decode: (json: unknown) => Either.Either<B, InvalidRequest>
-  readonly toRoute: (body: B, limits: TokenLimits) => RouteRequest
+  readonly toRoute: (body: B, limits: TokenLimits) => Either.Either<RouteRequest, InvalidRequest>
   readonly idPrefix: string
   readonly format: (id: StreamIdentity) => SseFormat
-  readonly whole: (id: StreamIdentity, text: string, done: DoneEvent) => ChatCompletion | Completion
+  /** The request asked for logprobs (the whole answer then carries `logprobs`, else `null`). */
+  readonly logprobsAsked: (body: B) => boolean
+  /** Legacy completions' `text_offset` of the answer's first character. */
+  readonly textOffset: (body: B) => number | undefined
+  readonly whole: (answer: AnswerCollector, id: StreamIdentity, done: DoneEvent, logprobsAsked: boolean) => ChatCompletion | Completion
 }
 
 const chat: Shape<ChatCompletionRequest> = {
@@ -65,14 +64,9 @@ const chat: Shape<ChatCompletionRequest> = {
   toRoute: chatToRoute,
   idPrefix: "chatcmpl",
   format: chatFormat,
-  whole: (id, text, done) => ({
-    id: id.id,
-    object: "chat.completion",
-    created: id.created,
-    model: id.model,
-    choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: done.finishReason }],
-    usage: usageOf(done.usage)
-  })
+  logprobsAsked: (body) => body.logprobs === true,
+  textOffset: () => undefined,
+  whole: (answer, id, done, logprobsAsked) => answer.chat(id, done, logprobsAsked)
 }
 
 const completions: Shape<CompletionRequest> = {
@@ -80,14 +74,10 @@ const completions: Shape<CompletionRequest> = {
   toRoute: completionToRoute,
   idPrefix: "cmpl",
   format: completionFormat,
-  whole: (id, text, done) => ({
-    id: id.id,
-    object: "text_completion",
-    created: id.created,
-    model: id.model,
-    choices: [{ index: 0, text, finish_reason: done.finishReason, logprobs: null }],
-    usage: usageOf(done.usage)
-  })
+  logprobsAsked: (body) => typeof body.logprobs === "number",
+  // With `echo` the answer starts with the prompt; otherwise after it.
+  textOffset: (body) => (body.echo === true ? 0 : (typeof body.prompt === "string" ? body.prompt : body.prompt.join("")).length),
+  whole: (answer, id, done, logprobsAsked) => answer.completion(id, done, logprobsAsked)
 }
 
 export const makeInferenceLane = Effect.gen(function* () {
@@ -160,15 +150,19 @@ export const makeInferenceLane = Effect.gen(function* () {
       return refuse(kind, res, ctx, parsed.left, model)
     }
     const body = parsed.right
-    const request: RouteRequest = { ...shape.toRoute(body, api), requestId: ctx.requestId, client: ctx.client }
+    const route = shape.toRoute(body, api)
+    if (Either.isLeft(route)) return refuse(kind, res, ctx, route.left, body.model)
+    const request: RouteRequest = { ...route.right, requestId: ctx.requestId, client: ctx.client }
+    const textOffset = shape.textOffset(body)
     const id: StreamIdentity = {
       id: `${shape.idPrefix}-${ctx.requestId}`,
       created: Math.floor(ctx.receivedAt / 1000),
       model: body.model,
-      includeUsage: body.stream_options?.include_usage === true
+      includeUsage: body.stream_options?.include_usage === true,
+      ...(textOffset === undefined ? {} : { textOffset })
     }
     let started = false
-    let fiber: Fiber.RuntimeFiber<unknown, InferenceError>
+    let fiber: Fiber.RuntimeFiber<DoneEvent, InferenceError>
     if (body.stream === true) {
       const format = shape.format(id)
       const sink: RelaySink = {
@@ -177,7 +171,7 @@ export const makeInferenceLane = Effect.gen(function* () {
           if (!started) {
             started = true
             res.writeHead(200, SSE_HEADERS)
-            out = format.head + out
+            out = headFor(format, event) + out
           }
           res.write(out)
           return res.writableLength <= api.maxBufferedBytes
@@ -186,9 +180,12 @@ export const makeInferenceLane = Effect.gen(function* () {
       fiber = runFork(router.execute(request, sink))
       fiber.addObserver((exit) => settle(res, exit, started, () => res.end()))
     } else {
-      const whole = runFork(router.complete(request))
-      whole.addObserver((exit) => settle(res, exit, false, (done) => writeJson(res, 200, shape.whole(id, done.text, done), migrationsHeader(done))))
-      fiber = whole
+      const answer = collectAnswer()
+      const logprobsAsked = shape.logprobsAsked(body)
+      fiber = runFork(router.execute(request, { push: (event) => (answer.push(event), true) }))
+      fiber.addObserver((exit) =>
+        settle(res, exit, false, (done) => writeJson(res, 200, shape.whole(answer, id, done, logprobsAsked), migrationsHeader(done)))
+      )
     }
     // The client went away before the answer was complete: stop the work.
     res.on("close", () => {

@@ -1,8 +1,9 @@
 import { Either, Option, type Schema } from "effect"
-import type { ChatMessage } from "../domain/inference.js"
 import { type DecodeIssue, guardedDecoder } from "../domain/decode.js"
 import { InvalidRequest } from "../domain/errors.js"
-import type { ChatCompletionRequest, CompletionRequest, OpenAiChatMessage } from "../domain/openai.js"
+import { requirementsOf } from "../domain/features.js"
+import type { ChatMessage } from "../domain/inference.js"
+import type { ChatCompletionRequest, CompletionRequest } from "../domain/openai.js"
 import type { RouteRequest } from "../domain/route.js"
 import { maxTokensOf, type TokenLimits } from "./route-request.js"
 
@@ -33,14 +34,43 @@ export const parseJson = (text: string): Either.Either<unknown, InvalidRequest> 
       })
   })
 
-const contentText = (content: OpenAiChatMessage["content"]): string =>
-  content === null ? "" : typeof content === "string" ? content : content.map((part) => part.text).join("")
-
 const stopOf = (stop: string | ReadonlyArray<string> | null | undefined): Option.Option<ReadonlyArray<string>> =>
   stop === null || stop === undefined ? Option.none() : Option.some(typeof stop === "string" ? [stop] : stop)
 
 const optional = <K extends string, V>(key: K, value: V | null | undefined): { [P in K]?: V } =>
   (value === null || value === undefined ? {} : { [key]: value }) as { [P in K]?: V }
+
+/**
+ * Fields the controller itself reads and maps to the bus's contract fields (`maxTokens`,
+ * `temperature`, `topP`, `stop`, the model, the prompt) or keeps for itself (`stream`,
+ * `stream_options`, the cluster's `tags` and `priority`): every other field is `params`.
+ * `max_completion_tokens` is both: `maxTokens` takes its value, `params` keeps the client's spelling.
+ */
+const CONTROLLER_FIELDS: ReadonlySet<string> = new Set([
+  "model",
+  "messages",
+  "prompt",
+  "max_tokens",
+  "temperature",
+  "top_p",
+  "stop",
+  "stream",
+  "stream_options",
+  "tags",
+  "priority"
+])
+
+/** Every field of `body` the controller does not map itself, as the client sent it. */
+export const paramsOf = (body: Readonly<Record<string, unknown>>): Record<string, unknown> | undefined => {
+  let params: Record<string, unknown> | undefined
+  for (const key of Object.keys(body)) {
+    // `__proto__` (an own member after JSON.parse) would set the copy's prototype: never a field.
+    if (CONTROLLER_FIELDS.has(key) || key === "__proto__") continue
+    params ??= {}
+    params[key] = body[key]
+  }
+  return params
+}
 
 const sampling = (body: ChatCompletionRequest | CompletionRequest) => ({
   ...optional("temperature", body.temperature),
@@ -50,19 +80,91 @@ const sampling = (body: ChatCompletionRequest | CompletionRequest) => ({
   ...optional("priority", body.priority)
 })
 
-/** A chat request as the Router takes it: every role kept, text content flattened, limits applied. */
-export const chatToRoute = (body: ChatCompletionRequest, limits: TokenLimits): RouteRequest => ({
-  model: body.model,
-  messages: body.messages.map((m): ChatMessage => ({ role: m.role, content: contentText(m.content) })),
-  maxTokens: maxTokensOf(body.max_completion_tokens ?? body.max_tokens, limits),
-  route: "chat",
-  ...sampling(body)
-})
+const oneChoice = (param: "n" | "best_of", value: number | null | undefined): Either.Either<void, InvalidRequest> =>
+  value === null || value === undefined || value === 1
+    ? Either.void
+    : Either.left(
+        new InvalidRequest({ message: `Unsupported value: '${param}' must be 1: this cluster answers one choice per request (got ${value})`, param })
+      )
 
-export const completionToRoute = (body: CompletionRequest, limits: TokenLimits): RouteRequest => ({
-  model: body.model,
-  prompt: typeof body.prompt === "string" ? body.prompt : body.prompt.join(""),
-  maxTokens: maxTokensOf(body.max_tokens, limits),
-  route: "completions",
-  ...sampling(body)
-})
+/**
+ * What OpenAI checks of messages beyond their schema: content is required but for an assistant
+ * turn (which may only call tools); a text part carries its `text`.
+ */
+const checkMessages = (messages: ReadonlyArray<ChatMessage>): Either.Either<void, InvalidRequest> => {
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i] as ChatMessage
+    if (m.content === undefined && m.role !== "assistant") {
+      return Either.left(new InvalidRequest({ message: `Missing required parameter: 'messages[${i}].content'.`, param: `messages[${i}].content` }))
+    }
+    if (Array.isArray(m.content)) {
+      for (let j = 0; j < m.content.length; j++) {
+        const part = m.content[j]
+        if (part?.type === "text" && typeof part["text"] !== "string") {
+          const param = `messages[${i}].content[${j}].text`
+          return Either.left(new InvalidRequest({ message: `Missing required parameter: '${param}'.`, param }))
+        }
+      }
+    }
+  }
+  return Either.void
+}
+
+/** The legacy function calling of 2023 (`functions`, `function_call`): its answers are not relayed, so it is refused. */
+const noLegacyFunctions = (body: Readonly<Record<string, unknown>>): Either.Either<void, InvalidRequest> => {
+  for (const param of ["functions", "function_call"]) {
+    if (body[param] !== undefined && body[param] !== null) {
+      return Either.left(
+        new InvalidRequest({ message: `Unsupported parameter: '${param}' (deprecated function calling) is not supported: use 'tools' and 'tool_choice'`, param })
+      )
+    }
+  }
+  return Either.void
+}
+
+/** With the params and the route, what a worker must honour to serve it. */
+const withRequirements = (request: RouteRequest): RouteRequest => {
+  const requires = requirementsOf(request)
+  return requires.length === 0 ? request : { ...request, requires }
+}
+
+/**
+ * A chat request as the Router takes it: every message as the client sent it, every other field in
+ * `params`, `max_tokens` checked against the ceiling, and the capabilities it needs.
+ */
+export const chatToRoute = (body: ChatCompletionRequest, limits: TokenLimits): Either.Either<RouteRequest, InvalidRequest> =>
+  Either.gen(function* () {
+    yield* oneChoice("n", body.n)
+    yield* noLegacyFunctions(body)
+    yield* checkMessages(body.messages)
+    const spelled = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? "max_completion_tokens" : "max_tokens"
+    const maxTokens = yield* maxTokensOf(body.max_completion_tokens ?? body.max_tokens, limits, spelled)
+    const params = paramsOf(body)
+    return withRequirements({
+      model: body.model,
+      messages: body.messages,
+      route: "chat",
+      endpoint: "chat",
+      ...optional("maxTokens", maxTokens),
+      ...optional("params", params),
+      ...sampling(body)
+    })
+  })
+
+/** A legacy completion request as the Router takes it: the raw prompt, to be completed as is. */
+export const completionToRoute = (body: CompletionRequest, limits: TokenLimits): Either.Either<RouteRequest, InvalidRequest> =>
+  Either.gen(function* () {
+    yield* oneChoice("n", body.n)
+    yield* oneChoice("best_of", body.best_of)
+    const maxTokens = yield* maxTokensOf(body.max_tokens, limits)
+    const params = paramsOf(body)
+    return withRequirements({
+      model: body.model,
+      prompt: typeof body.prompt === "string" ? body.prompt : body.prompt.join(""),
+      route: "completions",
+      endpoint: "completions",
+      ...optional("maxTokens", maxTokens),
+      ...optional("params", params),
+      ...sampling(body)
+    })
+  })

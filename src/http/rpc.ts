@@ -1,5 +1,5 @@
 import { RpcSerialization, RpcServer } from "@effect/rpc"
-import { Effect, Layer, Option, Stream } from "effect"
+import { Effect, Either, Layer, Option, Stream } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { ClusterStatusQuery } from "../controller/cluster-status.js"
 import { Registry } from "../controller/registry.js"
@@ -9,9 +9,22 @@ import type { RelayEvent } from "../domain/route.js"
 import { ClusterRpcs, type GenerateEvent } from "../domain/rpc.js"
 import { simpleToRoute } from "./route-request.js"
 
-/** One relayed event as the RPC stream's items: a token per token, then `done`. */
-const toGenerateEvents = (event: RelayEvent): ReadonlyArray<GenerateEvent> =>
-  event.type === "tokens" ? event.tokens.map((token, i) => ({ type: "token", index: event.index + i, token })) : [event]
+/**
+ * One relayed event as the RPC stream's items: a token per token, then `done`. Plain text only:
+ * tool-call deltas (which no RPC request asks for) are not items of this stream.
+ */
+const toGenerateEvents = (event: RelayEvent): ReadonlyArray<GenerateEvent> => {
+  switch (event.type) {
+    case "tokens":
+      return event.tokens.map((token, i) => ({ type: "token", index: event.index + i, token }))
+    case "toolCalls":
+      return []
+    case "done": {
+      const { systemFingerprint: _fingerprint, ...done } = event
+      return [done]
+    }
+  }
+}
 
 /** The handlers of `ClusterRpcs`: each one call to a controller service. */
 export const ClusterRpcHandlersLive = ClusterRpcs.toLayer(
@@ -30,7 +43,10 @@ export const ClusterRpcHandlersLive = ClusterRpcs.toLayer(
       Generate: (payload) =>
         (payload.prompt === undefined) === (payload.messages === undefined)
           ? Stream.fail(new InvalidRequest({ message: "exactly one of prompt or messages is required", param: "prompt" }))
-          : router.route(simpleToRoute(payload, api, "rpc")).pipe(Stream.mapConcat(toGenerateEvents))
+          : Either.match(simpleToRoute(payload, api, "rpc"), {
+              onLeft: (error) => Stream.fail(error),
+              onRight: (request) => router.route(request).pipe(Stream.mapConcat(toGenerateEvents))
+            })
     })
   })
 )

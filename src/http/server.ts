@@ -1,35 +1,32 @@
-import { HttpApiSwagger, HttpLayerRouter, HttpServerResponse, OpenApi } from "@effect/platform"
+import { HttpApiSwagger, HttpLayerRouter, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
-import { ClusterApi, ServedApi } from "../domain/api.js"
-import { VERSION } from "../version.js"
+import { ClusterApi, openApiDocument, ServedApi } from "../domain/api.js"
 import { ClusterHandlersLive, HealthHandlersLive } from "./cluster-handlers.js"
 import { DashboardRoutesLive } from "./dashboard-routes.js"
 import { FrontDoorServer, makeFrontDoor } from "./front-door.js"
 import { MetricsRouteLive } from "./metrics-route.js"
-import { ModelsHandlersLive } from "./openai-handlers.js"
+import { ModelRouteLive, ModelsHandlersLive, NotFoundRouteLive } from "./openai-handlers.js"
 import { RpcRouteLive } from "./rpc.js"
 
 /** The OpenAPI document of every route, the fast lane's included; computed once. */
-const OpenApiRouteLive = HttpLayerRouter.use((router) => {
-  const spec = OpenApi.fromApi(ClusterApi)
-  const document = { ...spec, info: { ...spec.info, version: VERSION } }
-  return router.add("GET", "/openapi.json", Effect.succeed(HttpServerResponse.unsafeJson(document)))
-})
+const OpenApiRouteLive = HttpLayerRouter.use((router) => router.add("GET", "/openapi.json", Effect.succeed(HttpServerResponse.unsafeJson(openApiDocument))))
 
-/** The HttpApi routes (models, cluster, health), `/openapi.json` and the `/docs` page. */
+/** The HttpApi routes (models, cluster, health), `GET /v1/models/{id}`, `/openapi.json` and the `/docs` page. */
 const ApiRoutesLive = Layer.mergeAll(
   HttpLayerRouter.addHttpApi(ServedApi).pipe(Layer.provide([ModelsHandlersLive, ClusterHandlersLive, HealthHandlersLive])),
+  ModelRouteLive,
   OpenApiRouteLive,
   HttpApiSwagger.layerHttpLayerRouter({ api: ClusterApi, path: "/docs" })
 )
 
 /**
- * Every route the Effect router serves: the HttpApi, `/rpc`, `/metrics` and the dashboard. The front
- * door (`front-door.ts`) serves the inference routes and `/ws` itself.
+ * Every route the Effect router serves: the HttpApi, `/rpc`, `/metrics`, the dashboard, and an
+ * OpenAI-shaped 404 for anything else. The front door (`front-door.ts`) serves the inference
+ * routes and `/ws` itself.
  */
-export const AllRoutesLive = Layer.mergeAll(ApiRoutesLive, RpcRouteLive, MetricsRouteLive, DashboardRoutesLive)
+export const AllRoutesLive = Layer.mergeAll(ApiRoutesLive, RpcRouteLive, MetricsRouteLive, DashboardRoutesLive, NotFoundRouteLive)
 
 /**
  * The controller's HTTP server on `controller.bind_address:port`: Node's server with the front door

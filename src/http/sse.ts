@@ -1,16 +1,26 @@
-import type { Usage } from "../domain/inference.js"
+import type { FinishReason, TokenLogprob, ToolCallDelta, Usage } from "../domain/inference.js"
+import type { CompletionLogprobs } from "../domain/openai.js"
 import type { RelayEvent } from "../domain/route.js"
 
 /**
  * OpenAI's streaming formats, written as string templates: the relay formats every token, so the
  * constant part of each chunk is built once per request and only the token is JSON-escaped.
+ * Chat chunks carry `delta.content` (with `logprobs.content` when the request asked for them) or
+ * `delta.tool_calls` (one delta per chunk, as OpenAI streams them); legacy completion chunks carry
+ * `text` and, asked for, `logprobs` in their own shape (`tokens`, `token_logprobs`, `top_logprobs`,
+ * `text_offset`). `system_fingerprint`, known at the end, is on the finish and usage chunks.
  */
 export interface SseFormat {
-  /** Sent before the first token (the chat format's role chunk), or "". */
+  /** Sent before the first token of a text answer (the chat format's role chunk), or "". */
   readonly head: string
-  readonly token: (text: string) => string
+  /** Sent before the first delta of an answer that is a tool call (`content: null`), or "". */
+  readonly toolHead: string
+  /** One chunk of text; `logprobs`: its entries (chat shape) when the request asked for them. */
+  readonly token: (text: string, logprobs?: ReadonlyArray<TokenLogprob>) => string
+  /** One chunk of one tool-call delta. */
+  readonly toolCall: (delta: ToolCallDelta) => string
   /** The last events: the finish chunk, the usage chunk when asked for, and `[DONE]`. */
-  readonly end: (finishReason: "stop" | "length", usage: Usage) => string
+  readonly end: (finishReason: FinishReason, usage: Usage, systemFingerprint?: string) => string
 }
 
 export const DONE = "data: [DONE]\n\n"
@@ -23,35 +33,86 @@ export interface StreamIdentity {
   readonly created: number
   readonly model: string
   readonly includeUsage: boolean
+  /** Legacy completions: where the answer's text starts (the prompt's length; 0 with `echo`), for `text_offset`. */
+  readonly textOffset?: number
 }
+
+const fingerprintJson = (systemFingerprint: string | undefined) =>
+  systemFingerprint === undefined ? "" : `,"system_fingerprint":${JSON.stringify(systemFingerprint)}`
 
 export const chatFormat = ({ id, created, model, includeUsage }: StreamIdentity): SseFormat => {
   const prefix = `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":0,`
   const suffix = includeUsage ? `]` + `,"usage":null}\n\n` : `]}\n\n`
   return {
     head: `${prefix}"delta":{"role":"assistant","content":""},"finish_reason":null}${suffix}`,
-    token: (text) => `${prefix}"delta":{"content":${JSON.stringify(text)}},"finish_reason":null}${suffix}`,
-    end: (finishReason, usage) =>
-      `${prefix}"delta":{},"finish_reason":"${finishReason}"}${suffix}` +
-      (includeUsage
-        ? `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)},"choices":[],"usage":${usageJson(usage)}}\n\n`
-        : "") +
-      DONE
+    toolHead: `${prefix}"delta":{"role":"assistant","content":null},"finish_reason":null}${suffix}`,
+    token: (text, logprobs) =>
+      logprobs === undefined
+        ? `${prefix}"delta":{"content":${JSON.stringify(text)}},"finish_reason":null}${suffix}`
+        : `${prefix}"delta":{"content":${JSON.stringify(text)}},"logprobs":{"content":${JSON.stringify(logprobs)}},"finish_reason":null}${suffix}`,
+    toolCall: (delta) => `${prefix}"delta":{"tool_calls":[${JSON.stringify(delta)}]},"finish_reason":null}${suffix}`,
+    end: (finishReason, usage, systemFingerprint) => {
+      const fingerprint = fingerprintJson(systemFingerprint)
+      const close = includeUsage ? `],"usage":null${fingerprint}}\n\n` : `]${fingerprint}}\n\n`
+      return (
+        `${prefix}"delta":{},"finish_reason":"${finishReason}"}${close}` +
+        (includeUsage
+          ? `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)},"choices":[],"usage":${usageJson(usage)}${fingerprint}}\n\n`
+          : "") +
+        DONE
+      )
+    }
   }
 }
 
-export const completionFormat = ({ id, created, model, includeUsage }: StreamIdentity): SseFormat => {
+/**
+ * Chat logprob entries in the legacy completions shape; `offset` is where the first entry's text
+ * starts. Returns the shape and the offset after the last entry.
+ */
+export const completionLogprobs = (entries: ReadonlyArray<TokenLogprob>, offset: number): readonly [CompletionLogprobs, number] => {
+  const tokens: Array<string> = []
+  const tokenLogprobs: Array<number> = []
+  const top: Array<Record<string, number>> = []
+  const textOffset: Array<number> = []
+  let at = offset
+  for (const entry of entries) {
+    tokens.push(entry.token)
+    tokenLogprobs.push(entry.logprob)
+    const alternatives: Record<string, number> = {}
+    for (const t of entry.top_logprobs) alternatives[t.token] = t.logprob
+    top.push(alternatives)
+    textOffset.push(at)
+    at += entry.token.length
+  }
+  return [{ tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: textOffset }, at]
+}
+
+export const completionFormat = ({ id, created, model, includeUsage, textOffset }: StreamIdentity): SseFormat => {
   const prefix = `data: {"id":${JSON.stringify(id)},"object":"text_completion","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":0,`
   const suffix = includeUsage ? `]` + `,"usage":null}\n\n` : `]}\n\n`
+  let offset = textOffset ?? 0
   return {
     head: "",
-    token: (text) => `${prefix}"text":${JSON.stringify(text)},"logprobs":null,"finish_reason":null}${suffix}`,
-    end: (finishReason, usage) =>
-      `${prefix}"text":"","logprobs":null,"finish_reason":"${finishReason}"}${suffix}` +
-      (includeUsage
-        ? `data: {"id":${JSON.stringify(id)},"object":"text_completion","created":${created},"model":${JSON.stringify(model)},"choices":[],"usage":${usageJson(usage)}}\n\n`
-        : "") +
-      DONE
+    toolHead: "",
+    token: (text, logprobs) => {
+      if (logprobs === undefined) return `${prefix}"text":${JSON.stringify(text)},"logprobs":null,"finish_reason":null}${suffix}`
+      const [shape, next] = completionLogprobs(logprobs, offset)
+      offset = next
+      return `${prefix}"text":${JSON.stringify(text)},"logprobs":${JSON.stringify(shape)},"finish_reason":null}${suffix}`
+    },
+    // The legacy route has no tool calls.
+    toolCall: () => "",
+    end: (finishReason, usage, systemFingerprint) => {
+      const fingerprint = fingerprintJson(systemFingerprint)
+      const close = includeUsage ? `],"usage":null${fingerprint}}\n\n` : `]${fingerprint}}\n\n`
+      return (
+        `${prefix}"text":"","logprobs":null,"finish_reason":"${finishReason}"}${close}` +
+        (includeUsage
+          ? `data: {"id":${JSON.stringify(id)},"object":"text_completion","created":${created},"model":${JSON.stringify(model)},"choices":[],"usage":${usageJson(usage)}${fingerprint}}\n\n`
+          : "") +
+        DONE
+      )
+    }
   }
 }
 
@@ -67,11 +128,36 @@ export const withMigrations = (end: string, migrations: number | undefined): str
   return `${end.slice(0, cut)},"migrations":${migrations}${end.slice(cut)}`
 }
 
-/** One relayed event as SSE text: one chunk per token, so tokens that arrived together share one socket write. */
-export const encodeEvent = (format: SseFormat, event: RelayEvent): string => {
-  if (event.type === "done") return withMigrations(format.end(event.finishReason, event.usage), event.migrations)
-  let out = ""
-  for (const token of event.tokens) out += format.token(token)
-  return out
-}
+/** What to send before the first event: the role chunk that fits the answer's kind. */
+export const headFor = (format: SseFormat, first: RelayEvent): string => (first.type === "toolCalls" ? format.toolHead : format.head)
 
+/**
+ * One relayed event as SSE text: one chunk per token (or tool-call delta), so pieces that arrived
+ * together share one socket write. Logprobs go with their token when there is one entry per token;
+ * otherwise (an upstream chunk holds several tokens) all of them go with the first token.
+ */
+export const encodeEvent = (format: SseFormat, event: RelayEvent): string => {
+  switch (event.type) {
+    case "done":
+      return withMigrations(format.end(event.finishReason, event.usage, event.systemFingerprint), event.migrations)
+    case "toolCalls": {
+      let out = ""
+      for (const delta of event.deltas) out += format.toolCall(delta)
+      return out
+    }
+    case "tokens": {
+      const { tokens, logprobs } = event
+      let out = ""
+      if (logprobs === undefined) {
+        for (const token of tokens) out += format.token(token)
+        return out
+      }
+      const each = logprobs.length === tokens.length
+      for (let i = 0; i < tokens.length; i++) {
+        const entries = each ? logprobs.slice(i, i + 1) : i === 0 ? logprobs : []
+        out += format.token(tokens[i] ?? "", entries)
+      }
+      return out
+    }
+  }
+}

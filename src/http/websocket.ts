@@ -6,7 +6,7 @@ import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ClusterConfig } from "../config/schema.js"
 import { Router } from "../controller/router.js"
 import { guardedDecoder } from "../domain/decode.js"
-import { Cancelled, type InferenceError, toOpenAiError, type WireError } from "../domain/errors.js"
+import { Cancelled, type InferenceError, type InvalidRequest, toOpenAiError, type WireError } from "../domain/errors.js"
 import type { RelaySink, RouteRequest } from "../domain/route.js"
 import { type WsClientMessage, WsClientMessage as WsClientMessageSchema, type WsInferenceData, type WsServerMessage } from "../domain/websocket.js"
 import { simpleToRoute } from "./route-request.js"
@@ -31,6 +31,8 @@ import { simpleToRoute } from "./route-request.js"
  * - A socket whose unsent data passes `controller.api.max_buffered_bytes` (a client that stopped
  *   reading) ends the requests that want to write more with `slow_consumer`: memory stays bounded.
  * - Keep-alive: a protocol ping every `controller.api.ws_ping_interval_ms`.
+ * - Plain text only: the protocol has no tools, structured output or logprobs (use
+ *   `/v1/chat/completions`); a tool call an engine makes anyway is not relayed, its `done` is.
  */
 
 /** The OpenAI error code of a wire error, as `error.data.code` carries it. */
@@ -61,8 +63,8 @@ export const decodeFrame = (text: string): Either.Either<WsClientMessage, FrameE
   return Either.mapLeft(decodeMessage(json), (issue) => ({ id, message: `invalid ${issue.path === "" ? "message" : issue.path}: ${issue.message}` }))
 }
 
-/** The Router request of one `inference` message, with `maxTokens` defaulted and capped. */
-export const toRouteRequest = (data: WsInferenceData, api: ClusterConfig["controller"]["api"]): RouteRequest =>
+/** The Router request of one `inference` message; `maxTokens` above the ceiling is an `invalid_request`. */
+export const toRouteRequest = (data: WsInferenceData, api: ClusterConfig["controller"]["api"]): Either.Either<RouteRequest, InvalidRequest> =>
   simpleToRoute(data, api, "ws")
 
 const cancelled = errorCode(new Cancelled())
@@ -108,7 +110,7 @@ export const makeWebSocketServer = Effect.gen(function* () {
         push: (event) => {
           if (event.type === "tokens") {
             event.tokens.forEach((token, i) => send({ type: "token", id, data: { token, index: event.index + i } }))
-          } else {
+          } else if (event.type === "done") {
             send({
               type: "done",
               id,
@@ -125,7 +127,9 @@ export const makeWebSocketServer = Effect.gen(function* () {
           return ws.bufferedAmount <= api.maxBufferedBytes
         }
       }
-      const fiber = runFork(router.execute({ ...toRouteRequest(data, api), client }, sink))
+      const route = toRouteRequest(data, api)
+      if (Either.isLeft(route)) return sendError(id, "invalid_request", route.left.message)
+      const fiber = runFork(router.execute({ ...route.right, client }, sink))
       requests.set(id, fiber)
       fiber.addObserver((exit) => {
         if (requests.get(id) === fiber) requests.delete(id)

@@ -1,11 +1,11 @@
 import { Cause, Clock, Effect, Either, Exit, Fiber, FiberId, Option, Runtime, Schedule } from "effect"
 import type { RequestId, WorkerId } from "../domain/ids.js"
-import { CancelRequest, InferenceReply, InferenceRequest, type TokenMessage } from "../domain/inference.js"
+import { CancelRequest, InferenceReply, InferenceRequest, type TokenError, type TokenMessage } from "../domain/inference.js"
 import { Subjects } from "../domain/subjects.js"
 import { encodeTokenMessage } from "../domain/token-wire.js"
 import { decoderFor, encoderFor } from "../nats/codec.js"
 import { NatsTransport, type RawMessage } from "../nats/nats-transport.js"
-import { type EngineError, type Finish, InferenceEngine } from "./engines/inference-engine.js"
+import { type EmitTokens, type EmitToolCalls, type EngineError, type Finish, InferenceEngine } from "./engines/inference-engine.js"
 import { ModelScanner } from "./model-scanner.js"
 import { RequestOwners } from "./request-owners.js"
 import { type Outcome, WorkerStats } from "./worker-stats.js"
@@ -18,7 +18,10 @@ import { type Outcome, WorkerStats } from "./worker-stats.js"
  * `invalid_request` for a request id already running here) or an ack. Every request with a reply
  * subject gets one of them, whatever its body. After an ack the request runs in one fiber and
  * publishes to `response.{requestId}`: `tokens` messages — every token the engine produced and
- * not yet sent, in one message, never held back — then exactly one `done` or one `error`. Error
+ * not yet sent, in one message, never held back, with their logprobs when asked for — and
+ * `tool_calls` messages (tool-call deltas; each takes an index as a token does), then exactly one
+ * `done` (with the engine's `systemFingerprint`) or one `error` (with `status`, `errorType` and
+ * `param` when the engine's upstream refused the request itself). Error
  * codes: the engine's (see `EngineError`), `timeout` (`worker.request_timeout_ms`),
  * `worker_shutdown` (still running when the drain timeout ran out), `internal_error` (a defect).
  * A cancel interrupts the fiber, which stops the engine; nothing more is published for that request.
@@ -65,6 +68,12 @@ interface Running {
   /** Forgets the request in `owners` (issue 14); set while it holds a slot for a known controller. */
   untrack: (() => void) | undefined
 }
+
+/** The fields of an `error` message that carry an upstream's refusal of the request (issue 12). */
+const upstreamRefusal = (e: EngineError): Partial<Pick<TokenError, "status" | "errorType" | "param">> =>
+  e.status === undefined || e.status < 400 || e.status > 499
+    ? {}
+    : { status: e.status, ...(e.errorType === undefined ? {} : { errorType: e.errorType }), ...(e.param === undefined ? {} : { param: e.param }) }
 
 /** Refusals name at most this many served models. */
 const LISTED_MODELS = 20
@@ -142,7 +151,15 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           if (Exit.isSuccess(exit)) {
             outcome = "succeeded"
             const now = yield* Clock.currentTimeMillis
-            message = { type: "done", requestId, finishReason: exit.value.finishReason, usage: exit.value.usage, latencyMs: Math.max(0, now - receivedAt) }
+            const fingerprint = exit.value.systemFingerprint
+            message = {
+              type: "done",
+              requestId,
+              finishReason: exit.value.finishReason,
+              usage: exit.value.usage,
+              latencyMs: Math.max(0, now - receivedAt),
+              ...(fingerprint === undefined ? {} : { systemFingerprint: fingerprint })
+            }
           } else if (entry.stop === "cancel") {
             outcome = "cancelled"
           } else if (entry.stop === "orphaned") {
@@ -152,7 +169,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
             message = error("timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`)
           } else {
             const failure = Cause.failureOption(exit.cause)
-            if (Option.isSome(failure)) message = error(failure.value.code, failure.value.message)
+            if (Option.isSome(failure)) message = { ...error(failure.value.code, failure.value.message), ...upstreamRefusal(failure.value) }
             else if (Cause.isInterruptedOnly(exit.cause)) message = error("worker_shutdown", `worker ${workerId} stopped before the request finished`)
             else {
               yield* Effect.logError("request failed with a defect", exit.cause)
@@ -189,13 +206,24 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
         reply(replyTo, { accepted: true, workerId, ...(yield* loadFor(request.controllerId)) })
         let index = 0
         const subject = Subjects.response(request.requestId)
-        const emit = (tokens: ReadonlyArray<string>) => {
+        const emit: EmitTokens = (tokens, logprobs) => {
           if (tokens.length === 0) return
-          nats.send(subject, encodeTokenMessage({ type: "tokens", requestId: request.requestId, index, tokens }))
+          const batch: TokenMessage =
+            logprobs === undefined || logprobs.length === 0
+              ? { type: "tokens", requestId: request.requestId, index, tokens }
+              : { type: "tokens", requestId: request.requestId, index, tokens, logprobs }
+          nats.send(subject, encodeTokenMessage(batch))
           index += tokens.length
           stats.countTokens(tokens.length)
         }
-        yield* engine.generate(request, path.value, emit).pipe(
+        // Tool-call deltas take one index each, as tokens do (issue 12).
+        const emitToolCalls: EmitToolCalls = (deltas) => {
+          if (deltas.length === 0) return
+          nats.send(subject, encodeTokenMessage({ type: "tool_calls", requestId: request.requestId, index, deltas }))
+          index += deltas.length
+          stats.countTokens(deltas.length)
+        }
+        yield* engine.generate(request, path.value, emit, emitToolCalls).pipe(
           Effect.onExit(finalize(request, entry, entry.startedAt, () => index)),
           Effect.ignore
         )

@@ -81,12 +81,30 @@ export interface RegistrationInput {
   readonly hardware: HardwareProfile
   readonly maxConcurrent: number
   readonly engine: string
+  /** What the engine honours (issue 12); per model, the operator's `worker.model_features`. */
+  readonly features?: ReadonlyArray<string>
+  readonly modelFeatures?: Readonly<Record<string, ReadonlyArray<string>>>
   readonly skills: ModelSkills
   readonly priority: number
   readonly tags: ReadonlyArray<string>
   readonly timestamp: number
   /** The kinds of request the engine can continue (issue 13); none when absent or empty. */
   readonly continuation?: ReadonlyArray<string> | undefined
+}
+
+/** The per-model lists of the models served now (none: the field is left out). */
+const perModelFeatures = (
+  all: Readonly<Record<string, ReadonlyArray<string>>>,
+  models: ReadonlyArray<string>
+): Record<string, ReadonlyArray<string>> | undefined => {
+  const out: Record<string, ReadonlyArray<string>> = {}
+  for (const model of models) if (Object.prototype.hasOwnProperty.call(all, model)) out[model] = all[model] ?? []
+  return Object.keys(out).length > 0 ? out : undefined
+}
+
+const withModelFeatures = (input: RegistrationInput): { readonly modelFeatures?: Record<string, ReadonlyArray<string>> } => {
+  const perModel = input.modelFeatures === undefined ? undefined : perModelFeatures(input.modelFeatures, input.skills.availableModels)
+  return perModel === undefined ? {} : { modelFeatures: perModel }
 }
 
 export const buildRegistration = (input: RegistrationInput): WorkerRegistration => ({
@@ -100,7 +118,9 @@ export const buildRegistration = (input: RegistrationInput): WorkerRegistration 
     supportsStreaming: true,
     engine: input.engine,
     probes: true,
-    ...(input.continuation !== undefined && input.continuation.length > 0 ? { continuation: [...input.continuation] } : {})
+    ...(input.continuation !== undefined && input.continuation.length > 0 ? { continuation: [...input.continuation] } : {}),
+    ...(input.features === undefined ? {} : { features: input.features }),
+    ...withModelFeatures(input)
   },
   skills: input.skills,
   priority: input.priority,
@@ -127,6 +147,8 @@ const runWorker = (workerId: WorkerId) =>
         hardware,
         maxConcurrent: workerConfig.maxConcurrent,
         engine: engine.type,
+        features: engine.features,
+        modelFeatures: workerConfig.modelFeatures,
         skills: yield* scanner.current,
         priority: workerConfig.priority,
         tags: workerConfig.tags,

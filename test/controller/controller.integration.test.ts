@@ -85,7 +85,7 @@ describe("controller core with real workers over a real nats-server", () => {
       yield* eventually(Effect.map(onlineIds(registry), (ids) => ids.includes("busy-1") && ids.includes("busy-2")))
       for (let i = 0; i < 4; i++) {
         const events = yield* collect(router.route(ask("busy/model")))
-        expect(events.map((e) => (e.type === "token" ? e.token : e.workerId))).toEqual(["a", "b", "busy-2"])
+        expect(events.map((e) => (e.type === "token" ? e.token : e.type === "done" ? e.workerId : "toolCall"))).toEqual(["a", "b", "busy-2"])
       }
       expect((yield* busy.requests).length).toBeGreaterThan(0)
       expect((yield* good.requests).length).toBe(4)

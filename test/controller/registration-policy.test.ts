@@ -117,6 +117,19 @@ describe("admitRegistration", () => {
   })
 })
 
+describe("capabilities.features (issue 12)", () => {
+  it("keeps the engine's list, bounds it, cleans it; per-model lists only for the kept models", () => {
+    const reg = registration({ id: "w", models: ["a", "b"], features: ["tools", "seed\u0007", ...Array.from({ length: 100 }, (_, i) => `f${i}`)], modelFeatures: { a: ["logprobs"], zzz: ["tools"] } })
+    const value = admittedValue(admitRegistration(policy(), reg, fresh))
+    expect(value.capabilities.features).toHaveLength(LIMITS.features)
+    expect(value.capabilities.features?.slice(0, 2)).toEqual(["tools", "seed"])
+    expect(value.capabilities.modelFeatures).toEqual({ a: ["logprobs"] })
+    const plain = admittedValue(admitRegistration(policy(), registration({ id: "old" }), fresh))
+    expect(plain.capabilities).not.toHaveProperty("features")
+    expect(plain.capabilities).not.toHaveProperty("modelFeatures")
+  })
+})
+
 describe("boundHardware", () => {
   it("keeps numbers finite and within caps, and GPU memory within total memory", () => {
     const notes: Array<string> = []

@@ -29,7 +29,8 @@ const request = (patch: Partial<RouteRequest> = {}): RouteRequest => ({
   ...patch
 })
 
-const promptRequest = (prompt: string): RouteRequest => ({ requestId: "req", model: MODEL, prompt, maxTokens: 10 })
+/** A legacy completion (`/v1/completions`): the kind of request a `completions` continuation serves. */
+const promptRequest = (prompt: string): RouteRequest => ({ requestId: "req", model: MODEL, prompt, maxTokens: 10, endpoint: "completions" })
 
 const route = (r: RouteRequest = request()) => Effect.map(Router, (router) => router.route(r))
 
@@ -209,7 +210,7 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
     )
   )
 
-  it.effect("a prompt request continues on a worker that continues completions", () =>
+  it.effect("a legacy completion continues on a worker that continues completions", () =>
     withRouter()(
       Effect.gen(function* () {
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH })

@@ -576,7 +576,7 @@ describe("Router.route: failures after dispatch", () => {
         yield* w1.emit(errorMsg(req.requestId, "upstream_unreachable", "mlx_lm.server is not answering"))
         const exit = yield* c.exit
         expect(exit._tag).toBe("Success")
-        expect((yield* c.events).map((e) => (e.type === "token" ? e.token : e.workerId))).toEqual(["ok", "w2"])
+        expect((yield* c.events).map((e) => (e.type === "token" ? e.token : e.type === "done" ? e.workerId : "toolCall"))).toEqual(["ok", "w2"])
         expect(yield* outcomes).toEqual({ succeeded: 1, failed: 0, cancelled: 0 })
         yield* expectIdle
       })

@@ -2,6 +2,7 @@ import { describe, expect, inject, it, layer } from "@effect/vitest"
 import { Effect, Exit, Layer, Scope } from "effect"
 import OpenAI from "openai"
 import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
+import { VERSION } from "../../src/version.js"
 import { eventually } from "../support/eventually.js"
 
 const natsUrl = inject("natsUrl")
@@ -223,7 +224,8 @@ layer(ClusterLive, { excludeTestServices: true })("OpenAI-compatible API end to 
           "/ready",
           "/v1/chat/completions",
           "/v1/completions",
-          "/v1/models"
+          "/v1/models",
+          "/v1/models/{id}"
         ].sort()
       )
       expect(Object.keys(doc.paths["/v1/chat/completions"]?.["post"]?.responses["200"]?.content ?? {})).toContain("text/event-stream")
@@ -234,6 +236,24 @@ layer(ClusterLive, { excludeTestServices: true })("OpenAI-compatible API end to 
       expect(refs.filter((name) => !(name in schemas))).toEqual([])
       const docs = yield* Effect.flatMap(baseUrl, (url) => Effect.promise(() => fetch(`${url}/docs`).then((r) => r.text())))
       expect(docs).toContain("swagger")
+      // Issue 12: the package's version, a bearer scheme "Try it out" can use, the error body really sent.
+      const full = doc as unknown as {
+        info: { version: string }
+        security: unknown
+        components: { securitySchemes: Record<string, unknown>; schemas: Record<string, unknown> }
+        paths: Record<string, Record<string, { security?: unknown; responses: Record<string, { content?: Record<string, { schema: unknown }> }> }>>
+      }
+      expect(full.info.version).toBe(VERSION)
+      expect(full.components.securitySchemes["bearerAuth"]).toMatchObject({ type: "http", scheme: "bearer" })
+      expect(full.security).toEqual([{ bearerAuth: [] }])
+      expect(full.paths["/v1/chat/completions"]?.["post"]?.security).toEqual([{ bearerAuth: [] }])
+      expect(full.paths["/health"]?.["get"]?.security).toEqual([])
+      expect(full.paths["/v1/chat/completions"]?.["post"]?.responses["400"]?.content?.["application/json"]?.schema).toEqual({
+        $ref: "#/components/schemas/InvalidRequestError"
+      })
+      expect(full.components.schemas["InvalidRequestError"]).toMatchObject({ required: ["error"] })
+      expect(JSON.stringify(doc)).not.toContain("HttpApiDecodeError")
+      expect(docs).toContain(VERSION)
     })
   )
 

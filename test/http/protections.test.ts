@@ -104,7 +104,7 @@ describe("API protections", () => {
     })
   )
 
-  it.scopedLive("a body over max_body_bytes is 413; max_tokens is capped at the ceiling", () =>
+  it.scopedLive("a body over max_body_bytes is 413; max_tokens above the ceiling is a 400 naming it", () =>
     Effect.gen(function* () {
       const url = yield* startCluster("guard-body", (c) => ({
         ...c,
@@ -115,11 +115,21 @@ describe("API protections", () => {
       })
       expect(big.status).toBe(413)
       expect(big.body.error?.code).toBe("body_too_large")
-      const capped = yield* chat(url, {
+      const above = yield* chat(url, {
         body: JSON.stringify({ model: "guard/model", messages: [{ role: "user", content: "hi" }], max_tokens: 500 })
       })
-      expect(capped.status).toBe(200)
-      expect((capped.body as { usage?: { completion_tokens: number } }).usage?.completion_tokens).toBeLessThanOrEqual(4)
+      expect(above.status).toBe(400)
+      expect(above.body.error).toMatchObject({ type: "invalid_request_error", param: "max_tokens" })
+      expect(above.body.error?.message).toContain("above this cluster's limit of 4 tokens")
+      const spelledNew = yield* chat(url, {
+        body: JSON.stringify({ model: "guard/model", messages: [{ role: "user", content: "hi" }], max_completion_tokens: 5 })
+      })
+      expect(spelledNew.body.error).toMatchObject({ param: "max_completion_tokens" })
+      const within = yield* chat(url, {
+        body: JSON.stringify({ model: "guard/model", messages: [{ role: "user", content: "hi" }], max_tokens: 4 })
+      })
+      expect(within.status).toBe(200)
+      expect((within.body as { usage?: { completion_tokens: number } }).usage?.completion_tokens).toBeLessThanOrEqual(4)
     })
   )
 

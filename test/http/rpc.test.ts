@@ -73,7 +73,7 @@ layer(ClientLive.pipe(Layer.provideMerge(ServerLive)), { excludeTestServices: tr
     })
   )
 
-  it.effect("Generate caps maxTokens and accepts chat messages", () =>
+  it.effect("Generate sends no maxTokens when given none, refuses one above the ceiling, and accepts chat messages", () =>
     Effect.gen(function* () {
       const cluster = yield* ClusterClient
       const worker = yield* FakeWorker
@@ -81,9 +81,13 @@ layer(ClientLive.pipe(Layer.provideMerge(ServerLive)), { excludeTestServices: tr
       const events = yield* cluster
         .Generate({ model: MODEL, messages: [{ role: "user", content: "hi" }] })
         .pipe(Stream.runCollect, Effect.map(Chunk.toReadonlyArray))
-      expect(events.filter((e) => e.type === "token")).toHaveLength(5)
+      // The fake engine's own limit (16) applies.
+      expect(events.filter((e) => e.type === "token")).toHaveLength(16)
       const seen = yield* worker.awaitRequests(before + 1)
-      expect(seen[before]).toMatchObject({ maxTokens: 5, messages: [{ role: "user", content: "hi" }] })
+      expect(seen[before]).toMatchObject({ messages: [{ role: "user", content: "hi" }] })
+      expect(seen[before]?.maxTokens).toBeUndefined()
+      const above = yield* cluster.Generate({ model: MODEL, prompt: "p", maxTokens: 100_000 }).pipe(Stream.runDrain, Effect.flip)
+      expect(above).toMatchObject({ _tag: "InvalidRequest", param: "maxTokens" })
     })
   )
 

@@ -35,7 +35,7 @@ describe("decodeFrame / toRouteRequest", () => {
     expect(role).toEqual(
       Either.left({
         id: "r",
-        message: 'invalid data.messages[0].role: Expected "system" | "developer" | "user" | "assistant" | "tool", actual "bot"'
+        message: 'invalid data.messages[0].role: Expected "system" | "developer" | "user" | "assistant" | "tool" | "function", actual "bot"'
       })
     )
     const zero = decodeFrame(JSON.stringify({ type: "inference", id: "t", data: { model: "m", prompt: "p", maxTokens: 0 } }))
@@ -43,15 +43,19 @@ describe("decodeFrame / toRouteRequest", () => {
     expect(decodeFrame("[1]")).toEqual(Either.left({ id: null, message: 'message must be a JSON object with a "type"' }))
   })
 
-  it("defaults and caps maxTokens", () => {
-    const limits = { ...defaultClusterConfig().controller.api, defaultMaxTokens: 5, maxTokensCeiling: 64 }
-    expect(toRouteRequest({ model: "m", prompt: "p" }, limits)).toEqual({ model: "m", prompt: "p", maxTokens: 5, route: "ws" })
-    expect(toRouteRequest({ model: "m", prompt: "p", maxTokens: 1000, temperature: 0.5 }, limits)).toMatchObject({
-      maxTokens: 64,
-      temperature: 0.5
-    })
+  it("no default maxTokens; above the ceiling is an invalid request naming it", () => {
+    const limits = { ...defaultClusterConfig().controller.api, maxTokensCeiling: 64 }
+    expect(toRouteRequest({ model: "m", prompt: "p" }, limits)).toEqual(Either.right({ model: "m", prompt: "p", route: "ws" }))
+    const above = toRouteRequest({ model: "m", prompt: "p", maxTokens: 1000, temperature: 0.5 }, limits)
+    expect(Either.isLeft(above) && above.left).toMatchObject({ param: "maxTokens", message: expect.stringContaining("max_tokens_ceiling") })
     const messages = [{ role: "user" as const, content: "hi" }]
-    expect(toRouteRequest({ model: "m", messages, maxTokens: 7 }, limits)).toEqual({ model: "m", messages, maxTokens: 7, route: "ws" })
+    expect(toRouteRequest({ model: "m", messages, maxTokens: 64 }, limits)).toEqual(
+      Either.right({ model: "m", messages, maxTokens: 64, route: "ws" })
+    )
+    // No ceiling configured (the default): any positive maxTokens goes through as given.
+    expect(toRouteRequest({ model: "m", prompt: "p", maxTokens: 100_000 }, defaultClusterConfig().controller.api)).toEqual(
+      Either.right({ model: "m", prompt: "p", maxTokens: 100_000, route: "ws" })
+    )
   })
 })
 
@@ -266,19 +270,21 @@ layer(
     })
   )
 
-  it.scoped("caps maxTokens at the ceiling and defaults it", () =>
+  it.scoped("refuses maxTokens above the ceiling; sends none when the client gives none", () =>
     Effect.gen(function* () {
       const worker = yield* FakeWorker
       const before = (yield* worker.requests).length
       const ws = yield* connectWs(wsUrl(yield* baseUrl))
       yield* ws.send({ type: "inference", id: "big", data: { model: MODEL, prompt: "p", maxTokens: 100_000, temperature: 0.2 } })
-      yield* ws.waitFor((m) => m.type === "token" && m.id === "big")
-      yield* ws.send({ type: "cancel", id: "big" })
-      yield* ws.send({ type: "inference", id: "default", data: { model: MODEL, prompt: "p" } })
+      const refused = yield* ws.waitFor((m) => m.type === "error" && m.id === "big")
+      expect(refused).toMatchObject({ data: { code: "invalid_request", message: expect.stringContaining("above this cluster's limit of 64") } })
+      yield* ws.send({ type: "inference", id: "default", data: { model: MODEL, prompt: "p", temperature: 0.2 } })
       const replies = yield* ws.finished("default")
-      expect(replies.filter((m) => m.type === "token")).toHaveLength(5)
+      // The fake engine's own limit (16 tokens) applies.
+      expect(replies.filter((m) => m.type === "token")).toHaveLength(16)
       const seen = (yield* worker.requests).slice(before)
-      expect(seen.map((r) => r.maxTokens)).toEqual([64, 5])
+      expect(seen).toHaveLength(1)
+      expect(seen[0]?.maxTokens).toBeUndefined()
       expect(seen[0]?.temperature).toBe(0.2)
     })
   )

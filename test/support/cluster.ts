@@ -28,6 +28,8 @@ export interface WorkerSpec {
   readonly tokensPerSecond?: number
   readonly firstTokenMs?: number
   readonly tags?: ReadonlyArray<string>
+  /** Last changes to the worker's config (another engine, its features). */
+  readonly patch?: (config: ClusterConfig) => ClusterConfig
 }
 
 /** A test config: quiet logs, fast heartbeats, everything else the contract's defaults. */
@@ -43,7 +45,7 @@ export const testConfig = (natsUrl: string, patch: (c: ClusterConfig) => Cluster
 }
 
 export const workerConfig = (natsUrl: string, spec: WorkerSpec): ClusterConfig =>
-  testConfig(natsUrl, (c) => ({
+  testConfig(natsUrl, (c) => (spec.patch ?? ((x: ClusterConfig) => x))({
     ...c,
     mode: "worker",
     worker: {

@@ -19,6 +19,7 @@ import {
 } from "../../src/domain/worker.js"
 import { NatsTransport, type NatsTransportService } from "../../src/nats/nats-transport.js"
 import { layer as natsLayer } from "../../src/nats/nats-transport-live.js"
+import { FEATURES } from "../../src/domain/features.js"
 import { planSynthetic } from "../../src/worker/engines/synthetic-engine.js"
 import { Worker, WorkerLive } from "../../src/worker/worker-live.js"
 import { testHttpServer } from "./support/http-server.js"
@@ -103,7 +104,8 @@ describe("WorkerLive against a real nats-server", () => {
         supportsStreaming: true,
         engine: "synthetic",
         probes: true,
-        continuation: ["chat", "completions"]
+        continuation: ["chat", "completions"],
+        features: [...FEATURES]
       })
       expect(registration.hardware.platform).toBe(process.platform)
       expect(registration.hardware.cpuCores).toBeGreaterThan(0)

@@ -234,7 +234,8 @@ describe("inference handling (TestClock, in-memory transport)", () => {
         requestId: request.requestId,
         finishReason: "length",
         usage: { promptTokens: 3, completionTokens: 10 },
-        latencyMs: 90
+        latencyMs: 90,
+        systemFingerprint: "fp_synthetic"
       })
       expect(yield* h.worker.stats).toMatchObject({ total: 1, succeeded: 1, active: 0, tokens: 10 })
     })
@@ -453,7 +454,11 @@ describe("inference handling (TestClock, in-memory transport)", () => {
         InferenceEngine,
         Effect.map(lateClock(250), (clock) => {
           const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 0 })
-          return { type: engine.type, generate: (request, path, emit) => engine.generate(request, path, emit).pipe(Effect.withClock(clock)) }
+          return {
+            type: engine.type,
+            features: engine.features,
+            generate: (request, path, emit, emitToolCalls) => engine.generate(request, path, emit, emitToolCalls).pipe(Effect.withClock(clock))
+          }
         })
       )
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: late })
@@ -478,7 +483,8 @@ describe("inference handling (TestClock, in-memory transport)", () => {
           requestId: request.requestId,
           finishReason: "length",
           usage: { promptTokens: 3, completionTokens: 4 },
-          latencyMs: 350
+          latencyMs: 350,
+          systemFingerprint: "fp_synthetic"
         }
       ])
     })
@@ -486,10 +492,10 @@ describe("inference handling (TestClock, in-memory transport)", () => {
 
   it.scoped("another engine with no model folder registers its type and no skills", () =>
     Effect.gen(function* () {
-      const other = Layer.succeed(InferenceEngine, { type: "other", generate: () => Effect.never })
+      const other = Layer.succeed(InferenceEngine, { type: "other", features: [], generate: () => Effect.never })
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: other, worker: (w) => ({ ...w, engine: { ...w.engine, type: "openai" } }) })
       const [registration] = yield* registrations(h)
-      expect(registration?.capabilities).toEqual({ maxConcurrent: 2, supportsStreaming: true, engine: "other", probes: true })
+      expect(registration?.capabilities).toEqual({ maxConcurrent: 2, supportsStreaming: true, engine: "other", probes: true, features: [] })
       expect(registration?.skills.availableModels).toEqual([])
       yield* h.worker.register
       expect((yield* registrations(h)).length).toBe(2)
@@ -501,6 +507,7 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       const fixture = makeModelFixture(yield* tmpDir())
       const engine = Layer.succeed(InferenceEngine, {
         type: "scripted",
+        features: [],
         generate: (request, _path, emit) => {
           switch (request.messages?.[0]?.content) {
             case "fail":
@@ -581,5 +588,46 @@ describe("registration helpers", () => {
       timestamp: 2
     })
     expect(Schema.decodeUnknownSync(WorkerRegistration)(registration)).toEqual(registration)
+    expect(registration.capabilities).not.toHaveProperty("features")
+  })
+
+  it("buildRegistration says what the engine honours, per model only for the models served", () => {
+    const registration = buildRegistration({
+      workerId: Schema.decodeSync(WorkerRegistration.fields.workerId)("w"),
+      hostname: "h",
+      ip: "1.2.3.4",
+      hardware: testHardware,
+      maxConcurrent: 3,
+      engine: "openai",
+      features: ["tools", "seed"],
+      modelFeatures: { "a/vision": ["multimodal"], "b/gone": ["tools"] },
+      skills: { availableModels: ["a/vision", "c/plain"], modelPaths: {}, modelSizes: {}, totalModelSize: 0, lastScanned: 1 },
+      priority: 0,
+      tags: [],
+      timestamp: 2
+    })
+    expect(registration.capabilities).toEqual({
+      maxConcurrent: 3,
+      supportsStreaming: true,
+      engine: "openai",
+      probes: true,
+      features: ["tools", "seed"],
+      modelFeatures: { "a/vision": ["multimodal"] }
+    })
+    const none = buildRegistration({ ...registrationInput, modelFeatures: { "b/gone": ["tools"] } })
+    expect(none.capabilities).not.toHaveProperty("modelFeatures")
   })
 })
+
+const registrationInput = {
+  workerId: Schema.decodeSync(WorkerRegistration.fields.workerId)("w"),
+  hostname: "h",
+  ip: "1.2.3.4",
+  hardware: testHardware,
+  maxConcurrent: 1,
+  engine: "synthetic",
+  skills: { availableModels: ["a"], modelPaths: {}, modelSizes: {}, totalModelSize: 0, lastScanned: 1 },
+  priority: 0,
+  tags: [],
+  timestamp: 2
+}

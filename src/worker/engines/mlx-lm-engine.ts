@@ -17,6 +17,7 @@ import {
   Stream
 } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
+import { MLX_LM_FEATURES } from "../../domain/features.js"
 import { sanitizeForLog } from "../../domain/log-text.js"
 import { findExecutable, guardedCommand } from "../../process/orphan-guard.js"
 import { removePidFile, stopStaleChildren, writePidFile } from "../../process/pid-file.js"
@@ -44,13 +45,13 @@ import { streamChatCompletion } from "./openai-engine.js"
  *   the engine's start stops children that a dead previous run left behind.
  * - The `model` field is not sent: `mlx_lm.server` then uses the model it was started with
  *   (sending an absolute path would make it try to load that path as a new model).
- * - No continuation capability (issue 13): `mlx_lm.server` renders a chat with
- *   `apply_chat_template(messages, add_generation_prompt=True, …)` — the flag is fixed in its
- *   `_tokenize`, and `chat_template_kwargs: { continue_final_message: true }` only makes the
- *   tokenizer refuse the pair — so it answers a final assistant message with a new turn instead of
- *   continuing it. Its `/v1/completions` does continue a raw prompt + the text so far exactly, but
- *   this engine sends prompt requests as a chat (a user message), so it cannot continue those
- *   either until legacy completions go to `/v1/completions` upstream.
+ * - Continuation (issue 13): legacy completions only. They go to `mlx_lm.server`'s
+ *   `/v1/completions` with the raw prompt, which continues the prompt + the text so far exactly.
+ *   Chats cannot: it renders a chat with `apply_chat_template(messages, add_generation_prompt=True,
+ *   …)` — the flag is fixed in its `_tokenize`, and `chat_template_kwargs: { continue_final_message:
+ *   true }` only makes the tokenizer refuse the pair — so it would answer a final assistant message
+ *   with a new turn instead of continuing it.
+ * - Features (issue 12): `MLX_LM_FEATURES` (src/domain/features.ts), what `mlx_lm.server` honours.
  */
 
 export interface MlxLmOptions {
@@ -321,11 +322,16 @@ export const makeMlxLmEngine = (
     const client = yield* HttpClient.HttpClient
     return {
       type: "mlx-lm",
+      features: MLX_LM_FEATURES,
       supervisor,
-      generate: (request, modelPath, emit) =>
+      generate: (request, modelPath, emit, emitToolCalls) =>
         supervisor
           .ensure(modelPath)
-          .pipe(Effect.flatMap((server) => streamChatCompletion(client, { baseUrl: server.baseUrl, model: () => undefined }, request, emit)))
+          .pipe(
+            Effect.flatMap((server) =>
+              streamChatCompletion(client, { baseUrl: server.baseUrl, model: () => undefined }, request, emit, emitToolCalls)
+            )
+          )
     }
   })
 

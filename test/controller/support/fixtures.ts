@@ -21,6 +21,9 @@ export interface WorkerSpec {
   readonly continuation?: ReadonlyArray<string>
   /** `capabilities.probes` (issue 13): the worker answers `worker.{id}.probe`. */
   readonly probes?: boolean
+  /** `capabilities.features` (issue 12); absent: an older worker's registration. */
+  readonly features?: ReadonlyArray<string>
+  readonly modelFeatures?: Readonly<Record<string, ReadonlyArray<string>>>
 }
 
 export const registration = (spec: WorkerSpec): WorkerRegistration => ({
@@ -42,7 +45,9 @@ export const registration = (spec: WorkerSpec): WorkerRegistration => ({
     supportsStreaming: true,
     engine: "synthetic",
     ...(spec.continuation !== undefined ? { continuation: [...spec.continuation] } : {}),
-    ...(spec.probes !== undefined ? { probes: spec.probes } : {})
+    ...(spec.probes !== undefined ? { probes: spec.probes } : {}),
+    ...(spec.features === undefined ? {} : { features: [...spec.features] }),
+    ...(spec.modelFeatures === undefined ? {} : { modelFeatures: spec.modelFeatures })
   },
   skills: {
     availableModels: [...(spec.models ?? ["m/Model-7B"])],

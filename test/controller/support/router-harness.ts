@@ -15,6 +15,7 @@ import { RequestStats } from "../../../src/controller/request-stats.js"
 import { Router } from "../../../src/controller/router.js"
 import { WorkerProbes } from "../../../src/controller/worker-probes.js"
 import type { InferenceError } from "../../../src/domain/errors.js"
+import type { ToolCallDelta } from "../../../src/domain/inference.js"
 import type { DoneEvent, RelayEvent } from "../../../src/domain/route.js"
 import { ScriptedNats } from "../../support/scripted-nats.js"
 
@@ -81,12 +82,19 @@ export const settle: Effect.Effect<void> = Effect.gen(function* () {
   for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
 })
 
-/** A relayed event with each token on its own, as the tests reason about them. */
-export type FlatEvent = { readonly type: "token"; readonly index: number; readonly token: string } | DoneEvent
+/** A relayed event with each token (or tool-call delta) on its own, as the tests reason about them. */
+export type FlatEvent =
+  | { readonly type: "token"; readonly index: number; readonly token: string }
+  | { readonly type: "toolCall"; readonly index: number; readonly delta: ToolCallDelta }
+  | DoneEvent
 
 /** The events of one relayed batch, one per token. */
 export const flatten = (event: RelayEvent): ReadonlyArray<FlatEvent> =>
-  event.type === "tokens" ? event.tokens.map((token, i) => ({ type: "token", index: event.index + i, token })) : [event]
+  event.type === "tokens"
+    ? event.tokens.map((token, i) => ({ type: "token", index: event.index + i, token }))
+    : event.type === "toolCalls"
+      ? event.deltas.map((delta, i) => ({ type: "toolCall", index: event.index + i, delta }))
+      : [event]
 
 /** A forked consumer of a relay stream that records what it received, one event per token. */
 export interface Consumer {

@@ -21,7 +21,7 @@ const testDefaults = (c: ClusterConfig): ClusterConfig => ({
   discovery: { ...c.discovery, offlineTimeoutMs: 600_000, healthCheckIntervalMs: 60_000 },
   controller: {
     ...c.controller,
-    api: { ...c.controller.api, wsPingIntervalMs: 150, maxTokensCeiling: 64, defaultMaxTokens: 5 }
+    api: { ...c.controller.api, wsPingIntervalMs: 150, maxTokensCeiling: 64 }
   }
 })
 

@@ -119,8 +119,11 @@ describe("continuing an answer (issue 13)", () => {
     })
     expect(withoutContinuation({ promptTokens: 1, completionTokens: 4 }, { text: "a b", completionTokens: 2 })?.promptTokens).toBe(0)
     expect(withoutContinuation(undefined, { text: "", completionTokens: 2 })).toBeUndefined()
-    expect(openAiContinuation(true)).toEqual(["chat", "completions"])
-    expect(openAiContinuation(false)).toEqual([])
+    expect(openAiContinuation(true, ["completions"])).toEqual(["chat", "completions"])
+    expect(openAiContinuation(true, [])).toEqual(["chat"])
+    // Legacy completions continue exactly at /v1/completions (prompt + the text so far): no setting needed.
+    expect(openAiContinuation(false, ["completions"])).toEqual(["completions"])
+    expect(openAiContinuation(false, [])).toEqual([])
   })
 
   it.scopedLive("with continue_chat: continues upstream; usage counts this attempt and the request's own prompt", () =>
@@ -145,15 +148,31 @@ describe("continuing an answer (issue 13)", () => {
     })
   )
 
-  it.scopedLive("without continue_chat: no capability, and a continuation is refused before anything is sent upstream", () =>
+  it.scopedLive("without continue_chat: no chat capability, and a chat continuation is refused before anything is sent upstream", () =>
     Effect.gen(function* () {
       const server = yield* testHttpServer((_req, res) => sse(res, [chunk("x", "stop"), "[DONE]"]))
       const engine = yield* engineAt(server.baseUrl)
-      expect(engine.continuation).toEqual([])
+      expect(engine.continuation).toEqual(["completions"])
       const outcome = yield* runEngineEither(engine, continued)
       expect(outcome.tokens).toEqual([])
       expect(outcome.result).toEqual(Either.left(expect.objectContaining({ _tag: "EngineError", code: "continuation_unsupported" })))
       expect(server.received).toEqual([])
+    })
+  )
+
+  it.scopedLive("a legacy completion continues at /v1/completions with the prompt followed by the text so far", () =>
+    Effect.gen(function* () {
+      const server = yield* testHttpServer((_req, res) =>
+        sse(res, [{ choices: [{ index: 0, text: " time", finish_reason: "length" }] }, { choices: [], usage: { prompt_tokens: 5, completion_tokens: 1 } }, "[DONE]"])
+      )
+      const engine = yield* engineAt(server.baseUrl)
+      const completion = request({ messages: undefined, prompt: "Tell a story:", endpoint: "completions", maxTokens: 3, continuation: { text: " Once upon a", completionTokens: 3 } })
+      const run = yield* runEngine(engine, completion)
+      expect(run.tokens).toEqual([" time"])
+      expect(run.finish.usage).toEqual({ promptTokens: 2, completionTokens: 1 })
+      expect(server.received[0]?.url).toBe("/v1/completions")
+      expect(server.received[0]?.body).toMatchObject({ prompt: "Tell a story: Once upon a", max_tokens: 3 })
+      expect(server.received[0]?.body).not.toHaveProperty("continue_final_message")
     })
   )
 })
@@ -219,10 +238,15 @@ describe("openai engine against a local SSE server", () => {
       const engine = yield* engineAt(server.baseUrl)
       const batches: Array<ReadonlyArray<string>> = []
       const finish = yield* engine
-        .generate(request(), "/p", (tokens) => {
-          batches.push([...tokens])
-          firstEmitted()
-        })
+        .generate(
+          request(),
+          "/p",
+          (tokens) => {
+            batches.push([...tokens])
+            firstEmitted()
+          },
+          () => undefined
+        )
         .pipe(Effect.timeout("5 seconds"))
       expect(batches).toEqual([["Hel", "lo"], ["!"]])
       expect(finish).toEqual({ finishReason: "stop", usage: { promptTokens: 2, completionTokens: 3 } })
@@ -318,7 +342,7 @@ describe("openai engine against a local SSE server", () => {
       yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(timer)))
       const engine = yield* engineAt(server.baseUrl)
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request(), "/p", recorder.emit).pipe(Effect.fork)
+      const fiber = yield* engine.generate(request(), "/p", recorder.emit, recorder.emitToolCalls).pipe(Effect.fork)
       yield* eventually(Effect.sync(() => expect(recorder.tokens().length).toBeGreaterThanOrEqual(3)))
       expect(recorder.tokens().slice(0, 3)).toEqual(["t0", "t1", "t2"])
       const exit = yield* Fiber.interrupt(fiber)

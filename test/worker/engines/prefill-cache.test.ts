@@ -124,7 +124,7 @@ describe("the synthetic engine's prefill", () => {
     Effect.gen(function* () {
       const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 0, prefillTokensPerSecond: 442 })
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request(turn1, { maxTokens: 2 }), "x", recorder.emit).pipe(Effect.fork)
+      const fiber = yield* engine.generate(request(turn1, { maxTokens: 2 }), "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.fork)
       yield* TestClock.adjust("999 millis")
       expect(recorder.tokens()).toHaveLength(0)
       yield* TestClock.adjust("1 millis")

@@ -13,6 +13,7 @@ import {
   naturalAnswer,
   planContinuation,
   planSynthetic,
+  SYSTEM_FINGERPRINT,
   SyntheticEngineLive
 } from "../../../src/worker/engines/synthetic-engine.js"
 import { lateClock } from "../support/late-clock.js"
@@ -98,7 +99,8 @@ describe("synthetic engine", () => {
       expect(run.tokens).toEqual(plan.tokens)
       expect(run.finish).toEqual({
         finishReason: plan.finishReason,
-        usage: { promptTokens: 6, completionTokens: plan.tokens.length }
+        usage: { promptTokens: 6, completionTokens: plan.tokens.length },
+        systemFingerprint: SYSTEM_FINGERPRINT
       })
       expect(fast.type).toBe("synthetic")
     })
@@ -122,7 +124,7 @@ describe("synthetic engine", () => {
       const first = planSynthetic(request()).tokens[0] ?? ""
       const run = yield* runEngine(fast, request({ stop: [first] }))
       expect(run.batches).toEqual([])
-      expect(run.finish).toEqual({ finishReason: "stop", usage: { promptTokens: 6, completionTokens: 0 } })
+      expect(run.finish).toEqual({ finishReason: "stop", usage: { promptTokens: 6, completionTokens: 0 }, systemFingerprint: SYSTEM_FINGERPRINT })
     })
   )
 
@@ -130,7 +132,7 @@ describe("synthetic engine", () => {
     Effect.gen(function* () {
       const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 500 })
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request({ maxTokens: 3 }), "x", recorder.emit).pipe(Effect.fork)
+      const fiber = yield* engine.generate(request({ maxTokens: 3 }), "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.fork)
       yield* TestClock.adjust("499 millis")
       expect(recorder.batches).toEqual([])
       yield* TestClock.adjust("1 millis")
@@ -145,7 +147,7 @@ describe("synthetic engine", () => {
       // on time: one token per wake-up
       expect(recorder.batches.map((b) => b.length)).toEqual([1, 1, 1])
       expect(recorder.tokens()).toEqual(planSynthetic(request({ maxTokens: 3 })).tokens)
-      expect(finish).toEqual({ finishReason: "length", usage: { promptTokens: 6, completionTokens: 3 } })
+      expect(finish).toEqual({ finishReason: "length", usage: { promptTokens: 6, completionTokens: 3 }, systemFingerprint: SYSTEM_FINGERPRINT })
     })
   )
 
@@ -154,7 +156,7 @@ describe("synthetic engine", () => {
       const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 0 })
       const clock = yield* lateClock(250)
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request({ maxTokens: 10 }), "x", recorder.emit).pipe(Effect.withClock(clock), Effect.fork)
+      const fiber = yield* engine.generate(request({ maxTokens: 10 }), "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.withClock(clock), Effect.fork)
       yield* TestClock.adjust("0 millis")
       expect(recorder.batches.map((b) => b.length)).toEqual([1])
       // token 1 is due at 100 ms, but the engine only wakes at 350 ms: tokens 1, 2 and 3 are due then
@@ -177,7 +179,7 @@ describe("synthetic engine", () => {
       const engine = makeSyntheticEngine({ tokensPerSecond: 10, firstTokenMs: 0 })
       const clock = yield* lateClock(3_000)
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request({ maxTokens: 4 }), "x", recorder.emit).pipe(Effect.withClock(clock), Effect.fork)
+      const fiber = yield* engine.generate(request({ maxTokens: 4 }), "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.withClock(clock), Effect.fork)
       yield* TestClock.adjust("0 millis")
       // token 1 was due at 100 ms; the engine wakes at 3100: a pause, so it sends token 1 only
       yield* TestClock.adjust("3100 millis")
@@ -213,7 +215,11 @@ describe("synthetic engine", () => {
       const whole = planSynthetic(long({ maxTokens: 50 }))
       const run = yield* runEngine(fast, long({ maxTokens: 30, continuation: { text: "x", completionTokens: 20 } }))
       expect(run.tokens).toEqual(whole.tokens.slice(20))
-      expect(run.finish).toEqual({ finishReason: "length", usage: { promptTokens: whole.promptTokens, completionTokens: 30 } })
+      expect(run.finish).toEqual({
+        finishReason: "length",
+        usage: { promptTokens: whole.promptTokens, completionTokens: 30 },
+        systemFingerprint: "fp_synthetic"
+      })
       expect(fast.continuation).toEqual(["chat", "completions"])
     })
   )
@@ -222,7 +228,7 @@ describe("synthetic engine", () => {
     Effect.gen(function* () {
       const engine = makeSyntheticEngine({ tokensPerSecond: 0, firstTokenMs: 200 })
       const recorder = tokenRecorder()
-      const fiber = yield* engine.generate(request({ maxTokens: 100 }), "x", recorder.emit).pipe(Effect.fork)
+      const fiber = yield* engine.generate(request({ maxTokens: 100 }), "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.fork)
       yield* TestClock.adjust("199 millis")
       expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
       expect(recorder.batches).toEqual([])
@@ -244,7 +250,7 @@ describe("synthetic engine", () => {
       const long256 = long()
       expect(planSynthetic(long256).tokens.length).toBeGreaterThan(64)
       const recorder = tokenRecorder()
-      const fiber = yield* fast.generate(long256, "x", recorder.emit).pipe(Effect.fork)
+      const fiber = yield* fast.generate(long256, "x", recorder.emit, recorder.emitToolCalls).pipe(Effect.fork)
       yield* Effect.yieldNow()
       yield* Fiber.interrupt(fiber)
       expect(recorder.batches.length).toBeGreaterThanOrEqual(1)

@@ -1,28 +1,49 @@
 import { Effect, type Either } from "effect"
-import type { InferenceRequest } from "../../../src/domain/inference.js"
+import type { InferenceRequest, TokenLogprob, ToolCallDelta } from "../../../src/domain/inference.js"
 import type { EngineError, Finish, InferenceEngineService } from "../../../src/worker/engines/inference-engine.js"
 
 /** What an engine emitted: every batch as it came (copied), in order. */
 export interface TokenRecorder {
   /** The `emit` callback to hand to `generate`. */
-  readonly emit: (tokens: ReadonlyArray<string>) => void
+  readonly emit: (tokens: ReadonlyArray<string>, logprobs?: ReadonlyArray<TokenLogprob>) => void
+  /** The `emitToolCalls` callback to hand to `generate`. */
+  readonly emitToolCalls: (deltas: ReadonlyArray<ToolCallDelta>) => void
   readonly batches: ReadonlyArray<ReadonlyArray<string>>
   /** All tokens so far, in order. */
   readonly tokens: () => ReadonlyArray<string>
+  /** Every logprob entry emitted, in order. */
+  readonly logprobs: () => ReadonlyArray<TokenLogprob>
+  /** Every batch of logprobs as it came (undefined where a batch had none). */
+  readonly logprobBatches: ReadonlyArray<ReadonlyArray<TokenLogprob> | undefined>
+  /** Every tool-call delta emitted, in order. */
+  readonly toolCalls: () => ReadonlyArray<ToolCallDelta>
+  readonly toolCallBatches: ReadonlyArray<ReadonlyArray<ToolCallDelta>>
 }
 
 export const tokenRecorder = (): TokenRecorder => {
   const batches: Array<ReadonlyArray<string>> = []
+  const logprobBatches: Array<ReadonlyArray<TokenLogprob> | undefined> = []
+  const toolCallBatches: Array<ReadonlyArray<ToolCallDelta>> = []
   return {
-    emit: (tokens) => void batches.push([...tokens]),
+    emit: (tokens, logprobs) => {
+      batches.push([...tokens])
+      logprobBatches.push(logprobs === undefined ? undefined : [...logprobs])
+    },
+    emitToolCalls: (deltas) => void toolCallBatches.push([...deltas]),
     batches,
-    tokens: () => batches.flat()
+    tokens: () => batches.flat(),
+    logprobs: () => logprobBatches.flatMap((b) => b ?? []),
+    logprobBatches,
+    toolCalls: () => toolCallBatches.flat(),
+    toolCallBatches
   }
 }
 
 export interface EngineRun {
   readonly batches: ReadonlyArray<ReadonlyArray<string>>
   readonly tokens: ReadonlyArray<string>
+  readonly logprobs: ReadonlyArray<TokenLogprob>
+  readonly toolCalls: ReadonlyArray<ToolCallDelta>
   readonly finish: Finish
 }
 
@@ -34,9 +55,11 @@ export const runEngine = (
 ): Effect.Effect<EngineRun, EngineError> =>
   Effect.suspend(() => {
     const recorder = tokenRecorder()
-    return Effect.map(engine.generate(request, modelPath, recorder.emit), (finish) => ({
+    return Effect.map(engine.generate(request, modelPath, recorder.emit, recorder.emitToolCalls), (finish) => ({
       batches: recorder.batches,
       tokens: recorder.tokens(),
+      logprobs: recorder.logprobs(),
+      toolCalls: recorder.toolCalls(),
       finish
     }))
   })
@@ -55,7 +78,7 @@ export const runEngineEither = (
 ): Effect.Effect<EngineOutcome> =>
   Effect.suspend(() => {
     const recorder = tokenRecorder()
-    return Effect.map(Effect.either(engine.generate(request, modelPath, recorder.emit)), (result) => ({
+    return Effect.map(Effect.either(engine.generate(request, modelPath, recorder.emit, recorder.emitToolCalls)), (result) => ({
       batches: recorder.batches,
       tokens: recorder.tokens(),
       result
