@@ -1,12 +1,12 @@
 import { HttpApiSchema } from "@effect/platform"
-import { Option, Schema, SchemaAST } from "effect"
+import { Schema } from "effect"
 
 /**
- * Errors a client can see. Each carries, as schema annotations, its HTTP status and the OpenAI
- * error `type`/`code` it becomes on the wire, so that one function (`toOpenAiError`) maps every one
- * of them without a hand-written `if` per error.
+ * Errors a client can see: the classes below, and `ErrorTable`, which says for each (by `_tag`)
+ * the HTTP status and the OpenAI error `type`/`code` it becomes on the wire. `toOpenAiError` reads
+ * the table; each class's HttpApi status annotation (for `/openapi.json`) is read from it too, so
+ * adding a client-visible error is a class and a row (the compiler asks for the row).
  */
-export const OpenAiErrorId: unique symbol = Symbol.for("mlx-cluster/OpenAiError")
 
 export interface OpenAiErrorKind {
   readonly status: number
@@ -14,27 +14,50 @@ export interface OpenAiErrorKind {
   readonly code: string
 }
 
-const kind = (k: OpenAiErrorKind): { readonly [key: symbol]: unknown } => ({
-  [HttpApiSchema.AnnotationStatus]: k.status,
-  [OpenAiErrorId]: k
+export const ErrorTable = {
+  InvalidRequest: { status: 400, type: "invalid_request_error", code: "invalid_request" },
+  Unauthorized: { status: 401, type: "authentication_error", code: "invalid_api_key" },
+  WorkerNotFound: { status: 404, type: "not_found_error", code: "worker_not_found" },
+  BodyTooLarge: { status: 413, type: "invalid_request_error", code: "body_too_large" },
+  RateLimited: { status: 429, type: "rate_limit_error", code: "rate_limit_exceeded" },
+  QueueFull: { status: 429, type: "rate_limit_error", code: "queue_full" },
+  QueueTimeout: { status: 429, type: "rate_limit_error", code: "queue_timeout" },
+  ModelNotFound: { status: 404, type: "invalid_request_error", code: "model_not_found" },
+  UnsupportedParameter: { status: 400, type: "invalid_request_error", code: "unsupported_parameter" },
+  UpstreamRejected: { status: 400, type: "invalid_request_error", code: "upstream_rejected" },
+  RouteNotFound: { status: 404, type: "invalid_request_error", code: "unknown_url" },
+  NoWorkers: { status: 503, type: "server_error", code: "no_workers" },
+  NoSkilledWorker: { status: 503, type: "server_error", code: "no_skilled_worker" },
+  WorkersUnavailable: { status: 503, type: "server_error", code: "workers_unavailable" },
+  Overloaded: { status: 429, type: "rate_limit_error", code: "overloaded" },
+  SlowConsumer: { status: 429, type: "rate_limit_error", code: "slow_consumer" },
+  ShuttingDown: { status: 503, type: "server_error", code: "shutting_down" },
+  InferenceTimeout: { status: 504, type: "timeout_error", code: "timeout" },
+  WorkerFailed: { status: 502, type: "server_error", code: "worker_error" },
+  Cancelled: { status: 499, type: "invalid_request_error", code: "cancelled" }
+} as const satisfies Record<string, OpenAiErrorKind>
+
+/** The HttpApi status annotation of an error class, from its row. */
+const statusOf = (tag: keyof typeof ErrorTable): { readonly [key: symbol]: unknown } => ({
+  [HttpApiSchema.AnnotationStatus]: ErrorTable[tag].status
 })
 
 export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()(
   "InvalidRequest",
   { message: Schema.String, param: Schema.optional(Schema.String) },
-  kind({ status: 400, type: "invalid_request_error", code: "invalid_request" })
+  statusOf("InvalidRequest")
 ) {}
 
 export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
   "Unauthorized",
   { message: Schema.String },
-  kind({ status: 401, type: "authentication_error", code: "invalid_api_key" })
+  statusOf("Unauthorized")
 ) {}
 
 export class WorkerNotFound extends Schema.TaggedError<WorkerNotFound>()(
   "WorkerNotFound",
   { workerId: Schema.String },
-  kind({ status: 404, type: "not_found_error", code: "worker_not_found" })
+  statusOf("WorkerNotFound")
 ) {
   override get message() {
     return `No worker with id "${this.workerId}"`
@@ -48,7 +71,7 @@ export class BodyTooLarge extends Schema.TaggedError<BodyTooLarge>()(
     /** Why the limit is what it is, when it is not simply `max_body_bytes` (the bus's message size). */
     reason: Schema.optional(Schema.String)
   },
-  kind({ status: 413, type: "invalid_request_error", code: "body_too_large" })
+  statusOf("BodyTooLarge")
 ) {
   override get message() {
     return `Request body is larger than ${this.limitBytes} bytes${this.reason === undefined ? "" : ` (${this.reason})`}`
@@ -58,7 +81,7 @@ export class BodyTooLarge extends Schema.TaggedError<BodyTooLarge>()(
 export class RateLimited extends Schema.TaggedError<RateLimited>()(
   "RateLimited",
   { retryAfterSeconds: Schema.Number },
-  kind({ status: 429, type: "rate_limit_error", code: "rate_limit_exceeded" })
+  statusOf("RateLimited")
 ) {
   override get message() {
     return `Rate limit exceeded; retry after ${this.retryAfterSeconds} s`
@@ -68,7 +91,7 @@ export class RateLimited extends Schema.TaggedError<RateLimited>()(
 export class QueueFull extends Schema.TaggedError<QueueFull>()(
   "QueueFull",
   { model: Schema.String, pending: Schema.Number, retryAfterSeconds: Schema.Number },
-  kind({ status: 429, type: "rate_limit_error", code: "queue_full" })
+  statusOf("QueueFull")
 ) {
   override get message() {
     return `Every worker for "${this.model}" is busy and ${this.pending} requests are already waiting`
@@ -78,7 +101,7 @@ export class QueueFull extends Schema.TaggedError<QueueFull>()(
 export class QueueTimeout extends Schema.TaggedError<QueueTimeout>()(
   "QueueTimeout",
   { model: Schema.String, waitedMs: Schema.Number, retryAfterSeconds: Schema.Number },
-  kind({ status: 429, type: "rate_limit_error", code: "queue_timeout" })
+  statusOf("QueueTimeout")
 ) {
   override get message() {
     return `Every worker for "${this.model}" stayed busy for ${this.waitedMs} ms`
@@ -97,7 +120,7 @@ const listModels = (models: ReadonlyArray<string>): string =>
 export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()(
   "ModelNotFound",
   { model: Schema.String },
-  kind({ status: 404, type: "invalid_request_error", code: "model_not_found" })
+  statusOf("ModelNotFound")
 ) {
   override get message() {
     return `The model "${this.model}" does not exist on this cluster: no worker has registered it (GET /v1/models lists the models served now)`
@@ -112,7 +135,7 @@ export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()(
 export class UnsupportedParameter extends Schema.TaggedError<UnsupportedParameter>()(
   "UnsupportedParameter",
   { model: Schema.String, param: Schema.String, feature: Schema.String, together: Schema.optional(Schema.String) },
-  kind({ status: 400, type: "invalid_request_error", code: "unsupported_parameter" })
+  statusOf("UnsupportedParameter")
 ) {
   override get message() {
     const also = this.together === undefined ? "" : ` that also supports '${this.together}'`
@@ -136,14 +159,14 @@ export class UpstreamRejected extends Schema.TaggedError<UpstreamRejected>()(
     errorType: Schema.optional(Schema.String),
     param: Schema.optional(Schema.String)
   },
-  kind({ status: 400, type: "invalid_request_error", code: "upstream_rejected" })
+  statusOf("UpstreamRejected")
 ) {}
 
 /** No route for this method and path: OpenAI's own 404 wording. */
 export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()(
   "RouteNotFound",
   { method: Schema.String, path: Schema.String },
-  kind({ status: 404, type: "invalid_request_error", code: "unknown_url" })
+  statusOf("RouteNotFound")
 ) {
   override get message() {
     return `Invalid URL (${this.method} ${this.path})`
@@ -153,7 +176,7 @@ export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()(
 export class NoWorkers extends Schema.TaggedError<NoWorkers>()(
   "NoWorkers",
   { model: Schema.String, retryAfterSeconds: Schema.optionalWith(Schema.Number, { default: () => 5 }) },
-  kind({ status: 503, type: "server_error", code: "no_workers" })
+  statusOf("NoWorkers")
 ) {
   override get message() {
     return `No worker is online to serve model "${this.model}"`
@@ -168,7 +191,7 @@ export class NoSkilledWorker extends Schema.TaggedError<NoSkilledWorker>()(
     tags: Schema.optional(Schema.Array(Schema.String)),
     retryAfterSeconds: Schema.optionalWith(Schema.Number, { default: () => 5 })
   },
-  kind({ status: 503, type: "server_error", code: "no_skilled_worker" })
+  statusOf("NoSkilledWorker")
 ) {
   override get message() {
     if (this.tags !== undefined && this.tags.length > 0) {
@@ -189,7 +212,7 @@ const LISTED_ATTEMPTS = 5
 export class WorkersUnavailable extends Schema.TaggedError<WorkersUnavailable>()(
   "WorkersUnavailable",
   { model: Schema.String, attempts: Schema.Array(AttemptFailure), retryAfterSeconds: Schema.optionalWith(Schema.Number, { default: () => 1 }) },
-  kind({ status: 503, type: "server_error", code: "workers_unavailable" })
+  statusOf("WorkersUnavailable")
 ) {
   override get message() {
     const listed = this.attempts
@@ -205,7 +228,7 @@ export class WorkersUnavailable extends Schema.TaggedError<WorkersUnavailable>()
 export class Overloaded extends Schema.TaggedError<Overloaded>()(
   "Overloaded",
   { lagMs: Schema.Number, retryAfterSeconds: Schema.Number },
-  kind({ status: 429, type: "rate_limit_error", code: "overloaded" })
+  statusOf("Overloaded")
 ) {
   override get message() {
     return `The controller is overloaded (event loop ${Math.round(this.lagMs)} ms behind); retry after ${this.retryAfterSeconds} s`
@@ -216,7 +239,7 @@ export class Overloaded extends Schema.TaggedError<Overloaded>()(
 export class SlowConsumer extends Schema.TaggedError<SlowConsumer>()(
   "SlowConsumer",
   { limitBytes: Schema.Number },
-  kind({ status: 429, type: "rate_limit_error", code: "slow_consumer" })
+  statusOf("SlowConsumer")
 ) {
   override get message() {
     return `The client read too slowly: more than ${this.limitBytes} bytes were waiting to be sent, so the request was stopped`
@@ -226,7 +249,7 @@ export class SlowConsumer extends Schema.TaggedError<SlowConsumer>()(
 export class ShuttingDown extends Schema.TaggedError<ShuttingDown>()(
   "ShuttingDown",
   { /** The request was running and the drain timeout ended it. */ forced: Schema.optional(Schema.Boolean) },
-  kind({ status: 503, type: "server_error", code: "shutting_down" })
+  statusOf("ShuttingDown")
 ) {
   override get message() {
     return this.forced === true
@@ -241,7 +264,7 @@ export type TimeoutPhase = typeof TimeoutPhase.Type
 export class InferenceTimeout extends Schema.TaggedError<InferenceTimeout>()(
   "InferenceTimeout",
   { phase: TimeoutPhase, timeoutMs: Schema.Number, workerId: Schema.optional(Schema.String) },
-  kind({ status: 504, type: "timeout_error", code: "timeout" })
+  statusOf("InferenceTimeout")
 ) {
   override get message() {
     switch (this.phase) {
@@ -262,13 +285,13 @@ export class InferenceTimeout extends Schema.TaggedError<InferenceTimeout>()(
 export class WorkerFailed extends Schema.TaggedError<WorkerFailed>()(
   "WorkerFailed",
   { workerId: Schema.String, code: Schema.String, message: Schema.String },
-  kind({ status: 502, type: "server_error", code: "worker_error" })
+  statusOf("WorkerFailed")
 ) {}
 
 export class Cancelled extends Schema.TaggedError<Cancelled>()(
   "Cancelled",
   {},
-  kind({ status: 499, type: "invalid_request_error", code: "cancelled" })
+  statusOf("Cancelled")
 ) {
   override get message() {
     return "The request was cancelled"
@@ -309,22 +332,15 @@ export const OpenAiErrorBody = Schema.Struct({
 })
 export type OpenAiErrorBody = typeof OpenAiErrorBody.Type
 
-const kindOf = (error: WireError): OpenAiErrorKind => {
-  const ast = (error.constructor as unknown as { readonly ast: SchemaAST.AST }).ast
-  // A class schema is a Transformation whose annotations sit on its `to` side (the Declaration).
-  const annotated = SchemaAST.isTransformation(ast) ? ast.to : ast
-  const found = SchemaAST.getAnnotation<OpenAiErrorKind>(OpenAiErrorId)(annotated)
-  return Option.getOrElse(found, () => ({ status: 500, type: "server_error", code: "internal_error" }))
-}
-
-/** HTTP status and OpenAI body of a wire error, read from its annotations. */
+/** HTTP status and OpenAI body of a wire error, from `ErrorTable`. */
 export const toOpenAiError = (error: WireError): { readonly status: number; readonly body: OpenAiErrorBody } => {
   if (error._tag === "UpstreamRejected") {
     // The upstream's own answer, as it gave it.
     const param = error.param === undefined ? {} : { param: error.param }
     return { status: error.status, body: { error: { message: error.message, type: error.errorType ?? "invalid_request_error", code: error.code, ...param } } }
   }
-  const k = kindOf(error)
+  // Indexing by every wire `_tag`: a class without its row does not compile.
+  const k: OpenAiErrorKind = ErrorTable[error._tag]
   const code = "code" in error && typeof error.code === "string" ? error.code : k.code
   const param = "param" in error && typeof error.param === "string" ? { param: error.param } : {}
   return { status: k.status, body: { error: { message: error.message, type: k.type, code, ...param } } }
