@@ -4,7 +4,8 @@ import { Schema } from "effect"
 import { ClusterStatus } from "./cluster.js"
 import { InferenceError, WorkerNotFound } from "./errors.js"
 import { NonNegativeInt, NonNegativeNumber } from "./ids.js"
-import { PlainChatMessage, FinishReason, Usage } from "./inference.js"
+import { FinishReason, Usage } from "./inference.js"
+import { SimpleInferenceFields } from "./simple-inference.js"
 import { WorkerInfo } from "./worker.js"
 
 /**
@@ -13,14 +14,11 @@ import { WorkerInfo } from "./worker.js"
  * `src/rpc-client.ts` and `scripts/cluster.ts`.
  */
 
-export const GenerateRequest = Schema.Struct({
-  model: Schema.String.pipe(Schema.minLength(1)),
-  prompt: Schema.optional(Schema.String),
-  messages: Schema.optional(Schema.Array(PlainChatMessage).pipe(Schema.minItems(1))),
-  /** Above `controller.api.max_tokens_ceiling`: refused. Absent: the engine's own limit applies. */
-  maxTokens: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
-  temperature: Schema.optional(NonNegativeNumber)
-})
+/**
+ * `Generate`'s payload: the plain request shared with the WebSocket (`simple-inference.ts`). Its
+ * prompt-or-messages rule is checked by the handler, so that breaking it is a typed `InvalidRequest`.
+ */
+export const GenerateRequest = Schema.Struct(SimpleInferenceFields)
 export type GenerateRequest = typeof GenerateRequest.Type
 
 export const GenerateToken = Schema.Struct({

@@ -1,6 +1,7 @@
 import { Schema } from "effect"
 import { NonNegativeInt, NonNegativeNumber } from "./ids.js"
-import { PlainChatMessage, FinishReason } from "./inference.js"
+import { FinishReason } from "./inference.js"
+import { SimpleInference } from "./simple-inference.js"
 
 /**
  * The WebSocket protocol of `GET /ws` (CONTRACT §6). Every frame is one JSON text message.
@@ -16,21 +17,9 @@ import { PlainChatMessage, FinishReason } from "./inference.js"
 /** A client-chosen request id: any non-empty string, scoped to its socket. */
 export const WsRequestId = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(256))
 
-const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
-
-export const WsInferenceData = Schema.Struct({
-  model: Schema.String.pipe(Schema.minLength(1)),
-  prompt: Schema.optional(Schema.String),
-  messages: Schema.optional(Schema.Array(PlainChatMessage).pipe(Schema.minItems(1))),
-  /** Above `controller.api.max_tokens_ceiling`: refused. Absent: the engine's own limit applies. */
-  maxTokens: Schema.optional(PositiveInt),
-  temperature: Schema.optional(NonNegativeNumber)
-}).pipe(
-  Schema.filter((d) =>
-    (d.prompt === undefined) === (d.messages === undefined) ? "exactly one of prompt or messages is required" : undefined
-  )
-)
-export type WsInferenceData = typeof WsInferenceData.Type
+/** An `inference` frame's `data`: the plain request shared with RPC (`simple-inference.ts`). */
+export const WsInferenceData = SimpleInference
+export type WsInferenceData = SimpleInference
 
 export const WsInference = Schema.Struct({
   type: Schema.Literal("inference"),

@@ -1,7 +1,7 @@
 import { Either } from "effect"
 import { InvalidRequest } from "../domain/errors.js"
-import type { PlainChatMessage } from "../domain/inference.js"
 import type { RouteRequest } from "../domain/route.js"
+import type { SimpleInference } from "../domain/simple-inference.js"
 
 /** Limits that shape every inference request (from `controller.api`). */
 export interface TokenLimits {
@@ -30,15 +30,6 @@ export const maxTokensOf = (
     )
   }
   return Either.right(requested)
-}
-
-/** The request shape of the WebSocket and RPC front doors (CONTRACT §6's `data`). */
-export interface SimpleInference {
-  readonly model: string
-  readonly prompt?: string | undefined
-  readonly messages?: ReadonlyArray<PlainChatMessage> | undefined
-  readonly maxTokens?: number | undefined
-  readonly temperature?: number | undefined
 }
 
 /** A WebSocket or RPC request as the Router takes it (its `maxTokens` checked against the ceiling). */

@@ -7,6 +7,7 @@ import { Router } from "../controller/router.js"
 import { InvalidRequest, WorkerNotFound } from "../domain/errors.js"
 import type { RelayEvent } from "../domain/route.js"
 import { ClusterRpcs, type GenerateEvent } from "../domain/rpc.js"
+import { promptOrMessagesProblem } from "../domain/simple-inference.js"
 import { simpleToRoute } from "./route-request.js"
 
 /**
@@ -40,13 +41,15 @@ export const ClusterRpcHandlersLive = ClusterRpcs.toLayer(
         registry.get(workerId).pipe(
           Effect.flatMap(Option.match({ onNone: () => Effect.fail(new WorkerNotFound({ workerId })), onSome: Effect.succeed }))
         ),
-      Generate: (payload) =>
-        (payload.prompt === undefined) === (payload.messages === undefined)
-          ? Stream.fail(new InvalidRequest({ message: "exactly one of prompt or messages is required", param: "prompt" }))
+      Generate: (payload) => {
+        const problem = promptOrMessagesProblem(payload)
+        return problem !== undefined
+          ? Stream.fail(new InvalidRequest({ message: problem, param: "prompt" }))
           : Either.match(simpleToRoute(payload, api, "rpc"), {
               onLeft: (error) => Stream.fail(error),
               onRight: (request) => router.route(request).pipe(Stream.mapConcat(toGenerateEvents))
             })
+      }
     })
   })
 )
