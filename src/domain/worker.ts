@@ -13,9 +13,6 @@ export const HardwareProfile = Schema.Struct({
 })
 export type HardwareProfile = typeof HardwareProfile.Type
 
-export const EngineType = Schema.Literal("synthetic", "openai", "mlx-lm")
-export type EngineType = typeof EngineType.Type
-
 export const WorkerCapabilities = Schema.Struct({
   maxConcurrent: NonNegativeInt,
   supportsStreaming: Schema.Boolean,

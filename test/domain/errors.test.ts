@@ -1,33 +1,7 @@
 import { HttpApiSchema } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schema, type SchemaAST } from "effect"
-import {
-  BodyTooLarge,
-  ErrorTable,
-  ModelNotFound,
-  Overloaded,
-  RouteNotFound,
-  SlowConsumer,
-  UnsupportedParameter,
-  UpstreamRejected,
-  Cancelled,
-  InferenceError,
-  InferenceTimeout,
-  InvalidRequest,
-  NoSkilledWorker,
-  NoWorkers,
-  OpenAiErrorBody,
-  QueueFull,
-  QueueTimeout,
-  RateLimited,
-  ShuttingDown,
-  toOpenAiError,
-  Unauthorized,
-  type WireError,
-  WorkerFailed,
-  WorkerNotFound,
-  WorkersUnavailable
-} from "../../src/domain/index.js"
+import { BodyTooLarge, Cancelled, ErrorTable, InferenceError, InferenceTimeout, InvalidRequest, ModelNotFound, NoSkilledWorker, NoWorkers, OpenAiErrorBody, Overloaded, QueueFull, QueueTimeout, RateLimited, RouteNotFound, ShuttingDown, SlowConsumer, toOpenAiError, Unauthorized, UnsupportedParameter, UpstreamRejected, type WireError, WorkerFailed, WorkerNotFound, WorkersUnavailable } from "../../src/domain/errors.js"
 
 interface Case {
   readonly error: WireError

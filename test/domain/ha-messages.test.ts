@@ -1,14 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either, Schema } from "effect"
-import {
-  ControllerProbe,
-  ControllerProbeReply,
-  InferenceReply,
-  InferenceRequest,
-  MAX_CONTROLLERS_PER_HEARTBEAT,
-  Subjects,
-  WorkerHeartbeat
-} from "../../src/domain/index.js"
+import { InferenceReply, InferenceRequest } from "../../src/domain/inference.js"
+import { Subjects } from "../../src/domain/subjects.js"
+import { ControllerProbe, ControllerProbeReply, MAX_CONTROLLERS_PER_HEARTBEAT, WorkerHeartbeat } from "../../src/domain/worker.js"
 
 /** The wire additions of issue 14 (several controllers): all optional, all bounded. */
 

@@ -1,20 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Arbitrary, Effect, Either, FastCheck as fc, Schema } from "effect"
-import {
-  CancelRequest,
-  ClusterStatus,
-  ControllerAnnounce,
-  InferenceReply,
-  InferenceRequest,
-  RequestId,
-  Subjects,
-  TokenMessage,
-  WorkerDeregistration,
-  WorkerHeartbeat,
-  WorkerId,
-  WorkerInfo,
-  WorkerRegistration
-} from "../../src/domain/index.js"
+import { ClusterStatus } from "../../src/domain/cluster.js"
+import { RequestId, WorkerId } from "../../src/domain/ids.js"
+import { CancelRequest, InferenceReply, InferenceRequest, TokenMessage } from "../../src/domain/inference.js"
+import { Subjects } from "../../src/domain/subjects.js"
+import { ControllerAnnounce, WorkerDeregistration, WorkerHeartbeat, WorkerInfo, WorkerRegistration } from "../../src/domain/worker.js"
 
 /** What goes over NATS: the encoded value as JSON text. */
 const toWire = <A, I>(schema: Schema.Schema<A, I>, value: A): string => JSON.stringify(Schema.encodeSync(schema)(value))

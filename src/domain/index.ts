@@ -1,7 +1,0 @@
-export * from "./cluster.js"
-export * from "./dashboard.js"
-export * from "./errors.js"
-export * from "./ids.js"
-export * from "./inference.js"
-export * from "./subjects.js"
-export * from "./worker.js"
