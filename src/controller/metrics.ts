@@ -45,13 +45,6 @@ const tokensKey = MetricKey.counter("mlx_cluster_tokens_relayed_total", {
   incremental: true
 })
 
-/** The base metrics (no labels). Update them through the cached children below. */
-export const requestsTotal = Metric.fromMetricKey(requestsKey)
-export const requestFailuresTotal = Metric.fromMetricKey(failuresKey)
-export const timeToFirstTokenSeconds = Metric.fromMetricKey(ttftKey)
-export const requestDurationSeconds = Metric.fromMetricKey(durationKey)
-export const tokensRelayedTotal = Metric.fromMetricKey(tokensKey)
-
 export const retriesTotal = Metric.counter("mlx_cluster_retries_total", {
   description:
     "Dispatches moved to another worker, by reason: no_responders, ack_timeout, invalid_ack, refused, worker_offline, worker_error",

@@ -11,7 +11,6 @@ import {
   ShuttingDown,
   SlowConsumer,
   toOpenAiError,
-  WorkerFailed,
   WorkersUnavailable
 } from "../domain/errors.js"
 import { RequestId } from "../domain/ids.js"
@@ -476,6 +475,3 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     return { execute, route, complete } as const
   })
 }) {}
-
-/** The error of a stream that ended without a result (kept total rather than asserted). */
-export const emptyStream = () => new WorkerFailed({ workerId: "", code: "empty_stream", message: "the worker ended without a result" })

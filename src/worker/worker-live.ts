@@ -22,7 +22,7 @@ import { probePolicy, watchOwners } from "./owner-watch.js"
 import { RequestOwners } from "./request-owners.js"
 import { makeProbeResponder } from "./probe-responder.js"
 import { resolveWorkerId } from "./worker-id.js"
-import { makeMetricsSamplerWith, type StatsSnapshot, WorkerStats } from "./worker-stats.js"
+import { makeMetricsSampler, type StatsSnapshot, WorkerStats } from "./worker-stats.js"
 
 /**
  * The worker role (CONTRACT §3, §4). In its scope:
@@ -193,7 +193,7 @@ const runWorker = (workerId: WorkerId) =>
       Effect.forkScoped
     )
 
-    const sampler = yield* makeMetricsSamplerWith({
+    const sampler = yield* makeMetricsSampler({
       maxConcurrent: workerConfig.maxConcurrent,
       activeByController: () => owners.byController()
     })

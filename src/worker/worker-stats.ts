@@ -128,7 +128,7 @@ export interface SamplerOptions {
  * `options` the worker's own view of its load for several controllers (issue 14):
  * `maxConcurrent`, `activeByController`, `peakActive`.
  */
-export const makeMetricsSamplerWith = (options: SamplerOptions) => Effect.gen(function* () {
+export const makeMetricsSampler = (options: SamplerOptions = {}) => Effect.gen(function* () {
   const stats = yield* WorkerStats
   const promptCache = Option.flatMap(yield* Effect.serviceOption(InferenceEngine), (e) => Option.fromNullable(e.promptCache))
   const start = yield* stats.snapshot
@@ -157,6 +157,3 @@ export const makeMetricsSamplerWith = (options: SamplerOptions) => Effect.gen(fu
   })
   return { sample } as const
 })
-
-/** The sampler without the options: CPU, memory, counters, throughput and `peakActive`. */
-export const makeMetricsSampler = makeMetricsSamplerWith({})

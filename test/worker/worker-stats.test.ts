@@ -44,7 +44,7 @@ describe("worker stats", () => {
   it.effect("the sampler reports counters and tokens/s over the interval since the last sample", () =>
     Effect.gen(function* () {
       const stats = yield* WorkerStats
-      const sampler = yield* makeMetricsSampler
+      const sampler = yield* makeMetricsSampler()
       expect(yield* stats.tryAcquire(2)).toBe(true)
       stats.countTokens(60)
       stats.countTokens(40)

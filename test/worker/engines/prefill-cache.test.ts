@@ -139,7 +139,7 @@ describe("the synthetic engine's prefill", () => {
   it.effect("the config's prefill keys reach the engine, and the heartbeat carries the cache counters", () =>
     Effect.gen(function* () {
       const engine = yield* InferenceEngine
-      const sampler = yield* makeMetricsSampler
+      const sampler = yield* makeMetricsSampler()
       expect((yield* sampler.sample).promptCache).toEqual({ hits: 0, misses: 0, cachedTokens: 0, promptTokens: 0 })
       const run = yield* runEngine(engine, request(turn1)).pipe(Effect.fork)
       yield* TestClock.adjust("221 millis") // 442 words at 2000/s
@@ -172,7 +172,7 @@ describe("the synthetic engine's prefill", () => {
 
   it.effect("a sampler without an engine reports no prompt cache", () =>
     Effect.gen(function* () {
-      const sampler = yield* makeMetricsSampler
+      const sampler = yield* makeMetricsSampler()
       expect((yield* sampler.sample).promptCache).toBeUndefined()
     }).pipe(Effect.provide(WorkerStats.Default))
   )
