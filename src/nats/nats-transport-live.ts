@@ -117,29 +117,30 @@ const connectWithRetry = (options: NatsConnectOptions) =>
 const serverOf = (url: string, data: unknown): string =>
   serverUrls(url).length > 1 && typeof data === "string" && data !== "" ? safeUrl(data.includes("://") ? data : `nats://${data}`) : safeUrl(url)
 
-const watchStatus = (nc: NatsConnection, url: string, run: (effect: Effect.Effect<void>) => unknown, up: (connected: boolean) => void) =>
-  Effect.sync(() => {
-    // The status iterator ends when the connection closes, so this loop needs no interruption.
-    void (async () => {
-      for await (const s of nc.status()) {
-        switch (s.type) {
-          case "disconnect":
-            up(false)
-            run(Effect.logWarning(`NATS disconnected from ${serverOf(url, s.data)}; reconnecting`))
-            break
-          case "reconnect":
-            up(true)
-            run(Effect.logInfo(`NATS reconnected to ${serverOf(url, s.data)}`))
-            break
-          case "error":
-            run(Effect.logWarning(`NATS error: ${String(s.data)}`))
-            break
-          default:
-            break
-        }
+/**
+ * Logs the connection's status changes and tells `up` whether it is connected: a fiber in the
+ * connection's scope over nats' status iterator (which ends when the connection closes; closing
+ * the scope interrupts the fiber either way).
+ */
+const watchStatus = (nc: NatsConnection, url: string, up: (connected: boolean) => void) =>
+  Stream.fromAsyncIterable(nc.status(), (cause) => cause).pipe(
+    Stream.runForEach((s) => {
+      switch (s.type) {
+        case "disconnect":
+          up(false)
+          return Effect.logWarning(`NATS disconnected from ${serverOf(url, s.data)}; reconnecting`)
+        case "reconnect":
+          up(true)
+          return Effect.logInfo(`NATS reconnected to ${serverOf(url, s.data)}`)
+        case "error":
+          return Effect.logWarning(`NATS error: ${String(s.data)}`)
+        default:
+          return Effect.void
       }
-    })()
-  })
+    }),
+    Effect.catchAll((cause) => Effect.logWarning(`NATS status watch ended: ${describe(cause)}`)),
+    Effect.forkScoped
+  )
 
 /**
  * Logs dropped invalid messages of one subscription: the first of each second in full, the rest
@@ -177,7 +178,7 @@ const make = (options: NatsConnectOptions) =>
     // a subscription per request is on the hot path).
     const run = yield* FiberSet.makeRuntime<never>()
     let connected = true
-    yield* watchStatus(nc, options.url, run, (up) => {
+    yield* watchStatus(nc, options.url, (up) => {
       connected = up
     })
     const listed = serverUrls(options.url).length > 1 ? ` (of ${safeUrl(options.url)})` : ""
