@@ -73,7 +73,7 @@ export const drain = Effect.gen(function* () {
     yield* lifecycle.forceStop
   }
   yield* lifecycle.transition("stopping")
-})
+}).pipe(Effect.withSpan("Controller.drain"))
 
 /**
  * The last controller layer to start and the first to stop: announces the controller (every worker

@@ -311,8 +311,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
      * A stream whose worker was lost mid-stream: `undefined` when it goes on on another worker, else
      * how the request ends (the lost worker's error, or — all `max_tokens` were sent — its `done`).
      */
-    const migrate = (ctx: RequestContext, outcome: Migrate): Effect.Effect<DoneEvent | undefined, InferenceError> =>
-      Effect.gen(function* () {
+    const migrate: (ctx: RequestContext, outcome: Migrate) => Effect.Effect<DoneEvent | undefined, InferenceError> = Effect.fn("Router.migrate")(
+      function* (ctx: RequestContext, outcome: Migrate) {
         const answer = ctx.answer
         const workerId = ctx.workerId ?? "?"
         ctx.lost = outcome.error
@@ -329,7 +329,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             `continuing on another worker (migration ${answer.migrations} of at most ${c.migrationLimit})`
         ).pipe(Effect.annotateLogs({ requestId: ctx.requestId, workerId }))
         return undefined
-      })
+      }
+    )
 
     const attempts = (ctx: RequestContext): Effect.Effect<DoneEvent, InferenceError> =>
       Effect.gen(function* () {
@@ -418,8 +419,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
      * `done` event. Fails with a typed `InferenceError`; interrupting it (the client went away)
      * cancels the worker's work.
      */
-    const execute = (request: RouteRequest, sink: RelaySink): Effect.Effect<DoneEvent, InferenceError> =>
-      Effect.gen(function* () {
+    const execute: (request: RouteRequest, sink: RelaySink) => Effect.Effect<DoneEvent, InferenceError> = Effect.fn("Router.execute")(
+      function* (request: RouteRequest, sink: RelaySink) {
         yield* lifecycle.ensureAccepting
         const lagMs = maxLagMs > 0 ? monitor.sustainedLagMs() : 0
         if (lagMs > maxLagMs && maxLagMs > 0) {
@@ -443,7 +444,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
         }
         yield* stats.begin
         return yield* attempts(ctx).pipe(Effect.onExit((exit) => finish(ctx, exit)))
-      })
+      }
+    )
 
     /** The same as a `Stream`, a chunk per bus message: for consumers built on streams (RPC). */
     const route = (request: RouteRequest): Stream.Stream<RelayEvent, InferenceError> =>

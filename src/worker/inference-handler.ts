@@ -227,7 +227,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           Effect.onExit(finalize(request, entry, entry.startedAt, () => index)),
           Effect.ignore
         )
-      })
+      }).pipe(Effect.withSpan("Worker.serve", { attributes: { requestId: request.requestId, model: request.model } }))
 
     const onRequest = (message: RawMessage) => {
       const replyTo = message.reply === undefined || message.reply === "" ? undefined : message.reply
@@ -293,7 +293,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           for (const entry of left) stop(entry, "shutdown")
           yield* Fiber.awaitAll(left.flatMap((e) => (e.fiber === undefined ? [] : [e.fiber])))
         }
-      })
+      }).pipe(Effect.withSpan("Worker.drain"))
 
     const handler: InferenceHandler = { drain, running: Effect.sync(() => running.size), owners }
     return handler

@@ -157,7 +157,8 @@ const runWorker = (workerId: WorkerId) =>
       })
     })
     const register = registration.pipe(
-      Effect.flatMap((message) => nats.publish(Subjects.register, WorkerRegistration, message))
+      Effect.flatMap((message) => nats.publish(Subjects.register, WorkerRegistration, message)),
+      Effect.withSpan("Worker.register")
     )
 
     const owners = new RequestOwners()
