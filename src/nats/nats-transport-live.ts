@@ -119,28 +119,36 @@ const serverOf = (url: string, data: unknown): string =>
 
 /**
  * Logs the connection's status changes and tells `up` whether it is connected: a fiber in the
- * connection's scope over nats' status iterator (which ends when the connection closes; closing
- * the scope interrupts the fiber either way).
+ * connection's scope pulling nats' status iterator (which ends when the connection closes).
+ * The iterator is pulled by hand rather than through `Stream.fromAsyncIterable`: that stream's
+ * finaliser calls the iterator's `return()`, which nats only settles with the next status event,
+ * so closing the scope would wait for one (15 s in the shutdown test). Interrupting a pending
+ * `next()` here just abandons it; closing the connection ends the iterator.
  */
-const watchStatus = (nc: NatsConnection, url: string, up: (connected: boolean) => void) =>
-  Stream.fromAsyncIterable(nc.status(), (cause) => cause).pipe(
-    Stream.runForEach((s) => {
-      switch (s.type) {
-        case "disconnect":
-          up(false)
-          return Effect.logWarning(`NATS disconnected from ${serverOf(url, s.data)}; reconnecting`)
-        case "reconnect":
-          up(true)
-          return Effect.logInfo(`NATS reconnected to ${serverOf(url, s.data)}`)
-        case "error":
-          return Effect.logWarning(`NATS error: ${String(s.data)}`)
-        default:
-          return Effect.void
-      }
-    }),
+const watchStatus = (nc: NatsConnection, url: string, up: (connected: boolean) => void) => {
+  const events = nc.status()[Symbol.asyncIterator]()
+  const report = (s: { readonly type: string; readonly data: unknown }): Effect.Effect<void> => {
+    switch (s.type) {
+      case "disconnect":
+        up(false)
+        return Effect.logWarning(`NATS disconnected from ${serverOf(url, s.data)}; reconnecting`)
+      case "reconnect":
+        up(true)
+        return Effect.logInfo(`NATS reconnected to ${serverOf(url, s.data)}`)
+      case "error":
+        return Effect.logWarning(`NATS error: ${String(s.data)}`)
+      default:
+        return Effect.void
+    }
+  }
+  const next: Effect.Effect<void, unknown> = Effect.tryPromise({ try: () => events.next(), catch: (cause) => cause }).pipe(
+    Effect.flatMap((step) => (step.done === true ? Effect.void : Effect.zipRight(report(step.value), Effect.suspend(() => next))))
+  )
+  return next.pipe(
     Effect.catchAll((cause) => Effect.logWarning(`NATS status watch ended: ${describe(cause)}`)),
     Effect.forkScoped
   )
+}
 
 /**
  * Logs dropped invalid messages of one subscription: the first of each second in full, the rest
