@@ -225,5 +225,6 @@ export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller
       pending: Effect.sync(() => pending),
       pendingNow: (): number => pending
     } as const
-  })
+  }),
+  dependencies: [Balancer.Default, ControllerIdentity.Default, DeadlineSweep.Default, InFlight.Default, Registry.Default]
 }) {}

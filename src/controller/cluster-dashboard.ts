@@ -147,5 +147,6 @@ export class ClusterDashboard extends Effect.Service<ClusterDashboard>()("contro
       })
     })
     return { snapshot } as const
-  })
+  }),
+  dependencies: [AdmissionQueue.Default, Balancer.Default, ClusterActivity.Default, ControllerLifecycle.Default, Registry.Default, RequestStats.Default]
 }) {}

@@ -35,5 +35,6 @@ export class ClusterStatusQuery extends Effect.Service<ClusterStatusQuery>()("co
       }
     })
     return { status } as const
-  })
+  }),
+  dependencies: [ControllerLifecycle.Default, Registry.Default, RequestStats.Default]
 }) {}

@@ -2,14 +2,10 @@ import { HttpServer } from "@effect/platform"
 import { Effect, Layer, Schedule } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { AdmissionQueue } from "./admission-queue.js"
-import { Balancer } from "./balancer.js"
-import { ClusterActivity } from "./cluster-activity.js"
 import { ClusterDashboard } from "./cluster-dashboard.js"
 import { ClusterStatusQuery } from "./cluster-status.js"
 import { ControllerIdentity } from "./controller-identity.js"
 import { HealthMonitorLive } from "./health-monitor.js"
-import { InFlight } from "./in-flight.js"
-import { DeadlineSweep } from "./deadline-sweep.js"
 import { ControllerLifecycle } from "./lifecycle.js"
 import { LoadMonitor } from "./load-monitor.js"
 import { ProbeResponderLive } from "./probe-responder.js"
@@ -18,40 +14,32 @@ import { announce, RegistrySyncLive } from "./registry-sync.js"
 import { RequestJournal } from "./request-journal.js"
 import { RequestStats } from "./request-stats.js"
 import { Router } from "./router.js"
-import { WorkerProbes } from "./worker-probes.js"
 
 /**
- * The controller's state: registry, balancer, in-flight counts, statistics, lifecycle, clocks, and
- * the request journal with the activity it feeds (one instance, shared with the dashboard).
+ * What the front doors and the drain call. Each service declares what it needs (its
+ * `dependencies`), and a layer is built once per process however many services need it, so these
+ * are the same instances the Router uses.
  */
-const ControllerStateLive = Layer.mergeAll(
+const ControllerServicesLive = Layer.mergeAll(
+  Router.Default,
+  ClusterStatusQuery.Default,
+  ClusterDashboard.Default,
+  AdmissionQueue.Default,
   Registry.Default,
-  Balancer.Default,
-  InFlight.Default,
   RequestStats.Default,
+  RequestJournal.Default,
   ControllerLifecycle.Default,
   ControllerIdentity.Default,
-  DeadlineSweep.Default,
-  LoadMonitor.Default,
-  RequestJournal.DefaultWithoutDependencies.pipe(Layer.provideMerge(ClusterActivity.Default))
+  LoadMonitor.Default
 )
 
 /**
- * Everything the front doors call (Router, Registry, statistics, lifecycle), with the background
- * work that keeps it true: the NATS registry sync and the health sweeps. Needs a NATS connection
- * and the config.
+ * The controller's services, with the background work that keeps them true (the NATS registry
+ * sync, the health sweeps, the answers to workers' probes) started after them and stopped before
+ * them. Needs a NATS connection and the config.
  */
-export const ControllerCoreLive = Layer.mergeAll(
-  RegistrySyncLive,
-  HealthMonitorLive,
-  ProbeResponderLive,
-  ClusterStatusQuery.Default,
-  ClusterDashboard.Default
-).pipe(
-  Layer.provideMerge(Router.Default),
-  Layer.provideMerge(WorkerProbes.Default),
-  Layer.provideMerge(AdmissionQueue.Default),
-  Layer.provideMerge(ControllerStateLive)
+export const ControllerCoreLive = Layer.mergeAll(RegistrySyncLive, HealthMonitorLive, ProbeResponderLive).pipe(
+  Layer.provideMerge(ControllerServicesLive)
 )
 
 /** Waits until no request is active or `drain_timeout_ms` has passed; then ends what still runs. */

@@ -475,5 +475,6 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     }
 
     return { execute, route, complete } as const
-  })
+  }),
+  dependencies: [AdmissionQueue.Default, Balancer.Default, ControllerIdentity.Default, ControllerLifecycle.Default, DeadlineSweep.Default, InFlight.Default, LoadMonitor.Default, Registry.Default, RequestJournal.Default, RequestStats.Default, WorkerProbes.Default]
 }) {}

@@ -218,5 +218,6 @@ export class WorkerProbes extends Effect.Service<WorkerProbes>()("controller/Wor
       /** Workers watched now. */
       size: (): number => entries.size
     } as const
-  })
+  }),
+  dependencies: [Registry.Default]
 }) {}

@@ -35,7 +35,8 @@ export class PrometheusMetrics extends Effect.Service<PrometheusMetrics>()("http
       return renderFamilies([...familiesFromRegistry(yield* Metric.snapshot, accept), ...gauges])
     })
     return { scrape } as const
-  })
+  }),
+  dependencies: [AdmissionQueue.Default, Registry.Default, RequestStats.Default]
 }) {}
 
 const PrometheusRouteLive = HttpLayerRouter.use((router) =>

@@ -34,30 +34,39 @@ export const queueConfig =
 /** The controller id of the router harness (`InferenceRequest.controllerId`, `activeByController`). */
 export const TEST_CONTROLLER_ID = "ctl-test"
 
-const stateTest = (eventLoopLagMs: number) =>
+/**
+ * What the harness replaces: the bus (the scripted double), the load monitor (a fixed lag), the
+ * controller id (fixed) and the config (the defaults changed by `patch`).
+ */
+const fakes = (patch: (c: ClusterConfig) => ClusterConfig, eventLoopLagMs: number) =>
   Layer.mergeAll(
-    Registry.Default,
-    Balancer.Default,
-    InFlight.Default,
-    RequestStats.Default,
-    RequestJournal.Default,
-    ControllerLifecycle.Default,
-    DeadlineSweep.Default,
+    ScriptedNats.layer,
     LoadMonitor.layerTest({ now: eventLoopLagMs }),
-    ControllerIdentity.layerTest(TEST_CONTROLLER_ID)
+    ControllerIdentity.layerTest(TEST_CONTROLLER_ID),
+    ClusterConfigService.layerTest(patch)
   )
 
 /**
- * The Router as `ControllerCoreLive` composes it (Router ← WorkerProbes ← AdmissionQueue ← state services), over
- * the scripted NATS double and the contract's defaults changed by `patch`. One build per test.
+ * The Router and the services it declares, over the fakes. The two services that need a fake
+ * (Router: the load monitor and the id; AdmissionQueue: the id) come without their declared
+ * dependencies; every other one is its `Default`. One build per test.
  */
 export const routerTestLayer = (patch: (c: ClusterConfig) => ClusterConfig = identity, eventLoopLagMs = 0) =>
-  Router.Default.pipe(
-    Layer.provideMerge(WorkerProbes.Default),
-    Layer.provideMerge(AdmissionQueue.Default),
-    Layer.provideMerge(stateTest(eventLoopLagMs)),
-    Layer.provideMerge(ScriptedNats.layer),
-    Layer.provideMerge(ClusterConfigService.layerTest(patch))
+  Router.DefaultWithoutDependencies.pipe(
+    Layer.provideMerge(AdmissionQueue.DefaultWithoutDependencies),
+    Layer.provideMerge(
+      Layer.mergeAll(
+        Balancer.Default,
+        ControllerLifecycle.Default,
+        DeadlineSweep.Default,
+        InFlight.Default,
+        Registry.Default,
+        RequestJournal.Default,
+        RequestStats.Default,
+        WorkerProbes.Default
+      )
+    ),
+    Layer.provideMerge(fakes(patch, eventLoopLagMs))
   )
 
 export type RouterTestServices = Layer.Layer.Success<ReturnType<typeof routerTestLayer>>
