@@ -1,6 +1,7 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
-import { Effect, Either, Layer, Option, ParseResult, Redacted, Schema, Stream } from "effect"
+import { Effect, Either, Layer, Option, Redacted, Schema, Stream } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
+import { formatIssue, guardedDecoder, parseJson } from "../../domain/decode.js"
 import type { ContinuationKind } from "../../domain/continuation.js"
 import { DEFAULT_OPENAI_FEATURES, type Feature } from "../../domain/features.js"
 import type { FinishReason, InferenceRequest, TokenLogprob, ToolCallDelta, TopLogprob, Usage } from "../../domain/inference.js"
@@ -116,7 +117,8 @@ export type SseLine =
     }
   | { readonly _tag: "UpstreamError"; readonly message: string }
 
-const decodeChunk = Schema.decodeUnknownEither(Schema.parseJson(ChatCompletionChunk))
+const decodeChunkValue = guardedDecoder(ChatCompletionChunk)
+const decodeChunk = (data: string) => Either.flatMap(parseJson(data), decodeChunkValue)
 
 const errorText = (error: unknown): string => {
   if (typeof error === "string") return error
@@ -214,7 +216,7 @@ export const parseSseLine = (line: string): Either.Either<SseLine, string> => {
   if (data === "[DONE]") return Either.right({ _tag: "Done" })
   return Either.match(decodeChunk(data), {
     onLeft: (error) =>
-      Either.left(`malformed SSE data ${JSON.stringify(data.slice(0, 120))}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`),
+      Either.left(`malformed SSE data ${JSON.stringify(data.slice(0, 120))}: ${formatIssue(error)}`),
     onRight: (chunk): Either.Either<SseLine, string> => {
       if (chunk.error !== undefined && chunk.error !== null) {
         return Either.right({ _tag: "UpstreamError", message: errorText(chunk.error) })

@@ -38,6 +38,15 @@ const engineAt = (baseUrl: string, options: { model?: string; apiKey?: string; c
   )
 
 describe("SSE parsing", () => {
+  it("names where a malformed chunk is wrong, in the one issue format the rest of the cluster uses", () => {
+    const wrongShape = parseSseLine(`data: ${JSON.stringify({ choices: [{ delta: { content: 5 } }] })}`)
+    expect(Either.isLeft(wrongShape) && wrongShape.left).toMatch(/choices\[0\]\.delta\.content: Expected string/)
+    const notJson = parseSseLine("data: {oops")
+    expect(Either.isLeft(notJson) && notJson.left).toMatch(/malformed SSE data "\{oops": not JSON/)
+    const deep = parseSseLine(`data: ${"[".repeat(200)}${"]".repeat(200)}`)
+    expect(Either.isLeft(deep) && deep.left).toMatch(/nested deeper than 64 levels/)
+  })
+
   it("reads data lines, [DONE], comments, usage, finish reasons, upstream errors", () => {
     expect(parseSseLine(": keep-alive")).toEqual(Either.right({ _tag: "Ignore" }))
     expect(parseSseLine("")).toEqual(Either.right({ _tag: "Ignore" }))
