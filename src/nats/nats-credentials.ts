@@ -39,14 +39,18 @@ export type NatsAuthSource =
   /** No credentials: the server must be open (or the connection is refused). */
   | "none"
 
-export interface EffectiveNatsAuth {
-  readonly source: NatsAuthSource
-  /** The credentials file involved, for "generated" and "file". */
-  readonly file?: string
+/** The ways a client proves who it is to nats-server (none, one, or user and password). */
+export interface NatsCredentialFields {
   readonly user?: string
   readonly pass?: Redacted.Redacted<string>
   readonly token?: Redacted.Redacted<string>
   readonly credsFile?: string
+}
+
+export interface EffectiveNatsAuth extends NatsCredentialFields {
+  readonly source: NatsAuthSource
+  /** The credentials file involved, for "generated" and "file". */
+  readonly file?: string
 }
 
 /** Where the generated credential lives for this config. */

@@ -22,7 +22,7 @@ import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ClusterConfig } from "../config/schema.js"
 import { inboxPrefixFor } from "./bus-permissions.js"
 import { decoderFor, encoderFor } from "./codec.js"
-import { type NatsCredentialsError, withEffectiveNatsAuth } from "./nats-credentials.js"
+import { type NatsCredentialFields, type NatsCredentialsError, withEffectiveNatsAuth } from "./nats-credentials.js"
 import { safeUrl, serverUrls } from "./server-urls.js"
 import {
   type Incoming,
@@ -36,15 +36,11 @@ import {
   type SubscribeOptions
 } from "./nats-transport.js"
 
-export interface NatsConnectOptions {
+export interface NatsConnectOptions extends NatsCredentialFields {
   /** One NATS URL, or several separated by commas (a NATS cluster's members, tried in order). */
   readonly url: string
   /** Shown in the server's connection list, e.g. `controller@mac-studio`. */
   readonly name?: string
-  readonly user?: string
-  readonly pass?: Redacted.Redacted<string>
-  readonly token?: Redacted.Redacted<string>
-  readonly credsFile?: string
   readonly tls?:
     | boolean
     | {
