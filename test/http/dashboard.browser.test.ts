@@ -268,7 +268,7 @@ describe("/dashboard in headless Chromium", () => {
     await page.waitForFunction(
       (detail: string) => document.getElementById("stat-affinity-detail")?.textContent === detail,
       { timeout: 5_000 },
-      `${a.hits} hits · ${a.displaced} displaced · ${a.misses} new prompts`
+      `${a.hits} hits · ${a.displaced} displaced · ${a.misses} new prompts (not in the rate)`
     )
     expect(await textOf(page, "#stat-affinity")).toMatch(/^\d+(\.\d+)? ?%$/)
   })
