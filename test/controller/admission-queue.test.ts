@@ -1,23 +1,25 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Stream, TestClock } from "effect"
+import { Effect, Fiber, Stream, TestClock } from "effect"
 import { AdmissionQueue, type AdmissionRequest } from "../../src/controller/admission-queue.js"
 import { InFlight } from "../../src/controller/in-flight.js"
 import { Registry } from "../../src/controller/registry.js"
-import { Router } from "../../src/controller/router.js"
-import { heartbeat, registration } from "./support/fixtures.js"
+import type { RouteRequest } from "../../src/domain/route.js"
+import { heartbeat, MODEL, registration } from "./support/fixtures.js"
 import {
   consume,
   expectIdle,
   failureOf,
+  isRunning,
   outcomes,
   queueConfig,
+  route,
+  routeTo,
   settle,
   successOf,
   withRouter
 } from "./support/router-harness.js"
 import { doneMsg, startWorker, tokenMsg } from "./support/scripted-workers.js"
 
-const MODEL = "m/Model-7B"
 const ask = (patch: Partial<AdmissionRequest> = {}): AdmissionRequest => ({ model: MODEL, ...patch })
 
 /** Registers `id` with `maxConcurrent` slots and takes every one of them. */
@@ -41,8 +43,6 @@ const admitInBackground = (request: AdmissionRequest) =>
     yield* settle
     return fiber
   })
-
-const isRunning = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isNone)
 
 describe("AdmissionQueue.admit", () => {
   it.effect("with free capacity: reserves a slot on the chosen worker at once", () =>
@@ -341,18 +341,15 @@ describe("AdmissionQueue: waiters per model", () => {
 })
 
 describe("AdmissionQueue through the Router", () => {
-  const route = (priority?: number) =>
-    Effect.map(Router, (router) =>
-      router.route({ model: MODEL, prompt: "hi", maxTokens: 4, ...(priority === undefined ? {} : { priority }) })
-    )
+  /** A legacy completion, with `priority` when given. */
+  const completion = (priority?: number): RouteRequest => ({ model: MODEL, prompt: "hi", maxTokens: 4, ...(priority === undefined ? {} : { priority }) })
 
   it.effect("a request beyond every worker's maxConcurrent is dispatched when the running one ends", () =>
     withRouter()(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", maxConcurrent: 1 })
-        const a = yield* consume(yield* route())
-        const reqA = yield* w1.nextRequest
-        const b = yield* consume(yield* route())
+        const [a, reqA] = yield* routeTo(w1, completion())
+        const b = yield* consume(yield* route(completion()))
         yield* settle
         expect(yield* (yield* AdmissionQueue).pending).toBe(1)
         expect(yield* w1.received).toHaveLength(1)
@@ -372,11 +369,10 @@ describe("AdmissionQueue through the Router", () => {
     withRouter(queueConfig({ maxPending: 1, maxWaitMs: 1_000 }))(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", maxConcurrent: 1 })
-        const running = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
-        const queued = yield* consume(yield* route())
+        const [running, req] = yield* routeTo(w1, completion())
+        const queued = yield* consume(yield* route(completion()))
         yield* settle
-        const full = yield* Effect.exit(Stream.runDrain(yield* route()))
+        const full = yield* Effect.exit(Stream.runDrain(yield* route(completion())))
         expect(failureOf(full)).toMatchObject({ _tag: "QueueFull", retryAfterSeconds: 1 })
         yield* TestClock.adjust(1_000)
         expect(failureOf(yield* queued.exit)).toMatchObject({ _tag: "QueueTimeout", waitedMs: 1_000 })
@@ -393,13 +389,12 @@ describe("AdmissionQueue through the Router", () => {
     withRouter()(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", maxConcurrent: 1 })
-        const running = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
-        const low = yield* consume(yield* route(1))
+        const [running, req] = yield* routeTo(w1, completion())
+        const low = yield* consume(yield* route(completion(1)))
         yield* settle
-        const gone = yield* consume(yield* route(3))
+        const gone = yield* consume(yield* route(completion(3)))
         yield* settle
-        const high = yield* consume(yield* route(2))
+        const high = yield* consume(yield* route(completion(2)))
         yield* settle
         expect(yield* (yield* AdmissionQueue).pending).toBe(3)
         yield* Fiber.interrupt(gone.fiber)

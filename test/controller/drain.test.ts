@@ -3,20 +3,25 @@ import { Effect, Fiber, Option, Stream, TestClock } from "effect"
 import { drain } from "../../src/controller/controller-live.js"
 import { ControllerLifecycle } from "../../src/controller/lifecycle.js"
 import { RequestStats } from "../../src/controller/request-stats.js"
-import { Router } from "../../src/controller/router.js"
+import type { RouteRequest } from "../../src/domain/route.js"
+import { MODEL } from "./support/fixtures.js"
 import {
-  consume,
   controllerConfig,
   expectIdle,
   failureOf,
+  isRunning,
   outcomes,
+  route,
+  routeTo,
   settle,
+  streamingOn,
   successOf,
   withRouter
 } from "./support/router-harness.js"
 import { doneMsg, startWorker, tokenMsg } from "./support/scripted-workers.js"
 
-const route = Effect.map(Router, (router) => router.route({ model: "m/Model-7B", prompt: "hi", maxTokens: 4 }))
+/** A legacy completion: what drain waits for does not depend on the kind of request. */
+const completion: RouteRequest = { model: MODEL, prompt: "hi", maxTokens: 4 }
 
 const state = Effect.flatMap(ControllerLifecycle, (l) => l.state)
 
@@ -54,19 +59,16 @@ describe("drain", () => {
     withRouter(controllerConfig({ drainTimeoutMs: 30_000 }))(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" })
-        const running = yield* consume(yield* route)
-        const req = yield* w1.nextRequest
-        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
-        yield* running.next
+        const [running, req] = yield* streamingOn(w1, completion)
 
         const draining = yield* Effect.fork(drain)
         yield* settle
         expect(yield* state).toBe("draining")
-        expect(failureOf(yield* Effect.exit(Stream.runDrain(yield* route)))._tag).toBe("ShuttingDown")
+        expect(failureOf(yield* Effect.exit(Stream.runDrain(yield* route(completion))))._tag).toBe("ShuttingDown")
 
         // Still one active request: drain keeps polling.
         yield* TestClock.adjust(1_000)
-        expect(Option.isNone(yield* Fiber.poll(draining))).toBe(true)
+        expect(yield* isRunning(draining)).toBe(true)
         expect(yield* state).toBe("draining")
 
         yield* w1.emit(tokenMsg(req.requestId, 1, "b"), doneMsg(req.requestId, 2))
@@ -87,16 +89,13 @@ describe("drain", () => {
     withRouter(controllerConfig({ drainTimeoutMs: 1_000, firstTokenTimeoutMs: 60_000, streamIdleTimeoutMs: 60_000 }))(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" })
-        const running = yield* consume(yield* route)
-        const req = yield* w1.nextRequest
-        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
-        yield* running.next
+        const [running, req] = yield* streamingOn(w1, completion)
 
         const draining = yield* Effect.fork(drain)
         yield* settle
         yield* TestClock.adjust(999)
-        expect(Option.isNone(yield* Fiber.poll(draining))).toBe(true)
-        expect(Option.isNone(yield* Fiber.poll(running.fiber))).toBe(true)
+        expect(yield* isRunning(draining)).toBe(true)
+        expect(yield* isRunning(running.fiber)).toBe(true)
         yield* TestClock.adjust(1)
         yield* Fiber.join(draining)
         expect(yield* state).toBe("stopping")
@@ -114,12 +113,11 @@ describe("drain", () => {
     withRouter(controllerConfig({ drainTimeoutMs: 1_000, firstTokenTimeoutMs: 60_000 }))(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" })
-        const running = yield* consume(yield* route)
-        const req = yield* w1.nextRequest
+        const [running, req] = yield* routeTo(w1, completion)
         const shutdown = yield* Effect.fork(Effect.scoped(Effect.addFinalizer(() => drain)))
         yield* settle
         yield* TestClock.adjust(999)
-        expect(Option.isNone(yield* Fiber.poll(shutdown))).toBe(true)
+        expect(yield* isRunning(shutdown)).toBe(true)
         yield* TestClock.adjust(1)
         yield* Fiber.join(shutdown)
         expect(yield* state).toBe("stopping")

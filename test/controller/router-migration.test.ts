@@ -3,36 +3,31 @@ import { Effect, Fiber, Metric, TestClock } from "effect"
 import * as Metrics from "../../src/controller/metrics.js"
 import { Registry } from "../../src/controller/registry.js"
 import { Router } from "../../src/controller/router.js"
+import type { InferenceRequest } from "../../src/domain/inference.js"
 import type { RouteRequest } from "../../src/domain/route.js"
 import { Subjects } from "../../src/domain/subjects.js"
 import { NatsTransport } from "../../src/nats/nats-transport.js"
+import { MODEL } from "./support/fixtures.js"
 import {
-  consume,
+  chatRequest,
   controllerConfig,
   expectIdle,
   failureOf,
   outcomes,
+  routeTo,
   settle,
   successOf,
   withRouter
 } from "./support/router-harness.js"
-import { doneMsg, Reply, startWorker, tokenMsg } from "./support/scripted-workers.js"
+import { doneMsg, type FakeWorker, Reply, startWorker, tokenMsg } from "./support/scripted-workers.js"
 
-const MODEL = "m/Model-7B"
 const BOTH = ["chat", "completions"] as const
 
-const request = (patch: Partial<RouteRequest> = {}): RouteRequest => ({
-  requestId: "req",
-  model: MODEL,
-  messages: [{ role: "user", content: "Hello?" }],
-  maxTokens: 10,
-  ...patch
-})
+/** The chat request of these tests: a fixed id ("req", then "req-1"… per move) and 10 tokens at most. */
+const request = (patch: Partial<RouteRequest> = {}): RouteRequest => chatRequest({ requestId: "req", maxTokens: 10, ...patch })
 
 /** A legacy completion (`/v1/completions`): the kind of request a `completions` continuation serves. */
 const promptRequest = (prompt: string): RouteRequest => ({ requestId: "req", model: MODEL, prompt, maxTokens: 10, endpoint: "completions" })
-
-const route = (r: RouteRequest = request()) => Effect.map(Router, (router) => router.route(r))
 
 const migrationsCounted = (reason: string) =>
   Metric.value(Metric.tagged(Metrics.migrationsTotal, "reason", reason)).pipe(Effect.map((s) => s.count))
@@ -48,6 +43,14 @@ const hungProbes = (id: string) =>
 
 const tokens = (requestId: string, from: number, ...texts: ReadonlyArray<string>) => texts.map((t, i) => tokenMsg(requestId, from + i, t))
 
+/** `worker` streams `texts` (from token 0) for `request`, then goes offline for `reason`: a worker lost mid-stream. */
+const streamThenLose = (worker: FakeWorker, request: InferenceRequest, reason: string, ...texts: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    yield* worker.emit(...tokens(request.requestId, 0, ...texts))
+    yield* settle
+    yield* (yield* Registry).markOffline(worker.id, reason)
+  })
+
 describe("Router: a stream whose worker is lost mid-stream continues on another worker (issue 13)", () => {
   it.effect("the next worker gets the same request with the text so far, max_tokens reduced; the client sees one stream", () =>
     withRouter()(
@@ -55,12 +58,9 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
         const before = yield* migrationsCounted("no_responders")
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH })
         const b = yield* startWorker({ id: "b", continuation: BOTH })
-        const c = yield* consume(yield* route())
-        const first = yield* a.nextRequest
+        const [c, first] = yield* routeTo(a, request())
         expect(first.continuation).toBeUndefined()
-        yield* a.emit(...tokens(first.requestId, 0, "One", " two", " three"))
-        yield* settle
-        yield* (yield* Registry).markOffline("a", "no responders")
+        yield* streamThenLose(a, first, "no responders", "One", " two", " three")
         const next = yield* b.nextRequest
         expect(next).toMatchObject({
           requestId: "req-1",
@@ -103,9 +103,7 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
         const router = yield* Router
         const fiber = yield* Effect.fork(router.complete(promptRequest("p")))
         const first = yield* a.nextRequest
-        yield* a.emit(...tokens(first.requestId, 0, "x", "y"))
-        yield* settle
-        yield* (yield* Registry).markOffline("a", "unresponsive")
+        yield* streamThenLose(a, first, "unresponsive", "x", "y")
         const next = yield* b.nextRequest
         expect(next.continuation).toEqual({ text: "xy", completionTokens: 2 })
         yield* b.emit(...tokens(next.requestId, 0, "z"), doneMsg(next.requestId, 1, "length", 1))
@@ -121,8 +119,7 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
         // `a` says it answers probes, but nothing of it listens for them any more: it is gone.
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH, probes: true })
         const b = yield* startWorker({ id: "b", continuation: BOTH })
-        const c = yield* consume(yield* route())
-        const first = yield* a.nextRequest
+        const [c, first] = yield* routeTo(a, request())
         yield* a.emit(...tokens(first.requestId, 0, "a", "b"))
         yield* settle
         yield* TestClock.adjust("400 millis")
@@ -148,8 +145,7 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH, probes: true })
         yield* hungProbes("a")
         const b = yield* startWorker({ id: "b", continuation: BOTH })
-        const c = yield* consume(yield* route())
-        const first = yield* a.nextRequest
+        const [c, first] = yield* routeTo(a, request())
         yield* a.emit(...tokens(first.requestId, 0, "a"))
         yield* settle
         // probe at 500 ms, unanswered at 1500; probe at 1600, unanswered at 2600
@@ -173,11 +169,8 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
       Effect.gen(function* () {
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH })
         const b = yield* startWorker({ id: "b", continuation: BOTH })
-        const c = yield* consume(yield* route())
-        const first = yield* a.nextRequest
-        yield* a.emit(...tokens(first.requestId, 0, "a"))
-        yield* settle
-        yield* (yield* Registry).markOffline("a", "no responders")
+        const [c, first] = yield* routeTo(a, request())
+        yield* streamThenLose(a, first, "no responders", "a")
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "WorkerFailed", workerId: "a", code: "worker_lost" })
         expect(error.message).toBe("worker a went offline: no responders")
@@ -194,11 +187,8 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH })
         const plain = yield* startWorker({ id: "plain" })
         const promptOnly = yield* startWorker({ id: "prompt-only", continuation: ["completions"] })
-        const c = yield* consume(yield* route())
-        const first = yield* a.nextRequest
-        yield* a.emit(...tokens(first.requestId, 0, "a"))
-        yield* settle
-        yield* (yield* Registry).markOffline("a", "no heartbeat for 15.2 s")
+        const [c, first] = yield* routeTo(a, request())
+        yield* streamThenLose(a, first, "no heartbeat for 15.2 s", "a")
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "WorkerFailed", workerId: "a", code: "worker_lost" })
         expect(error.message).toContain("no heartbeat for 15.2 s")
@@ -216,11 +206,8 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH })
         const chatOnly = yield* startWorker({ id: "chat-only", continuation: ["chat"] })
         const promptOnly = yield* startWorker({ id: "prompt-only", continuation: ["completions"] })
-        const c = yield* consume(yield* route(promptRequest("Once")))
-        const first = yield* a.nextRequest
-        yield* a.emit(...tokens(first.requestId, 0, " upon"))
-        yield* settle
-        yield* (yield* Registry).markOffline("a", "no responders")
+        const [c, first] = yield* routeTo(a, promptRequest("Once"))
+        yield* streamThenLose(a, first, "no responders", " upon")
         const next = yield* promptOnly.nextRequest
         expect(next).toMatchObject({ prompt: "Once", continuation: { text: " upon", completionTokens: 1 }, maxTokens: 9 })
         yield* promptOnly.emit(doneMsg(next.requestId, 0))
@@ -236,16 +223,10 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH })
         const b = yield* startWorker({ id: "b", priority: 5, continuation: BOTH })
         const spare = yield* startWorker({ id: "spare", continuation: BOTH })
-        const registry = yield* Registry
-        const c = yield* consume(yield* route())
-        const first = yield* a.nextRequest
-        yield* a.emit(...tokens(first.requestId, 0, "a"))
-        yield* settle
-        yield* registry.markOffline("a", "no responders")
+        const [c, first] = yield* routeTo(a, request())
+        yield* streamThenLose(a, first, "no responders", "a")
         const second = yield* b.nextRequest
-        yield* b.emit(...tokens(second.requestId, 0, "b"))
-        yield* settle
-        yield* registry.markOffline("b", "unresponsive")
+        yield* streamThenLose(b, second, "unresponsive", "b")
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "WorkerFailed", workerId: "b", code: "worker_lost" })
         expect(error.message).toContain("unresponsive")
@@ -265,16 +246,10 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH })
         const b = yield* startWorker({ id: "b", priority: 5, continuation: BOTH })
         const d = yield* startWorker({ id: "d", continuation: BOTH })
-        const registry = yield* Registry
-        const c = yield* consume(yield* route())
-        const r0 = yield* a.nextRequest
-        yield* a.emit(...tokens(r0.requestId, 0, "1", "2"))
-        yield* settle
-        yield* registry.markOffline("a", "no responders")
+        const [c, r0] = yield* routeTo(a, request())
+        yield* streamThenLose(a, r0, "no responders", "1", "2")
         const r1 = yield* b.nextRequest
-        yield* b.emit(...tokens(r1.requestId, 0, "3"))
-        yield* settle
-        yield* registry.markOffline("b", "no responders")
+        yield* streamThenLose(b, r1, "no responders", "3")
         const r2 = yield* d.nextRequest
         expect(r2).toMatchObject({ requestId: "req-2", maxTokens: 7, continuation: { text: "123", completionTokens: 3 } })
         yield* d.emit(...tokens(r2.requestId, 0, "4"), doneMsg(r2.requestId, 1, "stop", 5))
@@ -292,11 +267,8 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH }, { reply: (_r, n) => (n === 0 ? Reply.ack : Reply.refuse("busy")) })
         const busy = yield* startWorker({ id: "busy", priority: 5, continuation: BOTH }, { reply: () => Reply.refuse("busy") })
         const ok = yield* startWorker({ id: "ok", continuation: BOTH })
-        const c = yield* consume(yield* route())
-        const first = yield* a.nextRequest
-        yield* a.emit(...tokens(first.requestId, 0, "a"))
-        yield* settle
-        yield* (yield* Registry).markOffline("a", "no responders")
+        const [c, first] = yield* routeTo(a, request())
+        yield* streamThenLose(a, first, "no responders", "a")
         const refused = yield* busy.nextRequest
         expect(refused.continuation).toEqual({ text: "a", completionTokens: 1 })
         const next = yield* ok.nextRequest
@@ -314,11 +286,8 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
       Effect.gen(function* () {
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH })
         const b = yield* startWorker({ id: "b", continuation: BOTH })
-        const c = yield* consume(yield* route(request({ maxTokens: 3, messages: [{ role: "user", content: "four words of prompt" }] })))
-        const first = yield* a.nextRequest
-        yield* a.emit(...tokens(first.requestId, 0, "a", "b", "c"))
-        yield* settle
-        yield* (yield* Registry).markOffline("a", "no responders")
+        const [c, first] = yield* routeTo(a, request({ maxTokens: 3, messages: [{ role: "user", content: "four words of prompt" }] }))
+        yield* streamThenLose(a, first, "no responders", "a", "b", "c")
         yield* c.exit
         expect((yield* c.events).at(-1)).toEqual({
           type: "done",
@@ -338,8 +307,7 @@ describe("Router: a stream whose worker is lost mid-stream continues on another 
       Effect.gen(function* () {
         const a = yield* startWorker({ id: "a", priority: 10, continuation: BOTH })
         const b = yield* startWorker({ id: "b", continuation: BOTH })
-        const c = yield* consume(yield* route())
-        yield* a.nextRequest
+        const [c] = yield* routeTo(a, request())
         yield* (yield* Registry).markOffline("a", "no responders")
         const next = yield* b.nextRequest
         expect(next.continuation).toBeUndefined()

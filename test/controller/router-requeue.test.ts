@@ -1,21 +1,24 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Metric, Option, TestClock } from "effect"
+import { Effect, Metric, TestClock } from "effect"
 import { AdmissionQueue } from "../../src/controller/admission-queue.js"
 import { InFlight } from "../../src/controller/in-flight.js"
 import * as Metrics from "../../src/controller/metrics.js"
 import { Registry } from "../../src/controller/registry.js"
 import { Router } from "../../src/controller/router.js"
 import { WorkerId } from "../../src/domain/ids.js"
-import type { RouteRequest } from "../../src/domain/route.js"
 import type { WorkerHeartbeat } from "../../src/domain/worker.js"
-import { metrics, registration } from "./support/fixtures.js"
+import { metrics, MODEL, registration } from "./support/fixtures.js"
 import {
+  chatRequest,
   consume,
+  controllerConfig,
   expectIdle,
   failureOf,
+  isRunning,
   outcomes,
   queueConfig,
-  controllerConfig,
+  route,
+  routeTo,
   settle,
   successOf,
   TEST_CONTROLLER_ID,
@@ -28,17 +31,6 @@ import { doneMsg, Reply, startWorker, streams, tokenMsg } from "./support/script
  * refusals, heartbeats) and a `busy` refusal — another controller filled the worker first — sends
  * the request back to the admission queue instead of failing it.
  */
-
-const MODEL = "m/Model-7B"
-
-const request = (patch: Partial<RouteRequest> = {}): RouteRequest => ({
-  model: MODEL,
-  messages: [{ role: "user", content: "Hello?" }],
-  maxTokens: 16,
-  ...patch
-})
-
-const route = (r: RouteRequest = request()) => Effect.map(Router, (router) => router.route(r))
 
 const counter = (metric: Metric.Metric.Counter<number>) => Metric.value(metric).pipe(Effect.map((s) => s.count))
 const requeues = counter(Metrics.requeuesTotal)
@@ -59,7 +51,7 @@ describe("Router and several controllers (issue 14)", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" }, { stream: streams("ok") })
         const router = yield* Router
-        yield* router.complete(request())
+        yield* router.complete(chatRequest())
         const [wire] = yield* w1.received
         expect(wire?.controllerId).toBe(TEST_CONTROLLER_ID)
       })
@@ -76,11 +68,10 @@ describe("Router and several controllers (issue 14)", () => {
           // Another controller holds the one slot at first.
           { reply: (_, n) => (n === 0 ? Reply.refuse("busy", "full", { active: 1, activeForController: 0 }) : Reply.ack), stream: (r, n) => (n === 0 ? [] : streams("ok")(r)) }
         )
-        const c = yield* consume(yield* route())
-        const first = yield* w1.nextRequest
+        const [c, first] = yield* routeTo(w1)
         yield* settle
         // Waiting, not failed: max_retries 0 would have made any retry a 503.
-        expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
+        expect(yield* isRunning(c.fiber)).toBe(true)
         expect(yield* pending).toBe(1)
         expect((yield* InFlight).load("w1")).toBe(1)
         expect(yield* w1.received).toHaveLength(1)
@@ -116,7 +107,7 @@ describe("Router and several controllers (issue 14)", () => {
         yield* settle
         expect(yield* w1.received).toHaveLength(1)
         yield* TestClock.adjust(1_900)
-        expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
+        expect(yield* isRunning(c.fiber)).toBe(true)
         // An old-style refusal (no counts) still marks the worker full: no second dispatch.
         expect(yield* w1.received).toHaveLength(1)
         yield* TestClock.adjust(200)
@@ -139,7 +130,7 @@ describe("Router and several controllers (issue 14)", () => {
         yield* settle
         yield* TestClock.adjust(1_000)
         expect(yield* w1.received).toHaveLength(1)
-        expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
+        expect(yield* isRunning(c.fiber)).toBe(true)
         yield* TestClock.adjust(1_100)
         expect(failureOf(yield* c.exit)._tag).toBe("QueueTimeout")
         expect(yield* w1.received).toHaveLength(1)
@@ -157,10 +148,10 @@ describe("Router and several controllers (issue 14)", () => {
         )
         // Our own request holds the one slot: `early` (t = 0), then `late` (t = 100 ms) wait for it.
         ;(yield* InFlight).reserve("w1")
-        const early = yield* consume(yield* route(request({ maxTokens: 1 })))
+        const early = yield* consume(yield* route(chatRequest({ maxTokens: 1 })))
         yield* settle
         yield* TestClock.adjust(100)
-        const late = yield* consume(yield* route(request({ maxTokens: 2 })))
+        const late = yield* consume(yield* route(chatRequest({ maxTokens: 2 })))
         yield* settle
         // The slot goes to `early`, which the worker refuses (another controller got there first).
         ;(yield* AdmissionQueue).release("w1")
@@ -189,13 +180,11 @@ describe("Router and several controllers (issue 14)", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", maxConcurrent: 2, priority: 10 }, { reply: () => Reply.ackWith({ active: 2, activeForController: 1 }) })
         const w2 = yield* startWorker({ id: "w2", maxConcurrent: 2 })
-        const a = yield* consume(yield* route())
-        const onW1 = yield* w1.nextRequest
+        const [a, onW1] = yield* routeTo(w1)
         yield* settle
         const inFlight = yield* InFlight
         expect([inFlight.own("w1"), inFlight.load("w1")]).toEqual([1, 2])
-        const b = yield* consume(yield* route())
-        const onW2 = yield* w2.nextRequest
+        const [b, onW2] = yield* routeTo(w2)
         yield* w1.emit(doneMsg(onW1.requestId, 0))
         yield* w2.emit(doneMsg(onW2.requestId, 0))
         successOf(yield* a.exit)
@@ -213,8 +202,7 @@ describe("AdmissionQueue: the worker's own counts (issue 14)", () => {
         const registry = yield* Registry
         const inFlight = yield* InFlight
         const w1 = yield* startWorker({ id: "w1", maxConcurrent: 4 })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
+        const [c, req] = yield* routeTo(w1)
         yield* settle
         expect(inFlight.load("w1")).toBe(1)
         yield* registry.heartbeat(heartbeatOf("w1", 3, { [TEST_CONTROLLER_ID]: 1, "ctl-other": 2 }))

@@ -9,15 +9,22 @@ import { Router } from "../../src/controller/router.js"
 import type { RouteRequest } from "../../src/domain/route.js"
 import { WorkerId } from "../../src/domain/ids.js"
 import { Subjects } from "../../src/domain/subjects.js"
+import { MODEL } from "./support/fixtures.js"
 import {
+  chatRequest,
   consume,
+  type Consumer,
   controllerConfig,
   type FlatEvent,
   flatten,
   expectIdle,
   failureOf,
+  isRunning,
   outcomes,
+  route,
+  routeTo,
   settle,
+  streamingOn,
   successOf,
   withRouter
 } from "./support/router-harness.js"
@@ -33,18 +40,7 @@ import {
   tokenMsg
 } from "./support/scripted-workers.js"
 
-const MODEL = "m/Model-7B"
-
-const request = (patch: Partial<RouteRequest> = {}): RouteRequest => ({
-  model: MODEL,
-  messages: [{ role: "user", content: "Hello?" }],
-  maxTokens: 16,
-  ...patch
-})
-
-const route = (r: RouteRequest = request()) => Effect.map(Router, (router) => router.route(r))
-
-const collect = (r: RouteRequest = request()) =>
+const collect = (r: RouteRequest = chatRequest()) =>
   Effect.flatMap(route(r), (s) =>
     Stream.runCollect(s).pipe(
       Effect.map((chunk) => Chunk.toReadonlyArray(chunk).flatMap(flatten)),
@@ -65,6 +61,15 @@ const expectCancels = (worker: FakeWorker, requestIds: ReadonlyArray<string | un
     expect(yield* worker.cancels).toEqual(requestIds)
   })
 
+/** Moves the clock `ms` on (the fibers settled on both sides) and checks the stream has not ended: just short of a deadline. */
+const expectRunningAfter = (c: Consumer, ms: number) =>
+  Effect.gen(function* () {
+    yield* settle
+    yield* TestClock.adjust(ms)
+    yield* settle
+    expect(yield* isRunning(c.fiber)).toBe(true)
+  })
+
 /** How many cancels the controller counted with this reason so far (a process-wide metric). */
 const cancelMetric = (reason: "client" | "error") =>
   Metric.value(Metric.tagged(Metrics.cancelsTotal, "reason", reason)).pipe(Effect.map((s) => s.count))
@@ -77,7 +82,7 @@ describe("Router.route: the happy path", () => {
     withRouter()(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" }, { stream: streams("Hel", "lo", " world") })
-        const exit = yield* collect(request({ temperature: 0.5, topP: 0.9, stop: ["\n"] }))
+        const exit = yield* collect(chatRequest({ temperature: 0.5, topP: 0.9, stop: ["\n"] }))
         const events = successOf(exit)
         expect(events.slice(0, 3)).toEqual([
           { type: "token", index: 0, token: "Hel" },
@@ -120,8 +125,7 @@ describe("Router.route: the happy path, more", () => {
     withRouter()(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
+        const [c, req] = yield* routeTo(w1)
         yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
         expect(yield* c.next).toEqual({ type: "token", index: 0, token: "a" })
         expect(yield* (yield* RequestStats).snapshot).toEqual({ active: 1, total: 1, succeeded: 0, failed: 0, cancelled: 0 })
@@ -179,7 +183,7 @@ describe("Router.route: the happy path, more", () => {
       Effect.gen(function* () {
         const plain = yield* startWorker({ id: "w1", priority: 10 }, { stream: streams("x") })
         yield* startWorker({ id: "w2", tags: ["gpu", "fast"] }, { stream: streams("y") })
-        const events = successOf(yield* collect(request({ tags: ["gpu"] })))
+        const events = successOf(yield* collect(chatRequest({ tags: ["gpu"] })))
         expect(doneOf(events).workerId).toBe("w2")
         expect(yield* plain.received).toEqual([])
         yield* expectIdle
@@ -193,12 +197,12 @@ describe("Router.route: no worker to ask", () => {
     withRouter()(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", models: ["m/Other-3B"] })
-        const unknown = failureOf(yield* collect(request({ model: "m/Unknown-1B" })))
+        const unknown = failureOf(yield* collect(chatRequest({ model: "m/Unknown-1B" })))
         expect(unknown).toMatchObject({ _tag: "ModelNotFound", model: "m/Unknown-1B" })
         expect(unknown.message).toContain("m/Unknown-1B")
         yield* registerGhost({ id: "gone", models: ["m/Rare-1B"] })
         yield* (yield* Registry).markOffline("gone", "no heartbeat for 15.2 s")
-        const offline = failureOf(yield* collect(request({ model: "m/Rare-1B" })))
+        const offline = failureOf(yield* collect(chatRequest({ model: "m/Rare-1B" })))
         expect(offline).toMatchObject({ _tag: "NoSkilledWorker", model: "m/Rare-1B", available: ["m/Other-3B"] })
         expect(yield* w1.received).toEqual([])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 2, cancelled: 0 })
@@ -318,13 +322,9 @@ describe("Router.route: retries before the first token", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", priority: 10 }, { reply: () => Reply.silence })
         const w2 = yield* startWorker({ id: "w2" }, { stream: streams("ok") })
-        const c = yield* consume(yield* route())
-        const first = yield* w1.nextRequest
-        yield* settle
-        yield* TestClock.adjust(1_999)
-        yield* settle
+        const [c, first] = yield* routeTo(w1)
+        yield* expectRunningAfter(c, 1_999)
         expect(yield* w2.received).toEqual([])
-        expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
         yield* TestClock.adjust(1)
         successOf(yield* c.exit)
         expect(doneOf(yield* c.events).workerId).toBe("w2")
@@ -418,8 +418,7 @@ describe("Router.route: retries before the first token", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", priority: 10 })
         const w2 = yield* startWorker({ id: "w2" }, { stream: streams("ok") })
-        const c = yield* consume(yield* route())
-        const first = yield* w1.nextRequest
+        const [c, first] = yield* routeTo(w1)
         yield* settle
         expect(yield* w2.received).toEqual([])
         yield* (yield* Registry).markOffline("w1", "no heartbeat for 15.2 s")
@@ -442,12 +441,8 @@ describe("Router.route: timeouts", () => {
     withRouter(controllerConfig({ firstTokenTimeoutMs: 5_000 }))(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
-        yield* settle
-        yield* TestClock.adjust(4_999)
-        yield* settle
-        expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
+        const [c, req] = yield* routeTo(w1)
+        yield* expectRunningAfter(c, 4_999)
         const errorBefore = yield* cancelMetric("error")
         yield* TestClock.adjust(1)
         const error = failureOf(yield* c.exit)
@@ -465,8 +460,7 @@ describe("Router.route: timeouts", () => {
     withRouter(controllerConfig({ firstTokenTimeoutMs: 10_000, streamIdleTimeoutMs: 3_000 }))(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
+        const [c, req] = yield* routeTo(w1)
         yield* w1.emit(tokenMsg(req.requestId, 0, "a"), tokenMsg(req.requestId, 1, "b"))
         yield* c.next
         yield* c.next
@@ -474,10 +468,7 @@ describe("Router.route: timeouts", () => {
         // A token resets the inactivity deadline: now 2 000 + 3 000.
         yield* w1.emit(tokenMsg(req.requestId, 2, "c"))
         yield* c.next
-        yield* settle
-        yield* TestClock.adjust(2_999)
-        yield* settle
-        expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
+        yield* expectRunningAfter(c, 2_999)
         // The deadline sweep notices it at its next tick (3 000 / 20 = 150 ms apart).
         yield* TestClock.adjust(150)
         const error = failureOf(yield* c.exit)
@@ -494,8 +485,7 @@ describe("Router.route: timeouts", () => {
     withRouter(controllerConfig({ requestTimeoutMs: 5_000, firstTokenTimeoutMs: 3_000, streamIdleTimeoutMs: 3_000 }))(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
+        const [c, req] = yield* routeTo(w1)
         // A token every 2 s keeps both the first-token and the inactivity limits (3 s) away.
         for (let i = 0; i < 3; i++) {
           if (i > 0) yield* TestClock.adjust(2_000)
@@ -503,9 +493,7 @@ describe("Router.route: timeouts", () => {
           yield* c.next
           yield* settle
         }
-        yield* TestClock.adjust(999)
-        yield* settle
-        expect(Option.isNone(yield* Fiber.poll(c.fiber))).toBe(true)
+        yield* expectRunningAfter(c, 999)
         // The deadline sweep notices it at its next tick (3 000 / 20 = 150 ms apart).
         yield* TestClock.adjust(150)
         const error = failureOf(yield* c.exit)
@@ -522,10 +510,7 @@ describe("Router.route: failures after dispatch", () => {
     withRouter()(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
-        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
-        yield* c.next
+        const [c, req] = yield* streamingOn(w1)
         yield* w1.emit(tokenMsg(req.requestId, 2, "c"))
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "WorkerFailed", workerId: "w1", code: "token_gap" })
@@ -543,10 +528,7 @@ describe("Router.route: failures after dispatch", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", priority: 10 })
         const w2 = yield* startWorker({ id: "w2" }, { stream: streams("ok") })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
-        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
-        yield* c.next
+        const [c, req] = yield* streamingOn(w1)
         yield* w1.emit(errorMsg(req.requestId, "engine_crashed", "the engine ran out of memory"))
         const error = failureOf(yield* c.exit)
         expect(error).toEqual(
@@ -571,8 +553,7 @@ describe("Router.route: failures after dispatch", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", priority: 10 })
         yield* startWorker({ id: "w2" }, { stream: streams("ok") })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
+        const [c, req] = yield* routeTo(w1)
         yield* w1.emit(errorMsg(req.requestId, "upstream_unreachable", "mlx_lm.server is not answering"))
         const exit = yield* c.exit
         expect(exit._tag).toBe("Success")
@@ -588,8 +569,7 @@ describe("Router.route: failures after dispatch", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", priority: 10 })
         const w2 = yield* startWorker({ id: "w2" }, { stream: streams("ok") })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
+        const [c, req] = yield* routeTo(w1)
         yield* w1.emit(errorMsg(req.requestId, "timeout", "the request took longer than 300000 ms"))
         expect(failureOf(yield* c.exit)).toMatchObject({ _tag: "WorkerFailed", code: "timeout" })
         expect(yield* w2.received).toEqual([])
@@ -624,10 +604,7 @@ describe("Router.route: failures after dispatch", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", priority: 10 })
         const w2 = yield* startWorker({ id: "w2" }, { stream: streams("ok") })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
-        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
-        yield* c.next
+        const [c, req] = yield* streamingOn(w1)
         yield* (yield* Registry).markOffline("w1", "no heartbeat for 15.2 s")
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "WorkerFailed", workerId: "w1", code: "worker_lost" })
@@ -644,10 +621,7 @@ describe("Router.route: failures after dispatch", () => {
     withRouter()(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
-        yield* w1.emit(tokenMsg(req.requestId, 0, "a"))
-        yield* c.next
+        const [c] = yield* streamingOn(w1)
         yield* (yield* Registry).deregister({ workerId: WorkerId.make("w1"), timestamp: 0 })
         const error = failureOf(yield* c.exit)
         expect(error).toMatchObject({ _tag: "WorkerFailed", code: "worker_lost" })
@@ -688,10 +662,8 @@ describe("Router.route: the consumer goes away", () => {
         const w1 = yield* startWorker({ id: "w1", priority: 10 })
         const w2 = yield* startWorker({ id: "w2" })
         // One request on each worker, so that the cancel must name the interrupted one.
-        const keep = yield* consume(yield* route())
-        const keptReq = yield* w1.nextRequest
-        const gone = yield* consume(yield* route())
-        const goneReq = yield* w2.nextRequest
+        const [keep, keptReq] = yield* routeTo(w1)
+        const [gone, goneReq] = yield* routeTo(w2)
         const clientBefore = yield* cancelMetric("client")
         yield* w2.emit(tokenMsg(goneReq.requestId, 0, "a"))
         yield* gone.next
@@ -714,8 +686,7 @@ describe("Router.route: the consumer goes away", () => {
     withRouter()(
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1" }, { reply: () => Reply.silence })
-        const c = yield* consume(yield* route())
-        const req = yield* w1.nextRequest
+        const [c, req] = yield* routeTo(w1)
         yield* Fiber.interrupt(c.fiber)
         yield* expectCancels(w1, [req.requestId])
         expect(yield* outcomes).toEqual({ succeeded: 0, failed: 0, cancelled: 1 })
@@ -731,14 +702,12 @@ describe("Router.route: shutdown", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", priority: 10 })
         const w2 = yield* startWorker({ id: "w2" })
-        const a = yield* consume(yield* route())
-        const reqA = yield* w1.nextRequest
-        const b = yield* consume(yield* route())
-        const reqB = yield* w2.nextRequest
+        const [a, reqA] = yield* routeTo(w1)
+        const [b, reqB] = yield* routeTo(w2)
         yield* w1.emit(tokenMsg(reqA.requestId, 0, "a"))
         yield* a.next
         yield* settle
-        expect(Option.isNone(yield* Fiber.poll(a.fiber))).toBe(true)
+        expect(yield* isRunning(a.fiber)).toBe(true)
         yield* (yield* ControllerLifecycle).forceStop
         expect(failureOf(yield* a.exit)._tag).toBe("ShuttingDown")
         expect(failureOf(yield* b.exit)._tag).toBe("ShuttingDown")

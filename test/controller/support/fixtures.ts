@@ -8,6 +8,9 @@ import type {
   WorkerRegistration
 } from "../../../src/domain/worker.js"
 
+/** The model a fake worker serves unless its spec names others. */
+export const MODEL = "m/Model-7B"
+
 export interface WorkerSpec {
   readonly id: string
   readonly models?: ReadonlyArray<string>
@@ -50,8 +53,8 @@ export const registration = (spec: WorkerSpec): WorkerRegistration => ({
     ...(spec.modelFeatures === undefined ? {} : { modelFeatures: spec.modelFeatures })
   },
   skills: {
-    availableModels: [...(spec.models ?? ["m/Model-7B"])],
-    modelPaths: Object.fromEntries((spec.models ?? ["m/Model-7B"]).map((m) => [m, `/models/${m}`])),
+    availableModels: [...(spec.models ?? [MODEL])],
+    modelPaths: Object.fromEntries((spec.models ?? [MODEL]).map((m) => [m, `/models/${m}`])),
     modelSizes: { ...spec.modelSizes },
     totalModelSize: Object.values(spec.modelSizes ?? {}).reduce((a, b) => a + b, 0),
     lastScanned: 0

@@ -16,8 +16,10 @@ import { Router } from "../../../src/controller/router.js"
 import { WorkerProbes } from "../../../src/controller/worker-probes.js"
 import type { InferenceError } from "../../../src/domain/errors.js"
 import type { ToolCallDelta } from "../../../src/domain/inference.js"
-import type { DoneEvent, RelayEvent } from "../../../src/domain/route.js"
+import type { DoneEvent, RelayEvent, RouteRequest } from "../../../src/domain/route.js"
 import { ScriptedNats } from "../../support/scripted-nats.js"
+import { MODEL } from "./fixtures.js"
+import { type FakeWorker, tokenMsg } from "./scripted-workers.js"
 
 type ControllerConfig = ClusterConfig["controller"]
 
@@ -91,6 +93,20 @@ export const settle: Effect.Effect<void> = Effect.gen(function* () {
   for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
 })
 
+/** A chat request for the fake workers' model (one user message, 16 tokens at most), with `patch` laid over it. */
+export const chatRequest = (patch: Partial<RouteRequest> = {}): RouteRequest => ({
+  model: MODEL,
+  messages: [{ role: "user", content: "Hello?" }],
+  maxTokens: 16,
+  ...patch
+})
+
+/** The Router's stream for `r`: nothing is dispatched until it is run. */
+export const route = (r: RouteRequest = chatRequest()) => Effect.map(Router, (router) => router.route(r))
+
+/** Whether `fiber` is still running: a stream (or drain) that has neither ended nor failed yet. */
+export const isRunning = <A, E>(fiber: Fiber.Fiber<A, E>) => Effect.map(Fiber.poll(fiber), Option.isNone)
+
 /** A relayed event with each token (or tool-call delta) on its own, as the tests reason about them. */
 export type FlatEvent =
   | { readonly type: "token"; readonly index: number; readonly token: string }
@@ -138,6 +154,29 @@ export const consume = (stream: Stream.Stream<RelayEvent, InferenceError>): Effe
       batches: Effect.sync(() => [...batches]),
       exit: Fiber.await(fiber)
     }
+  })
+
+/**
+ * Routes `r` to a background consumer and waits for `worker` to receive it: the consumer and the
+ * request as the worker got it. Most streaming tests start here, then script the worker.
+ */
+export const routeTo = (worker: FakeWorker, r?: RouteRequest) =>
+  Effect.gen(function* () {
+    const consumer = yield* consume(yield* route(r))
+    const request = yield* worker.nextRequest
+    return [consumer, request] as const
+  })
+
+/**
+ * `routeTo`, then the worker streams token 0 ("a") and the consumer receives it: a request that is
+ * past its first token, which is where the mid-stream failures (and drains) start from.
+ */
+export const streamingOn = (worker: FakeWorker, r?: RouteRequest) =>
+  Effect.gen(function* () {
+    const [consumer, request] = yield* routeTo(worker, r)
+    yield* worker.emit(tokenMsg(request.requestId, 0, "a"))
+    yield* consumer.next
+    return [consumer, request] as const
   })
 
 /** The value of a successful exit (the test fails otherwise). */
