@@ -186,6 +186,10 @@ describe("Balancer service with prefix affinity", () => {
   )
 })
 
+/** An affinity tracker on the settings these tests reason with (64-token minimum prefix, 16-token blocks), `patch` laid over them. */
+const trackerWith = (patch: Partial<AffinityConfig> = {}) =>
+  makeAffinityTracker({ enabled: true, minPrefixTokens: 64, maxImbalance: 2, blockTokens: 16, maxBlocksPerWorker: 1000, maxAgeMs: 60_000, ...patch })
+
 describe("affinity tracker", () => {
   const counts = Effect.all({
     hit: Metric.value(Metric.tagged(Metrics.affinityTotal, "result", "hit")),
@@ -199,14 +203,7 @@ describe("affinity tracker", () => {
 
   it.effect("counts hits, displacements and misses, and the prompt tokens the chosen worker held", () =>
     Effect.gen(function* () {
-      const tracker = makeAffinityTracker({
-        enabled: true,
-        minPrefixTokens: 64,
-        maxImbalance: 2,
-        blockTokens: 16,
-        maxBlocksPerWorker: 1000,
-        maxAgeMs: 60_000
-      })
+      const tracker = trackerWith()
       const before = yield* counts
       const turn1 = tracker.chainOf({ model: M7, messages: messagesAt(0, 1) }) as PromptChain
       const turn2 = tracker.chainOf({ model: M7, messages: messagesAt(0, 2) }) as PromptChain
@@ -229,14 +226,7 @@ describe("affinity tracker", () => {
   )
 
   it("the synchronous steps take the time as an argument, update no metric, and count verdicts for the dashboard", () => {
-    const tracker = makeAffinityTracker({
-      enabled: true,
-      minPrefixTokens: 64,
-      maxImbalance: 2,
-      blockTokens: 16,
-      maxBlocksPerWorker: 1000,
-      maxAgeMs: 60_000
-    })
+    const tracker = trackerWith()
     const turn1 = tracker.chainOf({ model: M7, messages: messagesAt(0, 1) }) as PromptChain
     const workers = [info({ id: "w1" }), info({ id: "w2" })]
     expect(tracker.recordDispatchAt("w1", turn1, 0)).toBe("miss")
@@ -257,7 +247,7 @@ describe("affinity tracker", () => {
     expect([...(tracker.selectionInputAt(turn1, workers, 2_000)?.matches.keys() ?? [])]).toEqual(["w2"])
     tracker.retain([info({ id: "w1" }), info({ id: "w2", status: "offline" })])
     expect(tracker.selectionInputAt(turn1, workers, 2_000)?.matches.size).toBe(0)
-    const off = makeAffinityTracker({ enabled: false, minPrefixTokens: 64, maxImbalance: 2, blockTokens: 16, maxBlocksPerWorker: 1000, maxAgeMs: 60_000 })
+    const off = trackerWith({ enabled: false })
     expect(off.selectionInputAt(turn1, workers, 0)).toBeUndefined()
     expect(off.recordDispatchAt("w1", turn1, 0)).toBeUndefined()
   })
@@ -276,14 +266,7 @@ interface SimResult {
 
 const simulate = (strategy: BalancingStrategy, think = 0): SimResult => {
   const workers = ["w1", "w2", "w3", "w4"].map((id) => info({ id, maxConcurrent: 64 }))
-  const tracker = makeAffinityTracker({
-    enabled: true,
-    minPrefixTokens: 64,
-    maxImbalance: 2,
-    blockTokens: 16,
-    maxBlocksPerWorker: 8192,
-    maxAgeMs: 600_000
-  })
+  const tracker = trackerWith({ maxBlocksPerWorker: 8192, maxAgeMs: 600_000 })
   let seed = 7
   const random = () => {
     seed = (seed * 1103515245 + 12345) % 2147483648

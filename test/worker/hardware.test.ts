@@ -22,6 +22,7 @@ import {
   profileFromOs,
   SYSCTL_KEYS
 } from "../../src/worker/hardware.js"
+import { testHardware } from "./support/worker-harness.js"
 
 const fixture = (name: string) =>
   Fs.readFileSync(Path.join(import.meta.dirname, "..", "fixtures", "hardware", name), "utf8")
@@ -76,15 +77,7 @@ describe("hardware parsing (captured outputs)", () => {
       fixture("darwin-m2-max-96gb.sysctl.txt"),
       fixture("darwin-m2-max-96gb.system_profiler.json")
     )
-    expect(profile).toEqual({
-      platform: "darwin",
-      arch: "arm64",
-      chip: "Apple M2 Max",
-      cpuCores: 12,
-      gpuCores: 38,
-      gpuMemoryGB: 72,
-      totalMemoryGB: 96
-    })
+    expect(profile).toEqual(testHardware)
     expect(Schema.decodeUnknownSync(HardwareProfile)(profile)).toEqual(profile)
   })
 
@@ -125,25 +118,9 @@ describe("hardware parsing (captured outputs)", () => {
   it("applyHardwareOverrides: every field can be overridden; absent ones keep the detected value", () => {
     const detected = profileFromOs({ platform: "linux", arch: "x64", cpuCount: 2, cpuModel: "c", totalMemoryBytes: GiB })
     expect(applyHardwareOverrides(detected, {})).toEqual(detected)
-    expect(
-      applyHardwareOverrides(detected, {
-        platform: "darwin",
-        arch: "arm64",
-        chip: "Apple M4 Max",
-        cpuCores: 16,
-        gpuCores: 40,
-        gpuMemoryGB: 48,
-        totalMemoryGB: 64
-      })
-    ).toEqual({
-      platform: "darwin",
-      arch: "arm64",
-      chip: "Apple M4 Max",
-      cpuCores: 16,
-      gpuCores: 40,
-      gpuMemoryGB: 48,
-      totalMemoryGB: 64
-    })
+    // Every field given: the result is the overrides, field for field.
+    const everyField = { platform: "darwin", arch: "arm64", chip: "Apple M4 Max", cpuCores: 16, gpuCores: 40, gpuMemoryGB: 48, totalMemoryGB: 64 }
+    expect(applyHardwareOverrides(detected, everyField)).toEqual(everyField)
   })
 })
 

@@ -15,6 +15,10 @@ import { Worker, WorkerCore, type WorkerService } from "../../../src/worker/work
 import { WorkerStats } from "../../../src/worker/worker-stats.js"
 import { ScriptedNats, type ScriptedNatsHandle } from "../../support/scripted-nats.js"
 
+/**
+ * The harness worker's hardware: the M2 Max 96 GB whose captured outputs are
+ * test/fixtures/hardware/darwin-m2-max-96gb.* (hardware.test.ts parses them into exactly this).
+ */
 export const testHardware: HardwareProfile = {
   platform: "darwin",
   arch: "arm64",
