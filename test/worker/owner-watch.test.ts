@@ -8,7 +8,17 @@ import { judge, probePolicy, worstCaseStopMs } from "../../src/worker/owner-watc
 import { RequestOwners } from "../../src/worker/request-owners.js"
 import { eventually } from "../support/eventually.js"
 import { tmpDir } from "./support/model-fixtures.js"
-import { type Harness, inferenceRequest, repliesTo, replyTo, send, startHarness, tokenMessages } from "./support/worker-harness.js"
+import {
+  type Harness,
+  inferenceRequest,
+  repliesTo,
+  replyTo,
+  send,
+  startHarness,
+  startRequest,
+  tokenMessages,
+  untilRunning
+} from "./support/worker-harness.js"
 
 /** Issue 14: no work outlives its controller; the worker's own counts for several controllers. */
 
@@ -109,7 +119,7 @@ describe("owner watch (TestClock, in-memory transport)", () => {
       yield* answering(h, "ctl-live")
       const requests = [1, 2].map(() => inferenceRequest({ maxTokens: 100, controllerId: "ctl-live" }))
       for (const r of requests) yield* send(h, r, replyTo(r))
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(2)))
+      yield* untilRunning(h, 2)
       for (let s = 1; s <= 3; s++) {
         yield* TestClock.adjust(1_000)
         yield* eventually(Effect.map(probesOf(h, "ctl-live"), (n) => expect(n).toBe(s)))
@@ -123,8 +133,7 @@ describe("owner watch (TestClock, in-memory transport)", () => {
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: slow, heartbeatIntervalMs: 60_000 })
       yield* silent(h, "ctl-hung")
       const request = inferenceRequest({ maxTokens: 100, controllerId: "ctl-hung" })
-      yield* send(h, request, replyTo(request))
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      yield* startRequest(h, request)
       // Probes at 1 s and 2 s, each unanswered after 0.8 s: the second miss is at 2.8 s.
       yield* TestClock.adjust(1_000)
       yield* eventually(Effect.map(probesOf(h, "ctl-hung"), (n) => expect(n).toBe(1)))
@@ -133,7 +142,7 @@ describe("owner watch (TestClock, in-memory transport)", () => {
       yield* TestClock.adjust(799)
       expect(yield* h.worker.running).toBe(1)
       yield* TestClock.adjust(1)
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(0)))
+      yield* untilRunning(h, 0)
       expect(last(yield* tokenMessages(h, request.requestId))).toMatchObject({ type: "error", code: "controller_gone" })
       expect(h.logs.some((l) => l.includes("controller ctl-hung is gone (no answer to 2 probes in a row)"))).toBe(true)
     })
@@ -143,8 +152,7 @@ describe("owner watch (TestClock, in-memory transport)", () => {
     Effect.gen(function* () {
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: slow, heartbeatIntervalMs: 60_000 })
       const request = inferenceRequest({ maxTokens: 100, controllerId: "ctl-gone" })
-      yield* send(h, request, replyTo(request))
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      yield* startRequest(h, request)
       yield* h.bus.setConnected(false)
       yield* TestClock.adjust(3_000)
       yield* TestClock.adjust(0)
@@ -155,7 +163,7 @@ describe("owner watch (TestClock, in-memory transport)", () => {
       yield* TestClock.adjust(0)
       expect(yield* h.worker.running).toBe(1)
       yield* TestClock.adjust(1_000)
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(0)))
+      yield* untilRunning(h, 0)
       expect(last(yield* tokenMessages(h, request.requestId))).toMatchObject({ type: "error", code: "controller_gone" })
     })
   )
@@ -164,8 +172,7 @@ describe("owner watch (TestClock, in-memory transport)", () => {
     Effect.gen(function* () {
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: slow, heartbeatIntervalMs: 60_000 })
       const request = inferenceRequest({ maxTokens: 100 })
-      yield* send(h, request, replyTo(request))
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      yield* startRequest(h, request)
       yield* TestClock.adjust(5_000)
       expect((yield* h.bus.published).filter((m) => m.subject.startsWith("controller."))).toEqual([])
       expect(yield* h.worker.running).toBe(1)
@@ -223,7 +230,7 @@ describe("the worker's own counts for several controllers (TestClock, in-memory 
       yield* answering(h, "ctl-a")
       yield* send(h, short, replyTo(short))
       yield* send(h, long, replyTo(long))
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(2)))
+      yield* untilRunning(h, 2)
       const before = yield* heartbeats
       yield* send(h, refused, replyTo(refused))
       yield* eventually(Effect.map(repliesTo(h, replyTo(refused)), (r) => expect(r).toMatchObject([{ accepted: false, reason: "busy" }])))

@@ -19,14 +19,25 @@ import {
   replyTo,
   send,
   startHarness,
+  startRequest,
   testHardware,
   tokenMessages,
-  tokensOf
+  tokensOf,
+  untilEnded,
+  untilRunning
 } from "./support/worker-harness.js"
 
 const registrations = (h: Harness) => h.bus.sentOn(Subjects.register, WorkerRegistration)
 
 const paced = (tokensPerSecond: number) => syntheticEngineLayer({ tokensPerSecond, firstTokenMs: 0 })
+
+/** Starts the graceful stop in the background and waits until the worker logs that it drains its one running request. */
+const beginDrainOfOne = (h: Harness) =>
+  Effect.gen(function* () {
+    const closing = yield* Effect.fork(h.close)
+    yield* eventually(Effect.sync(() => expect(h.logs.some((l) => l.includes("draining 1"))).toBe(true)))
+    return closing
+  })
 
 describe("worker presence (TestClock, in-memory transport)", () => {
   it.scoped("subscribes and flushes before registering, then logs one ready line", () =>
@@ -158,10 +169,8 @@ describe("worker presence (TestClock, in-memory transport)", () => {
     Effect.gen(function* () {
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: paced(10) })
       const request = inferenceRequest({ maxTokens: 5 })
-      yield* send(h, request, replyTo(request))
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
-      const closing = yield* Effect.fork(h.close)
-      yield* eventually(Effect.sync(() => expect(h.logs.some((l) => l.includes("draining 1"))).toBe(true)))
+      yield* startRequest(h, request)
+      const closing = yield* beginDrainOfOne(h)
       const late = inferenceRequest()
       yield* send(h, late, replyTo(late))
       yield* eventually(
@@ -192,10 +201,8 @@ describe("worker presence (TestClock, in-memory transport)", () => {
         worker: (w) => ({ ...w, drainTimeoutMs: 2_000 })
       })
       const request = inferenceRequest({ maxTokens: 1_000 })
-      yield* send(h, request, replyTo(request))
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
-      const closing = yield* Effect.fork(h.close)
-      yield* eventually(Effect.sync(() => expect(h.logs.some((l) => l.includes("draining 1"))).toBe(true)))
+      yield* startRequest(h, request)
+      const closing = yield* beginDrainOfOne(h)
       yield* TestClock.adjust("2 seconds")
       yield* Fiber.join(closing)
       const messages = yield* tokenMessages(h, request.requestId)
@@ -216,12 +223,7 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       yield* send(h, request, replyTo(request))
       yield* eventually(Effect.map(repliesTo(h, replyTo(request)), (r) => expect(r).toEqual([{ accepted: true, workerId: "test-worker", active: 1 }])))
       yield* TestClock.adjust("1 second")
-      const messages = yield* eventually(
-        Effect.map(tokenMessages(h, request.requestId), (m) => {
-          expect(m.at(-1)?.type).toBe("done")
-          return m
-        })
-      )
+      const messages = yield* untilEnded(h, request.requestId)
       const plan = planSynthetic(request)
       const batches = batchesOf(messages)
       expect(batches.length).toBeGreaterThan(0)
@@ -275,12 +277,11 @@ describe("inference handling (TestClock, in-memory transport)", () => {
     Effect.gen(function* () {
       const h = yield* startHarness({ modelDir: yield* tmpDir(), engine: paced(10) })
       const request = inferenceRequest({ maxTokens: 100 })
-      yield* send(h, request, replyTo(request))
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      yield* startRequest(h, request)
       yield* TestClock.adjust("250 millis")
       yield* eventually(Effect.map(tokenMessages(h, request.requestId), (m) => expect(m.length).toBe(3)))
       yield* h.bus.inject(Subjects.cancel("test-worker"), { requestId: request.requestId })
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(0)))
+      yield* untilRunning(h, 0)
       yield* TestClock.adjust("20 seconds")
       const afterCancel = yield* tokenMessages(h, request.requestId)
       expect(afterCancel.map((m) => m.type)).toEqual(["tokens", "tokens", "tokens"])
@@ -291,7 +292,7 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       const next = inferenceRequest({ maxTokens: 2 })
       yield* send(h, next, replyTo(next))
       yield* TestClock.adjust("1 second")
-      yield* eventually(Effect.map(tokenMessages(h, next.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+      yield* untilEnded(h, next.requestId)
     })
   )
 
@@ -303,20 +304,14 @@ describe("inference handling (TestClock, in-memory transport)", () => {
         worker: (w) => ({ ...w, requestTimeoutMs: 1_000 })
       })
       const request = inferenceRequest({ maxTokens: 100 })
-      yield* send(h, request, replyTo(request))
-      yield* eventually(Effect.map(h.worker.running, (n) => expect(n).toBe(1)))
+      yield* startRequest(h, request)
       // at the limit, not past it: still running
       yield* TestClock.adjust("1 second")
       expect(yield* h.worker.running).toBe(1)
       expect((yield* tokenMessages(h, request.requestId)).map((m) => m.type)).not.toContain("error")
       // the timeout check runs every request_timeout_ms / 20 (here 50 ms): the first tick past the limit stops it
       yield* TestClock.adjust("50 millis")
-      const messages = yield* eventually(
-        Effect.map(tokenMessages(h, request.requestId), (m) => {
-          expect(m.at(-1)?.type).toBe("error")
-          return m
-        })
-      )
+      const messages = yield* untilEnded(h, request.requestId, "error")
       expect(messages.at(-1)).toMatchObject({ type: "error", code: "timeout", message: expect.stringContaining("1000 ms") })
       expect(messages.filter((m) => m.type === "done")).toEqual([])
       expect(messages.filter((m) => m.type === "error").length).toBe(1)
@@ -349,11 +344,11 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       expect(yield* h.worker.stats).toMatchObject({ total: 0, active: 0 })
       const ok = inferenceRequest({ maxTokens: 3 })
       yield* send(h, ok, replyTo(ok))
-      yield* eventually(Effect.map(tokenMessages(h, ok.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+      yield* untilEnded(h, ok.requestId)
       // a valid request without a reply subject still runs
       const silent = inferenceRequest({ maxTokens: 2 })
       yield* send(h, silent)
-      yield* eventually(Effect.map(tokenMessages(h, silent.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+      yield* untilEnded(h, silent.requestId)
     })
   )
 
@@ -390,12 +385,7 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       const plan = planSynthetic(request)
       expect(plan.tokens.length).toBe(100)
       yield* send(h, request, replyTo(request))
-      const messages = yield* eventually(
-        Effect.map(tokenMessages(h, request.requestId), (m) => {
-          expect(m.at(-1)?.type).toBe("done")
-          return m
-        })
-      )
+      const messages = yield* untilEnded(h, request.requestId)
       expect(messages.map((m) => m.type)).toEqual(["tokens", "tokens", "tokens", "tokens", "done"])
       expect(batchesOf(messages).map((b) => [b.index, b.tokens.length])).toEqual([
         [0, 32],
@@ -438,11 +428,11 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       yield* send(h, probe, replyTo(probe))
       yield* eventually(Effect.map(repliesTo(h, replyTo(probe)), (r) => expect(r).toMatchObject([{ accepted: false, reason: "busy" }])))
       yield* TestClock.adjust("200 millis")
-      yield* eventually(Effect.map(tokenMessages(h, first.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+      yield* untilEnded(h, first.requestId)
       expect(activeAtDone).toBe(0)
       expect(yield* repliesTo(h, replyTo(next))).toEqual([{ accepted: true, workerId: "test-worker", active: 1 }])
       yield* TestClock.adjust("200 millis")
-      yield* eventually(Effect.map(tokenMessages(h, next.requestId), (m) => expect(m.at(-1)?.type).toBe("done")))
+      yield* untilEnded(h, next.requestId)
       expect(yield* h.worker.stats).toMatchObject({ total: 2, succeeded: 2, active: 0 })
     })
   )
@@ -468,12 +458,7 @@ describe("inference handling (TestClock, in-memory transport)", () => {
       yield* TestClock.adjust("349 millis")
       expect((yield* tokenMessages(h, request.requestId)).length).toBe(1)
       yield* TestClock.adjust("1 millis")
-      const messages = yield* eventually(
-        Effect.map(tokenMessages(h, request.requestId), (m) => {
-          expect(m.at(-1)?.type).toBe("done")
-          return m
-        })
-      )
+      const messages = yield* untilEnded(h, request.requestId)
       const plan = planSynthetic(request)
       expect(messages).toEqual([
         { type: "tokens", requestId: request.requestId, index: 0, tokens: plan.tokens.slice(0, 1) },
@@ -563,6 +548,20 @@ describe("inference handling (TestClock, in-memory transport)", () => {
   )
 })
 
+/** What `buildRegistration` takes, for one worker "w"; each test changes what it is about. */
+const registrationInput = {
+  workerId: Schema.decodeSync(WorkerRegistration.fields.workerId)("w"),
+  hostname: "h",
+  ip: "1.2.3.4",
+  hardware: testHardware,
+  maxConcurrent: 1,
+  engine: "synthetic",
+  skills: { availableModels: ["a"], modelPaths: {}, modelSizes: {}, totalModelSize: 0, lastScanned: 1 },
+  priority: 0,
+  tags: [],
+  timestamp: 2
+}
+
 describe("registration helpers", () => {
   it("buildRegistration and primaryIPv4", () => {
     expect(
@@ -576,16 +575,11 @@ describe("registration helpers", () => {
     ).toBe("192.168.1.20")
     expect(primaryIPv4({})).toBe("127.0.0.1")
     const registration = buildRegistration({
-      workerId: Schema.decodeSync(WorkerRegistration.fields.workerId)("w"),
-      hostname: "h",
-      ip: "1.2.3.4",
-      hardware: testHardware,
+      ...registrationInput,
       maxConcurrent: 3,
-      engine: "synthetic",
-      skills: { availableModels: [], modelPaths: {}, modelSizes: {}, totalModelSize: 0, lastScanned: 1 },
+      skills: { ...registrationInput.skills, availableModels: [] },
       priority: 1,
-      tags: ["t"],
-      timestamp: 2
+      tags: ["t"]
     })
     expect(Schema.decodeUnknownSync(WorkerRegistration)(registration)).toEqual(registration)
     expect(registration.capabilities).not.toHaveProperty("features")
@@ -593,18 +587,12 @@ describe("registration helpers", () => {
 
   it("buildRegistration says what the engine honours, per model only for the models served", () => {
     const registration = buildRegistration({
-      workerId: Schema.decodeSync(WorkerRegistration.fields.workerId)("w"),
-      hostname: "h",
-      ip: "1.2.3.4",
-      hardware: testHardware,
+      ...registrationInput,
       maxConcurrent: 3,
       engine: "openai",
       features: ["tools", "seed"],
       modelFeatures: { "a/vision": ["multimodal"], "b/gone": ["tools"] },
-      skills: { availableModels: ["a/vision", "c/plain"], modelPaths: {}, modelSizes: {}, totalModelSize: 0, lastScanned: 1 },
-      priority: 0,
-      tags: [],
-      timestamp: 2
+      skills: { ...registrationInput.skills, availableModels: ["a/vision", "c/plain"] }
     })
     expect(registration.capabilities).toEqual({
       maxConcurrent: 3,
@@ -618,16 +606,3 @@ describe("registration helpers", () => {
     expect(none.capabilities).not.toHaveProperty("modelFeatures")
   })
 })
-
-const registrationInput = {
-  workerId: Schema.decodeSync(WorkerRegistration.fields.workerId)("w"),
-  hostname: "h",
-  ip: "1.2.3.4",
-  hardware: testHardware,
-  maxConcurrent: 1,
-  engine: "synthetic",
-  skills: { availableModels: ["a"], modelPaths: {}, modelSizes: {}, totalModelSize: 0, lastScanned: 1 },
-  priority: 0,
-  tags: [],
-  timestamp: 2
-}

@@ -1,4 +1,5 @@
 import { NodeFileSystem } from "@effect/platform-node"
+import { expect } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer, Logger, Option, Schema, Scope, TestClock } from "effect"
 import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import type { ClusterConfig } from "../../../src/config/schema.js"
@@ -13,6 +14,7 @@ import { Hardware } from "../../../src/worker/hardware.js"
 import { ModelScanner } from "../../../src/worker/model-scanner.js"
 import { Worker, WorkerCore, type WorkerService } from "../../../src/worker/worker-live.js"
 import { WorkerStats } from "../../../src/worker/worker-stats.js"
+import { eventually } from "../../support/eventually.js"
 import { ScriptedNats, type ScriptedNatsHandle } from "../../support/scripted-nats.js"
 
 /**
@@ -130,9 +132,28 @@ export const send = (h: Harness, request: unknown, replyTo?: string) =>
 
 export const replyTo = (request: InferenceRequest) => `reply.${request.requestId}`
 
+/** Waits until the worker says it runs exactly `n` requests: the engine has them, not just the bus. */
+export const untilRunning = (h: Harness, n: number) => eventually(Effect.map(h.worker.running, (running) => expect(running).toBe(n)))
+
+/** Sends `request` (replies to `replyTo(request)`) and waits until it is the one request the worker runs: a request to act on mid-run. */
+export const startRequest = (h: Harness, request: InferenceRequest) =>
+  Effect.gen(function* () {
+    yield* send(h, request, replyTo(request))
+    yield* untilRunning(h, 1)
+  })
+
 export const repliesTo = (h: Harness, subject: string) => h.bus.sentOn(subject, InferenceReply)
 
 export const tokenMessages = (h: Harness, id: string) => h.bus.sentOn(Subjects.response(id), TokenMessage)
+
+/** Waits until the request's last message is a `done` (or `ending`): all its messages, in order. */
+export const untilEnded = (h: Harness, id: string, ending: TokenMessage["type"] = "done") =>
+  eventually(
+    Effect.map(tokenMessages(h, id), (messages) => {
+      expect(messages.at(-1)?.type).toBe(ending)
+      return messages
+    })
+  )
 
 /** The `tokens` batches among a request's messages, in order. */
 export const batchesOf = (messages: ReadonlyArray<TokenMessage>): ReadonlyArray<TokenBatch> =>
