@@ -5,27 +5,21 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Schema, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { ClusterConfigService } from "../../../src/config/cluster-config.js"
-import { RequestId } from "../../../src/domain/ids.js"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
 import { InferenceEngine, type InferenceEngineService } from "../../../src/worker/engines/inference-engine.js"
 import { isPortFree, makeMlxLmEngine, type MlxLmOptions } from "../../../src/worker/engines/mlx-lm-engine.js"
 import { readPidFile, writePidFile } from "../../../src/process/pid-file.js"
 import { eventually } from "../../support/eventually.js"
+import { engineRequest } from "../support/engine-fixtures.js"
 import { runEngine } from "../support/run-engine.js"
 
 const FIXTURES = Path.join(import.meta.dirname, "..", "..", "fixtures")
 
-const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
-  requestId: Schema.decodeSync(RequestId)("r1"),
-  model: "mlx-community/fake",
-  messages: [{ role: "user", content: "hi there" }],
-  maxTokens: 16,
-  stream: true,
-  ...over
-})
+const request = (over: Partial<InferenceRequest> = {}): InferenceRequest =>
+  engineRequest({ model: "mlx-community/fake", messages: [{ role: "user", content: "hi there" }], maxTokens: 16, ...over })
 
 /** A base port unlikely to collide with other test files running at the same time. */
 const randomBasePort = () => 20_000 + Math.floor(Math.random() * 30_000)

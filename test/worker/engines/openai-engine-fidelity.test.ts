@@ -1,21 +1,16 @@
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Layer, Schema } from "effect"
-import { RequestId } from "../../../src/domain/ids.js"
+import { Effect, Either, Layer } from "effect"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { chatCompletionBody, logprobsOf, makeOpenAiEngine, parseSseLine, upstreamFailure } from "../../../src/worker/engines/openai-engine.js"
 import { sse, testHttpServer } from "../support/http-server.js"
+import { engineRequest } from "../support/engine-fixtures.js"
 import { runEngine, runEngineEither } from "../support/run-engine.js"
 
 /** The openai engine and issue 12: every field upstream, every answer field back, refusals kept. */
 
-const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
-  requestId: Schema.decodeSync(RequestId)("r1"),
-  model: "cluster/model",
-  messages: [{ role: "user", content: "hello there" }],
-  stream: true,
-  ...over
-})
+const request = (over: Partial<InferenceRequest> = {}): InferenceRequest =>
+  engineRequest({ model: "cluster/model", messages: [{ role: "user", content: "hello there" }], ...over })
 
 const engineAt = (baseUrl: string) =>
   Effect.flatMap(Layer.build(NodeHttpClient.layer), (context) => makeOpenAiEngine({ baseUrl, model: (r) => r.model }).pipe(Effect.provide(context)))

@@ -1,8 +1,6 @@
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, Exit, Fiber, Layer, Redacted, Schema } from "effect"
-import { ClusterConfigService } from "../../../src/config/cluster-config.js"
-import { RequestId } from "../../../src/domain/ids.js"
+import { Context, Effect, Either, Exit, Fiber, Layer, Redacted } from "effect"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
 import { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
@@ -15,16 +13,11 @@ import {
 } from "../../../src/worker/engines/openai-engine.js"
 import { chunk, sse, testHttpServer } from "../support/http-server.js"
 import { eventually } from "../../support/eventually.js"
+import { engineConfigLayer, engineRequest } from "../support/engine-fixtures.js"
 import { runEngine, runEngineEither, tokenRecorder } from "../support/run-engine.js"
 
-const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
-  requestId: Schema.decodeSync(RequestId)("r1"),
-  model: "cluster/model",
-  messages: [{ role: "user", content: "hello there" }],
-  maxTokens: 16,
-  stream: true,
-  ...over
-})
+const request = (over: Partial<InferenceRequest> = {}): InferenceRequest =>
+  engineRequest({ model: "cluster/model", messages: [{ role: "user", content: "hello there" }], maxTokens: 16, ...over })
 
 /** The engine over an HTTP client that lives as long as the test's scope. */
 const engineAt = (baseUrl: string, options: { model?: string; apiKey?: string; continueChat?: boolean } = {}) =>
@@ -369,13 +362,7 @@ describe("openai engine against a local SSE server", () => {
             Layer.provide([
               NodeHttpClient.layer,
               NodeContext.layer,
-              ClusterConfigService.layerTest((c) => ({
-                ...c,
-                worker: {
-                  ...c.worker,
-                  engine: { ...c.worker.engine, type: "openai", openai: { ...c.worker.engine.openai, baseUrl: server.baseUrl, model: "fixed" } }
-                }
-              }))
+              engineConfigLayer((engine) => ({ ...engine, type: "openai", openai: { ...engine.openai, baseUrl: server.baseUrl, model: "fixed" } }))
             ])
           )
         ),

@@ -1,7 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Option, Schema, TestClock } from "effect"
-import { ClusterConfigService } from "../../../src/config/cluster-config.js"
-import { RequestId } from "../../../src/domain/ids.js"
+import { Effect, Fiber, Layer, Option, TestClock } from "effect"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { chainOfWords, promptChain, promptWords } from "../../../src/domain/prompt-chain.js"
 import { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
@@ -16,6 +14,7 @@ import {
 } from "../../../src/worker/engines/prefill-cache.js"
 import { makeSyntheticEngine, planSynthetic, SyntheticEngineLive } from "../../../src/worker/engines/synthetic-engine.js"
 import { makeMetricsSampler, WorkerStats } from "../../../src/worker/worker-stats.js"
+import { engineRequest, syntheticConfigLayer } from "../support/engine-fixtures.js"
 import { runEngine, tokenRecorder } from "../support/run-engine.js"
 
 const MODEL = "synthetic/demo"
@@ -24,14 +23,8 @@ const words = (tag: string, n: number) => Array.from({ length: n }, (_, i) => `$
 const chain = (tag: string, blocks: number, shared = 0) =>
   chainOfWords(MODEL, [...words("shared", shared * 4), ...words(tag, (blocks - shared) * 4)], 4)
 
-const request = (messages: InferenceRequest["messages"], over: Partial<InferenceRequest> = {}): InferenceRequest => ({
-  requestId: Schema.decodeSync(RequestId)("r1"),
-  model: MODEL,
-  messages,
-  maxTokens: 8,
-  stream: true,
-  ...over
-})
+const request = (messages: InferenceRequest["messages"], over: Partial<InferenceRequest> = {}): InferenceRequest =>
+  engineRequest({ model: MODEL, messages, maxTokens: 8, ...over })
 
 describe("the prefill cache (pure)", () => {
   it("a prompt's cached part is its longest run of leading blocks held in any stored prompt", () => {
@@ -152,16 +145,7 @@ describe("the synthetic engine's prefill", () => {
         Layer.merge(
           SyntheticEngineLive.pipe(
             Layer.provide(
-              ClusterConfigService.layerTest((c) => ({
-                ...c,
-                worker: {
-                  ...c.worker,
-                  engine: {
-                    ...c.worker.engine,
-                    synthetic: { ...c.worker.engine.synthetic, tokensPerSecond: 0, firstTokenMs: 0, prefillTokensPerSecond: 2000, promptCacheSize: 2 }
-                  }
-                }
-              }))
+              syntheticConfigLayer({ tokensPerSecond: 0, firstTokenMs: 0, prefillTokensPerSecond: 2000, promptCacheSize: 2 })
             )
           ),
           WorkerStats.Default

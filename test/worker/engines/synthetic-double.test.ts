@@ -1,21 +1,15 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Schema, TestClock } from "effect"
-import { RequestId } from "../../../src/domain/ids.js"
+import { Effect, Fiber, TestClock } from "effect"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { exampleFromSchema } from "../../../src/worker/engines/schema-example.js"
 import { makeSyntheticEngine, naturalAnswer, planSynthetic, prng, SYSTEM_FINGERPRINT } from "../../../src/worker/engines/synthetic-engine.js"
+import { engineRequest } from "../support/engine-fixtures.js"
 import { runEngine } from "../support/run-engine.js"
 
 /** The synthetic engine as a full double of an OpenAI-compatible model (issue 12). */
 
-const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
-  requestId: Schema.decodeSync(RequestId)("r1"),
-  model: "synthetic/demo",
-  messages: [{ role: "user", content: "What is the weather?" }],
-  endpoint: "chat",
-  stream: true,
-  ...over
-})
+const request = (over: Partial<InferenceRequest> = {}): InferenceRequest =>
+  engineRequest({ model: "synthetic/demo", messages: [{ role: "user", content: "What is the weather?" }], endpoint: "chat", ...over })
 
 const weather = {
   type: "function",

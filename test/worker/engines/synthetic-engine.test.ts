@@ -1,6 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Option, Schema, TestClock } from "effect"
-import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { RequestId } from "../../../src/domain/ids.js"
 import { InferenceEngine } from "../../../src/worker/engines/inference-engine.js"
@@ -17,16 +16,11 @@ import {
   SyntheticEngineLive
 } from "../../../src/worker/engines/synthetic-engine.js"
 import { lateClock } from "../support/late-clock.js"
+import { engineRequest, syntheticConfigLayer } from "../support/engine-fixtures.js"
 import { runEngine, tokenRecorder } from "../support/run-engine.js"
 
-const request = (over: Partial<InferenceRequest> = {}): InferenceRequest => ({
-  requestId: Schema.decodeSync(RequestId)("r1"),
-  model: "synthetic/demo",
-  messages: [{ role: "user", content: "Say hello to the cluster please" }],
-  maxTokens: 1000,
-  stream: true,
-  ...over
-})
+const request = (over: Partial<InferenceRequest> = {}): InferenceRequest =>
+  engineRequest({ model: "synthetic/demo", messages: [{ role: "user", content: "Say hello to the cluster please" }], maxTokens: 1000, ...over })
 
 const fast = makeSyntheticEngine({ tokensPerSecond: 0, firstTokenMs: 0 })
 
@@ -272,13 +266,7 @@ describe("synthetic engine", () => {
       Effect.provide(
         SyntheticEngineLive.pipe(
           Layer.provide(
-            ClusterConfigService.layerTest((c) => ({
-              ...c,
-              worker: {
-                ...c.worker,
-                engine: { ...c.worker.engine, synthetic: { ...c.worker.engine.synthetic, tokensPerSecond: 0, firstTokenMs: 30 } }
-              }
-            }))
+            syntheticConfigLayer({ tokensPerSecond: 0, firstTokenMs: 30 })
           )
         )
       )
