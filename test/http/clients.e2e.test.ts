@@ -10,6 +10,7 @@ import { zodResponseFormat } from "openai/helpers/zod"
 import { z } from "zod"
 import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
+import { attemptCountingClient, openaiClient, promise } from "./support/openai-clients.js"
 
 /**
  * Issue 12 with three clients nobody here wrote — the official `openai` SDK v6, the Vercel AI SDK
@@ -47,11 +48,6 @@ const timeTool: OpenAI.Chat.Completions.ChatCompletionTool = {
 }
 
 const Person = z.object({ name: z.string(), age: z.number().int().min(0).max(120), tags: z.array(z.string()).min(1), active: z.boolean() })
-
-const promise = <A>(f: () => PromiseLike<A>) => Effect.promise(() => Promise.resolve(f()))
-
-/** The controller's `/v1` URL and an official client that never retries (so counts are exact). */
-const openaiClient = Effect.map(baseUrl, (url) => new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0 }))
 
 const collect = async <T>(stream: AsyncIterable<T>): Promise<Array<T>> => {
   const out: Array<T> = []
@@ -253,20 +249,11 @@ layer(ClusterLive, { excludeTestServices: true })("three real OpenAI clients aga
       // curl's spelling: the id's '/' as is.
       const plain = yield* promise(() => fetch(`${url}/v1/models/${MODEL}`).then(async (r) => ({ status: r.status, body: (await r.json()) as unknown })))
       expect(plain).toMatchObject({ status: 200, body: { id: MODEL } })
-      let attempts = 0
-      const counting = new OpenAI({
-        baseURL: `${url}/v1`,
-        apiKey: "unused",
-        maxRetries: 2,
-        fetch: (input, init) => {
-          attempts++
-          return fetch(input, init)
-        }
-      })
+      const { openai: counting, attempts } = yield* attemptCountingClient
       const error = yield* Effect.flip(Effect.tryPromise(() => counting.models.retrieve("nobody/nothing")))
       expect(error.cause).toBeInstanceOf(OpenAI.NotFoundError)
       expect((error.cause as InstanceType<typeof OpenAI.NotFoundError>).code).toBe("model_not_found")
-      expect(attempts).toBe(1)
+      expect(attempts()).toBe(1)
     })
   )
 

@@ -9,6 +9,7 @@ import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
 import { fakeUpstream, TOO_LONG_MESSAGE, UPSTREAM_FINGERPRINT } from "../support/fake-upstream.js"
 import type { TestHttpServer } from "../worker/support/http-server.js"
+import { attemptCountingClient, openaiClient, promise } from "./support/openai-clients.js"
 
 /**
  * Issue 12 through the `openai` engine: a real controller and two real workers whose engine talks
@@ -38,10 +39,6 @@ const ClusterLive = Layer.mergeAll(openAiWorker("upstream-w1"), openAiWorker("up
   Layer.provideMerge(Layer.scoped(Upstream, fakeUpstream)),
   Layer.provideMerge(controllerLayer(natsUrl))
 )
-
-const promise = <A>(f: () => PromiseLike<A>) => Effect.promise(() => Promise.resolve(f()))
-
-const openaiClient = Effect.map(baseUrl, (url) => new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0 }))
 
 /** The requests the upstream received from now on. */
 const receivedSince = Effect.map(Upstream, (upstream) => {
@@ -229,24 +226,14 @@ layer(ClusterLive, { excludeTestServices: true })("the openai engine against a r
   it.effect("a parameter no worker honours (echo) is a 400 naming it; nothing reaches upstream and the SDK does not retry", () =>
     Effect.gen(function* () {
       const since = yield* receivedSince
-      const url = yield* baseUrl
-      let attempts = 0
-      const openai = new OpenAI({
-        baseURL: `${url}/v1`,
-        apiKey: "unused",
-        maxRetries: 2,
-        fetch: (input, init) => {
-          attempts++
-          return fetch(input, init)
-        }
-      })
+      const { openai, attempts } = yield* attemptCountingClient
       const error = yield* Effect.flip(Effect.tryPromise(() => openai.completions.create({ model: MODEL, prompt: "x", echo: true })))
       expect(error.cause).toBeInstanceOf(OpenAI.BadRequestError)
       const e = error.cause as InstanceType<typeof OpenAI.BadRequestError>
       expect(e.message).toContain(`Unsupported parameter: 'echo' is not supported by any worker serving "${MODEL}"`)
       expect(e.code).toBe("unsupported_parameter")
       expect(e.param).toBe("echo")
-      expect(attempts).toBe(1)
+      expect(attempts()).toBe(1)
       expect(since()).toEqual([])
     })
   )
@@ -254,17 +241,7 @@ layer(ClusterLive, { excludeTestServices: true })("the openai engine against a r
   it.effect("the upstream's 400 reaches the client as a 400 with its message and code, tried on one worker only, streamed or not", () =>
     Effect.gen(function* () {
       const since = yield* receivedSince
-      const url = yield* baseUrl
-      let attempts = 0
-      const openai = new OpenAI({
-        baseURL: `${url}/v1`,
-        apiKey: "unused",
-        maxRetries: 2,
-        fetch: (input, init) => {
-          attempts++
-          return fetch(input, init)
-        }
-      })
+      const { openai, attempts } = yield* attemptCountingClient
       const error = yield* Effect.flip(
         Effect.tryPromise(() => openai.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "TOO LONG ".repeat(50) }] }))
       )
@@ -272,7 +249,7 @@ layer(ClusterLive, { excludeTestServices: true })("the openai engine against a r
       const e = error.cause as InstanceType<typeof OpenAI.BadRequestError>
       expect(e.status).toBe(400)
       expect(e.error).toEqual({ message: TOO_LONG_MESSAGE, type: "invalid_request_error", code: "context_length_exceeded", param: "messages" })
-      expect(attempts).toBe(1)
+      expect(attempts()).toBe(1)
       // One worker tried it; the other was not asked (a client error is not the worker's).
       expect(since()).toHaveLength(1)
       const streamed = yield* postJson("/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "TOO LONG" }], stream: true })
