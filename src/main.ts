@@ -20,7 +20,7 @@ const describeFailure = (error: { readonly message: string; readonly cause?: unk
 /** The roles of the config's mode, logging as the config says from the first line on. */
 const run = (loaded: ConfigLoaded) =>
   Effect.gen(function* () {
-    if (loaded.file === undefined) yield* Effect.logInfo("no config file found: using the defaults of CONTRACT §2")
+    if (loaded.file === undefined) yield* Effect.logInfo("no config file found: using the defaults of docs/contract.md §2")
     for (const warning of loaded.warnings) yield* Effect.logWarning(warning)
     return yield* Layer.launch(mainLayer(loaded.config))
   }).pipe(

@@ -1,7 +1,7 @@
 import { Either } from "effect"
 
 /**
- * The command-line flags of CONTRACT §1, as given: strings, not yet validated. Their values are
+ * The command-line flags of docs/contract.md §1.1, as given: strings, not yet validated. Their values are
  * checked by the config schema after they have been laid over the file (see `applyOverrides`), so a
  * bad `--port abc` is reported exactly like a bad `port: abc` in the file.
  */

@@ -4,7 +4,7 @@ import { DEFAULT_OPENAI_FEATURES, FeatureName } from "../domain/features.js"
 import { WorkerIdString } from "../domain/ids.js"
 
 /**
- * The config file of CONTRACT §2: YAML with snake_case keys, decoded into camelCase fields.
+ * The config file of docs/contract.md §2: YAML with snake_case keys, decoded into camelCase fields.
  * Every key is optional; the defaults here are the contract's. Keys beyond the contract are marked
  * "extension" and documented in the README.
  */
@@ -322,5 +322,5 @@ export const ConfigFile = Schema.Struct({
 })
 export type ConfigFile = typeof ConfigFile.Type
 
-/** The defaults of CONTRACT §2, as one decoded value. */
+/** The defaults of docs/contract.md §2, as one decoded value. */
 export const defaultClusterConfig = (): ClusterConfig => Schema.decodeSync(ClusterConfig)({})

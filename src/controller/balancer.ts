@@ -78,7 +78,7 @@ export const MEMORY_OVERHEAD = 1.2
 export const DEFAULT_MODEL_MEMORY_GB = 8
 const BYTES_PER_GB = 1024 ** 3
 
-/** The PRD's table for the common sizes; other sizes are `params × 1.2`, rounded up. */
+/** The table of docs/contract.md §5.2 for the common sizes; other sizes are `params × 1.2`, rounded up. */
 const KNOWN_SIZES_GB: ReadonlyMap<number, number> = new Map([
   [3, 4],
   [7, 8],
@@ -244,7 +244,7 @@ export const selectWorker = (
 }
 
 /**
- * Smart load balancing (PRD §5) with the strategy of `load_balancing.strategy`. Holds the
+ * Smart load balancing (docs/contract.md §5.2) with the strategy of `load_balancing.strategy`. Holds the
  * round-robin cursor, so that tied workers take turns across calls. Selection reads the registry's
  * index of online workers per model: its cost grows with the workers serving that model, not with
  * the registry.

@@ -4,7 +4,7 @@ import { LoadMonitor } from "./load-monitor.js"
 import { Registry } from "./registry.js"
 
 /**
- * Health monitoring (PRD §3): every `discovery.health_check_interval_ms` the Registry marks workers
+ * Health monitoring (docs/contract.md §5.1): every `discovery.health_check_interval_ms` the Registry marks workers
  * silent for more than `offline_timeout_ms` (plus the controller's own recent event-loop stalls) offline and prunes offline workers past
  * `prune_after_ms`. The first sweep runs one interval after the layer starts (a worker that just
  * registered cannot be overdue yet), then one per interval, measured from the end of the previous

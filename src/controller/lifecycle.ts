@@ -3,7 +3,7 @@ import type { ControllerState } from "../domain/cluster.js"
 import { ShuttingDown } from "../domain/errors.js"
 
 /**
- * The controller's lifecycle state (PRD "Controller Lifecycle"): idle → connecting → registering →
+ * The controller's lifecycle state (docs/contract.md §5.6): idle → connecting → registering →
  * starting → ready → draining → stopping → stopped. The Router takes new requests only while ready;
  * `forceStop` ends the streams still running when the drain timeout has passed.
  */

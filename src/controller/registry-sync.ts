@@ -34,7 +34,7 @@ export const announceDue = (
   last === undefined || now - last >= minIntervalMs ? [true, now] : [false, last]
 
 /**
- * Feeds the Registry from NATS (PRD §2): `worker.register`, `worker.heartbeat` and
+ * Feeds the Registry from NATS (docs/contract.md §4.3): `worker.register`, `worker.heartbeat` and
  * `worker.deregister`, each consumed in order by one fiber of the layer's scope. A heartbeat from a
  * worker the registry does not know makes the controller announce itself, rate limited to one
  * announce per second however many such heartbeats arrive. Every message passes the registration

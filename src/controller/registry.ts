@@ -24,7 +24,7 @@ const logTransition = (t: State.StatusTransition): Effect.Effect<void> => {
 }
 
 /**
- * The controller's list of workers (PRD §1). The state is a `Ref` over the pure transitions of
+ * The controller's list of workers (docs/contract.md §5.1). The state is a `Ref` over the pure transitions of
  * `registry-state.ts`, whose indexes keep every update and every selection independent of the
  * number of workers (issue 9: 10,000 registrations must not be quadratic). Every status change is
  * logged as one line annotated with its `workerId`; listeners (the Router, the admission queue) hear

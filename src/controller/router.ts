@@ -86,7 +86,7 @@ const toWire = (requestId: RequestId, r: RouteRequest): InferenceRequest => ({
 const textEncoder = new TextEncoder()
 
 /**
- * Routes a request to a worker and relays its tokens (PRD §4), at the cost of one fiber and a fixed
+ * Routes a request to a worker and relays its tokens (docs/contract.md §5.4), at the cost of one fiber and a fixed
  * handful of Effect operations per request — none per token (issue 10).
  *
  * Per attempt: a slot from the admission queue (balancer + queue), a subscription to

@@ -8,7 +8,7 @@ import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion,
 import { WorkerInfo } from "./worker.js"
 
 /**
- * The controller's HTTP contract (CONTRACT §5) as an `HttpApi`: it serves the routes and generates
+ * The controller's HTTP contract (docs/contract.md §6) as an `HttpApi`: it serves the routes and generates
  * `/openapi.json`. The OpenAI routes read their own bodies (so that bad JSON and schema failures
  * get OpenAI-shaped 400s, see `src/http/openai-handlers.ts`); their payload and error schemas here
  * document them.

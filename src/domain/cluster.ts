@@ -1,7 +1,7 @@
 import { Schema } from "effect"
 import { NonNegativeInt, NonNegativeNumber } from "./ids.js"
 
-/** The controller lifecycle of PRD "Controller Lifecycle". */
+/** The controller lifecycle of docs/contract.md §5.6. */
 export const ControllerState = Schema.Literal(
   "idle",
   "connecting",

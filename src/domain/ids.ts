@@ -37,7 +37,7 @@ export const ControllerId = idString("a controller id")
 export const RequestId = idString("a request id").pipe(Schema.brand("RequestId"))
 export type RequestId = typeof RequestId.Type
 
-/** Epoch milliseconds, as every timestamp of CONTRACT §4. */
+/** Epoch milliseconds, as every timestamp of docs/contract.md §4.1. */
 export const EpochMillis = Schema.Number.pipe(Schema.nonNegative(), Schema.finite())
 
 export const NonNegativeInt = Schema.Number.pipe(Schema.int(), Schema.nonNegative())

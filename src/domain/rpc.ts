@@ -9,7 +9,7 @@ import { SimpleInferenceFields } from "./simple-inference.js"
 import { WorkerInfo } from "./worker.js"
 
 /**
- * The typed RPC group of `/rpc` (CONTRACT §5) for internal tools: served by the controller over
+ * The typed RPC group of `/rpc` (docs/contract.md §8) for internal tools: served by the controller over
  * HTTP with NDJSON framing (a stream's items arrive as they are produced), called by
  * `src/rpc-client.ts` and `scripts/cluster.ts`.
  */

@@ -1,6 +1,6 @@
 import type { RequestId, WorkerId } from "./ids.js"
 
-/** The NATS subjects of CONTRACT §4: the only place their spelling lives. */
+/** The NATS subjects of docs/contract.md §4.2: the only place their spelling lives. */
 export const Subjects = {
   register: "worker.register",
   heartbeat: "worker.heartbeat",

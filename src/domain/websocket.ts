@@ -4,7 +4,7 @@ import { FinishReason } from "./inference.js"
 import { SimpleInference } from "./simple-inference.js"
 
 /**
- * The WebSocket protocol of `GET /ws` (CONTRACT §6). Every frame is one JSON text message.
+ * The WebSocket protocol of `GET /ws` (docs/contract.md §7). Every frame is one JSON text message.
  *
  * Client → server: `inference` starts a request, `cancel` ends one. Server → client: `token`s in
  * order, then exactly one `done` or `error` per request id. Several requests may run at once on one

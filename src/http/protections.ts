@@ -48,7 +48,7 @@ const OPEN_ROUTES: ReadonlySet<string> = new Set(["/", "/health", "/ready", "/me
 /** Whether a request to the canonical target `key` (lower-case, decoded) needs an API key when keys are configured. */
 export const needsKey = (key: string): boolean => !OPEN_ROUTES.has(key)
 
-/** Routes that count against the rate limit (CONTRACT §5: `/v1/*`). */
+/** Routes that count against the rate limit (docs/contract.md §6.2: `/v1/*`). */
 export const rateLimited = (key: string): boolean => key === "/v1" || key.startsWith("/v1/")
 
 /**

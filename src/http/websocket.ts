@@ -12,7 +12,7 @@ import { type WsClientMessage, WsClientMessage as WsClientMessageSchema, type Ws
 import { simpleToRoute } from "./route-request.js"
 
 /**
- * `GET /ws` (CONTRACT §6): streaming inference over one WebSocket, served with the `ws` library
+ * `GET /ws` (docs/contract.md §7): streaming inference over one WebSocket, served with the `ws` library
  * from the front door's `upgrade` event (after the API key check), not through @effect/platform's
  * Socket: so that frames are size-checked before they are buffered, writes can see how much is
  * waiting (`bufferedAmount`), and protocol pings work from the start.

@@ -11,7 +11,7 @@ import { RequestOwners } from "./request-owners.js"
 import { type Outcome, WorkerStats } from "./worker-stats.js"
 
 /**
- * `worker.{id}.inference` and `worker.{id}.cancel` (CONTRACT §4).
+ * `worker.{id}.inference` and `worker.{id}.cancel` (docs/contract.md §4.4, §4.5).
  *
  * A request is answered at once: a refusal (`invalid_request` for a body that is not JSON or fails
  * the schema, `busy` while draining or at `max_concurrent`, `model_not_found`, or

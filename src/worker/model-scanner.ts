@@ -5,7 +5,7 @@ import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ModelSkills } from "../domain/worker.js"
 
 /**
- * Skills (CONTRACT §3): the models this worker can serve, found on disk.
+ * Skills (docs/contract.md §3.2): the models this worker can serve, found on disk.
  *
  * - Under `worker.model_dir`, a model is a directory holding a `config.json` and at least one
  *   `*.safetensors`; its name is its path relative to `model_dir` with `/` separators; the walk does

@@ -25,7 +25,7 @@ import { resolveWorkerId } from "./worker-id.js"
 import { makeMetricsSampler, type StatsSnapshot, WorkerStats } from "./worker-stats.js"
 
 /**
- * The worker role (CONTRACT §3, §4). In its scope:
+ * The worker role (docs/contract.md §3, §4). In its scope:
  *
  * 1. subscribes to `worker.{id}.inference`, `worker.{id}.cancel`, `worker.{id}.probe` (answered
  *    from the NATS callback, issue 13) and `controller.announce`, flushes;

@@ -7,7 +7,7 @@ import { Registry } from "../../src/controller/registry.js"
 import { WorkerId } from "../../src/domain/ids.js"
 import { heartbeat, registration } from "./support/fixtures.js"
 
-/** Defaults of CONTRACT §2 (heartbeat 5 s, offline after 15 s, sweep every 5 s), prune after 60 s. */
+/** Defaults of docs/contract.md §2.7 (heartbeat 5 s, offline after 15 s, sweep every 5 s), prune after 60 s. */
 const ConfigTest = ClusterConfigService.layerTest((c) => ({
   ...c,
   discovery: { ...c.discovery, pruneAfterMs: 60_000 }

@@ -12,7 +12,7 @@ const fromWire = <A, I>(schema: Schema.Schema<A, I>, text: string): A => Schema.
 const decodes = <A, I>(schema: Schema.Schema<A, I>, input: unknown): boolean =>
   Either.isRight(Schema.decodeUnknownEither(schema)(input))
 
-// Realistic messages of CONTRACT §4 --------------------------------------------------------------
+// Realistic messages of docs/contract.md §4 --------------------------------------------------------------
 
 const now = 1_767_225_600_000
 

@@ -46,7 +46,7 @@ export interface Controller {
 }
 
 /**
- * The processes and files of one test: `config` writes a YAML file (CONTRACT §2 keys under
+ * The processes and files of one test: `config` writes a YAML file (docs/contract.md §2 keys under
  * `cluster:`, over quiet test defaults: external NATS, controller on 127.0.0.1 and a free port, an
  * empty model folder so that workers serve `synthetic/demo`), `controller`/`worker` spawn the CLI
  * and wait for its ready line, `cleanup` SIGKILLs whatever still runs and removes the files.
