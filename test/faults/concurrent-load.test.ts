@@ -1,6 +1,6 @@
 import { expect, it } from "vitest"
-import { chat, type ClientResult, request, sampleRss, waitUntil, workers } from "../support/fault-cluster.js"
-import { useFaultHarness } from "../support/fault-harness.js"
+import { chat, type ClientResult, request, sampleRss } from "../support/fault-cluster.js"
+import { startOnline, useFaultHarness } from "../support/fault-harness.js"
 
 const REQUESTS = 1_000
 const PROMPTS = 50
@@ -13,9 +13,8 @@ it("1,000 concurrent streaming requests over 3 workers: every stream whole and i
   const config = c.config({
     worker: { max_concurrent: 400, engine: { synthetic: { tokens_per_second: 0, first_token_ms: 0 } } }
   })
-  const [controller] = await Promise.all([c.controller(config), c.worker(config, "w1"), c.worker(config, "w2"), c.worker(config, "w3")])
+  const { controller } = await startOnline(c, config, ["w1", "w2", "w3"])
   const url = `${controller.url}/v1/chat/completions`
-  await waitUntil(async () => (await workers(controller.url)).filter((w) => w.status === "online").length === 3, 10_000)
 
   // The synthetic engine is deterministic: the non-streamed text of each prompt is what its streams must carry.
   const prompt = (i: number) => `load prompt ${i % PROMPTS}`

@@ -1,6 +1,6 @@
 import { expect, it } from "vitest"
-import { chat, type ClientResult, request, sleep, waitUntil, workers } from "../support/fault-cluster.js"
-import { useFaultHarness } from "../support/fault-harness.js"
+import { chat, type ClientResult, request, sleep, waitUntil } from "../support/fault-cluster.js"
+import { startOnline, useFaultHarness } from "../support/fault-harness.js"
 
 const STREAMS = 4
 const TOKENS = 20
@@ -14,9 +14,8 @@ it("SIGINT to the controller with streams in flight: they finish with [DONE], ne
     // 20 tokens at 20 tokens/s: each stream runs about a second.
     worker: { max_concurrent: STREAMS, engine: { synthetic: { tokens_per_second: 20, first_token_ms: 20 } } }
   })
-  const [controller] = await Promise.all([c.controller(config), c.worker(config, "slow")])
+  const { controller } = await startOnline(c, config, ["slow"])
   const url = `${controller.url}/v1/chat/completions`
-  await waitUntil(async () => (await workers(controller.url)).some((w) => w.status === "online"), 10_000)
 
   // Every stream has its first token before the signal.
   let started = 0

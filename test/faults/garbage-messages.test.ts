@@ -1,9 +1,9 @@
 import { connect, type NatsConnection } from "nats"
 import { afterEach, expect, it } from "vitest"
-import { chat, type ClientResult, getJson, hasExited, request, waitUntil, workers } from "../support/fault-cluster.js"
+import { chat, type ClientResult, getJson, hasExited, request, waitUntil } from "../support/fault-cluster.js"
 // Seeded: the same garbage on every run.
 import { prng } from "../../src/worker/engines/synthetic-engine.js"
-import { useFaultHarness } from "../support/fault-harness.js"
+import { startOnline, useFaultHarness } from "../support/fault-harness.js"
 
 const MESSAGES = 10_000
 
@@ -130,9 +130,8 @@ it("10,000 garbage, truncated and schema-invalid messages on every subject: no c
     discovery: { heartbeat_interval_ms: 500, offline_timeout_ms: 15_000, health_check_interval_ms: 1_000 },
     worker: { engine: { synthetic: { tokens_per_second: 40, first_token_ms: 10 } } }
   })
-  const [controller, w1, w2] = await Promise.all([c.controller(config), c.worker(config, "w1"), c.worker(config, "w2")])
+  const { controller, workers: [w1, w2] } = await startOnline(c, config, ["w1", "w2"])
   const url = controller.url
-  await waitUntil(async () => (await workers(url)).filter((w) => w.status === "online").length === 2, 10_000)
   const before = stable((await getJson(`${url}/api/cluster/workers`)).body)
 
   raw = await connect({ servers: harness.nats().url, name: "garbage" })

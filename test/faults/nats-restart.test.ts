@@ -1,6 +1,6 @@
 import { expect, it } from "vitest"
-import { chat, type ClientResult, hasExited, request, sleep, waitUntil, workers } from "../support/fault-cluster.js"
-import { useFaultHarness } from "../support/fault-harness.js"
+import { chat, type ClientResult, hasExited, request, sleep, workers } from "../support/fault-cluster.js"
+import { startOnline, useFaultHarness } from "../support/fault-harness.js"
 
 const OUTAGE_MS = 2_000
 const RECOVERY_BOUND_MS = 2_000
@@ -15,9 +15,8 @@ it("the nats-server restarted under load: every process reconnects by itself and
     controller: { first_token_timeout_ms: 3_000, stream_idle_timeout_ms: 3_000, request_timeout_ms: 10_000 },
     worker: { max_concurrent: 8, engine: { synthetic: { tokens_per_second: 100, first_token_ms: 10 } } }
   })
-  const [controller] = await Promise.all([c.controller(config), c.worker(config, "w1"), c.worker(config, "w2")])
+  const { controller } = await startOnline(c, config, ["w1", "w2"])
   const url = `${controller.url}/v1/chat/completions`
-  await waitUntil(async () => (await workers(controller.url)).filter((w) => w.status === "online").length === 2, 10_000)
 
   // Load: 4 clients alternating streaming and non-streaming requests, each bounded in time.
   const results: Array<ClientResult> = []

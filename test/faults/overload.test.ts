@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { expect, it } from "vitest"
-import { chat, type ClientResult, request, sampleRss, waitUntil, workers } from "../support/fault-cluster.js"
-import { useFaultHarness } from "../support/fault-harness.js"
+import { chat, type ClientResult, request, sampleRss, workers } from "../support/fault-cluster.js"
+import { startOnline, useFaultHarness } from "../support/fault-harness.js"
 
 /**
  * Issue 11: busy is not broken. With far more requests than slots, every answer is a whole stream
@@ -63,8 +63,7 @@ const startCluster = async () => {
     controller: { queue: { max_pending: 300, max_wait_ms: 60_000 } },
     worker: { max_concurrent: 8, engine: { synthetic: { tokens_per_second: 400, first_token_ms: 5 } } }
   })
-  const [controller] = await Promise.all([c.controller(config), c.worker(config, "ov-1"), c.worker(config, "ov-2")])
-  await waitUntil(async () => (await workers(controller.url)).filter((w) => w.status === "online").length === 2, 20_000)
+  const { controller } = await startOnline(c, config, ["ov-1", "ov-2"], 20_000)
   return controller
 }
 

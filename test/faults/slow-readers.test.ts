@@ -1,8 +1,8 @@
 import { connect, type Socket } from "node:net"
 import WebSocket from "ws"
 import { expect, it } from "vitest"
-import { chat, request, rssKiB, sleep, SYNTHETIC_MODEL, waitUntil, workers } from "../support/fault-cluster.js"
-import { useFaultHarness } from "../support/fault-harness.js"
+import { chat, request, rssKiB, sleep, SYNTHETIC_MODEL, waitUntil } from "../support/fault-cluster.js"
+import { startOnline, useFaultHarness } from "../support/fault-harness.js"
 
 /**
  * Issue 11.4: slow readers. Clients that stop reading cost bounded memory (per stream for SSE, per
@@ -57,8 +57,7 @@ it(`${STALLED} SSE clients and one WebSocket with ${STALLED} requests that stop 
     // Answers up to 100k tokens long: nearly every request runs to its max_tokens of 2,000.
     worker: { max_concurrent: 64, engine: { synthetic: { tokens_per_second: 0, first_token_ms: 0, max_answer_tokens: 100_000 } } }
   })
-  const [controller] = await Promise.all([c.controller(config), c.worker(config, "slow-1"), c.worker(config, "slow-2")])
-  await waitUntil(async () => (await workers(controller.url)).filter((w) => w.status === "online").length === 2, 20_000)
+  const { controller } = await startOnline(c, config, ["slow-1", "slow-2"], 20_000)
   const stalled = Array.from({ length: STALLED }, (_, i) => stalledStream(controller.url, `stalled ${i}`))
 
   // One WebSocket, 200 requests, never read.

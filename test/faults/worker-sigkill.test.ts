@@ -10,7 +10,7 @@ import {
   waitUntil,
   workers
 } from "../support/fault-cluster.js"
-import { useFaultHarness } from "../support/fault-harness.js"
+import { startOnline, useFaultHarness } from "../support/fault-harness.js"
 import { RequestId } from "../../src/domain/ids.js"
 import { planSynthetic } from "../../src/worker/engines/synthetic-engine.js"
 
@@ -32,14 +32,8 @@ it("a worker SIGKILLed under steady load: every request succeeds — streams it 
     controller: { stream_idle_timeout_ms: 10_000, first_token_timeout_ms: 10_000 },
     worker: { max_concurrent: 4, engine: { synthetic: { tokens_per_second: 40, first_token_ms: 20 } } }
   })
-  const [controller, , victim] = await Promise.all([
-    c.controller(config),
-    c.worker(config, "w1"),
-    c.worker(config, "w2"),
-    c.worker(config, "w3")
-  ])
+  const { controller, workers: [, victim] } = await startOnline(c, config, ["w1", "w2", "w3"])
   const url = controller.url
-  await waitUntil(async () => (await workers(url)).filter((w) => w.status === "online").length === 3, 10_000)
 
   // Steady load: 12 clients, each streaming 60-token answers (~1.5 s) back to back; 12 slots in all.
   const results: Array<ClientResult & { readonly prompt: string }> = []

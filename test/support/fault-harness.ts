@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll } from "vitest"
-import { FaultCluster } from "./fault-cluster.js"
+import type { CliProcess } from "./cli-process.js"
+import { type Controller, FaultCluster, waitUntil, workers } from "./fault-cluster.js"
 import { startTestNatsServer, type TestNatsServer } from "./nats-server.js"
 
 /**
@@ -46,4 +47,24 @@ export const useFaultHarness = (): FaultHarness => {
       stopping = true
     }
   }
+}
+
+/** Waits until the controller at `controllerUrl` lists `count` workers online. */
+export const untilOnline = (controllerUrl: string, count: number, timeoutMs: number): Promise<number> =>
+  waitUntil(async () => (await workers(controllerUrl)).filter((w) => w.status === "online").length === count, timeoutMs)
+
+/**
+ * Starts a controller and the workers `workerIds` on one config file, all at once, and resolves
+ * once the controller lists every worker online: where most fault tests start.
+ */
+export const startOnline = async <const Ids extends ReadonlyArray<string>>(
+  c: FaultCluster,
+  config: string,
+  workerIds: Ids,
+  timeoutMs = 10_000
+): Promise<{ readonly controller: Controller; readonly workers: { readonly [K in keyof Ids]: CliProcess } }> => {
+  const [controller, ...started] = await Promise.all([c.controller(config), ...workerIds.map((id) => c.worker(config, id))])
+  await untilOnline(controller.url, workerIds.length, timeoutMs)
+  // One process per id, in the order of the ids.
+  return { controller, workers: started as { readonly [K in keyof Ids]: CliProcess } }
 }
