@@ -1,8 +1,7 @@
 import { expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schedule } from "effect"
-import { Registry } from "../../src/controller/registry.js"
 import { Worker } from "../../src/worker/worker-live.js"
-import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
+import { startController, untilWorkerOnline, workerLayer } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
 import { startFakeWorker, streamTokens } from "../support/fake-worker.js"
 import { useFaultHarness } from "../support/fault-harness.js"
@@ -41,25 +40,18 @@ const readThenAbort = (url: string, model: string, chunks: number) =>
     return abortedAt
   })
 
-const startController = Effect.gen(function* () {
-  const context = yield* Layer.build(controllerLayer(harness.nats().url))
-  return { url: yield* Effect.provide(baseUrl, context), registry: Context.get(context, Registry) }
-})
-
-const online = (registry: Registry, workerId: string) =>
-  eventually(Effect.map(registry.online, (ws) => ws.some((w) => w.workerId === workerId)), { timeoutMs: 10_000 })
 
 it.scopedLive(
   "a client that disconnects mid-stream: the cancel reaches the (scripted) worker within 100 ms",
   () =>
     Effect.gen(function* () {
-      const { url, registry } = yield* startController
+      const { url, registry } = yield* startController(harness.nats().url)
       const worker = yield* startFakeWorker(
         harness.nats().url,
         { id: "abort-fake", models: ["abort/fake"] },
         streamTokens(Array.from({ length: 1_000 }, (_, i) => ` t${i}`), 10)
       )
-      yield* online(registry, "abort-fake")
+      yield* untilWorkerOnline(registry, "abort-fake", 10_000)
       const latencies: Array<number> = []
       // The first abort in a fresh process runs cold code paths (HTTP close, interruption,
       // finalizers) in controller, client and fake worker alike: measured, reported, not asserted.
@@ -84,10 +76,10 @@ it.scopedLive(
   "a client that disconnects mid-stream: a real worker stops generating within 100 ms",
   () =>
     Effect.gen(function* () {
-      const { url, registry } = yield* startController
+      const { url, registry } = yield* startController(harness.nats().url)
       const context = yield* Layer.build(workerLayer(harness.nats().url, { id: "abort-real", models: ["abort/real"], tokensPerSecond: 100, firstTokenMs: 0 }))
       const worker = Context.get(context, Worker)
-      yield* online(registry, "abort-real")
+      yield* untilWorkerOnline(registry, "abort-real", 10_000)
       const latencies: Array<number> = []
       for (let i = 0; i < 3; i++) {
         const abortedAt = yield* readThenAbort(url, "abort/real", 4)

@@ -2,11 +2,9 @@ import { describe, expect, inject, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { ControllerLifecycle } from "../../src/controller/lifecycle.js"
-import { Registry } from "../../src/controller/registry.js"
 import { DashboardSnapshot } from "../../src/domain/dashboard.js"
 import { DEFAULT_INTERVAL_MS, eventInterval, loadDashboardPage } from "../../src/http/dashboard-routes.js"
-import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
-import { eventually } from "../support/eventually.js"
+import { startController, untilWorkerOnline, workerLayer } from "../support/cluster.js"
 
 const natsUrl = inject("natsUrl")
 const decode = Schema.decodeUnknownSync(DashboardSnapshot)
@@ -60,11 +58,9 @@ describe("GET /api/cluster/dashboard and /api/cluster/events on a real controlle
     "answer the snapshot once, and as server-sent events at the asked interval that end when the controller stops",
     () =>
       Effect.gen(function* () {
-        const context = yield* Layer.build(controllerLayer(natsUrl))
-        const url = yield* Effect.provide(baseUrl, context)
-        const registry = Context.get(context, Registry)
+        const { url, registry, context } = yield* startController(natsUrl)
         yield* Layer.build(workerLayer(natsUrl, { id: "dash-route-w1", models: ["dash/model"], tags: ["t1"] }))
-        yield* eventually(Effect.map(registry.online, (ws) => ws.some((w) => w.workerId === "dash-route-w1")))
+        yield* untilWorkerOnline(registry, "dash-route-w1")
 
         const once = yield* Effect.promise(() => fetch(`${url}/api/cluster/dashboard`).then((r) => r.json()))
         const snapshot = decode(once)

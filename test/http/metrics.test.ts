@@ -1,10 +1,8 @@
 import { afterEach, describe, expect, inject, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import parsePrometheusTextFormat, { type ParsedFamily } from "parse-prometheus-text-format"
-import { Registry } from "../../src/controller/registry.js"
 import { RequestJournal, type RequestSummary } from "../../src/controller/request-journal.js"
-import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
-import { eventually } from "../support/eventually.js"
+import { startController, untilWorkerOnline, workerLayer } from "../support/cluster.js"
 import { FaultCluster, START_TIMEOUT_MS } from "../support/fault-cluster.js"
 
 const natsUrl = inject("natsUrl")
@@ -52,12 +50,10 @@ describe("/metrics of a real controller, parsed as Prometheus text", () => {
     "names end in _total and _seconds, the model and code labels are there, and nothing else: no otel_scope_name, no runtime metrics, no unknown model",
     () =>
       Effect.gen(function* () {
-        const context = yield* Layer.build(controllerLayer(natsUrl))
-        const url = yield* Effect.provide(baseUrl, context)
+        const { url, registry, context } = yield* startController(natsUrl)
         const journal = Context.get(context, RequestJournal)
-        const registry = Context.get(context, Registry)
         yield* Layer.build(workerLayer(natsUrl, { id: "metrics-w1", models: [MODEL] }))
-        yield* eventually(Effect.map(registry.online, (ws) => ws.some((w) => w.workerId === "metrics-w1")))
+        yield* untilWorkerOnline(registry, "metrics-w1")
 
         // Real requests through the front door: one that works, one for a model nobody has.
         const ok = yield* Effect.promise(() =>

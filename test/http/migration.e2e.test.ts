@@ -1,8 +1,7 @@
 import { describe, expect, inject, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Option, Scope, Stream } from "effect"
-import { Registry } from "../../src/controller/registry.js"
+import { Context, Effect, Exit, Layer, Scope, Stream } from "effect"
 import { ClusterClient, layer as clusterClientLayer } from "../../src/rpc-client.js"
-import { baseUrl, controllerLayer } from "../support/cluster.js"
+import { startController, untilWorkerOnline } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
 import { countingTokens, type FakeWorkerSpec, startFakeWorker } from "../support/fake-worker.js"
 import { unique } from "./support/test-server.js"
@@ -21,13 +20,6 @@ const MAX_TOKENS = 20
 const TOKEN_MS = 100
 const expectedText = Array.from({ length: MAX_TOKENS }, (_, i) => `t${i} `).join("")
 
-const startController = Effect.gen(function* () {
-  const context = yield* Layer.build(controllerLayer(natsUrl))
-  return { url: yield* Effect.provide(baseUrl, context), registry: Context.get(context, Registry) }
-})
-
-const isOnline = (registry: Registry, id: string) => Effect.map(registry.get(id), Option.exists((w) => w.status === "online"))
-
 /** A fake worker in a scope of its own: `kill` closes its NATS connection, as a SIGKILL would. */
 const killableWorker = (spec: FakeWorkerSpec) =>
   Effect.gen(function* () {
@@ -36,7 +28,7 @@ const killableWorker = (spec: FakeWorkerSpec) =>
     return { worker, kill: Scope.close(scope, Exit.void) }
   })
 
-type Controller = Effect.Effect.Success<typeof startController>
+type Controller = Effect.Effect.Success<ReturnType<typeof startController>>
 
 /**
  * Worker A alone (so it gets the request), `start` sends the request; once A has it, B joins; once
@@ -51,12 +43,12 @@ const migrateMidStream = <A>(
     const model = unique("migrate/model")
     const continuation = ["chat", "completions"]
     const a = yield* killableWorker({ id: unique("a"), models: [model], probes: true, continuation })
-    yield* eventually(isOnline(registry, a.worker.workerId))
+    yield* untilWorkerOnline(registry, a.worker.workerId)
     const result = yield* Effect.fork(start(model))
     yield* a.worker.awaitRequests(1)
     const dispatchedAt = Date.now()
     const b = yield* startFakeWorker(natsUrl, { id: unique("b"), models: [model], probes: true, continuation }, countingTokens(TOKEN_MS))
-    yield* eventually(isOnline(registry, b.workerId))
+    yield* untilWorkerOnline(registry, b.workerId)
     yield* eventually(Effect.sync(() => tokensSeen(dispatchedAt) >= 3))
     yield* a.kill
     const value = yield* result.await.pipe(Effect.flatten)
@@ -69,7 +61,7 @@ describe("a stream whose worker dies continues on another worker, for every fron
     "SSE: one stream, indexes and text continuous, [DONE], usage 20, migrations on the usage chunk",
     () =>
       Effect.gen(function* () {
-        const controller = yield* startController
+        const controller = yield* startController(natsUrl)
         const { url } = controller
         let tokens = 0
         const run = (model: string) =>
@@ -118,7 +110,7 @@ describe("a stream whose worker dies continues on another worker, for every fron
     "a non-streamed answer: the whole text, usage 20, and the x-cluster-migrations header",
     () =>
       Effect.gen(function* () {
-        const controller = yield* startController
+        const controller = yield* startController(natsUrl)
         const { url } = controller
         const run = (model: string) =>
           Effect.promise(async () => {
@@ -145,7 +137,7 @@ describe("a stream whose worker dies continues on another worker, for every fron
     "WebSocket: tokens 0..19 in order, one done with totalTokens 20 and migrations 1",
     () =>
       Effect.gen(function* () {
-        const controller = yield* startController
+        const controller = yield* startController(natsUrl)
         const { url } = controller
         const ws = yield* connectWs(wsUrl(url))
         const run = (model: string) =>
@@ -172,7 +164,7 @@ describe("a stream whose worker dies continues on another worker, for every fron
     "RPC: Generate streams tokens 0..19 and a done with usage 20 and migrations 1",
     () =>
       Effect.gen(function* () {
-        const controller = yield* startController
+        const controller = yield* startController(natsUrl)
         const { url } = controller
         const client = Context.get(yield* Layer.build(clusterClientLayer({ url: `${url}/rpc` })), ClusterClient)
         let tokens = 0

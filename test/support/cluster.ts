@@ -1,13 +1,15 @@
 import { HttpServer } from "@effect/platform"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import { Context, Effect, Layer, Logger, LogLevel } from "effect"
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { ClusterConfigService } from "../../src/config/cluster-config.js"
 import { type ClusterConfig, defaultClusterConfig } from "../../src/config/schema.js"
+import { Registry } from "../../src/controller/registry.js"
 import { layer as natsLayer } from "../../src/nats/nats-transport-live.js"
 import { ControllerLive } from "../../src/roles.js"
 import { WorkerLive } from "../../src/worker/worker-live.js"
+import { eventually } from "./eventually.js"
 
 /** A model folder holding `models` (config.json + a small *.safetensors each), for real workers. */
 export const makeModelDir = (models: ReadonlyArray<string>): string => {
@@ -95,3 +97,20 @@ export const controllerLayer = (natsUrl: string, patch: (c: ClusterConfig) => Cl
 export const baseUrl = Effect.map(HttpServer.HttpServer, (server) =>
   server.address._tag === "TcpAddress" ? `http://127.0.0.1:${server.address.port}` : "http://invalid"
 )
+
+/**
+ * A real controller (`controllerLayer`) built in the current scope: its URL, its registry and its
+ * other services (`context`), for tests that look into the controller while it runs.
+ */
+export const startController = (natsUrl: string, patch?: (c: ClusterConfig) => ClusterConfig) =>
+  Effect.gen(function* () {
+    const context = yield* Layer.build(controllerLayer(natsUrl, patch))
+    return { url: yield* Effect.provide(baseUrl, context), registry: Context.get(context, Registry), context }
+  })
+
+/** Waits until `registry` lists the worker `workerId` online (`eventually`'s 5 s unless `timeoutMs`). */
+export const untilWorkerOnline = (registry: Registry, workerId: string, timeoutMs?: number) =>
+  eventually(
+    Effect.map(registry.online, (ws) => ws.some((w) => w.workerId === workerId)),
+    timeoutMs === undefined ? {} : { timeoutMs }
+  )
