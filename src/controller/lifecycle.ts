@@ -3,8 +3,9 @@ import type { ControllerState } from "../domain/cluster.js"
 import { ShuttingDown } from "../domain/errors.js"
 
 /**
- * The controller's lifecycle state (docs/contract.md §5.6): idle → connecting → registering →
- * starting → ready → draining → stopping → stopped. The Router takes new requests only while ready;
+ * The controller's lifecycle state (docs/contract.md §5.6): idle → registering → starting → ready
+ * → draining → stopping → stopped (`connecting` is in the contract's list but never used: the
+ * NATS connection is made before this service exists). The Router takes new requests only while ready;
  * `forceStop` ends the streams still running when the drain timeout has passed.
  */
 export class ControllerLifecycle extends Effect.Service<ControllerLifecycle>()("controller/Lifecycle", {

@@ -1,4 +1,5 @@
 import { Metric, MetricBoundaries, MetricKey, MetricLabel } from "effect"
+import { ErrorTable } from "../domain/errors.js"
 import type { WorkerInfo } from "../domain/worker.js"
 import type { Family } from "./prometheus-text.js"
 
@@ -31,7 +32,7 @@ const failuresKey = MetricKey.counter("mlx_cluster_request_failures_total", {
 const ttftKey = MetricKey.histogram(
   "mlx_cluster_time_to_first_token_seconds",
   latencyBoundaries,
-  "Dispatch of the attempt that produced the first token, to that token, by model"
+  "From the controller accepting the request (queue wait and earlier attempts included) to the first token, by model"
 )
 
 const durationKey = MetricKey.histogram(
@@ -125,40 +126,33 @@ export const routeLabel = (route: string): string => {
   return "other"
 }
 
-/** The error codes of docs/operations.md; a worker's own code outside the list is `other`. */
-const ERROR_CODES: ReadonlySet<string> = new Set([
-  "invalid_request",
-  "invalid_api_key",
-  "worker_not_found",
-  "model_not_found",
-  "not_found",
-  "body_too_large",
+/**
+ * Codes a client can see beyond the ErrorTable's (docs/contract.md §6.7): the timeouts' own codes,
+ * the WebSocket's, and those a worker or its engine sends. An upstream's own 4xx code is `other`.
+ */
+const WIRE_CODES = [
   "upgrade_required",
-  "rate_limit_exceeded",
-  "queue_full",
-  "queue_timeout",
-  "cancelled",
-  "no_workers",
-  "no_skilled_worker",
-  "workers_unavailable",
-  "shutting_down",
+  "too_many_requests",
   "first_token_timeout",
   "stream_idle_timeout",
   "request_timeout",
   "worker_lost",
-  "worker_error",
   "token_gap",
-  "empty_stream",
   "timeout",
   "worker_shutdown",
+  "controller_gone",
   "internal_error",
   "engine_start_failed",
   "engine_stopped",
+  "continuation_unsupported",
   "upstream_error",
   "upstream_unreachable",
   "upstream_disconnected",
   "upstream_malformed"
-])
+]
+
+/** Every label value of the `code` label: a bounded set, whatever workers or upstreams send. */
+const ERROR_CODES: ReadonlySet<string> = new Set([...Object.values(ErrorTable).map((row) => row.code), ...WIRE_CODES])
 
 export const codeLabel = (code: string | undefined): string =>
   code === undefined || code === "" ? "unknown" : ERROR_CODES.has(code) ? code : "other"

@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Redacted, Schema } from "effect"
 import type { CliFlags } from "../../src/config/cli-flags.js"
-import { ConfigError, unknownKeys } from "../../src/config/config-messages.js"
+import { ConfigError, knownKeysAt, unknownKeys } from "../../src/config/config-messages.js"
 import { type ConfigLoaded, decodeConfig, loadConfig, type LoadConfigOptions, parseConfigYaml } from "../../src/config/load-config.js"
 import type { Env } from "../../src/config/overrides.js"
 import { ConfigFile, defaultClusterConfig } from "../../src/config/schema.js"
@@ -196,30 +196,21 @@ describe("the shipped config files", () => {
       const { readFile } = yield* Effect.promise(() => import("node:fs/promises"))
       const text = yield* Effect.promise(() => readFile(join(repoRoot, "config/cluster.yaml"), "utf8"))
       const parsed = Either.getOrThrow(parseConfigYaml(text, "config/cluster.yaml"))
-      const cluster = parsed.raw["cluster"] as Record<string, Record<string, unknown>>
-      expect(Object.keys(cluster).sort()).toStrictEqual(
-        ["controller", "discovery", "load_balancing", "log_format", "log_level", "metrics", "mode", "nats", "state_dir", "worker"].sort()
-      )
-      expect(Object.keys(cluster["controller"] ?? {}).sort()).toStrictEqual(
-        [
-          "allowed_workers",
-          "api",
-          "bind_address",
-          "dispatch_timeout_ms",
-          "drain_timeout_ms",
-          "first_token_timeout_ms",
-          "max_retries",
-          "migration_limit",
-          "port",
-          "queue",
-          "request_timeout_ms",
-          "stream_idle_timeout_ms",
-          "worker_overrides",
-          "worker_probe"
-        ].sort()
-      )
-      expect(Object.keys(cluster["nats"] ?? {})).toEqual(expect.arrayContaining(["credentials_file", "server_config"]))
-      expect(Object.keys(cluster["discovery"] ?? {})).toEqual(expect.arrayContaining(["max_workers", "max_models_per_worker"]))
+      // Every key the schema knows, at every level, is written out with its default, except
+      // credentials (set per cluster) and the hardware overrides (empty: the detected values apply).
+      const leftOut = new Set(["nats.user", "nats.pass", "nats.token", "nats.creds_file", "nats.tls", "worker.engine.openai.api_key", "worker.engine.openai.model"])
+      const missing: Array<string> = []
+      const walk = (path: ReadonlyArray<string>, value: unknown): void => {
+        if (typeof value !== "object" || value === null || Array.isArray(value) || path.join(".") === "cluster.worker.hardware") return
+        for (const key of knownKeysAt(path)) {
+          const name = [...path.slice(1), key].join(".")
+          if (!(key in value) && !leftOut.has(name)) missing.push(name)
+        }
+        for (const [key, child] of Object.entries(value)) walk([...path, key], child)
+      }
+      walk([], parsed.raw)
+      expect(missing).toStrictEqual([])
+      expect(knownKeysAt(["cluster", "controller", "api"])).toContain("max_buffered_bytes")
       expect(Schema.decodeUnknownEither(ConfigFile)(parsed.raw, { onExcessProperty: "error" })._tag).toBe("Right")
     }))
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { clusterGauges, codeLabel, modelLabel, routeLabel } from "../../src/controller/metrics.js"
+import { ErrorTable } from "../../src/domain/errors.js"
 import { renderFamilies } from "../../src/controller/prometheus-text.js"
 import type { WorkerInfo } from "../../src/domain/worker.js"
 import { info, metrics } from "./support/fixtures.js"
@@ -17,6 +18,10 @@ describe("bounded labels", () => {
     expect(codeLabel("worker_lost")).toBe("worker_lost")
     expect(codeLabel("invalid_api_key")).toBe("invalid_api_key")
     expect(codeLabel("made_up_by_a_worker")).toBe("other")
+    for (const { code } of Object.values(ErrorTable)) expect(codeLabel(code)).toBe(code)
+    for (const code of ["overloaded", "slow_consumer", "unsupported_parameter", "unknown_url", "controller_gone", "continuation_unsupported"]) {
+      expect(codeLabel(code)).toBe(code)
+    }
     expect(codeLabel(undefined)).toBe("unknown")
   })
 

@@ -22,7 +22,9 @@ export const finish = (finishReason: FinishReason, usage: Usage, systemFingerpri
  * An engine failure; `code` becomes the `code` of the `error` TokenMessage. Codes used:
  * `upstream_error` (non-2xx answer), `upstream_unreachable` (no connection), `upstream_disconnected`
  * (stream cut before its end), `upstream_malformed` (unparseable SSE), `engine_start_failed`
- * (mlx-lm server did not come up), `engine_error` (anything else).
+ * (mlx-lm server did not come up), `engine_stopped` (the engine was shutting down),
+ * `continuation_unsupported` (asked to continue an answer it cannot). A defect becomes the
+ * handler's `internal_error`.
  */
 export class EngineError extends Data.TaggedError("EngineError")<{
   readonly code: string
