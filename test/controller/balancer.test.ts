@@ -76,7 +76,7 @@ describe("model memory estimate", () => {
     expect(estimateModelMemoryGB("synthetic/demo")).toBe(8)
   })
 
-  it("13B is never read as 3B (the PRD's includes('3B') bug)", () => {
+  it("13B is never read as 3B (a substring test such as includes('3B') would)", () => {
     expect(estimateModelMemoryGB("Llama-2-13B")).toBe(16)
     expect(estimateModelMemoryGB("Llama-2-13B")).not.toBe(estimateModelMemoryGB("Llama-2-3B"))
   })
