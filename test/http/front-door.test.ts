@@ -2,7 +2,7 @@ import { describe, expect, inject, layer } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { request as httpRequest } from "node:http"
 import WebSocket from "ws"
-import { baseUrl, testServerLayer, unique } from "./support/test-server.js"
+import { apiConfig, baseUrl, testServerLayer, unique } from "./support/test-server.js"
 
 /**
  * Issue 9: no spelling of a protected path reaches a handler without the API key, and every
@@ -92,13 +92,7 @@ layer(
     natsUrl,
     workerId: unique("door-worker"),
     models: [MODEL],
-    config: (c) => ({
-      ...c,
-      controller: {
-        ...c.controller,
-        api: { ...c.controller.api, apiKeys: [Redacted.make(KEY)], authFailuresPerMinute: 10_000 }
-      }
-    })
+    config: apiConfig({ apiKeys: [Redacted.make(KEY)], authFailuresPerMinute: 10_000 })
   }),
   { excludeTestServices: true }
 )("API keys at the front door", (it) => {
@@ -159,13 +153,7 @@ layer(
     natsUrl,
     workerId: unique("door-limit-worker"),
     models: [MODEL],
-    config: (c) => ({
-      ...c,
-      controller: {
-        ...c.controller,
-        api: { ...c.controller.api, apiKeys: [Redacted.make(KEY)], rateLimit: { enabled: true, requestsPerMinute: 4 } }
-      }
-    })
+    config: apiConfig({ apiKeys: [Redacted.make(KEY)], rateLimit: { enabled: true, requestsPerMinute: 4 } })
   }),
   { excludeTestServices: true }
 )("rate limits at the front door", (it) => {
@@ -192,10 +180,7 @@ describe("failed authentications", () => {
       natsUrl,
       workerId: unique("door-auth-worker"),
       models: [MODEL],
-      config: (c) => ({
-        ...c,
-        controller: { ...c.controller, api: { ...c.controller.api, apiKeys: [Redacted.make(KEY)], authFailuresPerMinute: 3 } }
-      })
+      config: apiConfig({ apiKeys: [Redacted.make(KEY)], authFailuresPerMinute: 3 })
     }),
     { excludeTestServices: true }
   )("are rate limited per client address", (it) => {

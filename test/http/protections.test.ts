@@ -4,6 +4,7 @@ import OpenAI from "openai"
 import { admitRequest, bearerToken, makeKeyCheck, makeWindowCounter, needsKey, queryKey, rateLimited } from "../../src/http/protections.js"
 import { baseUrl, controllerLayer, workerLayer } from "../support/cluster.js"
 import { eventually } from "../support/eventually.js"
+import { apiConfig } from "./support/test-server.js"
 
 const natsUrl = inject("natsUrl")
 
@@ -70,10 +71,7 @@ describe("API protections", () => {
 
   it.scopedLive("API keys: 401 without or with a wrong key, 200 with a right one, /health stays open", () =>
     Effect.gen(function* () {
-      const url = yield* startCluster("guard-keys", (c) => ({
-        ...c,
-        controller: { ...c.controller, api: { ...c.controller.api, apiKeys: [Redacted.make("sk-right")] } }
-      }))
+      const url = yield* startCluster("guard-keys", apiConfig({ apiKeys: [Redacted.make("sk-right")] }))
       const none = yield* chat(url)
       expect(none.status).toBe(401)
       expect(none.body.error?.code).toBe("invalid_api_key")
@@ -90,10 +88,7 @@ describe("API protections", () => {
 
   it.scopedLive("rate limit: the request past requests_per_minute gets 429 with Retry-After", () =>
     Effect.gen(function* () {
-      const url = yield* startCluster("guard-rate", (c) => ({
-        ...c,
-        controller: { ...c.controller, api: { ...c.controller.api, rateLimit: { enabled: true, requestsPerMinute: 3 } } }
-      }))
+      const url = yield* startCluster("guard-rate", apiConfig({ rateLimit: { enabled: true, requestsPerMinute: 3 } }))
       const statuses = []
       for (let i = 0; i < 4; i++) statuses.push(yield* chat(url))
       expect(statuses.map((r) => r.status)).toEqual([200, 200, 200, 429])
@@ -106,10 +101,7 @@ describe("API protections", () => {
 
   it.scopedLive("a body over max_body_bytes is 413; max_tokens above the ceiling is a 400 naming it", () =>
     Effect.gen(function* () {
-      const url = yield* startCluster("guard-body", (c) => ({
-        ...c,
-        controller: { ...c.controller, api: { ...c.controller.api, maxBodyBytes: 2_000, maxTokensCeiling: 4 } }
-      }))
+      const url = yield* startCluster("guard-body", apiConfig({ maxBodyBytes: 2_000, maxTokensCeiling: 4 }))
       const big = yield* chat(url, {
         body: JSON.stringify({ model: "guard/model", messages: [{ role: "user", content: "x".repeat(5_000) }] })
       })

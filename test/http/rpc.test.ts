@@ -3,7 +3,7 @@ import { Chunk, Clock, Effect, Layer, Redacted, Stream } from "effect"
 import { InvalidRequest, ModelNotFound, WorkerNotFound } from "../../src/domain/errors.js"
 import { ClusterClient, describeError, layer as clusterClientLayer } from "../../src/rpc-client.js"
 import { FakeWorker } from "../support/fake-worker.js"
-import { baseUrl, testServerLayer, unique } from "./support/test-server.js"
+import { apiConfig, baseUrl, testServerLayer, unique } from "./support/test-server.js"
 
 const natsUrl = inject("natsUrl")
 const MODEL = unique("test-rpc/model")
@@ -139,7 +139,7 @@ layer(
     natsUrl,
     workerId: unique("rpc-key-worker"),
     models: [MODEL],
-    config: (c) => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, apiKeys: [Redacted.make("rpc-key")] } } })
+    config: apiConfig({ apiKeys: [Redacted.make("rpc-key")] })
   }),
   { excludeTestServices: true }
 )("/rpc behind the server's API key middleware", (it) => {

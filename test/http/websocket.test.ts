@@ -4,7 +4,7 @@ import { defaultClusterConfig } from "../../src/config/schema.js"
 import { decodeFrame, toRouteRequest } from "../../src/http/websocket.js"
 import { eventually } from "../support/eventually.js"
 import { FakeWorker } from "../support/fake-worker.js"
-import { baseUrl, testServerLayer, unique } from "./support/test-server.js"
+import { apiConfig, baseUrl, testServerLayer, unique } from "./support/test-server.js"
 import { connectWs, repliesOf, wsUrl } from "./support/ws-client.js"
 
 const natsUrl = inject("natsUrl")
@@ -65,7 +65,7 @@ layer(
     workerId: unique("ws-worker"),
     models: [MODEL],
     tokenDelayMs: 10,
-    config: (c) => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, maxBodyBytes: 4096 } } })
+    config: apiConfig({ maxBodyBytes: 4096 })
   }),
   { excludeTestServices: true }
 )("GET /ws end to end", (it) => {
@@ -312,7 +312,7 @@ layer(
     natsUrl,
     workerId: unique("ws-key-worker"),
     models: [MODEL],
-    config: (c) => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, apiKeys: [Redacted.make("sekret")] } } })
+    config: apiConfig({ apiKeys: [Redacted.make("sekret")] })
   }),
   { excludeTestServices: true }
 )("GET /ws behind the server's API key middleware", (it) => {

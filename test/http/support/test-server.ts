@@ -15,6 +15,11 @@ export interface TestServerOptions {
   readonly config?: (config: ClusterConfig) => ClusterConfig
 }
 
+/** A config patch of `controller.api` only (keys, limits, CORS): what the front-door tests vary. */
+export const apiConfig =
+  (patch: Partial<ClusterConfig["controller"]["api"]>) =>
+  (c: ClusterConfig): ClusterConfig => ({ ...c, controller: { ...c.controller, api: { ...c.controller.api, ...patch } } })
+
 /** Small token caps and a fast keep-alive; no worker goes offline during a test run. */
 const testDefaults = (c: ClusterConfig): ClusterConfig => ({
   ...c,
