@@ -47,6 +47,13 @@ const loadError = (argv: ReadonlyArray<string>, env: Env = {}, options: LoadConf
     )
   )
 
+/** Writes `yaml` as the file `name` and loads it with `--config name`: the error that must come of it. */
+const loadFileError = (name: string, yaml: string) =>
+  Effect.suspend(() => {
+    write(name, yaml)
+    return loadError(["--config", name])
+  })
+
 const decodeRaw = (raw: unknown, flags: CliFlags = {}, env: Env = {}) =>
   decodeConfig({ raw, flags, env, file: "config/x.yaml", homeDir: HOME })
 
@@ -240,8 +247,7 @@ describe("the shipped config files", () => {
 describe("loadConfig: errors name the source and the key in one line", () => {
   it.live("unknown mode (the contract's example)", () =>
     Effect.gen(function* () {
-      write("config/bad.yaml", "cluster:\n  mode: boss\n")
-      const error = yield* loadError(["--config", "config/bad.yaml"])
+      const error = yield* loadFileError("config/bad.yaml", "cluster:\n  mode: boss\n")
       expect(error.message).toBe('config/bad.yaml: cluster.mode: expected "controller" | "worker" | "both", got "boss"')
       expect(error.file).toBe("config/bad.yaml")
       expect(error.keyPath).toBe("cluster.mode")
@@ -249,39 +255,32 @@ describe("loadConfig: errors name the source and the key in one line", () => {
 
   it.live("wrong type", () =>
     Effect.gen(function* () {
-      write("wrong-type.yaml", 'cluster:\n  controller:\n    port: "8080"\n')
-      const error = yield* loadError(["--config", "wrong-type.yaml"])
+      const error = yield* loadFileError("wrong-type.yaml", 'cluster:\n  controller:\n    port: "8080"\n')
       expect(error.message).toBe('wrong-type.yaml: cluster.controller.port: expected number, got "8080"')
-      write("wrong-type-2.yaml", "cluster:\n  controller:\n    api:\n      cors_enabled: yes-please\n")
-      expect((yield* loadError(["--config", "wrong-type-2.yaml"])).message).toBe(
+      expect((yield* loadFileError("wrong-type-2.yaml", "cluster:\n  controller:\n    api:\n      cors_enabled: yes-please\n")).message).toBe(
         'wrong-type-2.yaml: cluster.controller.api.cors_enabled: expected boolean, got "yes-please"'
       )
     }))
 
   it.live("negative timeout", () =>
     Effect.gen(function* () {
-      write("negative.yaml", "cluster:\n  controller:\n    request_timeout_ms: -5\n")
-      expect((yield* loadError(["--config", "negative.yaml"])).message).toBe(
+      expect((yield* loadFileError("negative.yaml", "cluster:\n  controller:\n    request_timeout_ms: -5\n")).message).toBe(
         "negative.yaml: cluster.controller.request_timeout_ms: expected a positive number, got -5"
       )
-      write("negative-2.yaml", "cluster:\n  worker:\n    drain_timeout_ms: -1\n")
-      expect((yield* loadError(["--config", "negative-2.yaml"])).message).toBe(
+      expect((yield* loadFileError("negative-2.yaml", "cluster:\n  worker:\n    drain_timeout_ms: -1\n")).message).toBe(
         "negative-2.yaml: cluster.worker.drain_timeout_ms: expected a non-negative number, got -1"
       )
     }))
 
   it.live("invalid YAML syntax names the line", () =>
     Effect.gen(function* () {
-      write("syntax.yaml", "cluster:\n  mode: both\n  controller:\n    port: [8080\n  nats: {}\n")
-      const error = yield* loadError(["--config", "syntax.yaml"])
+      const error = yield* loadFileError("syntax.yaml", "cluster:\n  mode: both\n  controller:\n    port: [8080\n  nats: {}\n")
       expect(error.message).toMatch(/^syntax\.yaml: invalid YAML at line \d+, column \d+: .+/)
       expect(error.keyPath).toBeUndefined()
-      write("syntax-2.yaml", "cluster:\n  mode: both\n   port: 1\n")
-      expect((yield* loadError(["--config", "syntax-2.yaml"])).message).toBe(
+      expect((yield* loadFileError("syntax-2.yaml", "cluster:\n  mode: both\n   port: 1\n")).message).toBe(
         "syntax-2.yaml: invalid YAML at line 2, column 9: Nested mappings are not allowed in compact mappings"
       )
-      write("duplicate.yaml", "cluster:\n  mode: both\n  mode: worker\n")
-      expect((yield* loadError(["--config", "duplicate.yaml"])).message).toBe(
+      expect((yield* loadFileError("duplicate.yaml", "cluster:\n  mode: both\n  mode: worker\n")).message).toBe(
         "duplicate.yaml: invalid YAML at line 3, column 3: Map keys must be unique"
       )
     }))
@@ -332,12 +331,10 @@ describe("loadConfig: errors name the source and the key in one line", () => {
 
   it.live("top level not a mapping", () =>
     Effect.gen(function* () {
-      write("list.yaml", "- cluster\n- mode\n")
-      const list = yield* loadError(["--config", "list.yaml"])
+      const list = yield* loadFileError("list.yaml", "- cluster\n- mode\n")
       expect(list.message).toBe('list.yaml: top level: expected a mapping with a "cluster:" key, got a list')
       expect(list.keyPath).toBe("")
-      write("scalar.yaml", "just some text\n")
-      expect((yield* loadError(["--config", "scalar.yaml"])).message).toBe(
+      expect((yield* loadFileError("scalar.yaml", "just some text\n")).message).toBe(
         'scalar.yaml: top level: expected a mapping with a "cluster:" key, got string "just some text"'
       )
     }))

@@ -8,17 +8,7 @@ import { judge, probePolicy, worstCaseStopMs } from "../../src/worker/owner-watc
 import { RequestOwners } from "../../src/worker/request-owners.js"
 import { eventually } from "../support/eventually.js"
 import { tmpDir } from "./support/model-fixtures.js"
-import {
-  type Harness,
-  inferenceRequest,
-  repliesTo,
-  replyTo,
-  send,
-  startHarness,
-  startRequest,
-  tokenMessages,
-  untilRunning
-} from "./support/worker-harness.js"
+import { type Harness, inferenceRequest, repliesTo, replyTo, send, startHarness, startRequest, tokenMessages, untilRunning } from "./support/worker-harness.js"
 
 /** Issue 14: no work outlives its controller; the worker's own counts for several controllers. */
 
