@@ -1,6 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { spawnSync } from "node:child_process"
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Cause, Context, Effect, Either, Exit, Fiber, Layer, Option, Redacted, Schema, Stream } from "effect"
@@ -8,21 +7,13 @@ import { ClusterConfigService } from "../../src/config/cluster-config.js"
 import { type ClusterConfig, ClusterConfig as ClusterConfigSchema, defaultClusterConfig } from "../../src/config/schema.js"
 import { clusterFor, EmbeddedNatsLive, embeddedServerFiles, listenAddress, routeUrl } from "../../src/nats/embedded-nats.js"
 import { runsEmbeddedServer } from "../../src/nats/nats-credentials.js"
-import { findNatsServer } from "../../src/nats/nats-server-process.js"
 import { renderServerConfig } from "../../src/nats/nats-server-config.js"
 import { NatsTransportLive, toConnectionOptions } from "../../src/nats/nats-transport-live.js"
 import { NatsTransport } from "../../src/nats/nats-transport.js"
 import { firstServerUrl, safeUrl, serverUrls } from "../../src/nats/server-urls.js"
-import { freePort } from "../support/nats-server.js"
+import { freePort, validateWithNatsServer } from "../support/nats-server.js"
 
 /** Issue 14: a comma-separated `nats.server_url`, and the embedded server as a NATS cluster member. */
-
-const validate = (text: string) => {
-  const file = join(mkdtempSync(join(tmpdir(), "nats-conf-")), "server.conf")
-  writeFileSync(file, text)
-  const result = spawnSync(Option.getOrThrow(findNatsServer()), ["-t", "-c", file], { encoding: "utf8" })
-  return { ok: result.status === 0, output: `${result.stdout}${result.stderr}` }
-}
 
 describe("nats.server_url with several servers", () => {
   it("splits on commas, trims, keeps the order; the first is the embedded server's address; logs never show credentials", () => {
@@ -72,7 +63,7 @@ describe("nats.cluster: the embedded server's cluster block", () => {
     const text = renderServerConfig({ auth: users, cluster })
     expect(text).toContain('cluster {\n  name: "mlx-cluster"\n  listen: "0.0.0.0:6222"')
     expect(text).toContain('routes: ["nats-route://mlx-cluster:p%2Fw%3Ax@mac-2.local:6222", "nats-route://mlx-cluster:p%2Fw%3Ax@mac-3.local:6222"]')
-    const checked = validate(text)
+    const checked = validateWithNatsServer(text)
     expect(checked.output).toContain("is valid")
     const token = clusterFor({ name: "c", listen: "0.0.0.0:6222", routes: [] }, { _tag: "Token", token: "t" })
     expect(Either.isLeft(token) ? token.left : "").toContain("nats.token")

@@ -1,6 +1,10 @@
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Option, Scope } from "effect"
+import { spawnSync } from "node:child_process"
+import { mkdtempSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
-import { type RunningNatsServer, startNatsServer } from "../../src/nats/nats-server-process.js"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { findNatsServer, type RunningNatsServer, startNatsServer } from "../../src/nats/nats-server-process.js"
 
 /** A port nobody listens on right now. */
 export const freePort = (): Promise<number> =>
@@ -41,4 +45,12 @@ export const startTestNatsServer = async (port?: number): Promise<TestNatsServer
   }
   await start()
   return { url: `nats://127.0.0.1:${chosen}`, port: chosen, stop, start, running: () => current }
+}
+
+/** `nats-server -t -c FILE`: does nats-server itself accept the config text? Its verdict and what it printed. */
+export const validateWithNatsServer = (text: string) => {
+  const file = join(mkdtempSync(join(tmpdir(), "nats-conf-")), "server.conf")
+  writeFileSync(file, text)
+  const result = spawnSync(Option.getOrThrow(findNatsServer()), ["-t", "-c", file], { encoding: "utf8" })
+  return { ok: result.status === 0, output: `${result.stdout}${result.stderr}` }
 }
