@@ -7,7 +7,7 @@ import { requirementsOf } from "../../src/domain/features.js"
 import { RequestId } from "../../src/domain/ids.js"
 import type { RelayEvent, RouteRequest } from "../../src/domain/route.js"
 import { info } from "./support/fixtures.js"
-import { consume, expectIdle, failureOf, outcomes, settle, withRouter } from "./support/router-harness.js"
+import { expectIdle, failureOf, outcomes, routeTo, settle, withRouter } from "./support/router-harness.js"
 import { doneMsg, errorMsg, startWorker, tokenMsg } from "./support/scripted-workers.js"
 
 /**
@@ -77,8 +77,7 @@ describe("Router: issue 12", () => {
         const plain = yield* startWorker({ id: "plain", features: [], priority: 10 })
         const able = yield* startWorker({ id: "able", features: ["tools", "seed"] })
         const params = { tools: [{ type: "function", function: { name: "f", parameters: {} } }], tool_choice: "auto", seed: 3, user: "u" }
-        const c = yield* consume(yield* Effect.map(Router, (r) => r.route(chat({ params }))))
-        const req = yield* able.nextRequest
+        const [c, req] = yield* routeTo(able, chat({ params }))
         expect(req.params).toEqual(params)
         expect(req.endpoint).toBe("chat")
         expect(req.maxTokens).toBeUndefined()
@@ -107,8 +106,7 @@ describe("Router: issue 12", () => {
     withRouter()(
       Effect.gen(function* () {
         const w = yield* startWorker({ id: "w", features: ["tools", "logprobs"] })
-        const c = yield* consume(yield* Effect.map(Router, (r) => r.route(chat())))
-        const req = yield* w.nextRequest
+        const [c, req] = yield* routeTo(w, chat())
         const id = RequestId.make(req.requestId)
         const entry = { token: "Hi", logprob: -0.1, top_logprobs: [] }
         yield* w.emit(
@@ -138,8 +136,7 @@ describe("Router: issue 12", () => {
     withRouter()(
       Effect.gen(function* () {
         const w = yield* startWorker({ id: "w", features: ["tools"] })
-        const c = yield* consume(yield* Effect.map(Router, (r) => r.route(chat())))
-        const req = yield* w.nextRequest
+        const [c, req] = yield* routeTo(w, chat())
         const id = RequestId.make(req.requestId)
         yield* w.emit({ type: "tool_calls", requestId: id, index: 0, deltas: [{ index: 0, id: "c", type: "function", function: { name: "f" } }, { index: 0 }] }, tokenMsg(req.requestId, 1, "x"))
         expect(failureOf(yield* c.exit)).toMatchObject({ _tag: "WorkerFailed", code: "token_gap", message: expect.stringContaining("expected token 2") })
@@ -155,8 +152,7 @@ describe("Router: issue 12", () => {
       Effect.gen(function* () {
         const w1 = yield* startWorker({ id: "w1", priority: 10 })
         const w2 = yield* startWorker({ id: "w2" })
-        const c = yield* consume(yield* Effect.map(Router, (r) => r.route(chat())))
-        const req = yield* w1.nextRequest
+        const [c, req] = yield* routeTo(w1, chat())
         yield* w1.emit({
           ...errorMsg(req.requestId, "context_length_exceeded", "too long"),
           status: 400,
