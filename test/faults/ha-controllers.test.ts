@@ -1,5 +1,5 @@
 import { expect, it } from "vitest"
-import { chat, type ClientResult, type Controller, request, sleep, waitUntil, workers } from "../support/fault-cluster.js"
+import { chat, type ClientResult, type Controller, type FaultCluster, request, sleep, waitUntil, workers } from "../support/fault-cluster.js"
 import { useFaultHarness } from "../support/fault-harness.js"
 import { counterValue, watchHeartbeats } from "../support/ha.js"
 
@@ -13,6 +13,23 @@ const MAX_CONCURRENT = 2
 
 const harness = useFaultHarness()
 
+/**
+ * Two controllers and the three workers (max_concurrent 2) on one config, resolved once both
+ * controllers list every worker online. Load shedding (429 overloaded past 500 ms of event-loop
+ * lag) is another feature: on 2 cores shared with other test runs it would fire at random and blur
+ * what these tests measure, so it is off.
+ */
+const startTwoControllers = async (c: FaultCluster, heartbeatIntervalMs: number, tokensPerSecond: number): Promise<readonly [Controller, Controller]> => {
+  const config = c.config({
+    controller: { overload: { max_event_loop_lag_ms: 0 } },
+    discovery: { heartbeat_interval_ms: heartbeatIntervalMs },
+    worker: { max_concurrent: MAX_CONCURRENT, engine: { synthetic: { tokens_per_second: tokensPerSecond, first_token_ms: 10 } } }
+  })
+  const [a, b] = await Promise.all([c.controller(config), c.controller(config), ...WORKER_IDS.map((id) => c.worker(config, id))])
+  await waitUntil(async () => (await allOnline(a)) && (await allOnline(b)), 15_000)
+  return [a, b]
+}
+
 const allOnline = async (controller: Controller) =>
   (await workers(controller.url)).filter((w) => w.status === "online").length === WORKER_IDS.length
 
@@ -20,15 +37,7 @@ const ok = (r: ClientResult) => r.status === 200 && r.done && r.error === undefi
 
 it("two controllers, three workers (max_concurrent 2): 40 concurrent streams over both all succeed, none 503, and no worker ever runs more than 2 at once", async () => {
   const c = harness.cluster()
-  const config = c.config({
-    // Load shedding (429 overloaded past 500 ms of event-loop lag) is another feature: on 2 cores
-    // shared with other test runs it would fire at random and blur what this test measures.
-    controller: { overload: { max_event_loop_lag_ms: 0 } },
-    discovery: { heartbeat_interval_ms: 1_000 },
-    worker: { max_concurrent: MAX_CONCURRENT, engine: { synthetic: { tokens_per_second: 60, first_token_ms: 10 } } }
-  })
-  const [a, b] = await Promise.all([c.controller(config), c.controller(config), ...WORKER_IDS.map((id) => c.worker(config, id))])
-  await waitUntil(async () => (await allOnline(a)) && (await allOnline(b)), 15_000)
+  const [a, b] = await startTwoControllers(c, 1_000, 60)
   const beats = await watchHeartbeats(harness.nats().url)
 
   // 40 streams at once, 20 per controller: each controller alone sees 6 free slots, together 6.
@@ -65,13 +74,7 @@ it("two controllers, three workers (max_concurrent 2): 40 concurrent streams ove
 
 it("SIGKILL one of two controllers under load: the other keeps serving with no failed request of its own; clients that retry on it succeed", async () => {
   const c = harness.cluster()
-  const config = c.config({
-    controller: { overload: { max_event_loop_lag_ms: 0 } },
-    discovery: { heartbeat_interval_ms: 500 },
-    worker: { max_concurrent: MAX_CONCURRENT, engine: { synthetic: { tokens_per_second: 40, first_token_ms: 10 } } }
-  })
-  const [victim, survivor] = await Promise.all([c.controller(config), c.controller(config), ...WORKER_IDS.map((id) => c.worker(config, id))])
-  await waitUntil(async () => (await allOnline(victim)) && (await allOnline(survivor)), 15_000)
+  const [victim, survivor] = await startTwoControllers(c, 500, 40)
 
   // 8 clients, half on each controller, each streaming 30-token answers (~0.75 s) back to back; a
   // client whose controller fails it (connection refused or cut) retries the request once on the other.
