@@ -4,21 +4,25 @@
  *   npm run bench -- [--concurrency 1,32,256,1024] [--duration 5] [--warmup 1] [--tokens 32]
  *                    [--workers 2] [--stress 2000] [--timeout 120] [--log-level warning] [--profile]
  *   npm run bench -- --scenario chat [...]      (--help lists each scenario's options)
+ *   npm run bench -- --scenario hostile [...]   (issue 9's figures: registration flood, deep JSON)
  *
- * Picks the scenario (relay.ts, the default; chat-scenario.ts), gives it one `BenchRun`, and makes
- * sure that whatever happens the run's children stop: at the end, on a harness failure, on SIGINT or
- * SIGTERM (a second one kills them at once), and when this process exits.
+ * Picks the scenario (relay.ts, the default; chat-scenario.ts; hostile-scenario.ts), gives it one
+ * `BenchRun`, and makes sure that whatever happens the run's children stop: at the end, on a
+ * harness failure, on SIGINT or SIGTERM (a second one kills them at once), and when this process
+ * exits.
  */
 import { resolve } from "node:path"
 import { runChatScenario, CHAT_USAGE } from "./chat-scenario.js"
 import { splitScenario, UsageError } from "./cli.js"
+import { HOSTILE_USAGE, runHostileScenario } from "./hostile-scenario.js"
 import { RELAY_USAGE } from "./relay-options.js"
 import { runRelay } from "./relay.js"
 import { BenchRun } from "./run.js"
 
 const SCENARIOS = {
   relay: { run: runRelay, usage: RELAY_USAGE },
-  chat: { run: runChatScenario, usage: CHAT_USAGE }
+  chat: { run: runChatScenario, usage: CHAT_USAGE },
+  hostile: { run: runHostileScenario, usage: HOSTILE_USAGE }
 } as const
 
 const run = new BenchRun(resolve(import.meta.dirname, ".."))
@@ -38,10 +42,10 @@ process.on("SIGINT", onSignal)
 process.on("SIGTERM", onSignal)
 
 const { scenario: name, argv } = splitScenario(process.argv.slice(2))
-const scenario = name === "relay" || name === "chat" ? SCENARIOS[name] : undefined
+const scenario = Object.hasOwn(SCENARIOS, name) ? SCENARIOS[name as keyof typeof SCENARIOS] : undefined
 
 const main = async (): Promise<void> => {
-  if (scenario === undefined) throw new UsageError(`--scenario ${name}: expected relay (the default) or chat`)
+  if (scenario === undefined) throw new UsageError(`--scenario ${name}: expected relay (the default), chat or hostile`)
   try {
     await scenario.run(run, argv)
   } finally {
