@@ -1,7 +1,8 @@
 import * as Rpc from "@effect/rpc/Rpc"
 import * as RpcGroup from "@effect/rpc/RpcGroup"
-import { Schema } from "effect"
+import { Either, ParseResult, Schema } from "effect"
 import { ClusterStatus } from "./cluster.js"
+import { formatIssue, guardedDecoder } from "./decode.js"
 import { InferenceError, WorkerNotFound } from "./errors.js"
 import { NonNegativeInt, NonNegativeNumber } from "./ids.js"
 import { FinishReason, Usage } from "./inference.js"
@@ -20,6 +21,26 @@ import { WorkerInfo } from "./worker.js"
  */
 export const GenerateRequest = Schema.Struct(SimpleInferenceFields)
 export type GenerateRequest = typeof GenerateRequest.Type
+
+/**
+ * An RPC payload schema as the server reads it off the wire: through the guarded decoder, so that
+ * a bad payload fails with one line naming the field. @effect/rpc turns a payload that fails its
+ * schema into a defect holding Effect's tree-formatted error, and that formatter recurses into
+ * the value: JSON nested 100,000 deep overflowed the stack (an empty 500), and a merely bad one
+ * echoed the whole value back.
+ */
+const guardedPayload = <A, I>(name: string, schema: Schema.Schema<A, I, never>) => {
+  const decode = guardedDecoder(schema)
+  return Schema.transformOrFail(Schema.Unknown, Schema.typeSchema(schema), {
+    strict: true,
+    decode: (input, _options, ast) =>
+      Either.match(decode(input), {
+        onLeft: (issue) => ParseResult.fail(new ParseResult.Type(ast, input, `invalid ${name} request: ${formatIssue(issue)}`)),
+        onRight: ParseResult.succeed
+      }),
+    encode: ParseResult.encodeUnknown(schema)
+  })
+}
 
 export const GenerateToken = Schema.Struct({
   type: Schema.Literal("token"),
@@ -46,12 +67,12 @@ export class ClusterRpcs extends RpcGroup.make(
   Rpc.make("ClusterStatus", { success: ClusterStatus }),
   Rpc.make("ListWorkers", { success: Schema.Array(WorkerInfo) }),
   Rpc.make("GetWorker", {
-    payload: { workerId: Schema.String },
+    payload: guardedPayload("GetWorker", Schema.Struct({ workerId: Schema.String })),
     success: WorkerInfo,
     error: WorkerNotFound
   }),
   Rpc.make("Generate", {
-    payload: GenerateRequest,
+    payload: guardedPayload("Generate", GenerateRequest),
     success: GenerateEvent,
     error: InferenceError,
     stream: true

@@ -108,6 +108,32 @@ layer(ClientLive.pipe(Layer.provideMerge(ServerLive)), { excludeTestServices: tr
     })
   )
 
+  it.effect("a hostile or ill-typed Generate payload is one line naming the field, never a 500 or an echo of the value", () =>
+    Effect.gen(function* () {
+      const base = yield* baseUrl
+      // What @effect/rpc's own client sends: one NDJSON request line.
+      const call = (payloadJson: string, tag = "Generate") =>
+        Effect.promise(async () => {
+          const res = await fetch(`${base}/rpc`, {
+            method: "POST",
+            headers: { "content-type": "application/ndjson" },
+            body: `{"_tag":"Request","id":"1","tag":"${tag}","payload":${payloadJson},"headers":[]}\n`
+          })
+          return { status: res.status, text: await res.text() }
+        })
+      const deep = yield* call(`{"model":${"[".repeat(100_000)}${"]".repeat(100_000)},"prompt":"p"}`)
+      expect(deep.status).toBe(200)
+      expect(deep.text).toContain("invalid Generate request: model")
+      expect(deep.text).toContain("nested deeper than 64 levels")
+      expect(deep.text.length).toBeLessThan(2_000)
+      const wrongType = yield* call(`{"model":5,"prompt":"p"}`)
+      expect(wrongType.text).toContain("invalid Generate request: model: Expected string, actual 5")
+      const deepId = yield* call(`{"workerId":${"[".repeat(100_000)}${"]".repeat(100_000)}}`, "GetWorker")
+      expect(deepId.status).toBe(200)
+      expect(deepId.text).toContain("invalid GetWorker request: workerId")
+    })
+  )
+
   it.effect("interrupting a Generate stream cancels the work on the worker", () =>
     Effect.gen(function* () {
       const cluster = yield* ClusterClient
