@@ -57,8 +57,9 @@ export const makeRegistrationGate: Effect.Effect<RegistrationGate, never, Cluste
       registration: (reg) =>
         Effect.gen(function* () {
           const known = Option.isSome(yield* registry.get(reg.workerId))
-          // Counting walks the registry: only a new id needs it.
-          const size = known ? 0 : (yield* registry.counts).total
+          // The cap counts every id, in constant time: `counts` walks the registry, and a flood of
+          // 10,000 new ids made that quadratic (22 s, long enough to lose the NATS connection).
+          const size = known ? 0 : yield* registry.size
           return yield* settle("worker.register", reg.workerId, admitRegistration(policy, reg, { known, size }))
         }),
       heartbeat: (hb) => settle("worker.heartbeat", hb.workerId, admitHeartbeat(policy, hb)),

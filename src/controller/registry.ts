@@ -1,4 +1,4 @@
-import { Clock, Effect, Option, Ref } from "effect"
+import { Clock, Effect, HashMap, Option, Ref } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { WorkerDeregistration, WorkerHeartbeat, WorkerInfo, WorkerRegistration } from "../domain/worker.js"
 import * as State from "./registry-state.js"
@@ -84,6 +84,8 @@ export class Registry extends Effect.Service<Registry>()("controller/Registry", 
       get: (workerId: string): Effect.Effect<Option.Option<WorkerInfo>> =>
         Effect.map(state, (s) => Option.fromNullable(State.getWorker(s, workerId))),
       counts: Effect.map(state, State.counts),
+      /** How many workers the registry holds: constant time, unlike `counts` (which walks them). */
+      size: Effect.map(state, (s) => HashMap.size(s.workers)),
       /** The whole state, for the balancer and listings that read several views at once. */
       state,
       /** Hears every change from now until the scope closes. */

@@ -46,6 +46,7 @@ describe("Registry", () => {
     Effect.gen(function* () {
       const registry = yield* Registry
       expect(yield* registry.counts).toEqual({ total: 0, online: 0, offline: 0 })
+      expect(yield* registry.size).toBe(0)
       yield* registry.register(registration({ id: "w2" }))
       yield* registry.register(registration({ id: "w1" }))
       yield* registry.register(registration({ id: "w3" }))
@@ -58,6 +59,7 @@ describe("Registry", () => {
         ["w3", "worker lost"]
       ])
       expect(yield* registry.counts).toEqual({ total: 3, online: 1, offline: 2 })
+      expect(yield* registry.size).toBe(3)
     }).pipe(Effect.provide(RegistryTest))
   )
 
