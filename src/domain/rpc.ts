@@ -39,7 +39,7 @@ const guardedPayload = <A, I>(name: string, schema: Schema.Schema<A, I, never>) 
         onRight: ParseResult.succeed
       }),
     encode: ParseResult.encodeUnknown(schema)
-  })
+  }).annotations({ identifier: `${name}Request` })
 }
 
 export const GenerateToken = Schema.Struct({
