@@ -226,10 +226,20 @@ const noProtoKeys = <T extends { readonly skills: { readonly modelPaths: object;
 const hasProtoKey = (u: unknown): boolean =>
   typeof u === "object" && u !== null && (Object.hasOwn(u, "__proto__") || Object.values(u).some(hasProtoKey))
 
+/**
+ * Effect's Arbitrary for an open struct (named members plus `[key: string]: unknown`, issue 12)
+ * can give the index signature a named member's key with a value of another type (`name: {}` in
+ * a chat message): such a value is not of the schema's type at all. Keep the values that are.
+ */
+const validOf = <A, I>(schema: Schema.Schema<A, I>) => {
+  const is = Schema.is(schema)
+  return (x: unknown): boolean => !hasProtoKey(x) && is(x)
+}
+
 const same = <A, I>(schema: Schema.Schema<A, I>) => ({
   schema: schema as Schema.Schema<unknown, unknown>,
-  memory: (Arbitrary.make(schema) as fc.Arbitrary<unknown>).filter((x) => !hasProtoKey(x)),
-  json: (Arbitrary.make(schema) as fc.Arbitrary<unknown>).filter((x) => !hasProtoKey(x))
+  memory: (Arbitrary.make(schema) as fc.Arbitrary<unknown>).filter(validOf(schema)),
+  json: (Arbitrary.make(schema) as fc.Arbitrary<unknown>).filter(validOf(schema))
 })
 
 /** `memory`: values for decode(encode(x)); `json`: values for the JSON wire round trip. */
