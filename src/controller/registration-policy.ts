@@ -287,15 +287,27 @@ export const admitDeregistration = (
 /** When each key last logged; bounded so that a flood of fresh ids cannot grow it without end. */
 export interface WarningLimiter {
   readonly last: ReadonlyMap<string, number>
+  /**
+   * No entry of `last` is older than this (a lower bound: re-logging a key only makes it newer).
+   * A full limiter looks for expired keys only once one may have expired, so a flood of fresh
+   * ids costs a lookup each, not a walk of every key (10,000 ids: 10 million steps before).
+   */
+  readonly oldestAt: number
 }
 
-export const emptyLimiter: WarningLimiter = { last: new Map() }
+export const emptyLimiter: WarningLimiter = { last: new Map(), oldestAt: Number.POSITIVE_INFINITY }
 
 /** Keys remembered at most; beyond it, keys older than the interval are forgotten first. */
 export const LIMITER_MAX_KEYS = 1024
 
 /** The key shared by every id once the limiter is full: one line per interval for all of them. */
 export const OVERFLOW_KEY = "*"
+
+const oldestOf = (last: ReadonlyMap<string, number>): number => {
+  let oldest = Number.POSITIVE_INFINITY
+  for (const at of last.values()) oldest = Math.min(oldest, at)
+  return oldest
+}
 
 /**
  * Whether a warning under `key` may be logged at `now` (once per `intervalMs` per key), and the
@@ -308,17 +320,18 @@ export const warningDue = (
   now: number,
   intervalMs: number
 ): readonly [boolean, WarningLimiter] => {
-  let last = limiter.last
+  let current = limiter
   let effectiveKey = key
-  if (!last.has(key) && last.size >= LIMITER_MAX_KEYS) {
-    last = new Map([...last].filter(([, at]) => now - at < intervalMs))
-    if (last.size >= LIMITER_MAX_KEYS) effectiveKey = OVERFLOW_KEY
+  if (!current.last.has(key) && current.last.size >= LIMITER_MAX_KEYS) {
+    if (now - current.oldestAt >= intervalMs) {
+      const kept = new Map([...current.last].filter(([, at]) => now - at < intervalMs))
+      current = { last: kept, oldestAt: oldestOf(kept) }
+    }
+    if (current.last.size >= LIMITER_MAX_KEYS) effectiveKey = OVERFLOW_KEY
   }
-  const previous = last.get(effectiveKey)
-  if (previous !== undefined && now - previous < intervalMs) {
-    return [false, last === limiter.last ? limiter : { last }]
-  }
-  const next = new Map(last)
+  const previous = current.last.get(effectiveKey)
+  if (previous !== undefined && now - previous < intervalMs) return [false, current]
+  const next = new Map(current.last)
   next.set(effectiveKey, now)
-  return [true, { last: next }]
+  return [true, { last: next, oldestAt: Math.min(current.oldestAt, now) }]
 }

@@ -211,6 +211,11 @@ describe("warningDue", () => {
     expect(logged).toBe(LIMITER_MAX_KEYS + 1)
     expect(limiter.last.size).toBe(LIMITER_MAX_KEYS + 1)
     expect(limiter.last.has(OVERFLOW_KEY)).toBe(true)
+    // Full, nothing expired, the overflow line already logged: a fresh id is one lookup, the
+    // limiter is returned as it is (no walk over its keys, no copy).
+    const [again, same] = warningDue(limiter, "fresh", 2_000, 60_000)
+    expect(again).toBe(false)
+    expect(same).toBe(limiter)
     // After the interval the old keys are forgotten and new ids get their own line again.
     const [due, after] = warningDue(limiter, "late", 70_000, 60_000)
     expect(due).toBe(true)
