@@ -54,13 +54,35 @@ const MAX_MESSAGE_CHARS = 300
 
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 
-/** `["messages", 0, "content"]` → `messages[0].content`; odd keys are quoted (`["a b"]`); long paths are cut. */
+/** One path segment as code would write it after `prefix` (empty at the start). */
+const segment = (key: PropertyKey, first: boolean): string =>
+  typeof key === "number"
+    ? `[${key}]`
+    : typeof key === "string" && IDENTIFIER.test(key)
+      ? first ? key : `.${key}`
+      : `[${JSON.stringify(typeof key === "string" ? key : String(key))}]`
+
+/** A segment repeated at least this often in a row is written once with `×N`. */
+const REPEAT_RUN = 4
+
+/**
+ * `["messages", 0, "content"]` → `messages[0].content`; odd keys are quoted (`["a b"]`); a run of
+ * one segment is written once with its count (`model[0]×64`, the path of JSON nested too deep,
+ * so that the reason after it stays in view); long paths are cut.
+ */
 export const formatPath = (path: ReadonlyArray<PropertyKey>): string => {
   let out = ""
-  for (const key of path) {
-    if (typeof key === "number") out += `[${key}]`
-    else if (typeof key === "string" && IDENTIFIER.test(key)) out += out === "" ? key : `.${key}`
-    else out += `[${JSON.stringify(typeof key === "string" ? key : String(key))}]`
+  for (let i = 0; i < path.length; ) {
+    let run = 1
+    while (i + run < path.length && path[i + run] === path[i]) run++
+    const one = segment(path[i] as PropertyKey, out === "")
+    if (run >= REPEAT_RUN) {
+      out += `${one}×${run}`
+      i += run
+    } else {
+      out += one
+      i += 1
+    }
     if (out.length > MAX_PATH_CHARS) return sanitizeForLog(out, MAX_PATH_CHARS)
   }
   return sanitizeForLog(out, MAX_PATH_CHARS)

@@ -46,9 +46,15 @@ describe("formatPath", () => {
     expect(formatPath([])).toBe("")
   })
 
+  it("writes a run of one segment once with its count, so that a too-deep path stays short", () => {
+    expect(formatPath(["model", ...Array.from({ length: 64 }, () => 0)])).toBe("model[0]×64")
+    expect(formatPath([0, 0, 0, "a"])).toBe("[0][0][0].a")
+    expect(formatPath(["x", "x", "x", "x"])).toBe("x×4")
+  })
+
   it("cuts long paths and escapes keys that would break a line", () => {
-    const long = formatPath(["messages", 0, "content", ...Array.from({ length: 100 }, () => 0)])
-    expect(long.startsWith("messages[0].content[0][0]")).toBe(true)
+    const long = formatPath(["messages", 0, "content", ...Array.from({ length: 100 }, (_, i) => i)])
+    expect(long.startsWith("messages[0].content[0][1][2]")).toBe(true)
     expect(long).toMatch(/…\(\+\d+ chars\)$/)
     expect(formatPath(["a\nb"])).toBe('["a\\nb"]')
   })

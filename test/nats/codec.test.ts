@@ -24,7 +24,7 @@ describe("NATS codec", () => {
     const deep = `{"n":1,"tags":${"[".repeat(100_000)}${"]".repeat(100_000)}}`
     const result = decoderFor(Ping)(bytes(deep))
     expect(Either.isLeft(result)).toBe(true)
-    expect(Either.isLeft(result) && result.left.startsWith("fails its schema at tags[0][0]")).toBe(true)
+    expect(Either.isLeft(result) && result.left).toBe("fails its schema at tags[0]×63: nested deeper than 64 levels")
     expect(Either.isLeft(result) && result.left).toMatch(/nested deeper than 64 levels$/)
   })
 
