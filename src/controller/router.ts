@@ -393,6 +393,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
         const wire = Option.map(failure, toOpenAiError)
         const summary: RequestSummary = {
           requestId: ctx.requestId,
+          // Every front door's request is a POST, but a WebSocket's, which has no method of its own.
+          method: ctx.request.route === "ws" ? "WS" : "POST",
           route: ctx.request.route ?? "internal",
           model: ctx.request.model,
           // A model nobody serves, or a request that never got that far, is the client's: no metrics label.

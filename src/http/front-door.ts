@@ -80,11 +80,12 @@ export const makeFrontDoor = Effect.gen(function* () {
   const requests = makeWindowCounter(api.rateLimit.requestsPerMinute)
   const authFailures = makeWindowCounter(api.authFailuresPerMinute)
 
-  const record = (requestId: string, key: string, client: string, receivedAt: number, error: WireError) => {
+  const record = (requestId: string, method: string, key: string, client: string, receivedAt: number, error: WireError) => {
     const { status, body } = toOpenAiError(error)
     runSync(
       journal.record({
         requestId,
+        method,
         route: routeLabel(key),
         model: "",
         modelKnown: false,
@@ -140,13 +141,13 @@ export const makeFrontDoor = Effect.gen(function* () {
     if (target === undefined) {
       const error = new InvalidRequest({ message: `The request target ${JSON.stringify((req.url ?? "").slice(0, 200))} is not a path` })
       writeError(res, error)
-      record(requestId, "", client, receivedAt, error)
+      record(requestId, req.method ?? "GET", "", client, receivedAt, error)
       return true
     }
     const refused = refusal(target, req.headers.authorization, client, receivedAt)
     if (Option.isSome(refused)) {
       writeError(res, refused.value)
-      record(requestId, target.key, client, receivedAt, refused.value)
+      record(requestId, req.method ?? "GET", target.key, client, receivedAt, refused.value)
       return true
     }
     const kind = inferenceKind(req.method, target.key)
@@ -177,7 +178,7 @@ export const makeFrontDoor = Effect.gen(function* () {
         `HTTP/1.1 ${status} ${status === 401 ? "Unauthorized" : status === 429 ? "Too Many Requests" : "Bad Request"}\r\n` +
           `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`
       )
-      record(`req-${randomUUID()}`, target?.key ?? "", client, receivedAt, refused.value)
+      record(`req-${randomUUID()}`, target?.key === "/ws" ? "WS" : (req.method ?? "GET"), target?.key ?? "", client, receivedAt, refused.value)
       return true
     }
     if (target?.key === "/ws") {

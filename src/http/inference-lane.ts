@@ -107,6 +107,7 @@ export const makeInferenceLane = Effect.gen(function* () {
     runSync(
       journal.record({
         requestId: ctx.requestId,
+        method: "POST",
         route: kind,
         model,
         modelKnown: false,

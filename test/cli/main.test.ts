@@ -94,6 +94,11 @@ describe("src/main.ts, the real CLI", () => {
       expect(response.status).toBe(200)
       const body = (await response.json()) as { usage: { completion_tokens: number } }
       expect(body.usage.completion_tokens).toBe(3)
+      // The request's one log line, with the fields operators filter on (docs/operations.md).
+      await cli.waitFor(/INFO {2}request method=POST route=chat model="synthetic\/demo" workerId=\S+ status=200 outcome=succeeded tokens=3 /)
+      const refused = await fetch(`http://127.0.0.1:${httpPort}/v1/chat/completions`, { method: "POST", body: "{not json" })
+      expect(refused.status).toBe(400)
+      await cli.waitFor(/INFO {2}request method=POST route=chat model="" status=400 outcome=failed code=invalid_request /)
       cli.process.kill("SIGINT")
       expect(await cli.exited).toBe(0)
       expect(natsServersOn(natsPort)).toEqual([])
