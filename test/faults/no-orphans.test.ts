@@ -6,6 +6,7 @@ import { stringify } from "yaml"
 import { isProcessAlive } from "../../src/process/pid-file.js"
 import { type CliProcess, spawnCli, stopCli } from "../support/cli-process.js"
 import { request, START_TIMEOUT_MS, waitUntil } from "../support/fault-cluster.js"
+import { untilOnline } from "../support/fault-harness.js"
 import { freePort } from "../support/nats-server.js"
 
 /**
@@ -33,8 +34,11 @@ const start = async (config: string): Promise<{ cli: CliProcess; url: string }> 
   processes.push(cli)
   const ready = /controller ready on (http:\/\/[\w.]+:\d+)/
   await cli.waitFor(ready, START_TIMEOUT_MS)
-  await cli.waitFor(/worker \S+ registered/, START_TIMEOUT_MS)
-  return { cli, url: ready.exec(cli.output())?.[1] ?? "" }
+  const url = ready.exec(cli.output())?.[1] ?? ""
+  // The worker's "registered" line is when it published; the controller may not have applied it
+  // yet (a request then is a 404 model_not_found, as CI saw once). Wait until it lists it.
+  await untilOnline(url, 1, START_TIMEOUT_MS)
+  return { cli, url }
 }
 
 it("SIGKILL of a mode-both process: its embedded nats-server and its mlx_lm.server are gone within 2 s; a restart on the same port works", async () => {
