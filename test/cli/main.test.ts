@@ -80,6 +80,8 @@ describe("src/main.ts, the real CLI", () => {
     try {
       await cli.waitFor(/controller ready on http:\/\/0\.0\.0\.0:\d+/)
       await cli.waitFor(/worker \S+ registered/)
+      // The controller has applied it (the worker's line above is when it published): requests may go.
+      await cli.waitFor(/worker \S+ online: registered/)
       // The shipped demo starts without a warning: the missing model folder is the built-in model's cue.
       expect(cli.output()).not.toMatch(/WARN|NotFound|ENOENT/)
       expect(cli.output()).toMatch(/INFO {2}model folder \/nonexistent-models does not exist: serving the built-in synthetic\/demo\n/)
