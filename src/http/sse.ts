@@ -40,9 +40,27 @@ export interface StreamIdentity {
 const fingerprintJson = (systemFingerprint: string | undefined) =>
   systemFingerprint === undefined ? "" : `,"system_fingerprint":${JSON.stringify(systemFingerprint)}`
 
-export const chatFormat = ({ id, created, model, includeUsage }: StreamIdentity): SseFormat => {
-  const prefix = `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":0,`
-  const suffix = includeUsage ? `]` + `,"usage":null}\n\n` : `]}\n\n`
+/**
+ * What every chunk of one stream shares, built once per request: the opening up to the choice
+ * (`prefix`), its close (`suffix`), and `end`, whose finish chunk carries `finishBody` (the
+ * format's empty piece) before `finish_reason`.
+ */
+const frame = (object: string, { id, created, model, includeUsage }: StreamIdentity, finishBody: string) => {
+  const open = `data: {"id":${JSON.stringify(id)},"object":"${object}","created":${created},"model":${JSON.stringify(model)},"choices":[`
+  const prefix = `${open}{"index":0,`
+  const suffix = includeUsage ? `],"usage":null}\n\n` : `]}\n\n`
+  const end: SseFormat["end"] = (finishReason, usage, systemFingerprint) => {
+    const fingerprint = fingerprintJson(systemFingerprint)
+    const finish = `${prefix}${finishBody}"finish_reason":"${finishReason}"}]`
+    return includeUsage
+      ? `${finish},"usage":null${fingerprint}}\n\n${open}],"usage":${usageJson(usage)}${fingerprint}}\n\n${DONE}`
+      : `${finish}${fingerprint}}\n\n${DONE}`
+  }
+  return { prefix, suffix, end }
+}
+
+export const chatFormat = (identity: StreamIdentity): SseFormat => {
+  const { prefix, suffix, end } = frame("chat.completion.chunk", identity, `"delta":{},`)
   return {
     head: `${prefix}"delta":{"role":"assistant","content":""},"finish_reason":null}${suffix}`,
     toolHead: `${prefix}"delta":{"role":"assistant","content":null},"finish_reason":null}${suffix}`,
@@ -51,17 +69,7 @@ export const chatFormat = ({ id, created, model, includeUsage }: StreamIdentity)
         ? `${prefix}"delta":{"content":${JSON.stringify(text)}},"finish_reason":null}${suffix}`
         : `${prefix}"delta":{"content":${JSON.stringify(text)}},"logprobs":{"content":${JSON.stringify(logprobs)}},"finish_reason":null}${suffix}`,
     toolCall: (delta) => `${prefix}"delta":{"tool_calls":[${JSON.stringify(delta)}]},"finish_reason":null}${suffix}`,
-    end: (finishReason, usage, systemFingerprint) => {
-      const fingerprint = fingerprintJson(systemFingerprint)
-      const close = includeUsage ? `],"usage":null${fingerprint}}\n\n` : `]${fingerprint}}\n\n`
-      return (
-        `${prefix}"delta":{},"finish_reason":"${finishReason}"}${close}` +
-        (includeUsage
-          ? `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)},"choices":[],"usage":${usageJson(usage)}${fingerprint}}\n\n`
-          : "") +
-        DONE
-      )
-    }
+    end
   }
 }
 
@@ -87,10 +95,9 @@ export const completionLogprobs = (entries: ReadonlyArray<TokenLogprob>, offset:
   return [{ tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: textOffset }, at]
 }
 
-export const completionFormat = ({ id, created, model, includeUsage, textOffset }: StreamIdentity): SseFormat => {
-  const prefix = `data: {"id":${JSON.stringify(id)},"object":"text_completion","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":0,`
-  const suffix = includeUsage ? `]` + `,"usage":null}\n\n` : `]}\n\n`
-  let offset = textOffset ?? 0
+export const completionFormat = (identity: StreamIdentity): SseFormat => {
+  const { prefix, suffix, end } = frame("text_completion", identity, `"text":"","logprobs":null,`)
+  let offset = identity.textOffset ?? 0
   return {
     head: "",
     toolHead: "",
@@ -102,17 +109,7 @@ export const completionFormat = ({ id, created, model, includeUsage, textOffset 
     },
     // The legacy route has no tool calls.
     toolCall: () => "",
-    end: (finishReason, usage, systemFingerprint) => {
-      const fingerprint = fingerprintJson(systemFingerprint)
-      const close = includeUsage ? `],"usage":null${fingerprint}}\n\n` : `]${fingerprint}}\n\n`
-      return (
-        `${prefix}"text":"","logprobs":null,"finish_reason":"${finishReason}"}${close}` +
-        (includeUsage
-          ? `data: {"id":${JSON.stringify(id)},"object":"text_completion","created":${created},"model":${JSON.stringify(model)},"choices":[],"usage":${usageJson(usage)}${fingerprint}}\n\n`
-          : "") +
-        DONE
-      )
-    }
+    end
   }
 }
 
