@@ -121,23 +121,18 @@ export class AdmissionQueue extends Effect.Service<AdmissionQueue>()("controller
       const capacity = State.getWorker(latest, workerId)?.capabilities.maxConcurrent ?? 0
       inFlight.reported(workerId, reportedActive(report, capacity), report.ownAtWorker)
     }
-    /** The heartbeat metrics last recorded per worker: a registry change that keeps them is no new report. */
-    const heard = new Map<string, WorkerInfo["metrics"]>()
 
     // Capacity appears when a worker registers, comes back online or reports less load; it
     // disappears for good when a model's last worker goes offline.
     yield* registry.listen((change) => {
+      const previous = latest
       latest = change.state
-      for (const t of change.transitions) {
-        if (t.to === "offline" && pending > 0) failUnserved(t.workerId)
-        if (t.to === "absent") heard.delete(t.workerId)
-      }
+      for (const t of change.transitions) if (t.to === "offline" && pending > 0) failUnserved(t.workerId)
       for (const id of change.touched) {
+        // Only new heartbeat metrics are a new report: a change that keeps them (offline, a
+        // re-registration) says nothing new of the worker's load.
         const metrics = State.getWorker(latest, id)?.metrics
-        if (metrics !== undefined && heard.get(id) !== metrics) {
-          heard.set(id, metrics)
-          record(id, fromHeartbeat(metrics, controllerId))
-        }
+        if (metrics !== undefined && metrics !== State.getWorker(previous, id)?.metrics) record(id, fromHeartbeat(metrics, controllerId))
         serve(id)
       }
     })
