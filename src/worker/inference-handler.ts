@@ -120,18 +120,16 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
     const refuse = (to: string | undefined, reason: "busy" | "model_not_found" | "invalid_request", message: string) =>
       reply(to, { accepted: false, reason, message })
     /** This worker's count, and the asking controller's share of it, for acks and busy refusals (issue 14). */
-    const loadFor = (controllerId: string | undefined) =>
-      Effect.map(stats.snapshot, (s) => ({
-        active: s.active,
-        ...(controllerId === undefined ? {} : { activeForController: owners.count(controllerId) })
-      }))
+    const loadFor = (controllerId: string | undefined) => ({
+      active: stats.activeNow(),
+      ...(controllerId === undefined ? {} : { activeForController: owners.count(controllerId) })
+    })
     /** A busy refusal since the last slot freed: the next one to free is announced (`capacityFreed`). */
     let refusedBusy = false
-    const refuseBusy = (to: string | undefined, request: InferenceRequest, message: string) =>
-      Effect.map(loadFor(request.controllerId), (load) => {
-        refusedBusy = !draining
-        reply(to, { accepted: false, reason: "busy", message, ...load })
-      })
+    const refuseBusy = (to: string | undefined, request: InferenceRequest, message: string) => {
+      refusedBusy = !draining
+      reply(to, { accepted: false, reason: "busy", message, ...loadFor(request.controllerId) })
+    }
     const publish = (message: TokenMessage) => nats.send(Subjects.response(message.requestId), encodeTokenMessage(message))
 
     const stop = (entry: Running, reason: StopReason) => {
@@ -190,7 +188,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
     /** The request's fiber: the checks that need services, the ack, then the generation. */
     const serve = (request: InferenceRequest, replyTo: string | undefined, entry: Running) =>
       Effect.gen(function* () {
-        if (draining) return yield* refuseBusy(replyTo, request, `worker ${workerId} is shutting down`)
+        if (draining) return refuseBusy(replyTo, request, `worker ${workerId} is shutting down`)
         const path = yield* scanner.pathOf(request.model)
         if (Option.isNone(path)) {
           const served = (yield* scanner.current).availableModels
@@ -198,12 +196,12 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           return refuse(replyTo, "model_not_found", `worker ${workerId} does not serve model "${request.model}" (serves: ${listed || "none"})`)
         }
         if (!(yield* stats.tryAcquire(options.maxConcurrent))) {
-          return yield* refuseBusy(replyTo, request, `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`)
+          return refuseBusy(replyTo, request, `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`)
         }
         if (request.controllerId !== undefined) {
           entry.untrack = owners.add(request.controllerId, request.requestId, () => stop(entry, "orphaned"))
         }
-        reply(replyTo, { accepted: true, workerId, ...(yield* loadFor(request.controllerId)) })
+        reply(replyTo, { accepted: true, workerId, ...loadFor(request.controllerId) })
         let index = 0
         const subject = Subjects.response(request.requestId)
         const emit: EmitTokens = (tokens, logprobs) => {
