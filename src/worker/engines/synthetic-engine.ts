@@ -176,12 +176,15 @@ const sentences = (length: number, next: () => number, steering: Steering = NO_S
 }
 
 /** The natural answer for a request, before maxTokens and stop sequences. */
-export const naturalAnswer = (request: InferenceRequest, maxAnswerTokens = MAX_NATURAL_TOKENS): ReadonlyArray<string> =>
-  sentences(naturalLength(request, maxAnswerTokens), prng(seedOf(request)), steeringOf(request))
+export const naturalAnswer = (request: InferenceRequest, maxAnswerTokens = MAX_NATURAL_TOKENS): ReadonlyArray<string> => {
+  // The hash once: it serialises every message.
+  const seed = seedOf(request)
+  return sentences(naturalLength(seed, maxAnswerTokens), prng(seed), steeringOf(request))
+}
 
-/** The natural answer's length in tokens: 32..`maxAnswerTokens`, from the hash. */
-export const naturalLength = (request: InferenceRequest, maxAnswerTokens = MAX_NATURAL_TOKENS): number =>
-  MIN_NATURAL_TOKENS + (seedOf(request) % (Math.max(MIN_NATURAL_TOKENS, maxAnswerTokens) - MIN_NATURAL_TOKENS + 1))
+/** The natural answer's length in tokens: 32..`maxAnswerTokens`, from the request's hash. */
+const naturalLength = (seed: number, maxAnswerTokens: number): number =>
+  MIN_NATURAL_TOKENS + (seed % (Math.max(MIN_NATURAL_TOKENS, maxAnswerTokens) - MIN_NATURAL_TOKENS + 1))
 
 /** JSON text as tokens: pieces of at most 6 characters, so that it streams like a model's output. */
 const jsonTokens = (text: string): Array<string> => {
