@@ -188,6 +188,9 @@ const make = (options: NatsConnectOptions) =>
     const listed = serverUrls(options.url).length > 1 ? ` (of ${safeUrl(options.url)})` : ""
     yield* Effect.logInfo(`connected to NATS at ${serverOf(options.url, nc.getServer())}${listed}`)
 
+    /** The server's `max_payload`; 1 MiB before the first connect. */
+    const maxPayload = () => nc.info?.max_payload ?? 1_048_576
+
     const publishBytes = (subject: string, bytes: Uint8Array): Effect.Effect<void> =>
       Effect.suspend(() => {
         try {
@@ -319,8 +322,8 @@ const make = (options: NatsConnectOptions) =>
           onLeft: (reason) => Effect.die(new Error(`invalid request on ${subject}: ${reason}`)),
           onRight: Effect.succeed
         })
-        const maxPayload = nc.info?.max_payload ?? 1_048_576
-        if (bytes.length > maxPayload) return yield* new NatsPayloadTooLarge({ subject, bytes: bytes.length, maxPayload })
+        const limit = maxPayload()
+        if (bytes.length > limit) return yield* new NatsPayloadTooLarge({ subject, bytes: bytes.length, maxPayload: limit })
         const reply = yield* requestBytes(subject, bytes, opts.timeoutMs)
         return yield* Either.match(decoderFor(replySchema)(reply), {
           onLeft: (reason) => Effect.fail(new NatsReplyInvalid({ subject, reason })),
@@ -360,7 +363,7 @@ const make = (options: NatsConnectOptions) =>
       flush: Effect.promise(() => nc.flush()).pipe(Effect.interruptible, Effect.timeout("5 seconds"), Effect.ignore),
       listen,
       send,
-      maxPayload: () => nc.info?.max_payload ?? 1_048_576,
+      maxPayload,
       stats: () => {
         const { inMsgs, outMsgs } = nc.stats()
         return { inMsgs, outMsgs }
