@@ -54,8 +54,8 @@ interface Shape<B> {
   readonly format: (id: StreamIdentity) => SseFormat
   /** The request asked for logprobs (the whole answer then carries `logprobs`, else `null`). */
   readonly logprobsAsked: (body: B) => boolean
-  /** Legacy completions' `text_offset` of the answer's first character. */
-  readonly textOffset: (body: B) => number | undefined
+  /** Legacy completions' `text_offset` of the answer's first character (`request`: the body as routed, its prompt joined). */
+  readonly textOffset: (body: B, request: RouteRequest) => number | undefined
   readonly whole: (answer: AnswerCollector, id: StreamIdentity, done: DoneEvent, logprobsAsked: boolean) => ChatCompletion | Completion
 }
 
@@ -76,7 +76,7 @@ const completions: Shape<CompletionRequest> = {
   format: completionFormat,
   logprobsAsked: (body) => typeof body.logprobs === "number",
   // With `echo` the answer starts with the prompt; otherwise after it.
-  textOffset: (body) => (body.echo === true ? 0 : (typeof body.prompt === "string" ? body.prompt : body.prompt.join("")).length),
+  textOffset: (body, request) => (body.echo === true ? 0 : (request.prompt ?? "").length),
   whole: (answer, id, done, logprobsAsked) => answer.completion(id, done, logprobsAsked)
 }
 
@@ -154,7 +154,7 @@ export const makeInferenceLane = Effect.gen(function* () {
     const route = shape.toRoute(body, api)
     if (Either.isLeft(route)) return refuse(kind, res, ctx, route.left, body.model)
     const request: RouteRequest = { ...route.right, requestId: ctx.requestId, client: ctx.client }
-    const textOffset = shape.textOffset(body)
+    const textOffset = shape.textOffset(body, route.right)
     const id: StreamIdentity = {
       id: `${shape.idPrefix}-${ctx.requestId}`,
       created: Math.floor(ctx.receivedAt / 1000),
