@@ -1,7 +1,7 @@
 import { Schema } from "effect"
 import { ClusterMode, ControllerState } from "./cluster.js"
 import { EpochMillis, NonNegativeInt, NonNegativeNumber } from "./ids.js"
-import { WorkerStatus } from "./worker.js"
+import { RequestCounters, WorkerStatus } from "./worker.js"
 
 /**
  * What `/dashboard` shows, one snapshot at a time: `GET /api/cluster/dashboard` answers one,
@@ -96,13 +96,8 @@ export const DashboardController = Schema.Struct({
   inFlight: NonNegativeInt,
   /** Requests waiting in the admission queue. */
   queued: NonNegativeInt,
-  requests: Schema.Struct({
-    active: NonNegativeInt,
-    total: NonNegativeInt,
-    succeeded: NonNegativeInt,
-    failed: NonNegativeInt,
-    cancelled: NonNegativeInt
-  }),
+  /** A worker's counters, plus the requests the client cancelled. */
+  requests: Schema.Struct({ ...RequestCounters.fields, cancelled: NonNegativeInt }),
   /** succeeded / (succeeded + failed), 0..1; 1 before any finished. */
   successRate: NonNegativeNumber,
   /** Time to first token over the last minute; null without a sample. */
