@@ -174,9 +174,8 @@ export const makeLogger = (
 ): Logger.Logger<unknown, void> => {
   const write = options.write ?? ((line: string) => void process.stdout.write(`${line}\n`))
   const colour = options.colour ?? false
-  return Logger.make(({ annotations, cause, date, logLevel, message }) =>
-    write(format === "json" ? jsonLine({ annotations, cause, date, logLevel, message }) : prettyLine({ annotations, cause, date, logLevel, message }, colour))
-  )
+  // Logger.make's options carry every field of a `LineInput`: passed as they are, the format chosen once.
+  return format === "json" ? Logger.make((event) => write(jsonLine(event))) : Logger.make((event) => write(prettyLine(event, colour)))
 }
 
 const minimumLevels = {
