@@ -92,6 +92,8 @@ export interface ClusterSpec {
   readonly readyTimeoutMs: number
   /** Where the config file and the (empty) model folder go. */
   readonly dir: string
+  /** nats-server's largest message, in bytes (its default, 1 MiB, when absent). */
+  readonly natsMaxPayload?: number
 }
 
 export interface Cluster {
@@ -115,7 +117,13 @@ export const startCluster = async (run: BenchRun, spec: ClusterSpec): Promise<Cl
   const env = childEnv()
   const natsPort = await freePort()
   const natsUrl = `nats://127.0.0.1:${natsPort}`
-  const nats = run.spawn(named("nats"), findNatsBinary(), ["-a", "127.0.0.1", "-p", String(natsPort)], env)
+  let natsConfig: Array<string> = []
+  if (spec.natsMaxPayload !== undefined) {
+    const file = join(spec.dir, `${named("nats")}.conf`)
+    writeFileSync(file, `# written by bench/cluster.ts\nmax_payload: ${spec.natsMaxPayload}\n`)
+    natsConfig = ["-c", file]
+  }
+  const nats = run.spawn(named("nats"), findNatsBinary(), [...natsConfig, "-a", "127.0.0.1", "-p", String(natsPort)], env)
   await nats.waitFor(/Server is ready/, 10_000)
   const modelDir = join(spec.dir, "models")
   mkdirSync(modelDir, { recursive: true })

@@ -25,7 +25,7 @@
  *    default, keeps the first 1000): the size of `/v1/models` and of a 503 body (`no_skilled_worker`,
  *    which lists the served models) before and after. Such a registration is several MB, more than a
  *    default nats-server carries (`max_payload` 1 MiB), so this cluster's nats-server runs with
- *    `max_payload: 8 MiB` (cluster.ts's has no such knob; its start is repeated here).
+ *    `max_payload: 8 MiB` (`startCluster`'s `natsMaxPayload`).
  * 3. deep (same cluster, first): JSON nested `--depth` deep inside `model`, `messages` (`prompt` on
  *    /v1/completions) and `max_tokens` at every door: `POST /v1/chat/completions`,
  *    `POST /v1/completions`, a `/ws` inference frame, a `/rpc` Generate call, and on the bus
@@ -38,20 +38,17 @@
  * tables and saves JSON under bench/results/.
  */
 import { Either } from "effect"
-import { mkdirSync, writeFileSync } from "node:fs"
 import { Agent } from "node:http"
 import { cpus, loadavg } from "node:os"
-import { join } from "node:path"
 import { connect, type NatsConnection } from "nats"
 import WebSocket from "ws"
 import { WorkerId } from "../src/domain/ids.js"
 import { Subjects } from "../src/domain/subjects.js"
 import { WorkerDeregistration, WorkerHeartbeat, WorkerRegistration } from "../src/domain/worker.js"
 import { encoderFor } from "../src/nats/codec.js"
-import { findNatsServer } from "../src/nats/nats-server-process.js"
 import { type Child } from "./child.js"
 import { parseFlags, UsageError } from "./cli.js"
-import { childEnv, type Cluster, clusterConfig, type ClusterSettings, freePort, MODEL, sleep, spawnNode, startCluster, stopCluster } from "./cluster.js"
+import { type Cluster, type ClusterSettings, MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
 import {
   type DeepRow,
   errorOfBody,
@@ -412,45 +409,6 @@ const runFlood = async (run: BenchRun, o: HostileOptions, maxWorkers: number, di
 }
 
 // ---------------------------------------------------------------------------------------------
-// The second cluster: as startCluster, with a nats-server whose max_payload is 8 MiB
-
-const startBigBusCluster = async (run: BenchRun, o: HostileOptions, dir: string): Promise<Cluster> => {
-  const binary = findNatsServer()
-  if (binary._tag === "None") throw new Error("nats-server was not found on PATH or in /usr/sbin: run scripts/ensure-nats-server.sh")
-  const env = childEnv()
-  const natsPort = await freePort()
-  const natsUrl = `nats://127.0.0.1:${natsPort}`
-  const natsConfig = join(dir, "hostile-nats.conf")
-  writeFileSync(natsConfig, `# written by bench/hostile-scenario.ts\nmax_payload: ${BIG_MAX_PAYLOAD}\n`)
-  const nats = run.spawn("hostile-nats", binary.value, ["-c", natsConfig, "-a", "127.0.0.1", "-p", String(natsPort)], env)
-  await nats.waitFor(/Server is ready/, 10_000)
-  const modelDir = join(dir, "models")
-  mkdirSync(modelDir, { recursive: true })
-  const configFile = join(dir, "hostile-cluster.yaml")
-  writeFileSync(configFile, clusterConfig(natsUrl, modelDir, settings(o)))
-  const common = ["--nats-url", natsUrl, "--config", configFile]
-  const port = await freePort()
-  const worker = spawnNode(run, "hostile-worker-1", "src/main.ts", ["--mode", "worker", "--worker-id", WORKER_ID, ...common])
-  const controller = spawnNode(run, "hostile-controller", "src/main.ts", ["--mode", "controller", "--port", String(port), ...common])
-  const cluster: Cluster = { name: "hostile", natsUrl, port, nats, controller, workers: [worker] }
-  const ready = await until(
-    async () => {
-      if (!controller.isRunning()) throw new Error(`the controller exited during startup; output:\n${controller.output()}`)
-      const body = await getJsonOr<StatusBody & { readonly controller?: { readonly state?: string } }>(port, "/api/cluster/status")
-      return body?.controller?.state === "ready" && body.workers?.online === 1
-    },
-    performance.now(),
-    90_000,
-    100
-  )
-  if (ready === undefined) {
-    await stopCluster(cluster)
-    throw new Error(`the cluster was not ready within 90 s; controller output:\n${controller.output()}`)
-  }
-  return cluster
-}
-
-// ---------------------------------------------------------------------------------------------
 // 2. One registration claiming many models
 
 const unavailableAnswer = async (port: number, model: string, timeoutMs: number): Promise<UnavailableAnswer> => {
@@ -755,7 +713,15 @@ export const runHostileScenario = async (run: BenchRun, argv: ReadonlyArray<stri
     }
   }
   if (o.parts.includes("models") || o.parts.includes("deep")) {
-    const cluster = await startBigBusCluster(run, o, run.tempDir("mlx-bench-hostile-"))
+    const cluster = await startCluster(run, {
+      name: "hostile",
+      workers: 1,
+      workerIdPrefix: "hostile-w",
+      settings: settings(o),
+      readyTimeoutMs: 90_000,
+      dir: run.tempDir("mlx-bench-hostile-"),
+      natsMaxPayload: BIG_MAX_PAYLOAD
+    })
     log(`models and deep JSON: cluster ready on :${cluster.port} (nats max_payload ${BIG_MAX_PAYLOAD})`)
     const nc = await connectBus(cluster)
     try {
