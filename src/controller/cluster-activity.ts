@@ -229,10 +229,8 @@ export class ClusterActivity extends Effect.Service<ClusterActivity>()("controll
   sync: () => {
     const window = new ActivityWindow()
     return {
-      /** Records at `now` (epoch ms), synchronously: for callers that already read the clock. */
+      /** Records at `now` (epoch ms), synchronously: `RequestJournal` reads the clock once per request for it. */
       unsafeRecord: (s: ActivityInput, now: number): void => window.record(s, now),
-      record: (s: ActivityInput): Effect.Effect<void> =>
-        Effect.clockWith((clock) => Effect.sync(() => window.record(s, clock.unsafeCurrentTimeMillis()))),
       snapshot: Effect.map(Clock.currentTimeMillis, (now) => window.snapshot(now))
     } as const
   }

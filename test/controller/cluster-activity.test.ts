@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
+import { Clock, Effect, TestClock } from "effect"
 import {
   type ActivityInput,
   ActivityWindow,
@@ -129,7 +129,7 @@ describe("ClusterActivity", () => {
     Effect.gen(function* () {
       const activity = yield* ClusterActivity
       yield* TestClock.setTime(10_000_000)
-      yield* activity.record(request({ tokens: 4 }))
+      activity.unsafeRecord(request({ tokens: 4 }), yield* Clock.currentTimeMillis)
       yield* TestClock.adjust("1 second")
       const now = yield* activity.snapshot
       expect(now.series.requests.at(-1)).toBe(1)
