@@ -259,12 +259,14 @@ const logprobsOf = (request: InferenceRequest, tokens: ReadonlyArray<string>, to
   const round = (n: number) => Math.round(n * 1e4) / 1e4
   return tokens.map((token) => {
     const logprob = round(-next() * 2)
-    const alternatives: Array<TopLogprob> = [{ token, logprob, bytes: [...encoder.encode(token)] }]
+    // One byte list for the token's entry and its first alternative: both are the token.
+    const bytes = [...encoder.encode(token)]
+    const alternatives: Array<TopLogprob> = [{ token, logprob, bytes }]
     for (let k = 1; k < top; k++) {
       const word = ` ${VOCABULARY[Math.floor(next() * VOCABULARY.length)] ?? "the"}`
       alternatives.push({ token: word, logprob: round(logprob - 0.5 * k - next()), bytes: [...encoder.encode(word)] })
     }
-    return { token, logprob, bytes: [...encoder.encode(token)], top_logprobs: top > 0 ? alternatives : [] }
+    return { token, logprob, bytes, top_logprobs: top > 0 ? alternatives : [] }
   })
 }
 
