@@ -1,7 +1,7 @@
 import { Schema } from "effect"
 import { ClusterMode, ControllerState } from "./cluster.js"
 import { EpochMillis, NonNegativeInt, NonNegativeNumber } from "./ids.js"
-import { RequestCounters, WorkerStatus } from "./worker.js"
+import { HardwareProfile, RequestCounters, WorkerStatus } from "./worker.js"
 
 /**
  * What `/dashboard` shows, one snapshot at a time: `GET /api/cluster/dashboard` answers one,
@@ -15,11 +15,7 @@ export const DashboardWorker = Schema.Struct({
   status: WorkerStatus,
   /** Why it is offline or degraded ("no heartbeat for 1.6 s", "deregistered"). */
   statusReason: Schema.optional(Schema.String),
-  chip: Schema.optional(Schema.String),
-  cpuCores: NonNegativeInt,
-  gpuCores: Schema.optional(NonNegativeInt),
-  gpuMemoryGB: NonNegativeNumber,
-  totalMemoryGB: NonNegativeNumber,
+  ...HardwareProfile.pick("chip", "cpuCores", "gpuCores", "gpuMemoryGB", "totalMemoryGB").fields,
   engine: Schema.String,
   models: Schema.Array(Schema.String),
   tags: Schema.Array(Schema.String),
