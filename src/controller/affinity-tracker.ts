@@ -1,4 +1,4 @@
-import { Clock, Effect, Metric } from "effect"
+import { Clock, Effect, type Metric, type MetricLabel } from "effect"
 import type { AffinityConfig } from "../config/schema.js"
 import { type PromptChain, promptChain, type PromptInput } from "../domain/prompt-chain.js"
 import type { WorkerInfo } from "../domain/worker.js"
@@ -59,13 +59,15 @@ export interface AffinityTracker {
 
 export type AffinityCounts = Readonly<Record<DispatchResult, number>>
 
+// Children of the tagged keys (metrics.ts): updating them resolves no registry entry per dispatch.
 const byResult: Record<DispatchResult, Metric.Metric.Counter<number>> = {
-  hit: Metric.tagged(Metrics.affinityTotal, "result", "hit"),
-  displaced: Metric.tagged(Metrics.affinityTotal, "result", "displaced"),
-  miss: Metric.tagged(Metrics.affinityTotal, "result", "miss")
+  hit: Metrics.affinityChild("hit"),
+  displaced: Metrics.affinityChild("displaced"),
+  miss: Metrics.affinityChild("miss")
 }
-const cachedTokens = Metric.tagged(Metrics.affinityPromptTokensTotal, "cached", "true")
-const uncachedTokens = Metric.tagged(Metrics.affinityPromptTokensTotal, "cached", "false")
+const cachedTokens = Metrics.affinityPromptTokensChild("true")
+const uncachedTokens = Metrics.affinityPromptTokensChild("false")
+const NO_LABELS: ReadonlyArray<MetricLabel.MetricLabel> = []
 
 export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker => {
   const index = makePrefixIndex({ maxBlocksPerWorker: settings.maxBlocksPerWorker, maxAgeMs: settings.maxAgeMs })
@@ -107,14 +109,16 @@ export const makeAffinityTracker = (settings: AffinityConfig): AffinityTracker =
   const recordDispatch = (workerId: string, chain: PromptChain) =>
     !enabled
       ? Effect.succeed(undefined)
-      : Effect.gen(function* () {
-          const now = yield* Clock.currentTimeMillis
-          const { matched, result } = yield* Effect.sync(() => dispatchAt(workerId, chain, now))
-          yield* Metric.increment(byResult[result])
-          yield* Metric.incrementBy(cachedTokens, matched)
-          yield* Metric.incrementBy(uncachedTokens, chain.tokens - matched)
-          return result
-        })
+      : // Once per request: one Effect reading the clock, the index and the metrics updated synchronously.
+        Effect.clockWith((clock) =>
+          Effect.sync(() => {
+            const { matched, result } = dispatchAt(workerId, chain, clock.unsafeCurrentTimeMillis())
+            byResult[result].unsafeUpdate(1, NO_LABELS)
+            cachedTokens.unsafeUpdate(matched, NO_LABELS)
+            uncachedTokens.unsafeUpdate(chain.tokens - matched, NO_LABELS)
+            return result
+          })
+        )
 
   return {
     enabled,

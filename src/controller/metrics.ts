@@ -90,17 +90,20 @@ export const lostReasonLabel = (reason: string): string => {
 // Cache-aware routing (issue 16): src/controller/affinity-tracker.ts updates these on every dispatch,
 // whatever the strategy, so that strategies can be compared by the hit rate they would get.
 
-export const affinityTotal = Metric.counter("mlx_cluster_affinity_total", {
+const affinityKey = MetricKey.counter("mlx_cluster_affinity_total", {
   description:
     "Dispatches by prefix affinity: hit (the chosen worker had recently been sent at least min_prefix_tokens of the prompt, and no worker more), displaced (another worker held a longer prefix) or miss (no worker held min_prefix_tokens)",
   incremental: true
 })
 
-export const affinityPromptTokensTotal = Metric.counter("mlx_cluster_affinity_prompt_tokens_total", {
+const affinityPromptTokensKey = MetricKey.counter("mlx_cluster_affinity_prompt_tokens_total", {
   description:
     "Prompt tokens (words) of dispatched requests, by whether the chosen worker had recently been sent them (cached=true|false)",
   incremental: true
 })
+
+export const affinityTotal = Metric.fromMetricKey(affinityKey)
+export const affinityPromptTokensTotal = Metric.fromMetricKey(affinityPromptTokensKey)
 
 // ---------------------------------------------------------------------------------------------
 // Bounded labels
@@ -201,6 +204,10 @@ export const ttftChild = histogramFamily(ttftKey, ["model"])
 export const durationChild = histogramFamily(durationKey, ["model"])
 /** `mlx_cluster_tokens_relayed_total{model}`. */
 export const tokensChild = counterFamily(tokensKey, ["model"])
+/** `mlx_cluster_affinity_total{result}`: updated on every dispatch (`affinity-tracker.ts`). */
+export const affinityChild = counterFamily(affinityKey, ["result"])
+/** `mlx_cluster_affinity_prompt_tokens_total{cached}`. */
+export const affinityPromptTokensChild = counterFamily(affinityPromptTokensKey, ["cached"])
 
 // ---------------------------------------------------------------------------------------------
 // Read at scrape time
