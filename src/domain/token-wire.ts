@@ -39,35 +39,34 @@ const bytesOf = (json: Json): { readonly bytes?: ReadonlyArray<number> | null } 
   return isNumberArray(bytes) ? { bytes } : false
 }
 
-const topLogprob = (u: unknown): TopLogprob | undefined => {
-  if (!isObject(u) || typeof u["token"] !== "string" || !isFiniteNumber(u["logprob"])) return undefined
-  const bytes = bytesOf(u)
-  return bytes === false ? undefined : { token: u["token"], logprob: u["logprob"] as number, ...bytes }
-}
-
-const tokenLogprob = (u: unknown): TokenLogprob | undefined => {
-  if (!isObject(u) || typeof u["token"] !== "string" || !isFiniteNumber(u["logprob"])) return undefined
-  const bytes = bytesOf(u)
-  const top = u["top_logprobs"]
-  if (bytes === false || !Array.isArray(top)) return undefined
-  const tops: Array<TopLogprob> = []
-  for (const item of top) {
-    const entry = topLogprob(item)
-    if (entry === undefined) return undefined
-    tops.push(entry)
-  }
-  return { token: u["token"], logprob: u["logprob"] as number, ...bytes, top_logprobs: tops }
-}
-
-const logprobsOf = (u: unknown): ReadonlyArray<TokenLogprob> | undefined => {
+/** Every item of `u` read by `item`, or undefined when `u` is not an array or one item is invalid. */
+const arrayOf = <A>(u: unknown, item: (u: unknown) => A | undefined): Array<A> | undefined => {
   if (!Array.isArray(u)) return undefined
-  const out: Array<TokenLogprob> = []
-  for (const item of u) {
-    const entry = tokenLogprob(item)
+  const out: Array<A> = []
+  for (const element of u) {
+    const entry = item(element)
     if (entry === undefined) return undefined
     out.push(entry)
   }
   return out
+}
+
+/** What a `TopLogprob` and a `TokenLogprob` both start with: a `token` and a finite `logprob`. */
+const isLogprobEntry = (u: unknown): u is Json & { readonly token: string; readonly logprob: number } =>
+  isObject(u) && typeof u["token"] === "string" && isFiniteNumber(u["logprob"])
+
+const topLogprob = (u: unknown): TopLogprob | undefined => {
+  if (!isLogprobEntry(u)) return undefined
+  const bytes = bytesOf(u)
+  return bytes === false ? undefined : { token: u.token, logprob: u.logprob, ...bytes }
+}
+
+const tokenLogprob = (u: unknown): TokenLogprob | undefined => {
+  if (!isLogprobEntry(u)) return undefined
+  const bytes = bytesOf(u)
+  if (bytes === false) return undefined
+  const tops = arrayOf(u["top_logprobs"], topLogprob)
+  return tops === undefined ? undefined : { token: u.token, logprob: u.logprob, ...bytes, top_logprobs: tops }
 }
 
 const optionalString = (u: unknown): u is string | undefined => u === undefined || typeof u === "string"
@@ -104,7 +103,7 @@ const checked = (json: Json): TokenMessage | string => {
       if (!isCount(index)) return "index: expected a non-negative integer"
       if (!allStrings(tokens)) return "tokens: expected a non-empty array of strings"
       if (logprobs === undefined) return { type: "tokens", requestId: requestId as TokenMessage["requestId"], index, tokens }
-      const entries = logprobsOf(logprobs)
+      const entries = arrayOf(logprobs, tokenLogprob)
       if (entries === undefined) return "logprobs: expected an array of { token, logprob, bytes?, top_logprobs }"
       return { type: "tokens", requestId: requestId as TokenMessage["requestId"], index, tokens, logprobs: entries }
     }
@@ -112,12 +111,8 @@ const checked = (json: Json): TokenMessage | string => {
       const { index, deltas } = json
       if (!isCount(index)) return "index: expected a non-negative integer"
       if (!Array.isArray(deltas) || deltas.length === 0) return "deltas: expected a non-empty array of tool-call deltas"
-      const out: Array<ToolCallDelta> = []
-      for (const item of deltas) {
-        const delta = toolCallDelta(item)
-        if (delta === undefined) return "deltas: expected { index, id?, type?: \"function\", function?: { name?, arguments? } }"
-        out.push(delta)
-      }
+      const out = arrayOf(deltas, toolCallDelta)
+      if (out === undefined) return "deltas: expected { index, id?, type?: \"function\", function?: { name?, arguments? } }"
       return { type: "tool_calls", requestId: requestId as TokenMessage["requestId"], index, deltas: out }
     }
     case "token": {
