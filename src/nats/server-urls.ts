@@ -19,13 +19,15 @@ export const firstServerUrl = (serverUrl: string): string => serverUrls(serverUr
 export const safeUrl = (url: string): string =>
   serverUrls(url)
     .map((one) => {
-      if (!one.includes("://")) return one.includes("@") ? one.slice(one.lastIndexOf("@") + 1) : one
-      try {
-        const u = new URL(one)
-        return `${u.protocol}//${u.host}`
-      } catch {
-        // Not a URL: shown without anything before an `@` (it could be a credential).
-        return one.includes("@") ? one.slice(one.lastIndexOf("@") + 1) : one
+      if (one.includes("://")) {
+        try {
+          const u = new URL(one)
+          return `${u.protocol}//${u.host}`
+        } catch {
+          // Not a URL: shown as below.
+        }
       }
+      // Without anything before an `@` (it could be a credential).
+      return one.slice(one.lastIndexOf("@") + 1)
     })
     .join(",")

@@ -22,6 +22,9 @@ describe("nats.server_url with several servers", () => {
     expect(firstServerUrl("nats://0.0.0.0:4222,nats://b:4222")).toBe("nats://0.0.0.0:4222")
     expect(safeUrl("nats://u:secret@a:4222,nats://b:4223")).toBe("nats://a:4222,nats://b:4223")
     expect(safeUrl("u:secret@a:4222")).toBe("a:4222")
+    expect(safeUrl("a:4222")).toBe("a:4222")
+    // With a scheme but not a URL: still nothing before the `@`.
+    expect(safeUrl("nats://u:secret@[bad:4222")).toBe("[bad:4222")
   })
 
   it("a list becomes the client's servers, tried in the order given; one URL stays as it was", () => {
