@@ -301,12 +301,7 @@ export const CLIENT_ERROR_STATUSES: ReadonlySet<number> = new Set([400, 413, 422
 /** The engine error of a non-2xx answer with body `text` (see the module comment). */
 export const upstreamFailure = (status: number, text: string): EngineError => {
   if (CLIENT_ERROR_STATUSES.has(status)) {
-    let body: unknown
-    try {
-      body = JSON.parse(text)
-    } catch {
-      body = undefined
-    }
+    const body = Either.getOrUndefined(parseJson(text))
     const error = isObject(body) ? (isObject(body["error"]) ? body["error"] : body) : {}
     const str = (u: unknown) => (typeof u === "string" && u.length > 0 ? u : undefined)
     const detail = error["detail"]
