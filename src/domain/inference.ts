@@ -151,19 +151,14 @@ export const TokenChunk = Schema.Struct({
 /** One of the most likely tokens at a position (OpenAI's `top_logprobs` entry). */
 export const TopLogprob = Schema.Struct({
   token: Schema.String,
+  /** Finite: JSON has no -Infinity (OpenAI sends -9999.0 for a token that cannot occur). */
   logprob: Schema.Finite,
   bytes: Schema.optional(Schema.NullOr(Schema.Array(Schema.Finite)))
 })
 export type TopLogprob = typeof TopLogprob.Type
 
-/** The log probability of one generated token: OpenAI's chat `logprobs.content` entry. */
-export const TokenLogprob = Schema.Struct({
-  token: Schema.String,
-  /** Finite: JSON has no -Infinity (OpenAI sends -9999.0 for a token that cannot occur). */
-  logprob: Schema.Finite,
-  bytes: Schema.optional(Schema.NullOr(Schema.Array(Schema.Finite))),
-  top_logprobs: Schema.Array(TopLogprob)
-})
+/** The log probability of one generated token, with its alternatives: OpenAI's chat `logprobs.content` entry. */
+export const TokenLogprob = Schema.Struct({ ...TopLogprob.fields, top_logprobs: Schema.Array(TopLogprob) })
 export type TokenLogprob = typeof TokenLogprob.Type
 
 /**
