@@ -49,13 +49,9 @@ export class WorkerStats extends Effect.Service<WorkerStats>()("worker/WorkerSta
         Ref.modify(ref, (s) => {
           const result = acquireSlot(s, max)
           active = result[1].active
+          if (active > peak) peak = active
           return result
-        }).pipe(
-          Effect.map((ok) => {
-            if (active > peak) peak = active
-            return ok
-          })
-        ),
+        }),
       /** Most requests active at once since the previous call (issue 14: the heartbeat's `peakActive`). */
       takePeak: Effect.map(Ref.get(ref), (s) => {
         const seen = Math.max(peak, s.active)
