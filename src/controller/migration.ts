@@ -106,15 +106,22 @@ export class StreamAnswer {
   }
 
   /**
+   * The final event of an attempt whose tokens follow `relayedBefore` earlier ones: `done` itself
+   * on a stream that never moved, else completed by `continuedDone`. The one rule for both the
+   * event the client gets (`sinkFor`) and the attempt's outcome (the Router).
+   */
+  doneAfter(done: DoneEvent, relayedBefore: number): DoneEvent {
+    return relayedBefore === 0 && this.migrations === 0 ? done : continuedDone(done, relayedBefore, this.migrations)
+  }
+
+  /**
    * The sink of one attempt whose tokens follow `relayedBefore` earlier ones: records each batch,
-   * shifts its indexes by `relayedBefore`, and completes the `done` (`continuedDone`).
+   * shifts its indexes by `relayedBefore`, and completes the `done` (`doneAfter`).
    */
   sinkFor(sink: RelaySink, relayedBefore: number): RelaySink {
     return {
       push: (event: RelayEvent): boolean => {
-        if (event.type === "done") {
-          return sink.push(relayedBefore === 0 && this.migrations === 0 ? event : continuedDone(event, relayedBefore, this.migrations))
-        }
+        if (event.type === "done") return sink.push(this.doneAfter(event, relayedBefore))
         // Any other event takes indexes as tokens do (text, and whatever else is numbered like it).
         if (event.type === "tokens") this.chunks.push(event.tokens)
         return sink.push(relayedBefore === 0 ? event : { ...event, index: event.index + relayedBefore })

@@ -29,7 +29,7 @@ import { InFlight } from "./in-flight.js"
 import { ControllerLifecycle } from "./lifecycle.js"
 import { LoadMonitor } from "./load-monitor.js"
 import * as Metrics from "./metrics.js"
-import { completedDone, continuedDone, continuedRequest, continuesKind, type Migrate, remainingTokens, StreamAnswer } from "./migration.js"
+import { completedDone, continuedRequest, continuesKind, type Migrate, remainingTokens, StreamAnswer } from "./migration.js"
 import { Registry } from "./registry.js"
 import { Relay } from "./relay.js"
 import type { AttemptOutcome, RetryKind } from "./relay-step.js"
@@ -282,8 +282,9 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             }
             const outcome: AttemptResult = yield* relay.await
             if (answer === undefined) return outcome
-            if (outcome._tag === "Done" && (relayedBefore > 0 || answer.migrations > 0)) {
-              return { _tag: "Done", done: continuedDone(outcome.done, relayedBefore, answer.migrations) } as const
+            if (outcome._tag === "Done") {
+              const done = answer.doneAfter(outcome.done, relayedBefore)
+              return done === outcome.done ? outcome : ({ _tag: "Done", done } as const)
             }
             // Lost after the client got tokens: the stream may go on elsewhere (issue 13).
             const lostReason = relay.lostReason
