@@ -52,6 +52,7 @@ export const mainLayer = (config: ClusterConfig) => {
 export const withRuntimeMetrics =
   (config: Pick<ClusterConfig, "metrics">) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    config.metrics.runtime
-      ? Effect.withRuntimeFlagsPatch(effect, RuntimeFlagsPatch.enable(RuntimeFlags.RuntimeMetrics))
-      : Effect.withRuntimeFlagsPatch(effect, RuntimeFlagsPatch.disable(RuntimeFlags.RuntimeMetrics))
+    Effect.withRuntimeFlagsPatch(
+      effect,
+      (config.metrics.runtime ? RuntimeFlagsPatch.enable : RuntimeFlagsPatch.disable)(RuntimeFlags.RuntimeMetrics)
+    )
