@@ -319,6 +319,27 @@ describe("AdmissionQueue: waiters per model", () => {
     )
   )
 
+  it.effect("a registry change that keeps the last heartbeat's metrics is no new report: a later ack's count stands", () =>
+    withRouter()(
+      Effect.gen(function* () {
+        const registry = yield* Registry
+        const queue = yield* AdmissionQueue
+        yield* registry.register(registration({ id: "w1", maxConcurrent: 2 }))
+        yield* registry.heartbeat(heartbeat("w1", 0))
+        queue.reported("w1", { active: 2, ownAtWorker: 0 }) // an ack: two requests of someone else since
+        const waiting = yield* admitInBackground(ask())
+        expect(yield* isRunning(waiting)).toBe(true)
+        // A re-registration keeps the old metrics (active 0): still full, the waiter keeps waiting.
+        yield* registry.register(registration({ id: "w1", maxConcurrent: 2 }))
+        yield* settle
+        expect(yield* isRunning(waiting)).toBe(true)
+        // A new heartbeat is a new report.
+        yield* registry.heartbeat(heartbeat("w1", 1))
+        expect((yield* Fiber.join(waiting)).workerId).toBe("w1")
+      })
+    )
+  )
+
   it.effect("10,000 waiters: each release serves the head of its line and leaves the others untouched", () =>
     withRouter(queueConfig({ maxPending: 20_000 }))(
       Effect.gen(function* () {
