@@ -144,9 +144,11 @@ export const makeInferenceLane = Effect.gen(function* () {
     res: ServerResponse,
     ctx: LaneContext
   ) => {
-    const parsed = Either.flatMap(parseJson(text), shape.decode)
+    const parsedJson = parseJson(text)
+    const parsed = Either.flatMap(parsedJson, shape.decode)
     if (Either.isLeft(parsed)) {
-      const json = Either.getOrUndefined(parseJson(text))
+      // The model for the journal, from the JSON already parsed (a body that fails its schema is not parsed twice).
+      const json = Either.getOrUndefined(parsedJson)
       const model = typeof json === "object" && json !== null && "model" in json && typeof json.model === "string" ? json.model : ""
       return refuse(kind, res, ctx, parsed.left, model)
     }
