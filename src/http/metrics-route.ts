@@ -39,7 +39,8 @@ export class PrometheusMetrics extends Effect.Service<PrometheusMetrics>()("http
   dependencies: [AdmissionQueue.Default, Registry.Default, RequestStats.Default]
 }) {}
 
-const PrometheusRouteLive = HttpLayerRouter.use((router) =>
+/** `GET /metrics`. */
+export const MetricsRouteLive = HttpLayerRouter.use((router) =>
   Effect.gen(function* () {
     const metrics = yield* PrometheusMetrics
     yield* router.add(
@@ -51,6 +52,3 @@ const PrometheusRouteLive = HttpLayerRouter.use((router) =>
     )
   })
 ).pipe(Layer.provide(PrometheusMetrics.Default))
-
-/** `GET /metrics`. */
-export const MetricsRouteLive = PrometheusRouteLive
