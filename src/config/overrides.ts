@@ -1,5 +1,6 @@
 import { Option } from "effect"
 import type { CliFlags } from "./cli-flags.js"
+import { isJsonObject } from "../domain/json.js"
 
 /**
  * Where each setting of one process comes from (docs/contract.md, "Command line" and "Config
@@ -54,7 +55,7 @@ const homePaths: ReadonlyArray<ReadonlyArray<string>> = [
 
 export type Mapping = Readonly<Record<string, unknown>>
 
-export const isMapping = (u: unknown): u is Mapping => typeof u === "object" && u !== null && !Array.isArray(u)
+export const isMapping: (u: unknown) => u is Mapping = isJsonObject
 
 /** An environment variable counts only when it is set and not empty. */
 const envValue = (env: Env, name: string): string | undefined => {

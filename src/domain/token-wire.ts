@@ -1,4 +1,5 @@
 import { ID_PATTERN, MAX_ID_LENGTH } from "./ids.js"
+import { isJsonObject, type JsonObject } from "./json.js"
 import { FinishReason, type TokenLogprob, type TokenMessage, type ToolCallDelta, type TopLogprob } from "./inference.js"
 
 /**
@@ -13,9 +14,6 @@ const textEncoder = new TextEncoder()
 
 const FINISH_REASONS: ReadonlySet<unknown> = new Set(FinishReason.literals)
 
-type Json = Record<string, unknown>
-
-const isObject = (u: unknown): u is Json => typeof u === "object" && u !== null && !Array.isArray(u)
 /** `Schema.int()` is a safe integer. */
 const isCount = (u: unknown): u is number => typeof u === "number" && Number.isSafeInteger(u) && u >= 0
 /** Exactly `RequestId`: 1..128 letters, digits, `-` and `_`. */
@@ -32,7 +30,7 @@ const isFiniteNumber = (u: unknown): u is number => typeof u === "number" && Num
 const isNumberArray = (u: unknown): u is ReadonlyArray<number> => Array.isArray(u) && u.every(isFiniteNumber)
 
 /** `bytes` as the Schema takes it: absent, `null` or an array of numbers; `false` when invalid. */
-const bytesOf = (json: Json): { readonly bytes?: ReadonlyArray<number> | null } | false => {
+const bytesOf = (json: JsonObject): { readonly bytes?: ReadonlyArray<number> | null } | false => {
   const bytes = json["bytes"]
   if (bytes === undefined) return {}
   if (bytes === null) return { bytes: null }
@@ -52,8 +50,8 @@ const arrayOf = <A>(u: unknown, item: (u: unknown) => A | undefined): Array<A> |
 }
 
 /** What a `TopLogprob` and a `TokenLogprob` both start with: a `token` and a finite `logprob`. */
-const isLogprobEntry = (u: unknown): u is Json & { readonly token: string; readonly logprob: number } =>
-  isObject(u) && typeof u["token"] === "string" && isFiniteNumber(u["logprob"])
+const isLogprobEntry = (u: unknown): u is JsonObject & { readonly token: string; readonly logprob: number } =>
+  isJsonObject(u) && typeof u["token"] === "string" && isFiniteNumber(u["logprob"])
 
 const topLogprob = (u: unknown): TopLogprob | undefined => {
   if (!isLogprobEntry(u)) return undefined
@@ -72,10 +70,10 @@ const tokenLogprob = (u: unknown): TokenLogprob | undefined => {
 const optionalString = (u: unknown): u is string | undefined => u === undefined || typeof u === "string"
 
 const toolCallDelta = (u: unknown): ToolCallDelta | undefined => {
-  if (!isObject(u) || !isCount(u["index"])) return undefined
+  if (!isJsonObject(u) || !isCount(u["index"])) return undefined
   const { id, type, function: fn } = u
   if (!optionalString(id) || (type !== undefined && type !== "function")) return undefined
-  if (fn !== undefined && (!isObject(fn) || !optionalString(fn["name"]) || !optionalString(fn["arguments"]))) return undefined
+  if (fn !== undefined && (!isJsonObject(fn) || !optionalString(fn["name"]) || !optionalString(fn["arguments"]))) return undefined
   return {
     index: u["index"],
     ...(id === undefined ? {} : { id }),
@@ -94,7 +92,7 @@ const toolCallDelta = (u: unknown): ToolCallDelta | undefined => {
 const isUpstreamStatus = (u: unknown): u is number => typeof u === "number" && Number.isInteger(u) && u >= 400 && u <= 499
 
 /** The message's own fields only (excess properties are dropped, as the Schema does). */
-const checked = (json: Json): TokenMessage | string => {
+const checked = (json: JsonObject): TokenMessage | string => {
   const requestId = json["requestId"]
   if (!isRequestId(requestId)) return "requestId: expected 1 to 128 letters, digits, - and _"
   switch (json["type"]) {
@@ -124,7 +122,7 @@ const checked = (json: Json): TokenMessage | string => {
     case "done": {
       const { finishReason, usage, latencyMs, systemFingerprint } = json
       if (!FINISH_REASONS.has(finishReason)) return `finishReason: expected one of ${FinishReason.literals.join(", ")}`
-      if (!isObject(usage) || !isCount(usage["promptTokens"]) || !isCount(usage["completionTokens"])) {
+      if (!isJsonObject(usage) || !isCount(usage["promptTokens"]) || !isCount(usage["completionTokens"])) {
         return "usage: expected { promptTokens, completionTokens } as non-negative integers"
       }
       if (typeof latencyMs !== "number" || !Number.isFinite(latencyMs) || latencyMs < 0) {
@@ -170,7 +168,7 @@ export const decodeTokenMessage = (bytes: Uint8Array): TokenMessage | string => 
   } catch {
     return "not JSON"
   }
-  return isObject(json) ? checked(json) : "expected a JSON object"
+  return isJsonObject(json) ? checked(json) : "expected a JSON object"
 }
 
 /** A token message as JSON bytes (its encoded form is its type: plain JSON, no transformations). */

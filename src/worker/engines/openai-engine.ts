@@ -2,6 +2,7 @@ import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { Effect, Either, Layer, Option, Redacted, Schema, Stream } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
 import { formatIssue, guardedDecoder, parseJson } from "../../domain/decode.js"
+import { isJsonObject, type JsonObject } from "../../domain/json.js"
 import type { ContinuationKind } from "../../domain/continuation.js"
 import { DEFAULT_OPENAI_FEATURES, type Feature } from "../../domain/features.js"
 import type { FinishReason, InferenceRequest, TokenLogprob, ToolCallDelta, TopLogprob, Usage } from "../../domain/inference.js"
@@ -136,10 +137,7 @@ const FINISH_REASONS: ReadonlyMap<string, FinishReason> = new Map([
   ["content_filter", "content_filter"]
 ])
 
-type Json = Record<string, unknown>
-const isObject = (u: unknown): u is Json => typeof u === "object" && u !== null && !Array.isArray(u)
-
-const bytesOf = (entry: Json): { readonly bytes?: ReadonlyArray<number> | null } =>
+const bytesOf = (entry: JsonObject): { readonly bytes?: ReadonlyArray<number> | null } =>
   entry["bytes"] === null
     ? { bytes: null }
     : Array.isArray(entry["bytes"]) && entry["bytes"].every((b) => typeof b === "number")
@@ -147,7 +145,7 @@ const bytesOf = (entry: Json): { readonly bytes?: ReadonlyArray<number> | null }
       : {}
 
 const topEntry = (u: unknown): Array<TopLogprob> =>
-  isObject(u) && typeof u["token"] === "string" && typeof u["logprob"] === "number"
+  isJsonObject(u) && typeof u["token"] === "string" && typeof u["logprob"] === "number"
     ? [{ token: u["token"], logprob: u["logprob"], ...bytesOf(u) }]
     : []
 
@@ -157,10 +155,10 @@ const topEntry = (u: unknown): Array<TopLogprob> =>
  * turned into it. Entries without a token or a numeric logprob are dropped.
  */
 export const logprobsOf = (u: unknown): ReadonlyArray<TokenLogprob> => {
-  if (!isObject(u)) return []
+  if (!isJsonObject(u)) return []
   if (Array.isArray(u["content"])) {
     return u["content"].flatMap((entry): Array<TokenLogprob> =>
-      isObject(entry) && typeof entry["token"] === "string" && typeof entry["logprob"] === "number"
+      isJsonObject(entry) && typeof entry["token"] === "string" && typeof entry["logprob"] === "number"
         ? [
             {
               token: entry["token"],
@@ -185,7 +183,7 @@ export const logprobsOf = (u: unknown): ReadonlyArray<TokenLogprob> => {
         token,
         // The first echoed token has none (`null`): 0 stands in for it.
         logprob: typeof value === "number" ? value : 0,
-        top_logprobs: isObject(top)
+        top_logprobs: isJsonObject(top)
           ? Object.entries(top).flatMap(([t, lp]) => (typeof lp === "number" ? [{ token: t, logprob: lp }] : []))
           : []
       }
@@ -302,7 +300,7 @@ export const CLIENT_ERROR_STATUSES: ReadonlySet<number> = new Set([400, 413, 422
 export const upstreamFailure = (status: number, text: string): EngineError => {
   if (CLIENT_ERROR_STATUSES.has(status)) {
     const body = Either.getOrUndefined(parseJson(text))
-    const error = isObject(body) ? (isObject(body["error"]) ? body["error"] : body) : {}
+    const error = isJsonObject(body) ? (isJsonObject(body["error"]) ? body["error"] : body) : {}
     const str = (u: unknown) => (typeof u === "string" && u.length > 0 ? u : undefined)
     const detail = error["detail"]
     const message =

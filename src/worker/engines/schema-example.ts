@@ -1,3 +1,5 @@
+import { isJsonObject, type JsonObject } from "../../domain/json.js"
+
 /**
  * A value that matches a JSON Schema, drawn deterministically: the synthetic engine's tool-call
  * arguments and `response_format: json_schema` answers (issue 12). It covers what tool and
@@ -7,10 +9,6 @@
  * `definitions`, `minItems`, `minLength`/`maxLength`, `minimum`/`maximum` (also exclusive) and
  * the common string formats. `pattern` is not honoured. Recursion stops at depth 8.
  */
-
-type Json = Record<string, unknown>
-
-const isObject = (u: unknown): u is Json => typeof u === "object" && u !== null && !Array.isArray(u)
 
 const MAX_DEPTH = 8
 
@@ -34,26 +32,26 @@ const FORMATS: Readonly<Record<string, string>> = {
   uuid: "00000000-0000-4000-8000-000000000000"
 }
 
-const resolveRef = (root: Json, ref: string): unknown => {
+const resolveRef = (root: JsonObject, ref: string): unknown => {
   if (!ref.startsWith("#")) return {}
   let node: unknown = root
   for (const raw of ref.slice(1).split("/").filter((p) => p.length > 0)) {
     const key = raw.replace(/~1/g, "/").replace(/~0/g, "~")
-    node = isObject(node) ? node[key] : undefined
+    node = isJsonObject(node) ? node[key] : undefined
   }
   return node ?? {}
 }
 
-const typeOf = (schema: Json): string | undefined => {
+const typeOf = (schema: JsonObject): string | undefined => {
   const type = schema["type"]
   if (typeof type === "string") return type
   if (Array.isArray(type)) return (type.find((t) => t !== "null") ?? type[0]) as string | undefined
-  if (isObject(schema["properties"])) return "object"
+  if (isJsonObject(schema["properties"])) return "object"
   if (schema["items"] !== undefined) return "array"
   return undefined
 }
 
-const numberIn = (schema: Json, src: ExampleSource, integer: boolean): number => {
+const numberIn = (schema: JsonObject, src: ExampleSource, integer: boolean): number => {
   const num = (k: string) => (typeof schema[k] === "number" ? (schema[k] as number) : undefined)
   const exMin = num("exclusiveMinimum")
   const exMax = num("exclusiveMaximum")
@@ -65,7 +63,7 @@ const numberIn = (schema: Json, src: ExampleSource, integer: boolean): number =>
   return integer ? Math.min(Math.ceil(low) + Math.floor(value - low), Math.floor(high)) : Math.round(value * 100) / 100
 }
 
-const stringFor = (schema: Json, src: ExampleSource): string => {
+const stringFor = (schema: JsonObject, src: ExampleSource): string => {
   const format = typeof schema["format"] === "string" ? FORMATS[schema["format"]] : undefined
   let text = format ?? Array.from({ length: 1 + Math.floor(src.next() * 3) }, () => src.words[Math.floor(src.next() * src.words.length)] ?? "x").join(" ")
   const minLength = typeof schema["minLength"] === "number" ? schema["minLength"] : 0
@@ -74,20 +72,20 @@ const stringFor = (schema: Json, src: ExampleSource): string => {
   return text.length > maxLength ? text.slice(0, maxLength) : text
 }
 
-const merged = (root: Json, parts: ReadonlyArray<unknown>): Json => {
-  const out: Json = {}
-  const properties: Json = {}
+const merged = (root: JsonObject, parts: ReadonlyArray<unknown>): JsonObject => {
+  const out: JsonObject = {}
+  const properties: JsonObject = {}
   for (const part of parts) {
-    const schema = isObject(part) && typeof part["$ref"] === "string" ? resolveRef(root, part["$ref"]) : part
-    if (!isObject(schema)) continue
+    const schema = isJsonObject(part) && typeof part["$ref"] === "string" ? resolveRef(root, part["$ref"]) : part
+    if (!isJsonObject(schema)) continue
     Object.assign(out, schema)
-    if (isObject(schema["properties"])) Object.assign(properties, schema["properties"])
+    if (isJsonObject(schema["properties"])) Object.assign(properties, schema["properties"])
   }
   return Object.keys(properties).length > 0 ? { ...out, properties } : out
 }
 
-const exampleAt = (root: Json, schema: unknown, src: ExampleSource, depth: number): unknown => {
-  if (!isObject(schema) || depth > MAX_DEPTH) return depth > MAX_DEPTH ? null : stringFor({}, src)
+const exampleAt = (root: JsonObject, schema: unknown, src: ExampleSource, depth: number): unknown => {
+  if (!isJsonObject(schema) || depth > MAX_DEPTH) return depth > MAX_DEPTH ? null : stringFor({}, src)
   if (typeof schema["$ref"] === "string") return exampleAt(root, resolveRef(root, schema["$ref"]), src, depth + 1)
   if ("const" in schema) return schema["const"]
   if (Array.isArray(schema["enum"]) && schema["enum"].length > 0) return schema["enum"][Math.floor(src.next() * schema["enum"].length)]
@@ -95,14 +93,14 @@ const exampleAt = (root: Json, schema: unknown, src: ExampleSource, depth: numbe
     | ReadonlyArray<unknown>
     | undefined
   if (options !== undefined && options.length > 0) {
-    const option = options.find((o) => !(isObject(o) && o["type"] === "null")) ?? options[0]
+    const option = options.find((o) => !(isJsonObject(o) && o["type"] === "null")) ?? options[0]
     return exampleAt(root, option, src, depth + 1)
   }
   if (Array.isArray(schema["allOf"])) return exampleAt(root, merged(root, schema["allOf"]), src, depth + 1)
   switch (typeOf(schema)) {
     case "object": {
-      const out: Json = {}
-      const properties = isObject(schema["properties"]) ? schema["properties"] : {}
+      const out: JsonObject = {}
+      const properties = isJsonObject(schema["properties"]) ? schema["properties"] : {}
       for (const [name, property] of Object.entries(properties)) out[name] = exampleAt(root, property, src, depth + 1)
       return out
     }
@@ -128,4 +126,4 @@ const exampleAt = (root: Json, schema: unknown, src: ExampleSource, depth: numbe
 
 /** A value matching `schema` (anything but an object schema gives a string). */
 export const exampleFromSchema = (schema: unknown, src: ExampleSource): unknown =>
-  exampleAt(isObject(schema) ? schema : {}, schema, src, 0)
+  exampleAt(isJsonObject(schema) ? schema : {}, schema, src, 0)
