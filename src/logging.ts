@@ -1,5 +1,6 @@
 import { Cause, HashMap, Inspectable, Layer, Logger, LogLevel } from "effect"
 import type { ClusterConfig, LogFormat } from "./config/schema.js"
+import { clip } from "./domain/log-text.js"
 
 /**
  * The process's log lines: one event, one line, whatever the message or its annotations hold.
@@ -18,7 +19,7 @@ import type { ClusterConfig, LogFormat } from "./config/schema.js"
 /** Longest string value written; a longer one is cut and ends with `…`. */
 const MAX_VALUE_LENGTH = 2_048
 
-const truncate = (s: string, max = MAX_VALUE_LENGTH): string => (s.length > max ? `${s.slice(0, max - 1)}…` : s)
+const truncate = (s: string): string => clip(s, MAX_VALUE_LENGTH)
 
 const BARE = /^[A-Za-z0-9_.:@+-]+$/
 

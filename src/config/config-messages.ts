@@ -1,5 +1,6 @@
 import { Data, Either, ParseResult, Schema, SchemaAST } from "effect"
 import { firstIssue, formatPath } from "../domain/decode.js"
+import { clip } from "../domain/log-text.js"
 import { ConfigFile } from "./schema.js"
 
 /**
@@ -25,15 +26,16 @@ const humanise = (expected: string): string =>
     .replace(/^\{ .* \}$/s, "a mapping")
     .replace(/^ReadonlyArray<(.+)>$/, "a list of $1")
 
-export const clip = (text: string, max = 80): string => (text.length <= max ? text : `${text.slice(0, max - 1)}…`)
+/** A value as shown in a config message: at most 80 characters. */
+export const clipValue = (text: string): string => clip(text, 80)
 
 /** A value found in the config, as YAML would have it written: strings quoted, the rest as JSON. */
 const shown = (value: unknown): string => {
   if (value === undefined) return "nothing"
   try {
-    return clip(JSON.stringify(value) ?? String(value))
+    return clipValue(JSON.stringify(value) ?? String(value))
   } catch {
-    return clip(String(value))
+    return clipValue(String(value))
   }
 }
 

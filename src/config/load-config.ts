@@ -4,7 +4,7 @@ import { isAbsolute, resolve } from "node:path"
 import { Effect, Either, Option, Schema } from "effect"
 import YAML from "yaml"
 import { type CliFlags, parseCliFlags } from "./cli-flags.js"
-import { clip, ConfigError, describeParseError, unknownKeys } from "./config-messages.js"
+import { clipValue, ConfigError, describeParseError, unknownKeys } from "./config-messages.js"
 import { applyOverrides, configPathFrom, dropNulls, type Env, expandHome, isMapping, type Mapping } from "./overrides.js"
 import { type ClusterConfig, ConfigFile } from "./schema.js"
 
@@ -47,7 +47,7 @@ export const parseConfigYaml = (
   )
   if (raw === null || raw === undefined) return Either.right({ raw: {}, warnings })
   if (!isMapping(raw)) {
-    const got = Array.isArray(raw) ? "a list" : `${typeof raw} ${clip(JSON.stringify(raw))}`
+    const got = Array.isArray(raw) ? "a list" : `${typeof raw} ${clipValue(JSON.stringify(raw))}`
     return fail(`top level: expected a mapping with a "cluster:" key, got ${got}`, "")
   }
   return Either.right({ raw, warnings })

@@ -1,5 +1,6 @@
 import { Effect, type MetricLabel } from "effect"
 import { LogFields } from "../logging.js"
+import { clip } from "../domain/log-text.js"
 import { ClusterActivity } from "./cluster-activity.js"
 import * as Metrics from "./metrics.js"
 
@@ -48,7 +49,6 @@ const TEXT_CHARS = 128
 /** Longest error message written. */
 const ERROR_CHARS = 200
 
-const cut = (s: string, max: number) => (s.length > max ? `${s.slice(0, max - 1)}…` : s)
 const ms = (n: number) => Math.round(n * 10) / 10
 
 /**
@@ -59,8 +59,8 @@ const ms = (n: number) => Math.round(n * 10) / 10
 export const requestLogFields = (s: RequestSummary): Record<string, string | number> => {
   const fields: Record<string, string | number> = {}
   if (s.method !== undefined) fields["method"] = s.method
-  fields["route"] = cut(s.route, TEXT_CHARS)
-  fields["model"] = cut(s.model, TEXT_CHARS)
+  fields["route"] = clip(s.route, TEXT_CHARS)
+  fields["model"] = clip(s.model, TEXT_CHARS)
   if (s.workerId !== undefined) fields["workerId"] = s.workerId
   fields["status"] = s.status
   fields["outcome"] = s.outcome
@@ -72,7 +72,7 @@ export const requestLogFields = (s: RequestSummary): Record<string, string | num
   if (s.migrations !== undefined && s.migrations > 0) fields["migrations"] = s.migrations
   fields["requestId"] = s.requestId
   if (s.client !== undefined) fields["client"] = s.client
-  if (s.errorMessage !== undefined && s.outcome !== "succeeded") fields["error"] = cut(s.errorMessage, ERROR_CHARS)
+  if (s.errorMessage !== undefined && s.outcome !== "succeeded") fields["error"] = clip(s.errorMessage, ERROR_CHARS)
   return fields
 }
 

@@ -38,3 +38,6 @@ export const sanitizeForLog = (value: string, max = 300): string => {
   const escaped = kept.replace(UNSAFE, (c) => (c === "\n" ? "\\n" : c === "\t" ? "\\t" : c === "\r" ? "\\r" : escapeChar(c)))
   return value.length > max ? `${escaped}${cutMarker(value.length - max)}` : escaped
 }
+
+/** `text` cut to at most `max` characters, the last one `…` when something was left out. */
+export const clip = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max - 1)}…` : text)
