@@ -116,14 +116,20 @@ const listModels = (models: ReadonlyArray<string>): string =>
     ? models.join(", ")
     : `${models.slice(0, LISTED_MODELS).join(", ")} and ${models.length - LISTED_MODELS} more`
 
-/** A model no worker has ever registered (a typo, or a model not installed anywhere): not worth a retry. */
+/**
+ * A model no worker has ever registered (a typo, or a model not installed anywhere): not worth a
+ * retry. `GET /v1/models/{id}` also answers it for a model only offline workers registered
+ * (`offline`), as OpenAI answers a model the caller cannot use.
+ */
 export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()(
   "ModelNotFound",
-  { model: Schema.String },
+  { model: Schema.String, offline: Schema.optional(Schema.Boolean) },
   statusOf("ModelNotFound")
 ) {
   override get message() {
-    return `The model "${this.model}" does not exist on this cluster: no worker has registered it (GET /v1/models lists the models served now)`
+    return this.offline === true
+      ? `The model "${this.model}" is not served now: only offline workers registered it (GET /v1/models lists the models served now)`
+      : `The model "${this.model}" does not exist on this cluster: no worker has registered it (GET /v1/models lists the models served now)`
   }
 }
 

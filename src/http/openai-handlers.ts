@@ -1,5 +1,5 @@
 import { HttpApiBuilder, HttpLayerRouter, type HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Effect } from "effect"
+import { Effect, HashMap } from "effect"
 import { Registry } from "../controller/registry.js"
 import * as State from "../controller/registry-state.js"
 import { ServedApi } from "../domain/api.js"
@@ -57,7 +57,8 @@ export const ModelRouteLive = HttpLayerRouter.use((router) =>
       Effect.map(registry.state, (state): HttpServerResponse.HttpServerResponse => {
         const id = modelIdOf(request.url) ?? ""
         const found = modelObjects(state).find((m) => m.id === id)
-        return found === undefined ? errorResponse(new ModelNotFound({ model: id })) : HttpServerResponse.unsafeJson(found)
+        if (found !== undefined) return HttpServerResponse.unsafeJson(found)
+        return errorResponse(new ModelNotFound({ model: id, offline: HashMap.has(state.knownModels, id) }))
       })
     )
   })

@@ -21,6 +21,13 @@ const cases: ReadonlyArray<Case> = [
     message: 'The model "m/typo" does not exist on this cluster: no worker has registered it (GET /v1/models lists the models served now)'
   },
   {
+    error: new ModelNotFound({ model: "m/gone", offline: true }),
+    status: 404,
+    type: "invalid_request_error",
+    code: "model_not_found",
+    message: 'The model "m/gone" is not served now: only offline workers registered it (GET /v1/models lists the models served now)'
+  },
+  {
     error: new Overloaded({ lagMs: 612.4, retryAfterSeconds: 1 }),
     status: 429,
     type: "rate_limit_error",

@@ -276,7 +276,7 @@ describe("a stopped worker", () => {
       )
       const url = yield* Effect.provide(baseUrl, context)
       const leaving = yield* Scope.make()
-      yield* Scope.extend(Layer.build(workerLayer(natsUrl, { id: "stop-leave", models: ["stop/model"] })), leaving)
+      yield* Scope.extend(Layer.build(workerLayer(natsUrl, { id: "stop-leave", models: ["stop/model", "stop/only-here"] })), leaving)
       const online = (id: string) =>
         Effect.promise(() =>
           fetch(`${url}/api/cluster/workers/${id}`).then(async (r) => r.status === 200 && ((await r.json()) as { status: string }).status === "online")
@@ -296,6 +296,12 @@ describe("a stopped worker", () => {
       expect(answers.map((a) => a.choices[0]?.finish_reason)).toEqual(["length", "length", "length", "length"])
       const left = (yield* getJsonAt(url, "/api/cluster/workers/stop-leave")) as { status: string; statusReason?: string }
       expect(left).toMatchObject({ status: "offline", statusReason: "deregistered" })
+      // A model only the stopped worker registered: 404, and the message says why (not "no worker has registered it").
+      const gone = yield* Effect.promise(() =>
+        fetch(`${url}/v1/models/stop%2Fonly-here`).then(async (r) => ({ status: r.status, body: (await r.json()) as { error: { code: string; message: string } } }))
+      )
+      expect(gone.status).toBe(404)
+      expect(gone.body.error).toMatchObject({ code: "model_not_found", message: expect.stringContaining("only offline workers registered it") })
       yield* eventually(
         Effect.map(getJsonAt(url, "/api/cluster/workers/stop-keep"), (w) => ((w as { metrics?: { requests: { total: number } } }).metrics?.requests.total ?? 0) >= 4)
       )
