@@ -1,6 +1,6 @@
 import { type ContinuationKind, continuationKindOf, continues } from "../domain/continuation.js"
 import type { InferenceError } from "../domain/errors.js"
-import { type InferenceRequest, type MessageContent, messageText } from "../domain/inference.js"
+import { countPromptTokens, type InferenceRequest, type MessageContent } from "../domain/inference.js"
 import type { DoneEvent, RelayEvent, RelaySink } from "../domain/route.js"
 import type { WorkerInfo } from "../domain/worker.js"
 
@@ -58,9 +58,6 @@ export const continuesKind =
   (worker: WorkerInfo): boolean =>
     continues(worker.capabilities, kind)
 
-/** Words of the prompt, as engines without a tokenizer count prompt tokens. */
-const words = (text: string): number => text.split(/\s+/).filter((w) => w.length > 0).length
-
 /**
  * The `done` of a stream whose worker was lost after sending all `maxTokens` tokens but before its
  * own `done`: nothing is left to generate, so the answer is complete (`length`). Its prompt tokens
@@ -75,7 +72,7 @@ export const completedDone = (
   type: "done",
   finishReason: "length",
   usage: {
-    promptTokens: (request.messages ?? []).reduce((n, m) => n + words(messageText(m)), 0) + words(request.prompt ?? ""),
+    promptTokens: countPromptTokens(request),
     completionTokens: relayed
   },
   latencyMs: 0,

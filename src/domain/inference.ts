@@ -63,6 +63,17 @@ export const contentText = (content: MessageContent | undefined): string => {
 /** A message as plain text, for engines and indexes that only read words. */
 export const messageText = (message: { readonly content?: MessageContent | undefined }): string => contentText(message.content)
 
+const wordCount = (text: string): number => text.split(/\s+/).filter((w) => w.length > 0).length
+
+/**
+ * Prompt tokens as engines without a tokenizer count them: the whitespace-separated words of every
+ * message and of the prompt. The controller counts the same way for an answer whose worker was lost.
+ */
+export const countPromptTokens = (request: {
+  readonly messages?: ReadonlyArray<{ readonly content?: MessageContent | undefined }> | undefined
+  readonly prompt?: string | undefined
+}): number => (request.messages ?? []).reduce((n, m) => n + wordCount(messageText(m)), 0) + wordCount(request.prompt ?? "")
+
 /** The OpenAI route a request came from; the `openai` engine calls the same route upstream. */
 export const InferenceEndpoint = Schema.Literal("chat", "completions")
 export type InferenceEndpoint = typeof InferenceEndpoint.Type

@@ -12,7 +12,7 @@ import { contentText, type MessageContent } from "./inference.js"
  *   words of its content; then the words of a raw `prompt`, if any. Only the order and the words
  *   count, so whitespace differences do not break a prefix.
  * - **Approximate tokens are whitespace-separated words.** No tokenizer is needed, the count agrees
- *   with what the engines without a tokenizer report (`countPromptTokens`, plus one word per role
+ *   with what the engines without a tokenizer report (`countPromptTokens` in domain/inference.ts, plus one word per role
  *   marker), and block boundaries never move when text is appended: a new turn leaves every
  *   earlier block unchanged. English runs at about 1.3 BPE tokens per word, so a block of 16 words
  *   is roughly the 16–32-token pages of vLLM or mlx-lm. (Fixed ~4-character slices would work too,

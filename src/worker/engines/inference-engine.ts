@@ -1,7 +1,7 @@
 import { Context, Data, type Effect } from "effect"
 import type { ContinuationKind } from "../../domain/continuation.js"
 import type { Feature } from "../../domain/features.js"
-import { type FinishReason, type InferenceRequest, messageText, type TokenLogprob, type ToolCallDelta, type Usage } from "../../domain/inference.js"
+import { type FinishReason, type InferenceRequest, type TokenLogprob, type ToolCallDelta, type Usage } from "../../domain/inference.js"
 import type { PromptCacheStats } from "../../domain/worker.js"
 
 /** How a generation ended. */
@@ -84,8 +84,3 @@ export interface InferenceEngineService {
 /** The inference engine port; its implementation is chosen by `worker.engine.type`. */
 export class InferenceEngine extends Context.Tag("worker/InferenceEngine")<InferenceEngine, InferenceEngineService>() {}
 
-/** Prompt tokens as engines without a tokenizer count them: whitespace-separated words of every message. */
-export const countPromptTokens = (request: InferenceRequest): number => {
-  const texts = [...(request.messages ?? []).map(messageText), ...(request.prompt !== undefined ? [request.prompt] : [])]
-  return texts.reduce((n, text) => n + text.split(/\s+/).filter((w) => w.length > 0).length, 0)
-}

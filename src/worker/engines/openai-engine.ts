@@ -5,9 +5,8 @@ import { formatIssue, guardedDecoder, parseJson } from "../../domain/decode.js"
 import { isJsonObject, type JsonObject } from "../../domain/json.js"
 import type { ContinuationKind } from "../../domain/continuation.js"
 import { DEFAULT_OPENAI_FEATURES, type Feature } from "../../domain/features.js"
-import type { FinishReason, InferenceRequest, TokenLogprob, ToolCallDelta, TopLogprob, Usage } from "../../domain/inference.js"
+import { countPromptTokens, type FinishReason, type InferenceRequest, type TokenLogprob, type ToolCallDelta, type TopLogprob, type Usage } from "../../domain/inference.js"
 import {
-  countPromptTokens,
   type EmitToolCalls,
   type EmitTokens,
   EngineError,

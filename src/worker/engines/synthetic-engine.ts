@@ -1,8 +1,8 @@
 import { Clock, Effect, Layer } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
 import { FEATURES } from "../../domain/features.js"
-import type { FinishReason, InferenceRequest, TokenLogprob, ToolCallDelta, TopLogprob } from "../../domain/inference.js"
-import { countPromptTokens, finish, InferenceEngine, type InferenceEngineService } from "./inference-engine.js"
+import { countPromptTokens, type FinishReason, type InferenceRequest, type TokenLogprob, type ToolCallDelta, type TopLogprob } from "../../domain/inference.js"
+import { finish, InferenceEngine, type InferenceEngineService } from "./inference-engine.js"
 import { type EnginePrefillCache, makeEnginePrefillCache, type PrefillOptions } from "./prefill-cache.js"
 import { exampleFromSchema } from "./schema-example.js"
 
