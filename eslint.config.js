@@ -15,5 +15,21 @@ export default tseslint.config(
       "@typescript-eslint/no-namespace": "off",
       "@typescript-eslint/no-empty-object-type": "off"
     }
+  },
+  {
+    // A package's index loads every module of it: @effect/platform's alone holds the Swagger UI and
+    // Scalar bundles as strings (≈20 MiB of heap), its Node package undici. The processes import
+    // the modules they use (`@effect/platform/HttpServerResponse`), which keeps ≈50 MiB out of
+    // every controller and worker.
+    files: ["src/**/*.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        ...["@effect/platform", "@effect/platform-node", "@effect/rpc"].map((name) => ({
+          name,
+          message: `import the module itself (${name}/Module): the package's index loads all of it`
+        }))
+      ]
+    }
   }
 )

@@ -1,4 +1,4 @@
-import { HttpServer } from "@effect/platform"
+import * as HttpServer from "@effect/platform/HttpServer"
 import { Effect, Layer, Schedule } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { AdmissionQueue } from "./admission-queue.js"

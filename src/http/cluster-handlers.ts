@@ -1,4 +1,4 @@
-import { HttpApiBuilder } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import { Effect, Option } from "effect"
 import { ClusterDashboard } from "../controller/cluster-dashboard.js"
 import { ClusterStatusQuery } from "../controller/cluster-status.js"

@@ -1,4 +1,4 @@
-import { HttpServerResponse } from "@effect/platform"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import type { ServerResponse } from "node:http"
 import { toOpenAiError, type WireError } from "../domain/errors.js"
 

@@ -1,4 +1,5 @@
-import { HttpLayerRouter, HttpServerResponse } from "@effect/platform"
+import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Effect, Layer, Metric } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { AdmissionQueue } from "../controller/admission-queue.js"

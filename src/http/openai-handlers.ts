@@ -1,4 +1,7 @@
-import { HttpApiBuilder, HttpLayerRouter, type HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
+import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Effect, HashMap } from "effect"
 import { Registry } from "../controller/registry.js"
 import * as State from "../controller/registry-state.js"

@@ -1,4 +1,5 @@
-import { RpcSerialization, RpcServer } from "@effect/rpc"
+import * as RpcSerialization from "@effect/rpc/RpcSerialization"
+import * as RpcServer from "@effect/rpc/RpcServer"
 import { Effect, Either, Layer, Option, Stream } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { ClusterStatusQuery } from "../controller/cluster-status.js"

@@ -1,5 +1,6 @@
-import { HttpApiSwagger, HttpLayerRouter, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import * as HttpLayerRouter from "@effect/platform/HttpLayerRouter"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Effect, Layer } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import { ClusterApi, openApiDocument, ServedApi } from "../domain/api.js"
@@ -13,12 +14,36 @@ import { RpcRouteLive } from "./rpc.js"
 /** The OpenAPI document of every route, the fast lane's included; computed once. */
 const OpenApiRouteLive = HttpLayerRouter.use((router) => router.add("GET", "/openapi.json", Effect.succeed(HttpServerResponse.unsafeJson(openApiDocument))))
 
+/**
+ * `GET /docs`, the Swagger UI page. Its module holds the whole Swagger UI bundle as a string (3.8 MB,
+ * about 11 MiB of heap once the page is built), so it is loaded on the first visit, not by every
+ * controller at start-up; the page is then built once and served from then on.
+ */
+const DocsRouteLive = HttpLayerRouter.use((router) =>
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope
+    const page = yield* Effect.cached(
+      Effect.gen(function* () {
+        const swagger = yield* Effect.promise(() => import("@effect/platform/HttpApiSwagger"))
+        // A router of its own: the page's layer adds its route there, not to the running one.
+        const own = yield* HttpLayerRouter.make
+        yield* Layer.buildWithScope(
+          swagger.layerHttpLayerRouter({ api: ClusterApi, path: "/docs" }).pipe(Layer.provide(Layer.succeed(HttpLayerRouter.HttpRouter, own))),
+          scope
+        )
+        return own.asHttpEffect()
+      })
+    )
+    yield* router.add("GET", "/docs", Effect.flatten(page))
+  })
+)
+
 /** The HttpApi routes (models, cluster, health), `GET /v1/models/{id}`, `/openapi.json` and the `/docs` page. */
 const ApiRoutesLive = Layer.mergeAll(
   HttpLayerRouter.addHttpApi(ServedApi).pipe(Layer.provide([ModelsHandlersLive, ClusterHandlersLive, HealthHandlersLive])),
   ModelRouteLive,
   OpenApiRouteLive,
-  HttpApiSwagger.layerHttpLayerRouter({ api: ClusterApi, path: "/docs" })
+  DocsRouteLive
 )
 
 /**

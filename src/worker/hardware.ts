@@ -1,5 +1,6 @@
 import * as Os from "node:os"
-import { Command, FileSystem } from "@effect/platform"
+import * as Command from "@effect/platform/Command"
+import * as FileSystem from "@effect/platform/FileSystem"
 import type { CommandExecutor } from "@effect/platform/CommandExecutor"
 import { Context, Effect, Either, Layer, Option, Schema } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"

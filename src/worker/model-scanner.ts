@@ -1,5 +1,5 @@
 import * as NodePath from "node:path"
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Clock, Context, Effect, Layer, Option, Ref, type Stream, SubscriptionRef } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ModelSkills } from "../domain/worker.js"

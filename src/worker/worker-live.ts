@@ -1,5 +1,6 @@
 import * as Os from "node:os"
-import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Clock, Context, Effect, Layer, Queue, Ref, Schedule, Stream } from "effect"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { WorkerId } from "../domain/ids.js"

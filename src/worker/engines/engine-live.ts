@@ -1,4 +1,4 @@
-import type { HttpClient } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
 import type { CommandExecutor } from "@effect/platform/CommandExecutor"
 import { Effect, Layer } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"

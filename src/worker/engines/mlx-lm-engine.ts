@@ -1,6 +1,7 @@
 import * as Net from "node:net"
 import { isAbsolute, join } from "node:path"
-import { Command, HttpClient } from "@effect/platform"
+import * as Command from "@effect/platform/Command"
+import * as HttpClient from "@effect/platform/HttpClient"
 import type { CommandExecutor, Process } from "@effect/platform/CommandExecutor"
 import {
   Deferred,

@@ -1,4 +1,5 @@
-import { HttpClient, HttpClientRequest } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { Effect, Either, Layer, Option, Redacted, Schema, Stream } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
 import { formatIssue, guardedDecoder, parseJson } from "../../domain/decode.js"
