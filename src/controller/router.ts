@@ -163,7 +163,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
 
     /** Dispatches to `worker` and reads its ack: `undefined` when accepted, else how the attempt ends. */
     const dispatch = (worker: WorkerInfo, wire: InferenceRequest): Effect.Effect<AttemptOutcome | undefined> =>
-      nats.request(Subjects.inference(worker.workerId), InferenceRequest, wire, InferenceReply, { timeoutMs: c.dispatchTimeoutMs }).pipe(
+      nats.request(Subjects.inference(worker.workerId), InferenceRequest, wire, InferenceReply, { timeoutMs: c.dispatchTimeoutMs, plain: true }).pipe(
         Effect.map((reply): AttemptOutcome | undefined => {
           // Issue 14: what the worker says of its load corrects this controller's view of it.
           if (reply.accepted) {
@@ -420,9 +420,10 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     /**
      * Generates `request`, delivering its events to `sink` as they arrive; succeeds with the final
      * `done` event. Fails with a typed `InferenceError`; interrupting it (the client went away)
-     * cancels the worker's work.
+     * cancels the worker's work. A span per request, but no stack trace: `Effect.fn` captures one
+     * per call (an `Error`), which showed in the profile.
      */
-    const execute: (request: RouteRequest, sink: RelaySink) => Effect.Effect<DoneEvent, InferenceError> = Effect.fn("Router.execute")(
+    const execute: (request: RouteRequest, sink: RelaySink) => Effect.Effect<DoneEvent, InferenceError> = Effect.fnUntraced(
       function* (request: RouteRequest, sink: RelaySink) {
         yield* lifecycle.ensureAccepting
         const lagMs = maxLagMs > 0 ? monitor.sustainedLagMs() : 0
@@ -447,7 +448,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
         }
         yield* stats.begin
         return yield* attempts(ctx).pipe(Effect.onExit((exit) => finish(ctx, exit)))
-      }
+      },
+      Effect.withSpan("Router.execute", { captureStackTrace: false })
     )
 
     /** The same as a `Stream`, a chunk per bus message: for consumers built on streams (RPC). */

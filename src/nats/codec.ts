@@ -1,4 +1,4 @@
-import { Either, type ParseResult, Schema } from "effect"
+import { Either, type ParseResult, Schema, type SchemaAST } from "effect"
 import { firstIssue, formatIssue, guardedDecoder, parseJson } from "../domain/decode.js"
 
 /**
@@ -49,3 +49,45 @@ export const encoderFor = <A, I>(schema: Schema.Schema<A, I>): ((value: A) => Ei
   }
   return encode as (value: A) => Either.Either<Uint8Array, string>
 }
+
+/**
+ * Whether a schema's encoded form is its value as it is: no transformation, class or declaration
+ * anywhere in it (a refinement only checks). Suspended (recursive) schemas count as not plain.
+ */
+export const isPlainSchema = (ast: SchemaAST.AST): boolean => {
+  switch (ast._tag) {
+    case "Transformation":
+    case "Declaration":
+    case "Suspend":
+      return false
+    case "Refinement":
+      return isPlainSchema(ast.from)
+    case "TypeLiteral":
+      return ast.propertySignatures.every((p) => isPlainSchema(p.type)) && ast.indexSignatures.every((i) => isPlainSchema(i.type))
+    case "Union":
+      return ast.types.every(isPlainSchema)
+    case "TupleType":
+      return ast.elements.every((e) => isPlainSchema(e.type)) && ast.rest.every((r) => isPlainSchema(r.type))
+    default:
+      return true
+  }
+}
+
+/**
+ * `A` → JSON bytes with no Schema pass, for the request path's own messages (the dispatched
+ * `InferenceRequest`, the worker's ack): their Schema encode was the controller's biggest item of
+ * project code in the profile (4 % of its CPU at c=256) and only checked values the code had just
+ * built field by field. Safe only where the encoded form is the value itself (`isPlainSchema`,
+ * checked here once) and the value carries no fields beyond the schema's — the receiver still
+ * decodes it with the schema. test/nats/codec.test.ts pins it to the Schema encoder's output.
+ */
+export const plainEncoderFor = <A, I>(schema: Schema.Schema<A, I>): ((value: A) => Uint8Array) => {
+  if (!plainSchemas.has(schema)) {
+    if (!isPlainSchema(schema.ast)) throw new Error(`plainEncoderFor: ${String(schema.ast)} is not encoded as it is`)
+    plainSchemas.add(schema)
+  }
+  return encodePlain
+}
+
+const plainSchemas = new WeakSet<Schema.Schema.Any>()
+const encodePlain = (value: unknown): Uint8Array => textEncoder.encode(JSON.stringify(value))

@@ -21,7 +21,7 @@ import { readFileSync } from "node:fs"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ClusterConfig } from "../config/schema.js"
 import { inboxPrefixFor } from "./bus-permissions.js"
-import { decoderFor, encoderFor } from "./codec.js"
+import { decoderFor, encoderFor, plainEncoderFor } from "./codec.js"
 import { type NatsCredentialFields, type NatsCredentialsError, withEffectiveNatsAuth } from "./nats-credentials.js"
 import { safeUrl, serverUrls } from "./server-urls.js"
 import {
@@ -33,6 +33,7 @@ import {
   NatsTransport,
   type NatsTransportService,
   type RawMessage,
+  type RequestOptions,
   type SubscribeOptions
 } from "./nats-transport.js"
 
@@ -315,13 +316,15 @@ const make = (options: NatsConnectOptions) =>
       schema: Schema.Schema<A, I>,
       message: A,
       replySchema: Schema.Schema<B, BI>,
-      opts: { readonly timeoutMs: number }
+      opts: RequestOptions
     ) =>
       Effect.gen(function* () {
-        const bytes = yield* Either.match(encoderFor(schema)(message), {
-          onLeft: (reason) => Effect.die(new Error(`invalid request on ${subject}: ${reason}`)),
-          onRight: Effect.succeed
-        })
+        const bytes = opts.plain === true
+          ? plainEncoderFor(schema)(message)
+          : yield* Either.match(encoderFor(schema)(message), {
+            onLeft: (reason) => Effect.die(new Error(`invalid request on ${subject}: ${reason}`)),
+            onRight: Effect.succeed
+          })
         const limit = maxPayload()
         if (bytes.length > limit) return yield* new NatsPayloadTooLarge({ subject, bytes: bytes.length, maxPayload: limit })
         const reply = yield* requestBytes(subject, bytes, opts.timeoutMs)

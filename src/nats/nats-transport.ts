@@ -41,6 +41,11 @@ export interface SubscribeOptions {
 
 export interface RequestOptions {
   readonly timeoutMs: number
+  /**
+   * The message was built field by field for its schema, which is plain (`plainEncoderFor` in
+   * codec.ts): it is sent as JSON with no Schema pass (the request path's dispatch).
+   */
+  readonly plain?: boolean
 }
 
 /** A message as the hot path sees it: its bytes, not decoded (the caller decodes what it needs). */

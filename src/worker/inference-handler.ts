@@ -3,7 +3,7 @@ import type { RequestId, WorkerId } from "../domain/ids.js"
 import { CancelRequest, InferenceReply, InferenceRequest, type TokenError, type TokenMessage } from "../domain/inference.js"
 import { Subjects } from "../domain/subjects.js"
 import { encodeTokenMessage } from "../domain/token-wire.js"
-import { decoderFor, encoderFor } from "../nats/codec.js"
+import { decoderFor, plainEncoderFor } from "../nats/codec.js"
 import { NatsTransport, type RawMessage } from "../nats/nats-transport.js"
 import { type EmitTokens, type EmitToolCalls, type EngineError, type Finish, InferenceEngine } from "./engines/inference-engine.js"
 import { ModelScanner } from "./model-scanner.js"
@@ -80,7 +80,8 @@ const LISTED_MODELS = 20
 
 const decodeRequest = decoderFor(InferenceRequest)
 const decodeCancel = decoderFor(CancelRequest)
-const encodeReply = encoderFor(InferenceReply)
+// The ack goes out on every request: built field by field below, sent without a Schema pass.
+const encodeReply = plainEncoderFor(InferenceReply)
 
 /**
  * Subscribes to the inference and cancel subjects (in the caller's scope) and serves them. The
@@ -115,7 +116,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
 
     const reply = (to: string | undefined, answer: InferenceReply) => {
       if (to === undefined) return
-      Either.map(encodeReply(answer), (bytes) => nats.send(to, bytes))
+      nats.send(to, encodeReply(answer))
     }
     const refuse = (to: string | undefined, reason: "busy" | "model_not_found" | "invalid_request", message: string) =>
       reply(to, { accepted: false, reason, message })
@@ -225,7 +226,11 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           Effect.onExit(finalize(request, entry, entry.startedAt, () => index)),
           Effect.ignore
         )
-      }).pipe(Effect.withSpan("Worker.serve", { attributes: { requestId: request.requestId, model: request.model } }))
+      }).pipe(Effect.withSpan("Worker.serve", {
+          attributes: { requestId: request.requestId, model: request.model },
+          // A span per request costs little; the stack trace it would capture (an Error per call) does not.
+          captureStackTrace: false
+        }))
 
     const onRequest = (message: RawMessage) => {
       const replyTo = message.reply === undefined || message.reply === "" ? undefined : message.reply

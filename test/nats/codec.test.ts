@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest"
-import { Either, Schema } from "effect"
-import { decoderFor, encoderFor } from "../../src/nats/codec.js"
+import { Arbitrary, Either, FastCheck as fc, Schema } from "effect"
+import { InferenceReply, InferenceRequest } from "../../src/domain/inference.js"
+import { decoderFor, encoderFor, isPlainSchema, plainEncoderFor } from "../../src/nats/codec.js"
 
 const Ping = Schema.Struct({ n: Schema.Number, tags: Schema.optional(Schema.Array(Schema.String)) })
 const bytes = (text: string) => new TextEncoder().encode(text)
@@ -30,5 +31,34 @@ describe("NATS codec", () => {
 
   it("refuses to encode a value that breaks its own schema", () => {
     expect(Either.isLeft(encoderFor(Ping)({ n: "x" } as unknown as { n: number }))).toBe(true)
+  })
+
+  describe("plain encoder (the request path's messages, no Schema pass)", () => {
+    const text = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes)) as unknown
+    for (const [name, schema] of [["InferenceRequest", InferenceRequest], ["InferenceReply", InferenceReply]] as const) {
+      it(`sends what the Schema encoder sends, for any valid ${name}`, () => {
+        const plain = plainEncoderFor<unknown, unknown>(schema)
+        const full = encoderFor<unknown, unknown>(schema)
+        fc.assert(
+          fc.property(Arbitrary.make<unknown, unknown>(schema), (value) => {
+            const byFull = full(value)
+            expect(Either.isRight(byFull)).toBe(true)
+            if (Either.isRight(byFull)) expect(text(plain(value))).toEqual(text(byFull.right))
+            // …and what the receiver decodes is the value sent.
+            expect(decoderFor<unknown, unknown>(schema)(plain(value))).toEqual(decoderFor<unknown, unknown>(schema)(Either.getOrThrow(byFull)))
+          }),
+          { numRuns: 300 }
+        )
+      })
+    }
+
+    it("refuses a schema whose encoded form is not the value itself", () => {
+      const WithDate = Schema.Struct({ at: Schema.Date })
+      expect(isPlainSchema(WithDate.ast)).toBe(false)
+      expect(isPlainSchema(Schema.Struct({ n: Schema.optional(Schema.Array(Schema.Union(Schema.Literal("a"), Schema.Int))) }).ast)).toBe(true)
+      expect(isPlainSchema(Schema.Tuple(Schema.String, Schema.NumberFromString).ast)).toBe(false)
+      expect(() => plainEncoderFor(WithDate)).toThrow(/not encoded as it is/)
+      expect(plainEncoderFor(Ping)({ n: 2, tags: ["x"] })).toEqual(bytes('{"n":2,"tags":["x"]}'))
+    })
   })
 })
