@@ -217,7 +217,8 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
         leftover.once("exit", () => resume(Effect.void))
       })
       yield* engineInScope(options({ pidDir }))
-      yield* exited.pipe(Effect.timeout("10 seconds") // a bound, not a measure: python starts slowly on a loaded machine)
+      // A bound, not a measure: python starts slowly on a loaded machine.
+      yield* exited.pipe(Effect.timeout("10 seconds"))
       expect(leftover.signalCode).toBe("SIGTERM")
       expect(Fs.readdirSync(pidDir)).toEqual([])
     })
