@@ -5,6 +5,7 @@ import { RequestId, WorkerId } from "../../src/domain/ids.js"
 import { CancelRequest, InferenceReply, InferenceRequest, TokenMessage } from "../../src/domain/inference.js"
 import { Subjects } from "../../src/domain/subjects.js"
 import { ControllerAnnounce, WorkerDeregistration, WorkerHeartbeat, WorkerInfo, WorkerRegistration } from "../../src/domain/worker.js"
+import { hasProtoKey, wireValuesOf } from "../support/wire-values.js"
 
 /** What goes over NATS: the encoded value as JSON text. */
 const toWire = <A, I>(schema: Schema.Schema<A, I>, value: A): string => JSON.stringify(Schema.encodeSync(schema)(value))
@@ -219,27 +220,10 @@ const noProtoKeys = <T extends { readonly skills: { readonly modelPaths: object;
     (x) => !Object.hasOwn(x.skills.modelPaths, "__proto__") && !Object.hasOwn(x.skills.modelSizes, "__proto__")
   )
 
-/**
- * No `__proto__` key anywhere: in an object literal it sets the prototype instead of a member, so
- * such values are not what JSON.parse would give (records and open structs, issue 12).
- */
-const hasProtoKey = (u: unknown): boolean =>
-  typeof u === "object" && u !== null && (Object.hasOwn(u, "__proto__") || Object.values(u).some(hasProtoKey))
-
-/**
- * Effect's Arbitrary for an open struct (named members plus `[key: string]: unknown`, issue 12)
- * can give the index signature a named member's key with a value of another type (`name: {}` in
- * a chat message): such a value is not of the schema's type at all. Keep the values that are.
- */
-const validOf = <A, I>(schema: Schema.Schema<A, I>) => {
-  const is = Schema.is(schema)
-  return (x: unknown): boolean => !hasProtoKey(x) && is(x)
-}
-
 const same = <A, I>(schema: Schema.Schema<A, I>) => ({
   schema: schema as Schema.Schema<unknown, unknown>,
-  memory: (Arbitrary.make(schema) as fc.Arbitrary<unknown>).filter(validOf(schema)),
-  json: (Arbitrary.make(schema) as fc.Arbitrary<unknown>).filter(validOf(schema))
+  memory: wireValuesOf(schema) as fc.Arbitrary<unknown>,
+  json: wireValuesOf(schema) as fc.Arbitrary<unknown>
 })
 
 /** `memory`: values for decode(encode(x)); `json`: values for the JSON wire round trip. */

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest"
-import { Arbitrary, Either, FastCheck as fc, Schema } from "effect"
+import { Either, FastCheck as fc, Schema } from "effect"
 import { InferenceReply, InferenceRequest } from "../../src/domain/inference.js"
 import { decoderFor, encoderFor, isPlainSchema, plainEncoderFor } from "../../src/nats/codec.js"
+import { wireValuesOf } from "../support/wire-values.js"
 
 const Ping = Schema.Struct({ n: Schema.Number, tags: Schema.optional(Schema.Array(Schema.String)) })
 const bytes = (text: string) => new TextEncoder().encode(text)
@@ -41,7 +42,7 @@ describe("NATS codec", () => {
       const full = encoderFor(schema)
       const decode = decoderFor(schema)
       fc.assert(
-        fc.property(Arbitrary.make(schema), (value) => {
+        fc.property(wireValuesOf(schema), (value) => {
           const byFull = Either.getOrThrow(full(value))
           expect(text(plain(value))).toEqual(text(byFull))
           expect(decode(plain(value))).toEqual(decode(byFull))
