@@ -420,8 +420,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     /**
      * Generates `request`, delivering its events to `sink` as they arrive; succeeds with the final
      * `done` event. Fails with a typed `InferenceError`; interrupting it (the client went away)
-     * cancels the worker's work. A span per request, but no stack trace: `Effect.fn` captures one
-     * per call (an `Error`), which showed in the profile.
+     * cancels the worker's work. No span per request (`Effect.fn` also captured a stack trace per
+     * call): no tracer reads them, and the span and its FiberRef update showed in the profile.
      */
     const execute: (request: RouteRequest, sink: RelaySink) => Effect.Effect<DoneEvent, InferenceError> = Effect.fnUntraced(
       function* (request: RouteRequest, sink: RelaySink) {
@@ -448,8 +448,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
         }
         yield* stats.begin
         return yield* attempts(ctx).pipe(Effect.onExit((exit) => finish(ctx, exit)))
-      },
-      Effect.withSpan("Router.execute", { captureStackTrace: false })
+      }
     )
 
     /** The same as a `Stream`, a chunk per bus message: for consumers built on streams (RPC). */

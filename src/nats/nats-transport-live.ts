@@ -24,6 +24,7 @@ import { inboxPrefixFor } from "./bus-permissions.js"
 import { decoderFor, encoderFor, plainEncoderFor } from "./codec.js"
 import { type NatsCredentialFields, type NatsCredentialsError, withEffectiveNatsAuth } from "./nats-credentials.js"
 import { safeUrl, serverUrls } from "./server-urls.js"
+import { makeUnsubscribeBatch } from "./unsubscribe-batch.js"
 import {
   type Incoming,
   NatsNoResponders,
@@ -56,6 +57,8 @@ export interface NatsConnectOptions extends NatsCredentialFields {
 }
 
 const DEFAULT_BUFFER = 16_384
+/** How long a closed listener's UNSUB may wait for the next SUB to ride with (unsubscribe-batch.ts). */
+const UNSUBSCRIBE_BATCH_MS = 50
 
 export const toConnectionOptions = (o: NatsConnectOptions): ConnectionOptions => {
   const wait = o.reconnectWaitMs ?? 250
@@ -343,10 +346,15 @@ const make = (options: NatsConnectOptions) =>
       }
     }
 
+    const unsubscribes = makeUnsubscribeBatch(UNSUBSCRIBE_BATCH_MS)
     const listen = (subject: string, onMessage: (message: RawMessage) => void, opts: { readonly queue?: string } = {}) => {
+      // The UNSUBs of listeners closed since the last SUB go out in this SUB's write.
+      unsubscribes.flush()
+      let closed = false
       const sub = nc.subscribe(subject, {
         ...(opts.queue === undefined ? {} : { queue: opts.queue }),
         callback: (err, msg) => {
+          if (closed) return
           // Nothing may escape into nats' read loop: an exception there stops it reading for good.
           try {
             if (err !== null) run(Effect.logWarning(`NATS subscription ${subject}: ${err.message}`))
@@ -356,7 +364,13 @@ const make = (options: NatsConnectOptions) =>
           }
         }
       })
-      return { close: () => sub.unsubscribe() }
+      return {
+        close: () => {
+          if (closed) return
+          closed = true
+          unsubscribes.add(sub)
+        }
+      }
     }
 
     const service: NatsTransportService = {

@@ -186,7 +186,10 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           if (message?.type === "error" && entry.stop !== "orphaned") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
         }).pipe(Effect.annotateLogs({ requestId: request.requestId }))
 
-    /** The request's fiber: the checks that need services, the ack, then the generation. */
+    /**
+     * The request's fiber: the checks that need services, the ack, then the generation. No span per
+     * request: no tracer reads them, and a span with its stack trace showed in the worker's profile.
+     */
     const serve = (request: InferenceRequest, replyTo: string | undefined, entry: Running) =>
       Effect.gen(function* () {
         if (draining) return refuseBusy(replyTo, request, `worker ${workerId} is shutting down`)
@@ -226,11 +229,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
           Effect.onExit(finalize(request, entry, entry.startedAt, () => index)),
           Effect.ignore
         )
-      }).pipe(Effect.withSpan("Worker.serve", {
-          attributes: { requestId: request.requestId, model: request.model },
-          // A span per request costs little; the stack trace it would capture (an Error per call) does not.
-          captureStackTrace: false
-        }))
+      })
 
     const onRequest = (message: RawMessage) => {
       const replyTo = message.reply === undefined || message.reply === "" ? undefined : message.reply

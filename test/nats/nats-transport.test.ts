@@ -83,6 +83,32 @@ describe("NatsTransport (real nats-server)", () => {
     )
   )
 
+  it.scopedLive("a closed listener hears nothing more; its UNSUB goes out with the next SUB (one write, not two)", () =>
+    withNats(
+      Effect.gen(function* () {
+        const nats = yield* NatsTransport
+        const subject = unique("test.listen")
+        const heard: Array<string> = []
+        const listener = nats.listen(subject, (m) => void heard.push(new TextDecoder().decode(m.data)))
+        yield* nats.flush
+        nats.send(subject, new TextEncoder().encode("one"))
+        yield* eventually(Effect.sync(() => expect(heard).toEqual(["one"])))
+        listener.close()
+        // Still subscribed on the server (the UNSUB waits), but nothing reaches the closed listener.
+        nats.send(subject, new TextEncoder().encode("two"))
+        yield* nats.flush
+        const pending = yield* Effect.either(nats.request(subject, Ping, { n: 1 }, Pong, { timeoutMs: 200 }))
+        expect(Either.getLeft(pending).pipe(Option.getOrThrow)).toBeInstanceOf(NatsRequestTimeout)
+        expect(heard).toEqual(["one"])
+        // The next SUB carries the UNSUB: the server then knows nobody listens on the subject.
+        nats.listen(unique("test.listen-next"), () => {}).close()
+        yield* nats.flush
+        const gone = yield* Effect.either(nats.request(subject, Ping, { n: 1 }, Pong, { timeoutMs: 5_000 }))
+        expect(Either.getLeft(gone).pipe(Option.getOrThrow)).toBeInstanceOf(NatsNoResponders)
+      })
+    )
+  )
+
   it.scopedLive("a request nobody listens to fails at once with NatsNoResponders", () =>
     withNats(
       Effect.gen(function* () {
