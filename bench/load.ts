@@ -222,10 +222,12 @@ export const closedLoop = async (options: ClosedLoopOptions): Promise<LoadStats>
   const start = performance.now()
   const windowStart = start + options.warmupMs
   const windowEnd = windowStart + options.durationMs
-  const windowTimers = [
-    setTimeout(options.onWindowStart, options.warmupMs),
-    setTimeout(options.onWindowEnd, options.warmupMs + options.durationMs)
-  ]
+  let windowClosed = false
+  const closeWindow = () => {
+    windowClosed = true
+    options.onWindowEnd()
+  }
+  const windowTimers = [setTimeout(options.onWindowStart, options.warmupMs), setTimeout(closeWindow, options.warmupMs + options.durationMs)]
   const client = async () => {
     while (performance.now() < windowEnd && !options.aborted()) {
       sent++
@@ -241,6 +243,9 @@ export const closedLoop = async (options: ClosedLoopOptions): Promise<LoadStats>
     for (const timer of windowTimers) clearTimeout(timer)
     agent.destroy()
   }
+  // The clients stop at the window's end, which can come before its timer fires (one client ends
+  // its last request just past it): close the window here then, or the profile's window has no end.
+  if (!windowClosed && !options.aborted()) closeWindow()
   return summarise(samples, windowStart, windowEnd, sent)
 }
 
