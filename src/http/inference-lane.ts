@@ -176,6 +176,11 @@ export const makeInferenceLane = Effect.gen(function* () {
             res.writeHead(200, SSE_HEADERS)
             out = headFor(format, event) + out
           }
+          // The last event: its chunks and the response's end in one socket write, not two.
+          if (event.type === "done") {
+            res.end(out)
+            return true
+          }
           res.write(out)
           return res.writableLength <= api.maxBufferedBytes
         }
@@ -190,9 +195,9 @@ export const makeInferenceLane = Effect.gen(function* () {
         settle(res, exit, false, (done) => writeJson(res, 200, shape.whole(answer, id, done, logprobsAsked), migrationsHeader(done)))
       )
     }
-    // The client went away before the answer was complete: stop the work.
+    // The client went away before the answer was complete (ended: the worker is done already): stop the work.
     res.on("close", () => {
-      if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
+      if (!res.writableEnded) fiber.unsafeInterruptAsFork(FiberId.none)
     })
   }
 
