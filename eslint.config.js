@@ -17,10 +17,10 @@ export default tseslint.config(
     }
   },
   {
-    // A package's index loads every module of it: @effect/platform's alone holds the Swagger UI and
-    // Scalar bundles as strings (≈20 MiB of heap), its Node package undici. The processes import
-    // the modules they use (`@effect/platform/HttpServerResponse`), which keeps ≈50 MiB out of
-    // every controller and worker.
+    // A package's index loads every module of it: @effect/platform's holds the Swagger UI and Scalar
+    // bundles as strings (≈20 MiB of heap), @effect/platform-node's loads undici. The processes
+    // import the modules they use (`@effect/platform/HttpServerResponse`), which keeps ≈50 MiB of
+    // RSS out of every controller and worker.
     files: ["src/**/*.ts"],
     rules: {
       "no-restricted-imports": [

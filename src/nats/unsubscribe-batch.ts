@@ -1,7 +1,7 @@
 /**
  * Unsubscribes later, in batches (issue 10). Every streamed request ends its `response.{id}`
  * subscription, and an UNSUB of its own was one more socket write — and one more wake-up of
- * nats-server — per request: a third of the controller's NATS writes at concurrency 1. The
+ * nats-server — per request: half of the controller's NATS writes at concurrency 1. The
  * subscriptions handed here have stopped delivering already (the transport's callback drops their
  * messages); their UNSUBs go out with the next SUB (`flush` just before subscribing: nats.js sends
  * both in one write) or after `delayMs` when no SUB comes.
