@@ -3,14 +3,14 @@ import { isJsonObject, type JsonObject } from "./json.js"
 import { FinishReason, type TokenLogprob, type TokenMessage, type ToolCallDelta, type TopLogprob } from "./inference.js"
 
 /**
- * The codec of `response.{requestId}` on the hot path. Every relayed token batch crosses here, so
+ * The decoder of `response.{requestId}` on the hot path. Every relayed token batch crosses here, so
  * it is `JSON.parse` plus a hand-written check of exactly what the `TokenMessage` Schema requires
  * (a Schema decode costs about twice as much per message). test/domain/token-wire.test.ts holds
- * the two equal: whatever one accepts the other accepts, with the same fields.
+ * the two equal: whatever one accepts the other accepts, with the same fields. Workers encode
+ * with `plainEncoderFor(TokenMessage)` (src/nats/codec.ts).
  */
 
 const textDecoder = new TextDecoder()
-const textEncoder = new TextEncoder()
 
 const FINISH_REASONS: ReadonlySet<unknown> = new Set(FinishReason.literals)
 
@@ -170,6 +170,3 @@ export const decodeTokenMessage = (bytes: Uint8Array): TokenMessage | string => 
   }
   return isJsonObject(json) ? checked(json) : "expected a JSON object"
 }
-
-/** A token message as JSON bytes (its encoded form is its type: plain JSON, no transformations). */
-export const encodeTokenMessage = (message: TokenMessage): Uint8Array => textEncoder.encode(JSON.stringify(message))

@@ -1,8 +1,7 @@
 import { Cause, Clock, Effect, Either, Exit, Fiber, FiberId, Option, Runtime, Schedule } from "effect"
 import type { RequestId, WorkerId } from "../domain/ids.js"
-import { CancelRequest, InferenceReply, InferenceRequest, type TokenError, type TokenMessage } from "../domain/inference.js"
+import { CancelRequest, InferenceReply, InferenceRequest, type TokenError, TokenMessage } from "../domain/inference.js"
 import { Subjects } from "../domain/subjects.js"
-import { encodeTokenMessage } from "../domain/token-wire.js"
 import { decoderFor, plainEncoderFor } from "../nats/codec.js"
 import { NatsTransport, type RawMessage } from "../nats/nats-transport.js"
 import { type EmitTokens, type EmitToolCalls, type EngineError, type Finish, InferenceEngine } from "./engines/inference-engine.js"
@@ -80,8 +79,10 @@ const LISTED_MODELS = 20
 
 const decodeRequest = decoderFor(InferenceRequest)
 const decodeCancel = decoderFor(CancelRequest)
-// The ack goes out on every request: built field by field below, sent without a Schema pass.
+// The ack and the token messages go out on every request: built field by field below, sent
+// without a Schema pass (the controller decodes tokens with the hand codec of token-wire.ts).
 const encodeReply = plainEncoderFor(InferenceReply)
+const encodeTokenMessage = plainEncoderFor(TokenMessage)
 
 /**
  * Subscribes to the inference and cancel subjects (in the caller's scope) and serves them. The

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest"
 import { Either, FastCheck as fc, Schema } from "effect"
-import { InferenceReply, InferenceRequest } from "../../src/domain/inference.js"
+import { InferenceReply, InferenceRequest, TokenMessage } from "../../src/domain/inference.js"
 import { decoderFor, encoderFor, isPlainSchema, plainEncoderFor } from "../../src/nats/codec.js"
 import { wireValuesOf } from "../support/wire-values.js"
 
@@ -52,6 +52,7 @@ describe("NATS codec", () => {
     }
     it("sends what the Schema encoder sends, for any valid InferenceRequest", () => agreesWithSchema(InferenceRequest))
     it("sends what the Schema encoder sends, for any valid InferenceReply", () => agreesWithSchema(InferenceReply))
+    it("sends what the Schema encoder sends, for any valid TokenMessage", () => agreesWithSchema(TokenMessage))
 
     it("refuses a schema whose encoded form is not the value itself", () => {
       const WithDate = Schema.Struct({ at: Schema.Date })
