@@ -144,6 +144,7 @@ const bytesOf = (entry: JsonObject): { readonly bytes?: ReadonlyArray<number> | 
       ? { bytes: entry["bytes"] as ReadonlyArray<number> }
       : {}
 
+/** An entry with a token and a numeric logprob (the rest read leniently): as a `TopLogprob`, else none. */
 const topEntry = (u: unknown): Array<TopLogprob> =>
   isJsonObject(u) && typeof u["token"] === "string" && typeof u["logprob"] === "number"
     ? [{ token: u["token"], logprob: u["logprob"], ...bytesOf(u) }]
@@ -157,17 +158,12 @@ const topEntry = (u: unknown): Array<TopLogprob> =>
 export const logprobsOf = (u: unknown): ReadonlyArray<TokenLogprob> => {
   if (!isJsonObject(u)) return []
   if (Array.isArray(u["content"])) {
+    // A chat entry is a top-logprob entry plus its own alternatives.
     return u["content"].flatMap((entry): Array<TokenLogprob> =>
-      isJsonObject(entry) && typeof entry["token"] === "string" && typeof entry["logprob"] === "number"
-        ? [
-            {
-              token: entry["token"],
-              logprob: entry["logprob"],
-              ...bytesOf(entry),
-              top_logprobs: Array.isArray(entry["top_logprobs"]) ? entry["top_logprobs"].flatMap(topEntry) : []
-            }
-          ]
-        : []
+      topEntry(entry).map((head) => {
+        const tops = (entry as JsonObject)["top_logprobs"]
+        return { ...head, top_logprobs: Array.isArray(tops) ? tops.flatMap(topEntry) : [] }
+      })
     )
   }
   const tokens = u["tokens"]
