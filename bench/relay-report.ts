@@ -32,14 +32,19 @@ export interface RunStats extends LoadStats {
 export interface LevelResult {
   readonly concurrency: number
   readonly floor: RunStats
+  /** The bare relay (bare-relay.ts): the same hops as the controller's, in plain JavaScript. */
+  readonly bare: RunStats
   readonly controller: RunStats
 }
 
 export interface Sanity {
   readonly floorBytes: number
+  readonly bareBytes: number
   readonly controllerBytes: number
   readonly floorTokens: number
+  readonly bareTokens: number
   readonly controllerTokens: number
+  /** The floor's, the bare relay's and the controller's token text are the same. */
   readonly sameTokenText: boolean
 }
 
@@ -74,6 +79,7 @@ export interface BenchResults {
   readonly sanity: Sanity
   readonly levels: ReadonlyArray<LevelResult>
   readonly addedTtftAtConcurrency1: { readonly p50Ms: number; readonly p99Ms: number } | undefined
+  readonly bareAddedTtftAtConcurrency1: { readonly p50Ms: number; readonly p99Ms: number } | undefined
   /** GET /health on both servers: what the HTTP stack alone costs. */
   readonly httpBaseline: HttpBaseline
   readonly stress: StressResult | undefined
@@ -113,7 +119,8 @@ const header = (r: BenchResults): Array<string> => {
         .join(", ") +
       ".",
     `Sanity: one request each: floor ${r.sanity.floorTokens} tokens / ${r.sanity.floorBytes} bytes, ` +
-      `controller ${r.sanity.controllerTokens} tokens / ${r.sanity.controllerBytes} bytes, same token text: ${r.sanity.sameTokenText ? "yes" : "NO"}.`,
+      `bare relay ${r.sanity.bareTokens} tokens / ${r.sanity.bareBytes} bytes, controller ${r.sanity.controllerTokens} tokens / ${r.sanity.controllerBytes} bytes, ` +
+      `same token text: ${r.sanity.sameTokenText ? "yes" : "NO"}.`,
     ""
   ]
 }
@@ -126,18 +133,26 @@ const levelTable = (r: BenchResults): Array<string> => {
   for (const l of r.levels) {
     const row = (name: string, s: RunStats) =>
       `| ${l.concurrency} | ${name} | ${f(s.reqPerSecond, 0)} | ${f(s.ttftP50Ms, 2)} | ${f(s.ttftP99Ms, 2)} | ${f(s.tokensPerSecond, 0)} | ${f(s.cpuPercent, 0)} | ${f(s.cpuMsPerRequest, 2)} | ${f(s.peakRssMiB, 0)} | ${s.errors} |`
-    const a = l.controller
-    const b = l.floor
+    const ratioRow = (name: string, a: RunStats, b: RunStats) =>
+      `| ${l.concurrency} | ${name} | ${ratio(a.reqPerSecond, b.reqPerSecond)} | ${ratio(a.ttftP50Ms, b.ttftP50Ms)} | ${ratio(a.ttftP99Ms, b.ttftP99Ms)} | ${ratio(a.tokensPerSecond, b.tokensPerSecond)} | ${ratio(a.cpuPercent, b.cpuPercent)} | ${ratio(a.cpuMsPerRequest, b.cpuMsPerRequest)} | ${ratio(a.peakRssMiB, b.peakRssMiB)} | ${b.errors === 0 ? (a.errors === 0 ? "—" : `+${a.errors}`) : ratio(a.errors, b.errors)} |`
     out.push(
-      row("floor", b),
-      row("controller", a),
-      `| ${l.concurrency} | ratio ctrl/floor | ${ratio(a.reqPerSecond, b.reqPerSecond)} | ${ratio(a.ttftP50Ms, b.ttftP50Ms)} | ${ratio(a.ttftP99Ms, b.ttftP99Ms)} | ${ratio(a.tokensPerSecond, b.tokensPerSecond)} | ${ratio(a.cpuPercent, b.cpuPercent)} | ${ratio(a.cpuMsPerRequest, b.cpuMsPerRequest)} | ${ratio(a.peakRssMiB, b.peakRssMiB)} | ${b.errors === 0 ? (a.errors === 0 ? "—" : `+${a.errors}`) : ratio(a.errors, b.errors)} |`
+      row("floor", l.floor),
+      row("bare relay", l.bare),
+      row("controller", l.controller),
+      ratioRow("ratio ctrl/floor", l.controller, l.floor),
+      ratioRow("ratio ctrl/bare", l.controller, l.bare)
     )
   }
   out.push("")
-  if (r.addedTtftAtConcurrency1 !== undefined) {
-    const added = r.addedTtftAtConcurrency1
-    out.push(`Added TTFT at concurrency 1 (controller − floor): p50 ${f(added.p50Ms, 3)} ms, p99 ${f(added.p99Ms, 3)} ms.`, "")
+  const added = r.addedTtftAtConcurrency1
+  const bare = r.bareAddedTtftAtConcurrency1
+  if (added !== undefined && bare !== undefined) {
+    out.push(
+      `Added TTFT at concurrency 1: controller − floor p50 ${f(added.p50Ms, 3)} ms, p99 ${f(added.p99Ms, 3)} ms; ` +
+        `bare relay − floor p50 ${f(bare.p50Ms, 3)} ms, p99 ${f(bare.p99Ms, 3)} ms (the hops alone); ` +
+        `controller − bare relay p50 ${f(added.p50Ms - bare.p50Ms, 3)} ms, p99 ${f(added.p99Ms - bare.p99Ms, 3)} ms (the controller's and workers' own code).`,
+      ""
+    )
   }
   return out
 }
@@ -146,8 +161,8 @@ const cpuTable = (r: BenchResults): Array<string> => {
   const out = [
     `CPU of every process while the controller was measured (% of one core; the machine has ${r.machine.cpus * 100} %):`,
     "",
-    "| concurrency | controller | workers (sum) | workers CPU ms/req | nats-server | load generator | cluster CPU ms/req | other processes | floor run: floor | floor run: load gen | floor run: other processes |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| concurrency | controller | workers (sum) | workers CPU ms/req | nats-server | load generator | cluster CPU ms/req | other processes | floor run: floor | floor run: load gen | floor run: other processes | bare run: front CPU ms/req | bare run: workers CPU ms/req | bare run: all CPU ms/req |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   ]
   for (const l of r.levels) {
     const c = l.controller
@@ -155,7 +170,8 @@ const cpuTable = (r: BenchResults): Array<string> => {
       .filter(([name]) => name.startsWith("worker"))
       .reduce((n, [, cost]) => n + cost.cpuPercent, 0)
     out.push(
-      `| ${l.concurrency} | ${f(c.cpuPercent, 0)} | ${f(workers, 0)} | ${f(c.workersCpuMsPerRequest, 2)} | ${f(c.processes["nats"]?.cpuPercent ?? Number.NaN, 0)} | ${f(c.loadGeneratorCpuPercent, 0)} | ${f(c.servingCpuMsPerRequest, 2)} | ${f(c.otherCpuPercent, 0)} | ${f(l.floor.cpuPercent, 0)} | ${f(l.floor.loadGeneratorCpuPercent, 0)} | ${f(l.floor.otherCpuPercent, 0)} |`
+      `| ${l.concurrency} | ${f(c.cpuPercent, 0)} | ${f(workers, 0)} | ${f(c.workersCpuMsPerRequest, 2)} | ${f(c.processes["nats"]?.cpuPercent ?? Number.NaN, 0)} | ${f(c.loadGeneratorCpuPercent, 0)} | ${f(c.servingCpuMsPerRequest, 2)} | ${f(c.otherCpuPercent, 0)} | ${f(l.floor.cpuPercent, 0)} | ${f(l.floor.loadGeneratorCpuPercent, 0)} | ${f(l.floor.otherCpuPercent, 0)} | ` +
+        `${f(l.bare.cpuMsPerRequest, 2)} | ${f(l.bare.workersCpuMsPerRequest, 2)} | ${f(l.bare.servingCpuMsPerRequest, 2)} |`
     )
   }
   out.push(

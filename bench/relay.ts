@@ -3,11 +3,13 @@
  * bare node:http server sending the same SSE bytes without NATS (floor-server.ts).
  *
  * One run starts, on free ports, a cluster (nats-server, N synthetic workers at full speed and a
- * controller, each the real CLI) and the floor; measures them idle; checks that one request to each
- * gives the same tokens; then for each concurrency level runs closed-loop streaming load against the
- * floor and then the controller, measuring requests/s, time to first token, tokens/s, errors and
- * every process's CPU and peak RSS (process-cost.ts); then GET /health on both (the HTTP stack
- * alone), then `--stress` streams at once against the controller. It prints a markdown table and
+ * controller, each the real CLI), the floor, and the *bare relay* (bare-relay.ts: the controller's
+ * job in plain JavaScript over the same nats-server, with N bare workers); measures them idle;
+ * checks that one request to each gives the same tokens; then for each concurrency level runs
+ * closed-loop streaming load against the floor, the bare relay and the controller, measuring
+ * requests/s, time to first token, tokens/s, errors and every process's CPU and peak RSS
+ * (process-cost.ts); then GET /health on the floor and the controller (the HTTP stack alone), then
+ * `--stress` streams at once against the controller. It prints a markdown table and
  * the targets (targets.ts), saves everything as JSON under bench/results/, and stops every child.
  * `--profile` adds a CPU profile of the controller (profile.ts). Exits non-zero only when the
  * harness itself fails, not on a missed target.
@@ -34,9 +36,12 @@ interface Setup {
   readonly options: RelayOptions
   readonly cluster: Cluster
   readonly floor: Child
+  /** The bare relay's front and workers. */
+  readonly bare: ReadonlyArray<Child>
   readonly floorTarget: Target
+  readonly bareTarget: Target
   readonly controllerTarget: Target
-  /** Every process measured, by name: floor, controller, worker-N, nats. */
+  /** Every process measured, by name: floor, bare, bare-worker-N, controller, worker-N, nats. */
   readonly pids: ReadonlyMap<string, number>
   readonly body: Buffer
   readonly timeoutMs: number
@@ -73,17 +78,26 @@ const start = async (run: BenchRun, options: RelayOptions): Promise<Setup> => {
   })
   const floorPort = await freePort()
   const floor = spawnNode(run, "floor", "bench/floor-server.ts", ["--port", String(floorPort)])
-  await floor.waitFor(/floor listening/, 20_000)
-  log(`ready: controller on :${cluster.port}, floor on :${floorPort}`)
+  const barePort = await freePort()
+  const bareWorkers = Array.from({ length: options.workers }, (_, k) =>
+    spawnNode(run, `bare-worker-${k + 1}`, "bench/bare-relay.ts", ["--role", "worker", "--nats-url", cluster.natsUrl, "--index", String(k + 1)])
+  )
+  for (const w of bareWorkers) await w.waitFor(/bare worker \d+ ready/, 20_000)
+  const bareFront = spawnNode(run, "bare", "bench/bare-relay.ts", ["--role", "front", "--nats-url", cluster.natsUrl, "--workers", String(options.workers), "--port", String(barePort)])
+  await Promise.all([floor.waitFor(/floor listening/, 20_000), bareFront.waitFor(/bare relay listening/, 20_000)])
+  log(`ready: controller on :${cluster.port}, floor on :${floorPort}, bare relay on :${barePort}`)
   const clusterProcesses = [cluster.controller, ...cluster.workers, cluster.nats]
+  const bare = [bareFront, ...bareWorkers]
   return {
     run,
     options,
     cluster,
     floor,
+    bare,
     floorTarget: { name: "floor", host: "127.0.0.1", port: floorPort },
+    bareTarget: { name: "bare", host: "127.0.0.1", port: barePort },
     controllerTarget: { name: "controller", host: "127.0.0.1", port: cluster.port },
-    pids: new Map([floor, ...clusterProcesses].map((c) => [c.name, c.pid])),
+    pids: new Map([floor, ...bare, ...clusterProcesses].map((c) => [c.name, c.pid])),
     body: chatBody(MODEL, options.tokens),
     timeoutMs: options.timeoutSeconds * 1000,
     profiling,
@@ -113,17 +127,22 @@ const checkSanity = async (s: Setup): Promise<Sanity> => {
   const agent = new Agent({ keepAlive: false })
   const one = (target: Target) => streamOnce({ agent, target, body: s.body, timeoutMs: s.timeoutMs, keepText: true })
   const floor = await one(s.floorTarget)
+  const bare = await one(s.bareTarget)
   const controller = await one(s.controllerTarget)
   agent.destroy()
   if (floor.error !== undefined) throw new Error(`the floor failed a single request: ${floor.error}`)
+  if (bare.error !== undefined) throw new Error(`the bare relay failed a single request: ${bare.error}`)
   if (controller.error !== undefined) throw new Error(`the controller failed a single request: ${controller.error}`)
-  log(`sanity: floor ${floor.tokens} tokens/${floor.bytes} B, controller ${controller.tokens} tokens/${controller.bytes} B`)
+  log(`sanity: floor ${floor.tokens} tokens/${floor.bytes} B, bare relay ${bare.tokens} tokens/${bare.bytes} B, controller ${controller.tokens} tokens/${controller.bytes} B`)
+  const text = contentOf(floor.text ?? "")
   return {
     floorBytes: floor.bytes,
+    bareBytes: bare.bytes,
     controllerBytes: controller.bytes,
     floorTokens: floor.tokens,
+    bareTokens: bare.tokens,
     controllerTokens: controller.tokens,
-    sameTokenText: contentOf(floor.text ?? "") === contentOf(controller.text ?? "")
+    sameTokenText: text === contentOf(controller.text ?? "") && text === contentOf(bare.text ?? "")
   }
 }
 
@@ -151,9 +170,10 @@ const measure = async (s: Setup, target: Target, concurrency: number): Promise<{
     aborted: () => s.run.interrupted
   })
   if (s.run.interrupted) throw new Error("interrupted")
-  assertRunning([s.floor, s.cluster.controller, ...s.cluster.workers, s.cluster.nats], `the c=${concurrency} run`)
+  assertRunning([s.floor, ...s.bare, s.cluster.controller, ...s.cluster.workers, s.cluster.nats], `the c=${concurrency} run`)
   const cost = await (stopped ?? meter.stop())
-  const serving = target === s.floorTarget ? ["floor"] : ["controller", "nats", ...s.cluster.workers.map((w) => w.name)]
+  const workers = (target === s.bareTarget ? s.bare.slice(1) : target === s.controllerTarget ? s.cluster.workers : []).map((w) => w.name)
+  const serving = target === s.floorTarget ? ["floor"] : [target.name, "nats", ...workers]
   const cpuOf = (names: ReadonlyArray<string>) => names.reduce((n, name) => n + (cost.perProcess[name]?.cpuPercent ?? Number.NaN), 0)
   /** % of one core over the window → ms of CPU per request. */
   const perRequest = (cpuPercent: number) => (stats.requests === 0 ? Number.NaN : (cpuPercent * 10 * stats.windowSeconds) / stats.requests)
@@ -165,7 +185,7 @@ const measure = async (s: Setup, target: Target, concurrency: number): Promise<{
       cpuPercent: main?.cpuPercent ?? Number.NaN,
       peakRssMiB: main?.peakRssMiB ?? Number.NaN,
       cpuMsPerRequest: perRequest(main?.cpuPercent ?? Number.NaN),
-      workersCpuMsPerRequest: target === s.floorTarget ? Number.NaN : perRequest(cpuOf(s.cluster.workers.map((w) => w.name))),
+      workersCpuMsPerRequest: workers.length === 0 ? Number.NaN : perRequest(cpuOf(workers)),
       servingCpuMsPerRequest: perRequest(cpuOf(serving)),
       processes: cost.perProcess,
       loadGeneratorCpuPercent: cost.selfCpuPercent,
@@ -176,7 +196,7 @@ const measure = async (s: Setup, target: Target, concurrency: number): Promise<{
   }
 }
 
-/** Step 4: each level, the floor then the controller; the controller's measured windows (to find them in a profile). */
+/** Step 4: each level, the floor, the bare relay, then the controller; the controller's measured windows (to find them in a profile). */
 const runLevels = async (s: Setup): Promise<{ readonly levels: Array<LevelResult>; readonly windows: Array<Window> }> => {
   const levels: Array<LevelResult> = []
   const windows: Array<Window> = []
@@ -184,15 +204,18 @@ const runLevels = async (s: Setup): Promise<{ readonly levels: Array<LevelResult
     log(`concurrency ${concurrency}: floor`)
     const floor = (await measure(s, s.floorTarget, concurrency)).stats
     await sleep(300)
+    log(`concurrency ${concurrency}: bare relay`)
+    const bare = (await measure(s, s.bareTarget, concurrency)).stats
+    await sleep(300)
     await settle(s, `concurrency ${concurrency}`)
     log(`concurrency ${concurrency}: controller`)
     const controller = await measure(s, s.controllerTarget, concurrency)
     await sleep(300)
-    levels.push({ concurrency, floor, controller: controller.stats })
+    levels.push({ concurrency, floor, bare, controller: controller.stats })
     windows.push(controller.window)
     log(
-      `  c=${concurrency}: floor ${floor.reqPerSecond.toFixed(0)} req/s, controller ${controller.stats.reqPerSecond.toFixed(0)} req/s ` +
-        `(errors ${floor.errors}/${controller.stats.errors})`
+      `  c=${concurrency}: floor ${floor.reqPerSecond.toFixed(0)} req/s, bare relay ${bare.reqPerSecond.toFixed(0)} req/s, ` +
+        `controller ${controller.stats.reqPerSecond.toFixed(0)} req/s (errors ${floor.errors}/${bare.errors}/${controller.stats.errors})`
     )
   }
   return { levels, windows }
@@ -256,7 +279,9 @@ export const runRelay = async (run: BenchRun, argv: ReadonlyArray<string>): Prom
   const stress = await runStress(s)
   const { childLogs, profile } = await stop(s, windows)
   const one = levels.find((l) => l.concurrency === 1)
-  const addedTtft = one === undefined ? undefined : { p50Ms: one.controller.ttftP50Ms - one.floor.ttftP50Ms, p99Ms: one.controller.ttftP99Ms - one.floor.ttftP99Ms }
+  const added = (over: RunStats, base: RunStats) => ({ p50Ms: over.ttftP50Ms - base.ttftP50Ms, p99Ms: over.ttftP99Ms - base.ttftP99Ms })
+  const addedTtft = one === undefined ? undefined : added(one.controller, one.floor)
+  const bareAddedTtft = one === undefined ? undefined : added(one.bare, one.floor)
   const results: BenchResults = {
     startedAt,
     finishedAt: new Date().toISOString(),
@@ -266,9 +291,10 @@ export const runRelay = async (run: BenchRun, argv: ReadonlyArray<string>): Prom
     sanity,
     levels,
     addedTtftAtConcurrency1: addedTtft,
+    bareAddedTtftAtConcurrency1: bareAddedTtft,
     httpBaseline,
     stress,
-    targets: checkTargets({ tokens: options.tokens, levels, addedTtft, stress }),
+    targets: checkTargets({ tokens: options.tokens, levels, addedTtft, bareAddedTtft, stress }),
     profile,
     childLogs,
     notes: [
@@ -276,6 +302,9 @@ export const runRelay = async (run: BenchRun, argv: ReadonlyArray<string>): Prom
         "req/s, tokens/s and TTFT count successful requests that ended inside the measured window; errors count the whole run.",
       "the floor answers with the synthetic engine's tokens in the same chunk format, in groups of 32 tokens per write (as the engine yields), " +
         "with no NATS hop, no worker and no Effect runtime: it is an upper bound for this machine, not a target to match.",
+      "the bare relay (bench/bare-relay.ts) does the controller's job in plain JavaScript over the same nats-server, with bare workers sending " +
+        "the same tokens as one message per group of 32: what the extra processes and hops of this architecture cost on this machine, " +
+        "with no retries, deadlines, queue, validation, metrics or logs.",
       ...s.notes
     ]
   }

@@ -34,6 +34,8 @@ export interface TargetCheck {
 export interface LevelNumbers {
   readonly concurrency: number
   readonly floor: { readonly tokensPerSecond: number }
+  /** The bare relay's run (bare-relay.ts), when there was one: context for the targets measured against the floor. */
+  readonly bare?: { readonly tokensPerSecond: number }
   readonly controller: {
     readonly reqPerSecond: number
     readonly tokensPerSecond: number
@@ -50,6 +52,8 @@ export interface TargetInput {
   readonly levels: ReadonlyArray<LevelNumbers>
   /** Controller minus floor at concurrency 1; undefined: c=1 not run. */
   readonly addedTtft: { readonly p50Ms: number; readonly p99Ms: number } | undefined
+  /** The bare relay minus the floor at concurrency 1: what the architecture's hops alone add on this machine. */
+  readonly bareAddedTtft?: { readonly p50Ms: number; readonly p99Ms: number } | undefined
   readonly stress: { readonly count: number; readonly errors: number; readonly controllerPeakRssMiB: number } | undefined
 }
 
@@ -72,9 +76,14 @@ const costCheck = (input: TargetInput, name: string, limit: number, read: (l: Le
 }
 
 export const checkTargets = (input: TargetInput): Array<TargetCheck> => {
-  const { levels, addedTtft, stress } = input
+  const { levels, addedTtft, bareAddedTtft, stress } = input
   const best = levels.reduce<LevelNumbers | undefined>((b, l) => (b === undefined || l.controller.reqPerSecond > b.controller.reqPerSecond ? l : b), undefined)
-  const shares = levels.map((l) => ({ c: l.concurrency, share: l.controller.tokensPerSecond / l.floor.tokensPerSecond }))
+  const shares = levels.map((l) => ({
+    c: l.concurrency,
+    share: l.controller.tokensPerSecond / l.floor.tokensPerSecond,
+    bare: l.bare === undefined ? undefined : l.bare.tokensPerSecond / l.floor.tokensPerSecond
+  }))
+  const bareTtft = bareAddedTtft === undefined ? "" : `; the bare relay: p50 ${f(bareAddedTtft.p50Ms, 2)} ms, p99 ${f(bareAddedTtft.p99Ms, 2)} ms`
   const levelErrors = levels.reduce((sum, l) => sum + l.controller.errors, 0)
   const highest = Math.max(0, ...levels.map((l) => l.concurrency))
   const stressName = `${n(TARGETS.stressStreams)} concurrent streams: zero errors, controller peak RSS ≤ ${TARGETS.stressPeakRssMiB} MiB`
@@ -103,14 +112,16 @@ export const checkTargets = (input: TargetInput): Array<TargetCheck> => {
     check(
       `relayed tokens/s ≥ ${100 * TARGETS.tokenShare} % of the floor's at every level`,
       shares.length === 0 ? "not measured" : shares.every((s) => s.share >= TARGETS.tokenShare),
-      shares.length === 0 ? "no level run" : shares.map((s) => `c=${s.c}: ${f(100 * s.share, 0)} %`).join(", ")
+      shares.length === 0
+        ? "no level run"
+        : shares.map((s) => `c=${s.c}: ${f(100 * s.share, 0)} %${s.bare === undefined ? "" : ` (bare relay ${f(100 * s.bare, 0)} %)`}`).join(", ")
     ),
     check(
       `added TTFT over the floor at c=1 ≤ ${TARGETS.addedTtftP50Ms} ms p50 and ≤ ${TARGETS.addedTtftP99Ms} ms p99`,
       addedTtft === undefined
         ? "not measured"
         : addedTtft.p50Ms <= TARGETS.addedTtftP50Ms && addedTtft.p99Ms <= TARGETS.addedTtftP99Ms,
-      addedTtft === undefined ? "concurrency 1 not run" : `p50 ${f(addedTtft.p50Ms, 2)} ms, p99 ${f(addedTtft.p99Ms, 2)} ms`
+      addedTtft === undefined ? "concurrency 1 not run" : `p50 ${f(addedTtft.p50Ms, 2)} ms, p99 ${f(addedTtft.p99Ms, 2)} ms${bareTtft}`
     ),
     stress === undefined
       ? check(stressName, "not measured", "not run (--stress 0)")

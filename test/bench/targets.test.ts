@@ -48,6 +48,19 @@ describe("bench: targets of issues 10 and 11", () => {
     expect(statuses(with32({ errors: 2 }))[6]).toBe("missed")
   })
 
+  it("puts the bare relay's figures beside the floor-relative ones, without changing what is met", () => {
+    const withBare: TargetInput = {
+      ...passing,
+      levels: [{ ...level(1, { tokensPerSecond: 20_000 }), bare: { tokensPerSecond: 40_000 } }, level(32)],
+      bareAddedTtft: { p50Ms: 0.49, p99Ms: 1.81 }
+    }
+    const checks = checkTargets(withBare)
+    expect(checks[3]?.detail).toBe("c=1: 20 % (bare relay 40 %), c=32: 60 %")
+    expect(checks[3]?.status).toBe("missed")
+    expect(checks[4]?.detail).toBe("p50 1.50 ms, p99 3.00 ms; the bare relay: p50 0.49 ms, p99 1.81 ms")
+    expect(checks[4]?.status).toBe("met")
+  })
+
   it("says 'not measured' when the run could not tell", () => {
     expect(statuses({ ...passing, tokens: 16 }).slice(0, 2)).toEqual(["not measured", "not measured"])
     expect(checkTargets({ ...passing, tokens: 16 })[0]?.detail).toBe("--tokens 16: the target is for 32-token requests")
