@@ -89,6 +89,8 @@ export interface ClusterSpec {
   readonly settings: ClusterSettings
   /** Node flags and environment of the controller only (profiling). */
   readonly controllerExtras?: { readonly nodeArgs: ReadonlyArray<string>; readonly env: NodeJS.ProcessEnv }
+  /** Node flags and environment of every worker (tracing). */
+  readonly workerExtras?: { readonly nodeArgs: ReadonlyArray<string>; readonly env: NodeJS.ProcessEnv }
   readonly readyTimeoutMs: number
   /** Where the config file and the (empty) model folder go. */
   readonly dir: string
@@ -132,7 +134,14 @@ export const startCluster = async (run: BenchRun, spec: ClusterSpec): Promise<Cl
   const common = ["--nats-url", natsUrl, "--config", configFile]
   const port = await freePort()
   const workers = Array.from({ length: spec.workers }, (_, k) =>
-    spawnNode(run, named(`worker-${k + 1}`), "src/main.ts", ["--mode", "worker", "--worker-id", `${spec.workerIdPrefix}${k + 1}`, ...common])
+    spawnNode(
+      run,
+      named(`worker-${k + 1}`),
+      "src/main.ts",
+      ["--mode", "worker", "--worker-id", `${spec.workerIdPrefix}${k + 1}`, ...common],
+      spec.workerExtras?.nodeArgs,
+      { ...env, ...spec.workerExtras?.env }
+    )
   )
   const controller = spawnNode(
     run,

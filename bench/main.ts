@@ -5,8 +5,9 @@
  *                    [--workers 2] [--stress 2000] [--timeout 120] [--log-level warning] [--profile]
  *   npm run bench -- --scenario chat [...]      (--help lists each scenario's options)
  *   npm run bench -- --scenario hostile [...]   (issue 9's figures: registration flood, deep JSON)
+ *   npm run bench -- --scenario tail [...]      (where the TTFT tail at concurrency 1 comes from)
  *
- * Picks the scenario (relay.ts, the default; chat-scenario.ts; hostile-scenario.ts), gives it one
+ * Picks the scenario (relay.ts, the default; chat-scenario.ts; hostile-scenario.ts; tail-scenario.ts), gives it one
  * `BenchRun`, and makes sure that whatever happens the run's children stop: at the end, on a
  * harness failure, on SIGINT or SIGTERM (a second one kills them at once), and when this process
  * exits.
@@ -18,11 +19,13 @@ import { HOSTILE_USAGE, runHostileScenario } from "./hostile-scenario.js"
 import { RELAY_USAGE } from "./relay-options.js"
 import { runRelay } from "./relay.js"
 import { BenchRun } from "./run.js"
+import { runTailScenario, TAIL_USAGE } from "./tail-scenario.js"
 
 const SCENARIOS = {
   relay: { run: runRelay, usage: RELAY_USAGE },
   chat: { run: runChatScenario, usage: CHAT_USAGE },
-  hostile: { run: runHostileScenario, usage: HOSTILE_USAGE }
+  hostile: { run: runHostileScenario, usage: HOSTILE_USAGE },
+  tail: { run: runTailScenario, usage: TAIL_USAGE }
 } as const
 
 const run = new BenchRun(resolve(import.meta.dirname, ".."))
@@ -45,7 +48,7 @@ const { scenario: name, argv } = splitScenario(process.argv.slice(2))
 const scenario = Object.hasOwn(SCENARIOS, name) ? SCENARIOS[name as keyof typeof SCENARIOS] : undefined
 
 const main = async (): Promise<void> => {
-  if (scenario === undefined) throw new UsageError(`--scenario ${name}: expected relay (the default), chat or hostile`)
+  if (scenario === undefined) throw new UsageError(`--scenario ${name}: expected relay (the default), chat, hostile or tail`)
   try {
     await scenario.run(run, argv)
   } finally {
