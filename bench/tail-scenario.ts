@@ -11,7 +11,7 @@ import { Agent } from "node:http"
 import { join } from "node:path"
 import { PerformanceObserver } from "node:perf_hooks"
 import { parseFlags } from "./cli.js"
-import { MODEL, startCluster, stopCluster } from "./cluster.js"
+import { MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
 import { chatBody, streamOnce, type Target } from "./load.js"
 import type { BenchRun } from "./run.js"
 import { analyseTail, formatTail, type HopTrace, type TimedRequest } from "./tail-report.js"
@@ -20,6 +20,7 @@ export const TAIL_USAGE = `Usage: npm run bench -- --scenario tail [options]
   --duration S   measured seconds                               default 10
   --warmup S     warm-up seconds                                default 3
   --slow-ms MS   a request slower than this (TTFT) is "slow"    default 3
+  --gap-ms MS    pause between one request's end and the next   default 0
   --tokens T     max_tokens of every request                    default 32
   --workers N    synthetic workers                              default 2
   -h, --help     this text
@@ -27,8 +28,8 @@ export const TAIL_USAGE = `Usage: npm run bench -- --scenario tail [options]
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
 
-/** Requests one after another until `ms` have passed; each with its start as epoch ms. */
-const sequential = async (target: Target, body: Buffer, ms: number): Promise<Array<TimedRequest>> => {
+/** Requests one after another, `gapMs` apart, until `ms` have passed; each with its start as epoch ms. */
+const sequential = async (target: Target, body: Buffer, ms: number, gapMs: number): Promise<Array<TimedRequest>> => {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   const out: Array<TimedRequest> = []
   const until = performance.now() + ms
@@ -36,17 +37,19 @@ const sequential = async (target: Target, body: Buffer, ms: number): Promise<Arr
     const r = await streamOnce({ agent, target, body, timeoutMs: 10_000 })
     if (r.error !== undefined) throw new Error(`a request failed: ${r.error}`)
     if (r.ttftMs !== undefined) out.push({ startedAt: performance.timeOrigin + r.startedAt, ttftMs: r.ttftMs })
+    if (gapMs > 0) await sleep(gapMs)
   }
   agent.destroy()
   return out
 }
 
 export const runTailScenario = async (run: BenchRun, argv: ReadonlyArray<string>): Promise<void> => {
-  const flags = parseFlags(argv, { values: ["duration", "warmup", "slow-ms", "tokens", "workers"], booleans: [] })
+  const flags = parseFlags(argv, { values: ["duration", "warmup", "slow-ms", "gap-ms", "tokens", "workers"], booleans: [] })
   if (flags === "help") return void process.stdout.write(TAIL_USAGE)
   const durationMs = flags.number("duration", 10, 1) * 1000
   const warmupMs = flags.number("warmup", 3, 0) * 1000
   const slowMs = flags.number("slow-ms", 3, 0)
+  const gapMs = flags.number("gap-ms", 0, 0)
   const tokens = flags.number("tokens", 32, 1, true)
   const workers = flags.number("workers", 2, 1, true)
   const traceDir = run.tempDir("mlx-bench-trace-")
@@ -70,8 +73,8 @@ export const runTailScenario = async (run: BenchRun, argv: ReadonlyArray<string>
   const target = { name: "controller", host: "127.0.0.1", port: cluster.port }
   const body = chatBody(MODEL, tokens)
   log(`warm-up ${warmupMs / 1000} s, then ${durationMs / 1000} s measured, concurrency 1`)
-  await sequential(target, body, warmupMs)
-  const requests = await sequential(target, body, durationMs)
+  await sequential(target, body, warmupMs, gapMs)
+  const requests = await sequential(target, body, durationMs, gapMs)
   observer.disconnect()
   log("stopping the cluster (its processes write their traces as they exit)")
   await stopCluster(cluster)
@@ -90,6 +93,6 @@ export const runTailScenario = async (run: BenchRun, argv: ReadonlyArray<string>
   ]
   const analysis = analyseTail(requests, controller, workerTraces, gcs, slowMs)
   const startedAt = new Date().toISOString()
-  const file = run.saveResults(`tail-${startedAt}`, { startedAt, options: { durationMs, warmupMs, slowMs, tokens, workers }, analysis })
+  const file = run.saveResults(`tail-${startedAt}`, { startedAt, options: { durationMs, warmupMs, slowMs, gapMs, tokens, workers }, analysis })
   process.stdout.write(`## Where the TTFT tail comes from (${startedAt})\n\n${formatTail(analysis)}\n\nResults saved to ${file}\n`)
 }
