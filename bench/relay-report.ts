@@ -106,7 +106,8 @@ const header = (r: BenchResults): Array<string> => {
       `${o.warmupSeconds} s warm-up + ${o.durationSeconds} s measured per level, closed loop.`,
     `Machine: ${r.machine.cpus} × ${r.machine.cpuModel}, ${f(r.machine.memoryGiB, 0)} GiB, Node ${r.machine.node}, ${r.machine.platform}.`,
     `Note: the ${r.machine.cpus} cores are shared by the load generator, the controller, the workers and nats-server ` +
-      "(and the floor server): absolute numbers are a lower bound, the ratios are what matter. CPU % is of one core.",
+      "(and the floor and the bare relay, idle while another target is measured): absolute numbers are a lower bound, the ratios are what matter. " +
+      "CPU % is of one core.",
     "",
     ...(o.profile ? ["**Profiled run** (`--cpu-prof` on the controller): the controller is slower than usual.", ""] : []),
     `Idle, right after start-up: load average ${r.idle.loadAverage.map((l) => l.toFixed(2)).join(" ")}; CPU (% of one core) ` +
