@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage, Server, ServerResponse } from "node:http"
 import type { ChatMessage } from "../src/domain/inference.js"
+import { YIELD_EVERY } from "../src/worker/engines/synthetic-engine.js"
 
 const DEFAULT_MAX_TOKENS = 512
 const MAX_TOKENS_CEILING = 8192
@@ -82,6 +83,27 @@ export const chatHandler =
       else serveChat(body, res)
     })
   }
+
+/**
+ * `tokens` in the synthetic engine's groups, one group per `setImmediate`, as `tokens_per_second: 0`
+ * yields them: `onGroup` gets each group, the index of its first token, and whether it is the last
+ * (an empty answer is one empty last group). Stops early once `stopped()` says so.
+ */
+export const inGroups = (
+  tokens: ReadonlyArray<string>,
+  onGroup: (group: ReadonlyArray<string>, index: number, last: boolean) => void,
+  stopped: () => boolean = () => false
+): void => {
+  let next = 0
+  const step = () => {
+    if (stopped()) return
+    const index = next
+    next = Math.min(next + YIELD_EVERY, tokens.length)
+    onGroup(tokens.slice(index, next), index, next >= tokens.length)
+    if (next < tokens.length) setImmediate(step)
+  }
+  step()
+}
 
 /** Listens on `--host`/`--port` and prints `NAME listening on http://H:PORT` when ready; SIGTERM/SIGINT close it. */
 export const listen = (server: Server, name: string, onShutdown: () => void = () => {}) => {

@@ -21,9 +21,8 @@ import { RequestId } from "../src/domain/ids.js"
 import type { FinishReason, InferenceRequest, Usage } from "../src/domain/inference.js"
 import { chatFormat } from "../src/http/sse.js"
 import { planSynthetic } from "../src/worker/engines/synthetic-engine.js"
-import { type ChatBody, chatHandler, fail, flag, listen, SSE_HEADERS } from "./bare-http.js"
+import { type ChatBody, chatHandler, fail, flag, inGroups, listen, SSE_HEADERS } from "./bare-http.js"
 
-const GROUP = 32
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 const json = (value: unknown) => encoder.encode(JSON.stringify(value))
@@ -40,16 +39,12 @@ const worker = (nc: NatsConnection, index: number) => {
       msg.respond(json({ accepted: true }))
       const plan = planSynthetic(request)
       const subject = `bare.response.${request.requestId}`
-      let next = 0
-      const publishGroup = () => {
-        const end = Math.min(next + GROUP, plan.tokens.length)
-        nc.publish(subject, json({ type: "tokens", requestId: request.requestId, index: next, tokens: plan.tokens.slice(next, end) } satisfies BareMessage))
-        next = end
-        if (next < plan.tokens.length) return void setImmediate(publishGroup)
+      inGroups(plan.tokens, (tokens, index, last) => {
+        nc.publish(subject, json({ type: "tokens", requestId: request.requestId, index, tokens } satisfies BareMessage))
+        if (!last) return
         const usage = { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length }
         nc.publish(subject, json({ type: "done", requestId: request.requestId, finishReason: plan.finishReason, usage } satisfies BareMessage))
-      }
-      publishGroup()
+      })
     }
   })
   process.stdout.write(`bare worker ${index} ready\n`)

@@ -15,9 +15,7 @@ import { RequestId } from "../src/domain/ids.js"
 import type { InferenceRequest } from "../src/domain/inference.js"
 import { chatFormat } from "../src/http/sse.js"
 import { planSynthetic } from "../src/worker/engines/synthetic-engine.js"
-import { type ChatBody, chatHandler, listen, SSE_HEADERS } from "./bare-http.js"
-
-const GROUP = 32
+import { type ChatBody, chatHandler, inGroups, listen, SSE_HEADERS } from "./bare-http.js"
 
 const REQUEST_ID = RequestId.make("floor")
 
@@ -50,24 +48,20 @@ const serveChat = (body: ChatBody, res: ServerResponse) => {
   }
   const format = chatFormat({ id, created, model: body.model, includeUsage: body.includeUsage })
   res.writeHead(200, SSE_HEADERS)
-  let next = 0
   let closed = false
   res.once("close", () => {
     closed = true
   })
-  const writeGroup = () => {
-    if (closed) return
-    let out = next === 0 ? format.head : ""
-    const end = Math.min(next + GROUP, plan.tokens.length)
-    for (; next < end; next++) out += format.token(plan.tokens[next] ?? "")
-    if (next >= plan.tokens.length) {
-      res.end(out + format.end(finishReason, usage))
-      return
-    }
-    res.write(out)
-    setImmediate(writeGroup)
-  }
-  writeGroup()
+  inGroups(
+    plan.tokens,
+    (tokens, index, last) => {
+      let out = index === 0 ? format.head : ""
+      for (const token of tokens) out += format.token(token)
+      if (last) res.end(out + format.end(finishReason, usage))
+      else res.write(out)
+    },
+    () => closed
+  )
 }
 
 listen(createServer(chatHandler(serveChat)), "floor")

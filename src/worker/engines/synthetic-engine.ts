@@ -65,7 +65,8 @@ const VOCABULARY = [
 
 export const MIN_NATURAL_TOKENS = 32
 export const MAX_NATURAL_TOKENS = 256
-const YIELD_EVERY = 32
+/** Tokens per group at `tokens_per_second: 0` (the benchmark's floor and bare relay send the same groups). */
+export const YIELD_EVERY = 32
 /** The `system_fingerprint` of every synthetic answer. */
 export const SYSTEM_FINGERPRINT = "fp_synthetic"
 
