@@ -10,6 +10,9 @@
  * read) and `respond` (the response's head, written with the first tokens); in every process,
  * `busIn` (bytes arrive from nats-server) and `busOut` (bytes written to it), the latter tagged
  * `dispatch` (a PUB to `worker.*.inference`) or `tokens` (a PUB to `response.*`).
+ *
+ * Imported anywhere else (the scenario itself), it only lends `observeGc`: without
+ * `HOP_TRACE_DIR` and a cluster role it patches nothing.
  */
 import { writeFileSync } from "node:fs"
 import http from "node:http"
@@ -22,6 +25,15 @@ const dir = process.env["HOP_TRACE_DIR"]
 const argv = process.argv.join(" ")
 const role = argv.includes("--mode controller") ? "controller" : argv.includes("--mode worker") ? "worker" : undefined
 const natsPort = Number(/--nats-url nats:\/\/[^:]+:(\d+)/.exec(argv)?.[1] ?? Number.NaN)
+
+/** Notes every garbage collection of this process into `into` (start, on the shared clock, and duration); returns the observer. */
+export const observeGc = (into: Array<readonly [number, number]>): PerformanceObserver => {
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) into.push([performance.timeOrigin + e.startTime, e.duration])
+  })
+  observer.observe({ entryTypes: ["gc"] })
+  return observer
+}
 
 /** Runs `before` ahead of every call of `proto[name]`, then the method as it was. */
 const wrap = <T extends object>(proto: T, name: keyof T & string, before: (self: T, args: ReadonlyArray<unknown>) => void) => {
@@ -39,9 +51,7 @@ const wrap = <T extends object>(proto: T, name: keyof T & string, before: (self:
 if (dir !== undefined && role !== undefined) {
   const now = () => performance.timeOrigin + performance.now()
   const trace: { hops: Array<[HopKind, number]>; gc: Array<[number, number]> } = { hops: [], gc: [] }
-  new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) trace.gc.push([performance.timeOrigin + e.startTime, e.duration])
-  }).observe({ entryTypes: ["gc"] })
+  observeGc(trace.gc)
 
   if (role === "controller") {
     wrap(http.ServerResponse.prototype, "assignSocket", () => trace.hops.push(["request", now()]))

@@ -9,10 +9,10 @@
 import { readdirSync, readFileSync } from "node:fs"
 import { Agent } from "node:http"
 import { join } from "node:path"
-import { PerformanceObserver } from "node:perf_hooks"
 import { parseFlags } from "./cli.js"
 import { MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
 import { chatBody, streamOnce, type Target } from "./load.js"
+import { observeGc } from "./hop-trace.js"
 import type { BenchRun } from "./run.js"
 import { analyseTail, formatTail, type HopTrace, type TimedRequest } from "./tail-report.js"
 
@@ -55,10 +55,7 @@ export const runTailScenario = async (run: BenchRun, argv: ReadonlyArray<string>
   const traceDir = run.tempDir("mlx-bench-trace-")
   const tracing = { nodeArgs: ["--import", "./bench/hop-trace.ts"], env: { HOP_TRACE_DIR: traceDir } }
   const ownGc: Array<readonly [number, number]> = []
-  const observer = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) ownGc.push([performance.timeOrigin + e.startTime, e.duration])
-  })
-  observer.observe({ entryTypes: ["gc"] })
+  const observer = observeGc(ownGc)
   log(`cluster: nats-server, ${workers} workers and a controller, traced`)
   const cluster = await startCluster(run, {
     name: "",

@@ -2,7 +2,7 @@ import { expect, inject, it } from "@effect/vitest"
 import { type ChildProcess, spawn } from "node:child_process"
 import { once } from "node:events"
 import { Agent } from "node:http"
-import { type AddressInfo, createServer } from "node:net"
+import { freePort } from "../../bench/cluster.js"
 import { chatBody, contentOf, streamOnce } from "../../bench/load.js"
 import { RequestId } from "../../src/domain/ids.js"
 import { planSynthetic } from "../../src/worker/engines/synthetic-engine.js"
@@ -27,14 +27,6 @@ const start = (args: ReadonlyArray<string>, ready: RegExp): Promise<ChildProcess
     child.stderr?.on("data", (chunk: Buffer) => (out += chunk.toString()))
     child.once("exit", (code) => reject(new Error(`bare-relay ${args.join(" ")} exited with ${code}: ${out}`)))
   })
-}
-
-const freePort = async () => {
-  const server = createServer().listen(0, "127.0.0.1")
-  await once(server, "listening")
-  const { port } = server.address() as AddressInfo
-  server.close()
-  return port
 }
 
 it("relays the synthetic engine's tokens in OpenAI's SSE format, through each of its workers", { timeout: 60_000 }, async () => {
