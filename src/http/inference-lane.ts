@@ -5,6 +5,7 @@ import { RequestJournal } from "../controller/request-journal.js"
 import { Router } from "../controller/router.js"
 import { NatsTransport } from "../nats/nats-transport.js"
 import { BodyTooLarge, type InferenceError, type InvalidRequest, WorkerFailed } from "../domain/errors.js"
+import { isJsonObject } from "../domain/json.js"
 import { type ChatCompletion, ChatCompletionRequest, type Completion, CompletionRequest } from "../domain/openai.js"
 import type { DoneEvent, RelaySink, RouteRequest } from "../domain/route.js"
 import { type AnswerCollector, collectAnswer } from "./answer.js"
@@ -149,7 +150,7 @@ export const makeInferenceLane = Effect.gen(function* () {
     if (Either.isLeft(parsed)) {
       // The model for the journal, from the JSON already parsed (a body that fails its schema is not parsed twice).
       const json = Either.getOrUndefined(parsedJson)
-      const model = typeof json === "object" && json !== null && "model" in json && typeof json.model === "string" ? json.model : ""
+      const model = isJsonObject(json) && typeof json["model"] === "string" ? json["model"] : ""
       return refuse(kind, res, ctx, parsed.left, model)
     }
     const body = parsed.right
