@@ -37,7 +37,7 @@ interface Setup {
   readonly cluster: Cluster
   readonly floor: Child
   /** The bare relay's front and workers. */
-  readonly bare: ReadonlyArray<Child>
+  readonly bare: { readonly front: Child; readonly workers: ReadonlyArray<Child> }
   readonly floorTarget: Target
   readonly bareTarget: Target
   readonly controllerTarget: Target
@@ -87,17 +87,16 @@ const start = async (run: BenchRun, options: RelayOptions): Promise<Setup> => {
   await Promise.all([floor.waitFor(/floor listening/, 20_000), bareFront.waitFor(/bare relay listening/, 20_000)])
   log(`ready: controller on :${cluster.port}, floor on :${floorPort}, bare relay on :${barePort}`)
   const clusterProcesses = [cluster.controller, ...cluster.workers, cluster.nats]
-  const bare = [bareFront, ...bareWorkers]
   return {
     run,
     options,
     cluster,
     floor,
-    bare,
+    bare: { front: bareFront, workers: bareWorkers },
     floorTarget: { name: "floor", host: "127.0.0.1", port: floorPort },
     bareTarget: { name: "bare", host: "127.0.0.1", port: barePort },
     controllerTarget: { name: "controller", host: "127.0.0.1", port: cluster.port },
-    pids: new Map([floor, ...bare, ...clusterProcesses].map((c) => [c.name, c.pid])),
+    pids: new Map([floor, bareFront, ...bareWorkers, ...clusterProcesses].map((c) => [c.name, c.pid])),
     body: chatBody(MODEL, options.tokens),
     timeoutMs: options.timeoutSeconds * 1000,
     profiling,
@@ -170,9 +169,9 @@ const measure = async (s: Setup, target: Target, concurrency: number): Promise<{
     aborted: () => s.run.interrupted
   })
   if (s.run.interrupted) throw new Error("interrupted")
-  assertRunning([s.floor, ...s.bare, s.cluster.controller, ...s.cluster.workers, s.cluster.nats], `the c=${concurrency} run`)
+  assertRunning([s.floor, s.bare.front, ...s.bare.workers, s.cluster.controller, ...s.cluster.workers, s.cluster.nats], `the c=${concurrency} run`)
   const cost = await (stopped ?? meter.stop())
-  const workers = (target === s.bareTarget ? s.bare.slice(1) : target === s.controllerTarget ? s.cluster.workers : []).map((w) => w.name)
+  const workers = (target === s.bareTarget ? s.bare.workers : target === s.controllerTarget ? s.cluster.workers : []).map((w) => w.name)
   const serving = target === s.floorTarget ? ["floor"] : [target.name, "nats", ...workers]
   const cpuOf = (names: ReadonlyArray<string>) => names.reduce((n, name) => n + (cost.perProcess[name]?.cpuPercent ?? Number.NaN), 0)
   /** % of one core over the window → ms of CPU per request. */
