@@ -13,7 +13,19 @@ import { plainEncoderFor } from "../../src/nats/codec.js"
  */
 
 const encoder = new TextEncoder()
-const bySchema = Schema.decodeUnknownEither(TokenMessage)
+const decodeBySchema = Schema.decodeUnknownEither(TokenMessage)
+/**
+ * The Schema decode as the nodes run it (`guardedDecoder`): a decode that throws is a refusal.
+ * Effect's union lookup calls `String()` on the discriminator, which throws for a JSON object
+ * such as `{ "toString": [] }` — a case the property found (seed -58731011).
+ */
+const bySchema = (input: unknown): Either.Either<TokenMessage, unknown> => {
+  try {
+    return decodeBySchema(input)
+  } catch (cause) {
+    return Either.left(cause)
+  }
+}
 
 /** Both decoders on the same JSON text: equal results, or both a refusal. */
 const agree = (text: string) => {
@@ -95,7 +107,9 @@ const edgeCases: ReadonlyArray<unknown> = [
   { type: "tokens", requestId: "x".repeat(128), index: 0, tokens: ["a"] },
   { type: "tokens", requestId: "x".repeat(129), index: 0, tokens: ["a"] },
   { type: "tokens", requestId: "é", index: 0, tokens: ["a"] },
-  { type: "tokens", requestId: "a.b", index: 0, tokens: ["a"] }
+  { type: "tokens", requestId: "a.b", index: 0, tokens: ["a"] },
+  // A discriminator whose String() throws: the Schema decode throws, both refuse it.
+  { type: { toString: [] }, requestId: "-", index: 0, token: "" }
 ]
 
 describe("token wire codec: as strict as the TokenMessage Schema", () => {
