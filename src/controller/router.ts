@@ -43,6 +43,9 @@ export type { RetryKind } from "./relay-step.js"
 /** How one attempt ends: as the relay says, or moving on to another worker (issue 13). */
 type AttemptResult = AttemptOutcome | Migrate
 
+/** The `restore` of an `Effect.uninterruptibleMask`. */
+type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+
 /** What every attempt of one request shares. */
 interface RequestContext {
   readonly request: RouteRequest
@@ -68,8 +71,14 @@ interface RequestContext {
   requeues: number
 }
 
-const toWire = (requestId: RequestId, r: RouteRequest): InferenceRequest => ({
+/**
+ * The request as the worker gets it. Built as one literal: an object spread followed by more
+ * properties (`{ ...toWire(…), controllerId }`) makes V8 11 create a new hidden class in old space
+ * for every object (measured: 7× slower than this, and garbage for the next mark-compact).
+ */
+const toWire = (requestId: RequestId, r: RouteRequest, controllerId: string): InferenceRequest => ({
   requestId,
+  controllerId,
   model: r.model,
   stream: true,
   ...(r.maxTokens === undefined ? {} : { maxTokens: r.maxTokens }),
@@ -214,99 +223,112 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       }
     }
 
-    /** One attempt on one worker, from taking a slot to the attempt's outcome. */
-    const attempt = (ctx: RequestContext, attemptNo: number): Effect.Effect<AttemptResult, InferenceError> =>
-      // The slot and the finalizer that gives it back are taken together: no interruption between them.
-      Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function* () {
-          const { request } = ctx
-          const worker = yield* restore(
-            admission.admit({
-              model: request.model,
-              exclude: ctx.tried,
-              prompt: ctx.prompt,
-              ...(request.tags === undefined ? {} : { tags: request.tags }),
-              ...(request.priority === undefined ? {} : { priority: request.priority }),
-              // Issue 14: a request sent back by a busy worker waits at most max_wait_ms since it first asked.
-              ...(ctx.requeues === 0 ? {} : { waitingSince: ctx.startedAt }),
-              // A migration: only workers that can continue the stream (issue 13).
-              ...(ctx.lost === undefined || ctx.answer === undefined ? {} : { eligible: continuesKind(ctx.answer.kind) }),
-              // issue 12: only workers whose engine honours what the request uses.
-              ...(request.requires === undefined || request.requires.length === 0 ? {} : { requires: request.requires })
-            })
-          ).pipe(
-            // A migration that finds no worker ends as the lost worker's stream would have.
-            Effect.mapError((e): InferenceError => ctx.lost ?? e),
-            Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
-              // Every skilled worker was tried: say what each of them answered.
-              ctx.tried.size > 0 ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: ctx.failures })) : Effect.fail(e)
-            )
-          )
-          const workerId = worker.workerId
-          ctx.tried.add(workerId)
-          ctx.workerId = workerId
-          const attemptId = attemptNo === 0 ? ctx.requestId : `${ctx.requestId}-${attemptNo}`
-          const relayedBefore = ctx.relayed
-          const answer = ctx.answer
-          const relay = new Relay({
-            workerId,
-            attemptId,
-            sink: answer === undefined ? ctx.sink : answer.sinkFor(ctx.sink, relayedBefore),
-            relayedBefore,
-            startedAt: ctx.startedAt,
-            limits: c,
-            now,
-            onTokens: (count, at) => {
-              if (ctx.relayed === 0) ctx.firstTokenAt = at
-              ctx.relayed += count
-            },
-            slowConsumer: () => new SlowConsumer({ limitBytes: c.api.maxBufferedBytes }),
-            onInvalid
-          })
-          // Subscribe before dispatching, so that no token can arrive before we listen.
-          const subscription = nats.listen(Subjects.response(attemptId), relay.onMessage)
-          const unwatch = watch(relay, worker)
-          const unsweep = deadlines.add(relay)
-          const run = Effect.gen(function* () {
-            const wire = { ...toWire(RequestId.make(attemptId), request), controllerId }
-            const continued = ctx.lost === undefined || answer === undefined ? wire : continuedRequest(wire, answer.text(), relayedBefore)
-            const refused = yield* dispatch(worker, continued)
-            if (refused !== undefined) {
-              // A timeout may still be acked late (then a cancel is owed); anything else runs nothing.
-              if (!(refused._tag === "Retry" && refused.kind === "ack_timeout")) relay.markFinished()
-              relay.end(refused)
-            } else {
-              relay.dispatched(now())
-              // Accepted: this worker now holds the prompt in its prefix cache (issue 16).
-              if (ctx.prompt !== undefined) yield* balancer.affinity.recordDispatch(workerId, ctx.prompt)
-            }
-            const outcome: AttemptResult = yield* relay.await
-            if (answer === undefined) return outcome
-            if (outcome._tag === "Done") {
-              const done = answer.doneAfter(outcome.done, relayedBefore)
-              return done === outcome.done ? outcome : ({ _tag: "Done", done } as const)
-            }
-            // Lost after the client got tokens: the stream may go on elsewhere (issue 13).
-            const lostReason = relay.lostReason
-            if (outcome._tag === "Fail" && lostReason !== undefined && ctx.relayed > 0) {
-              return { _tag: "Migrate", reason: lostReason, error: outcome.error } as const
-            }
-            return outcome
-          })
-          return yield* restore(run).pipe(
-            Effect.onExit((exit) => {
-              subscription.close()
-              unwatch()
-              unsweep()
-              admission.release(workerId)
-              if (relay.finished) return Effect.void
-              const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
-              const ok = Exit.isSuccess(exit) && exit.value._tag === "Done"
-              return ok ? Effect.void : sendCancel(workerId, attemptId, interrupted ? "client" : "error")
-            })
-          )
+    /**
+     * The dispatch and the wait of one attempt, once its slot, relay and subscription exist.
+     *
+     * Every generator on the request path is created once, here, and called per request (never
+     * `Effect.gen(function* () {…})` inside a per-request function): V8 gives each new generator
+     * function its own initial map, allocated in old space and pointing at the closure, so a
+     * generator closure per request kept that request's whole state (its HTTP objects, relay,
+     * fiber) alive through two scavenges: 24 KB promoted to the old space per streamed request.
+     */
+    const runAttempt = Effect.fnUntraced(function* (ctx: RequestContext, worker: WorkerInfo, relay: Relay, attemptId: string) {
+      const workerId = worker.workerId
+      const answer = ctx.answer
+      const relayedBefore = relay.options.relayedBefore
+      const wire = toWire(RequestId.make(attemptId), ctx.request, controllerId)
+      const continued = ctx.lost === undefined || answer === undefined ? wire : continuedRequest(wire, answer.text(), relayedBefore)
+      const refused = yield* dispatch(worker, continued)
+      if (refused !== undefined) {
+        // A timeout may still be acked late (then a cancel is owed); anything else runs nothing.
+        if (!(refused._tag === "Retry" && refused.kind === "ack_timeout")) relay.markFinished()
+        relay.end(refused)
+      } else {
+        relay.dispatched(now())
+        // Accepted: this worker now holds the prompt in its prefix cache (issue 16).
+        if (ctx.prompt !== undefined) yield* balancer.affinity.recordDispatch(workerId, ctx.prompt)
+      }
+      const outcome: AttemptResult = yield* relay.await
+      if (answer === undefined) return outcome
+      if (outcome._tag === "Done") {
+        const done = answer.doneAfter(outcome.done, relayedBefore)
+        return done === outcome.done ? outcome : ({ _tag: "Done", done } as const)
+      }
+      // Lost after the client got tokens: the stream may go on elsewhere (issue 13).
+      const lostReason = relay.lostReason
+      if (outcome._tag === "Fail" && lostReason !== undefined && ctx.relayed > 0) {
+        return { _tag: "Migrate", reason: lostReason, error: outcome.error } as const
+      }
+      return outcome
+    })
+
+    /** One attempt on one worker, from taking a slot to the attempt's outcome; `restore` is its mask's. */
+    const attemptMasked = Effect.fnUntraced(function* (ctx: RequestContext, attemptNo: number, restore: Restore) {
+      const { request } = ctx
+      const worker = yield* restore(
+        admission.admit({
+          model: request.model,
+          exclude: ctx.tried,
+          prompt: ctx.prompt,
+          ...(request.tags === undefined ? {} : { tags: request.tags }),
+          ...(request.priority === undefined ? {} : { priority: request.priority }),
+          // Issue 14: a request sent back by a busy worker waits at most max_wait_ms since it first asked.
+          ...(ctx.requeues === 0 ? {} : { waitingSince: ctx.startedAt }),
+          // A migration: only workers that can continue the stream (issue 13).
+          ...(ctx.lost === undefined || ctx.answer === undefined ? {} : { eligible: continuesKind(ctx.answer.kind) }),
+          // issue 12: only workers whose engine honours what the request uses.
+          ...(request.requires === undefined || request.requires.length === 0 ? {} : { requires: request.requires })
+        })
+      ).pipe(
+        // A migration that finds no worker ends as the lost worker's stream would have.
+        Effect.mapError((e): InferenceError => ctx.lost ?? e),
+        Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
+          // Every skilled worker was tried: say what each of them answered.
+          ctx.tried.size > 0 ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: ctx.failures })) : Effect.fail(e)
+        )
+      )
+      const workerId = worker.workerId
+      ctx.tried.add(workerId)
+      ctx.workerId = workerId
+      const attemptId = attemptNo === 0 ? ctx.requestId : `${ctx.requestId}-${attemptNo}`
+      const relayedBefore = ctx.relayed
+      const answer = ctx.answer
+      const relay = new Relay({
+        workerId,
+        attemptId,
+        sink: answer === undefined ? ctx.sink : answer.sinkFor(ctx.sink, relayedBefore),
+        relayedBefore,
+        startedAt: ctx.startedAt,
+        limits: c,
+        now,
+        onTokens: (count, at) => {
+          if (ctx.relayed === 0) ctx.firstTokenAt = at
+          ctx.relayed += count
+        },
+        slowConsumer: () => new SlowConsumer({ limitBytes: c.api.maxBufferedBytes }),
+        onInvalid
+      })
+      // Subscribe before dispatching, so that no token can arrive before we listen.
+      const subscription = nats.listen(Subjects.response(attemptId), relay.onMessage)
+      const unwatch = watch(relay, worker)
+      const unsweep = deadlines.add(relay)
+      return yield* restore(runAttempt(ctx, worker, relay, attemptId)).pipe(
+        Effect.onExit((exit) => {
+          subscription.close()
+          unwatch()
+          unsweep()
+          admission.release(workerId)
+          if (relay.finished) return Effect.void
+          const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+          const ok = Exit.isSuccess(exit) && exit.value._tag === "Done"
+          return ok ? Effect.void : sendCancel(workerId, attemptId, interrupted ? "client" : "error")
         })
       )
+    })
+
+    // The slot and the finalizer that gives it back are taken together: no interruption between them.
+    const attempt = (ctx: RequestContext, attemptNo: number): Effect.Effect<AttemptResult, InferenceError> =>
+      Effect.uninterruptibleMask((restore) => attemptMasked(ctx, attemptNo, restore))
 
     /**
      * A stream whose worker was lost mid-stream: `undefined` when it goes on on another worker, else
@@ -333,35 +355,34 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       }
     )
 
-    const attempts = (ctx: RequestContext): Effect.Effect<DoneEvent, InferenceError> =>
-      Effect.gen(function* () {
-        // Retries since the start or since the last migration.
-        let retries = 0
-        for (let attemptNo = 0; ; attemptNo++) {
-          const outcome = yield* attempt(ctx, attemptNo)
-          if (outcome._tag === "Done") return outcome.done
-          if (outcome._tag === "Fail") return yield* Effect.fail(outcome.error)
-          if (outcome._tag === "Migrate") {
-            const done = yield* migrate(ctx, outcome)
-            if (done !== undefined) return done
-            retries = 0
-            continue
-          }
-          const workerId = ctx.workerId ?? "?"
-          if (outcome.kind === "busy") {
-            yield* requeue(ctx, workerId, outcome.reason)
-            continue
-          }
-          ctx.failures.push({ workerId, reason: outcome.reason })
-          ctx.retryKinds.push(outcome.kind)
-          yield* Effect.logInfo(`request ${ctx.requestId}: worker ${workerId} ${sanitizeForLog(outcome.reason, 300)}`).pipe(
-            Effect.annotateLogs({ requestId: ctx.requestId, workerId })
-          )
-          if (++retries > c.maxRetries) {
-            return yield* Effect.fail(ctx.lost ?? new WorkersUnavailable({ model: ctx.request.model, attempts: ctx.failures }))
-          }
+    const attempts: (ctx: RequestContext) => Effect.Effect<DoneEvent, InferenceError> = Effect.fnUntraced(function* (ctx: RequestContext) {
+      // Retries since the start or since the last migration.
+      let retries = 0
+      for (let attemptNo = 0; ; attemptNo++) {
+        const outcome = yield* attempt(ctx, attemptNo)
+        if (outcome._tag === "Done") return outcome.done
+        if (outcome._tag === "Fail") return yield* Effect.fail(outcome.error)
+        if (outcome._tag === "Migrate") {
+          const done = yield* migrate(ctx, outcome)
+          if (done !== undefined) return done
+          retries = 0
+          continue
         }
-      })
+        const workerId = ctx.workerId ?? "?"
+        if (outcome.kind === "busy") {
+          yield* requeue(ctx, workerId, outcome.reason)
+          continue
+        }
+        ctx.failures.push({ workerId, reason: outcome.reason })
+        ctx.retryKinds.push(outcome.kind)
+        yield* Effect.logInfo(`request ${ctx.requestId}: worker ${workerId} ${sanitizeForLog(outcome.reason, 300)}`).pipe(
+          Effect.annotateLogs({ requestId: ctx.requestId, workerId })
+        )
+        if (++retries > c.maxRetries) {
+          return yield* Effect.fail(ctx.lost ?? new WorkersUnavailable({ model: ctx.request.model, attempts: ctx.failures }))
+        }
+      }
+    })
 
     /**
      * Issue 14: a worker refused the request as `busy` — another controller filled it first, which
@@ -384,38 +405,37 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       })
 
     /** Stats, metrics and the log line of a finished request: once per request. */
-    const finish = (ctx: RequestContext, exit: Exit.Exit<DoneEvent, InferenceError>) =>
-      Effect.gen(function* () {
-        const ended = now()
-        const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none<InferenceError>()
-        const outcome: RequestOutcome = Exit.isSuccess(exit) ? "succeeded" : Option.isSome(failure) ? "failed" : "cancelled"
-        yield* stats.end(outcome)
-        for (const kind of ctx.retryKinds) yield* Metric.increment(Metric.tagged(Metrics.retriesTotal, "reason", kind))
-        const wire = Option.map(failure, toOpenAiError)
-        const summary: RequestSummary = {
-          requestId: ctx.requestId,
-          // Every front door's request is a POST, but a WebSocket's, which has no method of its own.
-          method: ctx.request.route === "ws" ? "WS" : "POST",
-          route: ctx.request.route ?? "internal",
-          model: ctx.request.model,
-          // A model nobody serves, or a request that never got that far, is the client's: no metrics label.
-          modelKnown: !Option.exists(failure, (e) => e._tag === "ModelNotFound" || e._tag === "InvalidRequest"),
-          workerId: ctx.workerId,
-          outcome,
-          status:
-            outcome === "cancelled" ? 499 : ctx.relayed > 0 ? 200 : Option.match(wire, { onNone: () => 200, onSome: (w) => w.status }),
-          errorCode: Option.match(wire, { onNone: () => (outcome === "cancelled" ? "cancelled" : undefined), onSome: (w) => w.body.error.code ?? undefined }),
-          errorMessage: Option.getOrUndefined(Option.map(failure, (e) => e.message)),
-          tokens: ctx.relayed,
-          ttftMs: ctx.firstTokenAt === undefined ? undefined : ctx.firstTokenAt - ctx.startedAt,
-          durationMs: ended - ctx.startedAt,
-          retries: ctx.retryKinds.length,
-          ...(ctx.answer !== undefined && ctx.answer.migrations > 0 ? { migrations: ctx.answer.migrations } : {}),
-          startedAt: ctx.startedAt,
-          client: ctx.request.client
-        }
-        yield* journal.record(summary)
-      })
+    const finish = Effect.fnUntraced(function* (ctx: RequestContext, exit: Exit.Exit<DoneEvent, InferenceError>) {
+      const ended = now()
+      const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none<InferenceError>()
+      const outcome: RequestOutcome = Exit.isSuccess(exit) ? "succeeded" : Option.isSome(failure) ? "failed" : "cancelled"
+      yield* stats.end(outcome)
+      for (const kind of ctx.retryKinds) yield* Metric.increment(Metric.tagged(Metrics.retriesTotal, "reason", kind))
+      const wire = Option.map(failure, toOpenAiError)
+      const summary: RequestSummary = {
+        requestId: ctx.requestId,
+        // Every front door's request is a POST, but a WebSocket's, which has no method of its own.
+        method: ctx.request.route === "ws" ? "WS" : "POST",
+        route: ctx.request.route ?? "internal",
+        model: ctx.request.model,
+        // A model nobody serves, or a request that never got that far, is the client's: no metrics label.
+        modelKnown: !Option.exists(failure, (e) => e._tag === "ModelNotFound" || e._tag === "InvalidRequest"),
+        workerId: ctx.workerId,
+        outcome,
+        status:
+          outcome === "cancelled" ? 499 : ctx.relayed > 0 ? 200 : Option.match(wire, { onNone: () => 200, onSome: (w) => w.status }),
+        errorCode: Option.match(wire, { onNone: () => (outcome === "cancelled" ? "cancelled" : undefined), onSome: (w) => w.body.error.code ?? undefined }),
+        errorMessage: Option.getOrUndefined(Option.map(failure, (e) => e.message)),
+        tokens: ctx.relayed,
+        ttftMs: ctx.firstTokenAt === undefined ? undefined : ctx.firstTokenAt - ctx.startedAt,
+        durationMs: ended - ctx.startedAt,
+        retries: ctx.retryKinds.length,
+        ...(ctx.answer !== undefined && ctx.answer.migrations > 0 ? { migrations: ctx.answer.migrations } : {}),
+        startedAt: ctx.startedAt,
+        client: ctx.request.client
+      }
+      yield* journal.record(summary)
+    })
 
     /**
      * Generates `request`, delivering its events to `sink` as they arrive; succeeds with the final

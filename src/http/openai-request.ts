@@ -125,46 +125,47 @@ const noLegacyFunctions = (body: Readonly<Record<string, unknown>>): Either.Eith
 /** With the params and the route, what a worker must honour to serve it. */
 const withRequirements = (request: RouteRequest): RouteRequest => {
   const requires = requirementsOf(request)
-  return requires.length === 0 ? request : { ...request, requires }
+  // The spread last: a spread followed by more properties costs V8 a new hidden class per object.
+  return requires.length === 0 ? request : { requires, ...request }
 }
 
 /**
  * A chat request as the Router takes it: every message as the client sent it, every other field in
  * `params`, `max_tokens` checked against the ceiling, and the capabilities it needs.
  */
-export const chatToRoute = (body: ChatCompletionRequest, limits: TokenLimits): Either.Either<RouteRequest, InvalidRequest> =>
-  Either.gen(function* () {
-    yield* oneChoice("n", body.n)
-    yield* noLegacyFunctions(body)
-    yield* checkMessages(body.messages)
-    const spelled = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? "max_completion_tokens" : "max_tokens"
-    const maxTokens = yield* maxTokensOf(body.max_completion_tokens ?? body.max_tokens, limits, spelled)
-    const params = paramsOf(body)
-    return withRequirements({
-      model: body.model,
-      messages: body.messages,
-      route: "chat",
-      endpoint: "chat",
-      ...optional("maxTokens", maxTokens),
-      ...optional("params", params),
-      ...sampling(body)
-    })
-  })
+export const chatToRoute = (body: ChatCompletionRequest, limits: TokenLimits): Either.Either<RouteRequest, InvalidRequest> => {
+  // Plain Either steps, not `Either.gen`: this runs on every request, and a generator function made
+  // per call costs V8 an initial map in old space that keeps the request alive (controller/router.ts).
+  const spelled = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? "max_completion_tokens" : "max_tokens"
+  return Either.all([oneChoice("n", body.n), noLegacyFunctions(body), checkMessages(body.messages)]).pipe(
+    Either.flatMap(() => maxTokensOf(body.max_completion_tokens ?? body.max_tokens, limits, spelled)),
+    Either.map((maxTokens) =>
+      withRequirements({
+        model: body.model,
+        messages: body.messages,
+        route: "chat",
+        endpoint: "chat",
+        ...optional("maxTokens", maxTokens),
+        ...optional("params", paramsOf(body)),
+        ...sampling(body)
+      })
+    )
+  )
+}
 
 /** A legacy completion request as the Router takes it: the raw prompt, to be completed as is. */
 export const completionToRoute = (body: CompletionRequest, limits: TokenLimits): Either.Either<RouteRequest, InvalidRequest> =>
-  Either.gen(function* () {
-    yield* oneChoice("n", body.n)
-    yield* oneChoice("best_of", body.best_of)
-    const maxTokens = yield* maxTokensOf(body.max_tokens, limits)
-    const params = paramsOf(body)
-    return withRequirements({
-      model: body.model,
-      prompt: typeof body.prompt === "string" ? body.prompt : body.prompt.join(""),
-      route: "completions",
-      endpoint: "completions",
-      ...optional("maxTokens", maxTokens),
-      ...optional("params", params),
-      ...sampling(body)
-    })
-  })
+  Either.all([oneChoice("n", body.n), oneChoice("best_of", body.best_of)]).pipe(
+    Either.flatMap(() => maxTokensOf(body.max_tokens, limits)),
+    Either.map((maxTokens) =>
+      withRequirements({
+        model: body.model,
+        prompt: typeof body.prompt === "string" ? body.prompt : body.prompt.join(""),
+        route: "completions",
+        endpoint: "completions",
+        ...optional("maxTokens", maxTokens),
+        ...optional("params", paramsOf(body)),
+        ...sampling(body)
+      })
+    )
+  )

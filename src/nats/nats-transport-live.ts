@@ -33,6 +33,7 @@ import {
   NatsRequestTimeout,
   NatsTransport,
   type NatsTransportService,
+  type NatsRequestError,
   type RawMessage,
   type RequestOptions,
   type SubscribeOptions
@@ -171,6 +172,7 @@ const invalidMessageLog = (subscription: string, run: (effect: Effect.Effect<voi
 }
 
 const make = (options: NatsConnectOptions) =>
+  // eslint-disable-next-line no-restricted-syntax -- once per connection, not per request
   Effect.gen(function* () {
     // Acquire and release run uninterruptibly; the waits inside are made interruptible so that a
     // SIGINT can stop a process still trying to connect, and so that the drain timeout can fire.
@@ -213,6 +215,7 @@ const make = (options: NatsConnectOptions) =>
       })
 
     const subscribeQueue = <A, I>(subject: string, schema: Schema.Schema<A, I>, opts: SubscribeOptions = {}) =>
+      // eslint-disable-next-line no-restricted-syntax -- once per long-lived subscription (registry, heartbeats), not per request
       Effect.gen(function* () {
         const size = opts.bufferSize ?? DEFAULT_BUFFER
         const queue = yield* Effect.acquireRelease(Queue.dropping<Incoming<A>>(size), Queue.shutdown)
@@ -321,20 +324,25 @@ const make = (options: NatsConnectOptions) =>
       replySchema: Schema.Schema<B, BI>,
       opts: RequestOptions
     ) =>
-      Effect.gen(function* () {
-        const bytes = opts.plain === true
-          ? plainEncoderFor(schema)(message)
-          : yield* Either.match(encoderFor(schema)(message), {
-            onLeft: (reason) => Effect.die(new Error(`invalid request on ${subject}: ${reason}`)),
+      // No generator here: it runs on every dispatch, and a generator function made per call costs
+      // V8 an initial map in old space that keeps the caller's state alive (see controller/router.ts).
+      Effect.suspend((): Effect.Effect<B, NatsRequestError> => {
+        let bytes: Uint8Array
+        if (opts.plain === true) {
+          bytes = plainEncoderFor(schema)(message)
+        } else {
+          const encoded = encoderFor(schema)(message)
+          if (Either.isLeft(encoded)) return Effect.die(new Error(`invalid request on ${subject}: ${encoded.left}`))
+          bytes = encoded.right
+        }
+        const limit = maxPayload()
+        if (bytes.length > limit) return Effect.fail(new NatsPayloadTooLarge({ subject, bytes: bytes.length, maxPayload: limit }))
+        return Effect.flatMap(requestBytes(subject, bytes, opts.timeoutMs), (reply) =>
+          Either.match(decoderFor(replySchema)(reply), {
+            onLeft: (reason) => Effect.fail(new NatsReplyInvalid({ subject, reason })),
             onRight: Effect.succeed
           })
-        const limit = maxPayload()
-        if (bytes.length > limit) return yield* new NatsPayloadTooLarge({ subject, bytes: bytes.length, maxPayload: limit })
-        const reply = yield* requestBytes(subject, bytes, opts.timeoutMs)
-        return yield* Either.match(decoderFor(replySchema)(reply), {
-          onLeft: (reason) => Effect.fail(new NatsReplyInvalid({ subject, reason })),
-          onRight: Effect.succeed
-        })
+        )
       })
 
     const send = (subject: string, payload: Uint8Array, reply?: string): void => {

@@ -89,6 +89,7 @@ const encodeTokenMessage = plainEncoderFor(TokenMessage)
  * subscriptions exist on the connection when this effect completes (flush before announcing).
  */
 export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
+  // eslint-disable-next-line no-restricted-syntax -- once per worker
   Effect.gen(function* () {
     const nats = yield* NatsTransport
     const engine = yield* InferenceEngine
@@ -141,96 +142,103 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
     }
 
     /** Releases the slot, then says how it ended: a controller that reads `done` may dispatch the next request at once. */
+    const finalizeExit = Effect.fnUntraced(function* (
+      request: InferenceRequest,
+      entry: Running,
+      receivedAt: number,
+      sent: () => number,
+      exit: Exit.Exit<Finish, EngineError>
+    ) {
+      const requestId = request.requestId
+      const error = (code: string, message: string): TokenMessage => ({ type: "error", requestId, code, message })
+      let outcome: Outcome = "failed"
+      let message: TokenMessage | undefined
+      if (Exit.isSuccess(exit)) {
+        outcome = "succeeded"
+        const now = yield* Clock.currentTimeMillis
+        const fingerprint = exit.value.systemFingerprint
+        message = {
+          type: "done",
+          requestId,
+          finishReason: exit.value.finishReason,
+          usage: exit.value.usage,
+          latencyMs: Math.max(0, now - receivedAt),
+          ...(fingerprint === undefined ? {} : { systemFingerprint: fingerprint })
+        }
+      } else if (entry.stop === "cancel") {
+        outcome = "cancelled"
+      } else if (entry.stop === "orphaned") {
+        outcome = "cancelled"
+        message = error("controller_gone", `worker ${workerId} stopped the request: its controller ${request.controllerId ?? "?"} is gone`)
+      } else if (entry.stop === "timeout") {
+        message = error("timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`)
+      } else {
+        const failure = Cause.failureOption(exit.cause)
+        if (Option.isSome(failure)) message = { ...error(failure.value.code, failure.value.message), ...upstreamRefusal(failure.value) }
+        else if (Cause.isInterruptedOnly(exit.cause)) message = error("worker_shutdown", `worker ${workerId} stopped before the request finished`)
+        else {
+          yield* Effect.logError("request failed with a defect", exit.cause)
+          message = error("internal_error", Cause.pretty(exit.cause).split("\n")[0] ?? "internal error")
+        }
+      }
+      yield* stats.release(outcome)
+      entry.untrack?.()
+      if (refusedBusy) {
+        refusedBusy = false
+        options.capacityFreed?.()
+      }
+      if (message !== undefined) publish(message)
+      if (outcome === "cancelled") yield* Effect.logDebug(`request cancelled after ${sent()} tokens`)
+      if (message?.type === "error" && entry.stop !== "orphaned") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
+    })
     const finalize = (request: InferenceRequest, entry: Running, receivedAt: number, sent: () => number) =>
       (exit: Exit.Exit<Finish, EngineError>) =>
-        Effect.gen(function* () {
-          const requestId = request.requestId
-          const error = (code: string, message: string): TokenMessage => ({ type: "error", requestId, code, message })
-          let outcome: Outcome = "failed"
-          let message: TokenMessage | undefined
-          if (Exit.isSuccess(exit)) {
-            outcome = "succeeded"
-            const now = yield* Clock.currentTimeMillis
-            const fingerprint = exit.value.systemFingerprint
-            message = {
-              type: "done",
-              requestId,
-              finishReason: exit.value.finishReason,
-              usage: exit.value.usage,
-              latencyMs: Math.max(0, now - receivedAt),
-              ...(fingerprint === undefined ? {} : { systemFingerprint: fingerprint })
-            }
-          } else if (entry.stop === "cancel") {
-            outcome = "cancelled"
-          } else if (entry.stop === "orphaned") {
-            outcome = "cancelled"
-            message = error("controller_gone", `worker ${workerId} stopped the request: its controller ${request.controllerId ?? "?"} is gone`)
-          } else if (entry.stop === "timeout") {
-            message = error("timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`)
-          } else {
-            const failure = Cause.failureOption(exit.cause)
-            if (Option.isSome(failure)) message = { ...error(failure.value.code, failure.value.message), ...upstreamRefusal(failure.value) }
-            else if (Cause.isInterruptedOnly(exit.cause)) message = error("worker_shutdown", `worker ${workerId} stopped before the request finished`)
-            else {
-              yield* Effect.logError("request failed with a defect", exit.cause)
-              message = error("internal_error", Cause.pretty(exit.cause).split("\n")[0] ?? "internal error")
-            }
-          }
-          yield* stats.release(outcome)
-          entry.untrack?.()
-          if (refusedBusy) {
-            refusedBusy = false
-            options.capacityFreed?.()
-          }
-          if (message !== undefined) publish(message)
-          if (outcome === "cancelled") yield* Effect.logDebug(`request cancelled after ${sent()} tokens`)
-          if (message?.type === "error" && entry.stop !== "orphaned") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
-        }).pipe(Effect.annotateLogs({ requestId: request.requestId }))
+        finalizeExit(request, entry, receivedAt, sent, exit).pipe(Effect.annotateLogs({ requestId: request.requestId }))
 
     /**
      * The request's fiber: the checks that need services, the ack, then the generation. No span per
      * request: no tracer reads them, and a span with its stack trace showed in the worker's profile.
+     * Its generators are made once, here, not per request: see "generators" in controller/router.ts.
      */
-    const serve = (request: InferenceRequest, replyTo: string | undefined, entry: Running) =>
-      Effect.gen(function* () {
-        if (draining) return refuseBusy(replyTo, request, `worker ${workerId} is shutting down`)
-        const path = yield* scanner.pathOf(request.model)
-        if (Option.isNone(path)) {
-          const served = (yield* scanner.current).availableModels
-          const listed = served.slice(0, LISTED_MODELS).join(", ") + (served.length > LISTED_MODELS ? ` and ${served.length - LISTED_MODELS} more` : "")
-          return refuse(replyTo, "model_not_found", `worker ${workerId} does not serve model "${request.model}" (serves: ${listed || "none"})`)
-        }
-        if (!(yield* stats.tryAcquire(options.maxConcurrent))) {
-          return refuseBusy(replyTo, request, `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`)
-        }
-        if (request.controllerId !== undefined) {
-          entry.untrack = owners.add(request.controllerId, request.requestId, () => stop(entry, "orphaned"))
-        }
-        reply(replyTo, { accepted: true, workerId, ...loadFor(request.controllerId) })
-        let index = 0
-        const subject = Subjects.response(request.requestId)
-        const emit: EmitTokens = (tokens, logprobs) => {
-          if (tokens.length === 0) return
-          const batch: TokenMessage =
-            logprobs === undefined || logprobs.length === 0
-              ? { type: "tokens", requestId: request.requestId, index, tokens }
-              : { type: "tokens", requestId: request.requestId, index, tokens, logprobs }
-          nats.send(subject, encodeTokenMessage(batch))
-          index += tokens.length
-          stats.countTokens(tokens.length)
-        }
-        // Tool-call deltas take one index each, as tokens do (issue 12).
-        const emitToolCalls: EmitToolCalls = (deltas) => {
-          if (deltas.length === 0) return
-          nats.send(subject, encodeTokenMessage({ type: "tool_calls", requestId: request.requestId, index, deltas }))
-          index += deltas.length
-          stats.countTokens(deltas.length)
-        }
-        yield* engine.generate(request, path.value, emit, emitToolCalls).pipe(
-          Effect.onExit(finalize(request, entry, entry.startedAt, () => index)),
-          Effect.ignore
-        )
-      })
+    const serve = Effect.fnUntraced(function* (request: InferenceRequest, replyTo: string | undefined, entry: Running) {
+      if (draining) return refuseBusy(replyTo, request, `worker ${workerId} is shutting down`)
+      const path = yield* scanner.pathOf(request.model)
+      if (Option.isNone(path)) {
+        const served = (yield* scanner.current).availableModels
+        const listed = served.slice(0, LISTED_MODELS).join(", ") + (served.length > LISTED_MODELS ? ` and ${served.length - LISTED_MODELS} more` : "")
+        return refuse(replyTo, "model_not_found", `worker ${workerId} does not serve model "${request.model}" (serves: ${listed || "none"})`)
+      }
+      if (!(yield* stats.tryAcquire(options.maxConcurrent))) {
+        return refuseBusy(replyTo, request, `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`)
+      }
+      if (request.controllerId !== undefined) {
+        entry.untrack = owners.add(request.controllerId, request.requestId, () => stop(entry, "orphaned"))
+      }
+      reply(replyTo, { accepted: true, workerId, ...loadFor(request.controllerId) })
+      let index = 0
+      const subject = Subjects.response(request.requestId)
+      const emit: EmitTokens = (tokens, logprobs) => {
+        if (tokens.length === 0) return
+        const batch: TokenMessage =
+          logprobs === undefined || logprobs.length === 0
+            ? { type: "tokens", requestId: request.requestId, index, tokens }
+            : { type: "tokens", requestId: request.requestId, index, tokens, logprobs }
+        nats.send(subject, encodeTokenMessage(batch))
+        index += tokens.length
+        stats.countTokens(tokens.length)
+      }
+      // Tool-call deltas take one index each, as tokens do (issue 12).
+      const emitToolCalls: EmitToolCalls = (deltas) => {
+        if (deltas.length === 0) return
+        nats.send(subject, encodeTokenMessage({ type: "tool_calls", requestId: request.requestId, index, deltas }))
+        index += deltas.length
+        stats.countTokens(deltas.length)
+      }
+      yield* engine.generate(request, path.value, emit, emitToolCalls).pipe(
+        Effect.onExit(finalize(request, entry, entry.startedAt, () => index)),
+        Effect.ignore
+      )
+    })
 
     const onRequest = (message: RawMessage) => {
       const replyTo = message.reply === undefined || message.reply === "" ? undefined : message.reply
@@ -283,6 +291,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
     )
 
     const drain = (timeoutMs: number) =>
+      // eslint-disable-next-line no-restricted-syntax -- once, at shutdown
       Effect.gen(function* () {
         draining = true
         if (running.size === 0) return
