@@ -1,3 +1,5 @@
+// First: heap flags that must apply before the first request (see the module).
+import "./process/heap-flags.js"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Console, Effect, Layer, Option } from "effect"
 import { loadConfig } from "./config/load-config.js"
