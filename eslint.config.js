@@ -31,5 +31,30 @@ export default tseslint.config(
         }))
       ]
     }
+  },
+  {
+    // The request path (issue 10): no generator function made per call. V8 (Node 20) gives every new
+    // generator function its own initial map, in old space, pointing at the closure: a generator
+    // made per request kept that request's objects alive through two scavenges (see "generators" in
+    // src/controller/router.ts). A generator made once per process is fine: those say so inline.
+    files: [
+      "src/controller/{router,relay,relay-step,admission-queue,waiting-room,deadline-sweep,in-flight,request-journal,balancer,worker-probes}.ts",
+      "src/http/{inference-lane,openai-request,route-request,sse,body-reader,front-door,answer,request-target}.ts",
+      "src/nats/{nats-transport-live,codec,unsubscribe-batch}.ts",
+      "src/domain/token-wire.ts",
+      "src/worker/inference-handler.ts",
+      "src/worker/engines/synthetic-engine.ts"
+    ],
+    rules: {
+      "no-restricted-syntax": [
+        "error",
+        {
+          selector:
+            ":matches(ArrowFunctionExpression, FunctionExpression[generator=false], FunctionDeclaration) CallExpression[callee.property.name='gen'] > FunctionExpression[generator=true]",
+          message:
+            "a generator made per call (`(x) => Effect.gen(function* () {…})`) gets its own initial map in old space, which kept each request's objects alive through two scavenges: define it once with `Effect.fnUntraced(function* (x) {…})`, or use plain combinators"
+        }
+      ]
+    }
   }
 )
