@@ -198,7 +198,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
     /**
      * The request's fiber: the checks that need services, the ack, then the generation. No span per
      * request: no tracer reads them, and a span with its stack trace showed in the worker's profile.
-     * Its generators are made once, here, not per request: see "generators" in controller/router.ts.
+     * Its generators are made once, here, not per request: see the note on `runAttempt` in controller/router.ts.
      */
     const serve = Effect.fnUntraced(function* (request: InferenceRequest, replyTo: string | undefined, entry: Running) {
       if (draining) return refuseBusy(replyTo, request, `worker ${workerId} is shutting down`)

@@ -376,7 +376,7 @@ export const makeSyntheticEngine = (
   options: SyntheticOptions,
   promptCache: EnginePrefillCache = makeEnginePrefillCache(options)
 ): InferenceEngineService => {
-  // Made once per engine, not per request (see "generators" in controller/router.ts).
+  // Made once per engine, not per request (see the note on `runAttempt` in controller/router.ts).
   const generate = Effect.fnUntraced(function* (request: InferenceRequest, _modelPath: string, emit: EmitTokens, emitToolCalls: EmitToolCalls) {
     const plan = planContinuation(request, options.maxAnswerTokens)
     const toolCalls = plan.toolCalls
