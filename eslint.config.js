@@ -35,8 +35,8 @@ export default tseslint.config(
   {
     // The request path (issue 10): no generator function made per call. V8 (Node 20) gives every new
     // generator function its own initial map, in old space, pointing at the closure: a generator
-    // made per request kept that request's objects alive through two scavenges (see "generators" in
-    // src/controller/router.ts). A generator made once per process is fine: those say so inline.
+    // made per request kept that request's objects alive through two scavenges (see the note on
+    // `runAttempt` in src/controller/router.ts). A generator made once per process is fine: those say so inline.
     files: [
       "src/controller/{router,relay,relay-step,admission-queue,waiting-room,deadline-sweep,in-flight,request-journal,balancer,worker-probes}.ts",
       "src/http/{inference-lane,openai-request,route-request,sse,body-reader,front-door,answer,request-target}.ts",
