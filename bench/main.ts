@@ -6,8 +6,10 @@
  *   npm run bench -- --scenario chat [...]      (--help lists each scenario's options)
  *   npm run bench -- --scenario hostile [...]   (issue 9's figures: registration flood, deep JSON)
  *   npm run bench -- --scenario tail [...]      (where the TTFT tail at concurrency 1 comes from)
+ *   npm run bench -- --scenario held [...]      (memory one stream in flight holds in the controller)
  *
- * Picks the scenario (relay.ts, the default; chat-scenario.ts; hostile-scenario.ts; tail-scenario.ts), gives it one
+ * Picks the scenario (relay.ts, the default; chat-scenario.ts; hostile-scenario.ts; tail-scenario.ts;
+ * held-scenario.ts), gives it one
  * `BenchRun`, and makes sure that whatever happens the run's children stop: at the end, on a
  * harness failure, on SIGINT or SIGTERM (a second one kills them at once), and when this process
  * exits.
@@ -15,6 +17,7 @@
 import { resolve } from "node:path"
 import { runChatScenario, CHAT_USAGE } from "./chat-scenario.js"
 import { splitScenario, UsageError } from "./cli.js"
+import { HELD_USAGE, runHeldScenario } from "./held-scenario.js"
 import { HOSTILE_USAGE, runHostileScenario } from "./hostile-scenario.js"
 import { RELAY_USAGE } from "./relay-options.js"
 import { runRelay } from "./relay.js"
@@ -25,7 +28,8 @@ const SCENARIOS = {
   relay: { run: runRelay, usage: RELAY_USAGE },
   chat: { run: runChatScenario, usage: CHAT_USAGE },
   hostile: { run: runHostileScenario, usage: HOSTILE_USAGE },
-  tail: { run: runTailScenario, usage: TAIL_USAGE }
+  tail: { run: runTailScenario, usage: TAIL_USAGE },
+  held: { run: runHeldScenario, usage: HELD_USAGE }
 } as const
 
 const run = new BenchRun(resolve(import.meta.dirname, ".."))
@@ -48,7 +52,7 @@ const { scenario: name, argv } = splitScenario(process.argv.slice(2))
 const scenario = Object.hasOwn(SCENARIOS, name) ? SCENARIOS[name as keyof typeof SCENARIOS] : undefined
 
 const main = async (): Promise<void> => {
-  if (scenario === undefined) throw new UsageError(`--scenario ${name}: expected relay (the default), chat, hostile or tail`)
+  if (scenario === undefined) throw new UsageError(`--scenario ${name}: expected relay (the default), chat, hostile, tail or held`)
   try {
     await scenario.run(run, argv)
   } finally {

@@ -1,0 +1,99 @@
+/**
+ * Reads a V8 heap snapshot (`.heapsnapshot`, JSON) into totals per kind of object, and compares
+ * two of them per stream: what `--scenario held` reports. Pure, so that it is tested on made-up
+ * snapshots. A snapshot holds only live objects (V8 collects garbage before it writes one), so
+ * the difference between two snapshots is memory really held, not garbage waiting for a GC.
+ */
+
+/** The parts of a heap snapshot this reads. */
+export interface HeapSnapshot {
+  readonly snapshot: { readonly meta: { readonly node_fields: ReadonlyArray<string>; readonly node_types: ReadonlyArray<unknown> } }
+  readonly nodes: ReadonlyArray<number>
+  readonly strings: ReadonlyArray<string>
+}
+
+export interface KindTotal {
+  readonly count: number
+  readonly bytes: number
+}
+
+export interface HeapSummary {
+  readonly bytes: number
+  readonly objects: number
+  /** By kind: `type:constructor name` for objects and closures (`object:ServerResponse`), else the V8 node type. */
+  readonly kinds: ReadonlyMap<string, KindTotal>
+}
+
+const NAMED_TYPES = new Set(["object", "closure"])
+
+export const summarise = (s: HeapSnapshot): HeapSummary => {
+  const fields = s.snapshot.meta.node_fields
+  const types = s.snapshot.meta.node_types[0]
+  if (!Array.isArray(types)) throw new Error("not a heap snapshot: meta.node_types[0] is not the list of node types")
+  const width = fields.length
+  const at = (name: string) => {
+    const i = fields.indexOf(name)
+    if (i < 0) throw new Error(`not a heap snapshot: no node field "${name}"`)
+    return i
+  }
+  const iType = at("type")
+  const iName = at("name")
+  const iSize = at("self_size")
+  const kinds = new Map<string, { count: number; bytes: number }>()
+  let bytes = 0
+  for (let j = 0; j < s.nodes.length; j += width) {
+    const size = s.nodes[j + iSize] ?? 0
+    const type = String(types[s.nodes[j + iType] ?? -1] ?? "unknown")
+    const kind = NAMED_TYPES.has(type) ? `${type}:${s.strings[s.nodes[j + iName] ?? -1] ?? "?"}` : type
+    const total = kinds.get(kind) ?? { count: 0, bytes: 0 }
+    total.count++
+    total.bytes += size
+    kinds.set(kind, total)
+    bytes += size
+  }
+  return { bytes, objects: s.nodes.length / width, kinds }
+}
+
+export interface PerStreamKind {
+  readonly kind: string
+  /** Objects of this kind added per stream (may be fractional: one socket per keep-alive connection…). */
+  readonly count: number
+  readonly bytes: number
+}
+
+export interface PerStream {
+  readonly bytes: number
+  readonly objects: number
+  /** Largest first. */
+  readonly kinds: ReadonlyArray<PerStreamKind>
+}
+
+/** What `held` has that `base` has not, divided by the `streams` that make the difference. */
+export const perStream = (base: HeapSummary, held: HeapSummary, streams: number): PerStream => {
+  if (streams <= 0) throw new Error("perStream: streams must be positive")
+  const kinds = [...held.kinds].map(([kind, total]): PerStreamKind => {
+    const before = base.kinds.get(kind) ?? { count: 0, bytes: 0 }
+    return { kind, count: (total.count - before.count) / streams, bytes: (total.bytes - before.bytes) / streams }
+  })
+  kinds.sort((a, b) => b.bytes - a.bytes)
+  return { bytes: (held.bytes - base.bytes) / streams, objects: (held.objects - base.objects) / streams, kinds }
+}
+
+const kib = (bytes: number) => (bytes / 1024).toFixed(1)
+const mib = (bytes: number) => (bytes / 1048576).toFixed(1)
+
+/** The report's markdown: totals, then the `top` kinds that grew most per stream. */
+export const formatHeld = (base: HeapSummary, held: HeapSummary, streams: number, top = 15): string => {
+  const per = perStream(base, held, streams)
+  const rows = per.kinds
+    .slice(0, top)
+    .map((k) => `| ${k.kind.replace(/\|/g, "\\|")} | ${k.count.toFixed(2)} | ${k.bytes.toFixed(0)} |`)
+  return [
+    `Live heap of the controller: ${mib(base.bytes)} MiB idle, ${mib(held.bytes)} MiB with ${streams} streams in flight.`,
+    `**Held per in-flight stream: ${kib(per.bytes)} KB** in ${per.objects.toFixed(0)} objects.`,
+    "",
+    "| kind (V8 type:constructor) | objects per stream | bytes per stream |",
+    "|---|---:|---:|",
+    ...rows
+  ].join("\n")
+}

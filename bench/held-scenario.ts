@@ -1,0 +1,103 @@
+/**
+ * `npm run bench -- --scenario held`: how much memory one stream in flight holds in the controller
+ * (issue 10: "a stream in flight holds no more than a few KB"). A cluster whose synthetic workers
+ * send one token a second, so that streams stay open; the controller runs with
+ * `--heapsnapshot-signal=SIGUSR2`. After a warm-up of short streams, a heap snapshot with nothing
+ * in flight; then `--streams` streams are opened and each has its first token; a second snapshot.
+ * Snapshots hold only live objects, so the difference per stream is what a stream really holds
+ * (heap-summary.ts), apart from the garbage and the young generation that make RSS.
+ */
+import { readdirSync, readFileSync } from "node:fs"
+import { Agent, request } from "node:http"
+import { join } from "node:path"
+import { parseFlags } from "./cli.js"
+import { MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
+import { formatHeld, type HeapSnapshot, perStream, summarise } from "./heap-summary.js"
+import { chatBody } from "./load.js"
+import type { BenchRun } from "./run.js"
+
+export const HELD_USAGE = `Usage: npm run bench -- --scenario held [options]
+  --streams N    streams held open at the second snapshot        default 1000
+  --workers N    synthetic workers (1 token a second each stream) default 2
+  -h, --help     this text
+`
+
+const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
+
+/** Opens a streamed chat completion and resolves at its first chunk; the stream stays open. */
+const openStream = (agent: Agent, port: number, body: Buffer): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, method: "POST", path: "/v1/chat/completions", agent, headers: { "content-type": "application/json" } }, (res) => {
+      if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`))
+      res.once("data", () => resolve())
+      res.resume()
+    })
+    req.on("error", reject)
+    req.end(body)
+  })
+
+/** Asks the controller for a heap snapshot (SIGUSR2) and reads it once V8 has written it whole. */
+const snapshot = async (pid: number, dir: string): Promise<HeapSnapshot> => {
+  const before = new Set(readdirSync(dir))
+  process.kill(pid, "SIGUSR2")
+  for (let i = 0; i < 600; i++) {
+    await sleep(500)
+    const file = readdirSync(dir).find((f) => !before.has(f) && f.endsWith(".heapsnapshot"))
+    if (file === undefined) continue
+    // V8 writes it in pieces: it parses once complete.
+    try {
+      return JSON.parse(readFileSync(join(dir, file), "utf8")) as HeapSnapshot
+    } catch {
+      continue
+    }
+  }
+  throw new Error(`the controller wrote no heap snapshot to ${dir} within 5 minutes`)
+}
+
+export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>): Promise<void> => {
+  const flags = parseFlags(argv, { values: ["streams", "workers"], booleans: [] })
+  if (flags === "help") return void process.stdout.write(HELD_USAGE)
+  const streams = flags.number("streams", 1000, 1, true)
+  const workers = flags.number("workers", 2, 1, true)
+  const snapshots = run.tempDir("mlx-bench-heap-")
+  log(`cluster: nats-server, ${workers} workers at 1 token a second, a controller that writes heap snapshots on SIGUSR2`)
+  const cluster = await startCluster(run, {
+    name: "",
+    workers,
+    workerIdPrefix: "held-w",
+    settings: { logLevel: "warning", maxConcurrent: streams, synthetic: { tokens_per_second: 1, first_token_ms: 0 } },
+    controllerExtras: { nodeArgs: ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${snapshots}`], env: {} },
+    readyTimeoutMs: 60_000,
+    dir: run.tempDir("mlx-bench-")
+  })
+  const pid = cluster.controller.process.pid
+  if (pid === undefined) throw new Error("the controller has no pid")
+  const agent = new Agent({ keepAlive: true, maxSockets: streams })
+  try {
+    // The request path, warmed: 200 streams of 2 tokens, then time for them to end.
+    const short = chatBody(MODEL, 2)
+    await Promise.all(Array.from({ length: 200 }, () => openStream(agent, cluster.port, short)))
+    await sleep(4_000)
+    log("heap snapshot with nothing in flight")
+    const base = summarise(await snapshot(pid, snapshots))
+    // 32 tokens at 1 a second: every stream is still open at the second snapshot.
+    const long = chatBody(MODEL, 32)
+    log(`opening ${streams} streams`)
+    await Promise.all(Array.from({ length: streams }, () => openStream(agent, cluster.port, long)))
+    log(`heap snapshot with ${streams} streams in flight`)
+    const held = summarise(await snapshot(pid, snapshots))
+    const per = perStream(base, held, streams)
+    const startedAt = new Date().toISOString()
+    const file = run.saveResults(`held-${startedAt}`, {
+      startedAt,
+      options: { streams, workers },
+      idleBytes: base.bytes,
+      heldBytes: held.bytes,
+      perStream: { bytes: per.bytes, objects: per.objects, kinds: per.kinds.slice(0, 40) }
+    })
+    process.stdout.write(`## Memory held per stream in flight (${startedAt})\n\n${formatHeld(base, held, streams)}\n\nResults saved to ${file}\n`)
+  } finally {
+    agent.destroy()
+    await stopCluster(cluster)
+  }
+}
