@@ -142,58 +142,52 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
     }
 
     /** Releases the slot, then says how it ended: a controller that reads `done` may dispatch the next request at once. */
-    const finalizeExit = Effect.fnUntraced(function* (
-      request: InferenceRequest,
-      entry: Running,
-      receivedAt: number,
-      sent: () => number,
-      exit: Exit.Exit<Finish, EngineError>
-    ) {
-      const requestId = request.requestId
-      const error = (code: string, message: string): TokenMessage => ({ type: "error", requestId, code, message })
-      let outcome: Outcome = "failed"
-      let message: TokenMessage | undefined
-      if (Exit.isSuccess(exit)) {
-        outcome = "succeeded"
-        const now = yield* Clock.currentTimeMillis
-        const fingerprint = exit.value.systemFingerprint
-        message = {
-          type: "done",
-          requestId,
-          finishReason: exit.value.finishReason,
-          usage: exit.value.usage,
-          latencyMs: Math.max(0, now - receivedAt),
-          ...(fingerprint === undefined ? {} : { systemFingerprint: fingerprint })
+    const finalize = Effect.fnUntraced(
+      function* (request: InferenceRequest, entry: Running, sent: () => number, exit: Exit.Exit<Finish, EngineError>) {
+        const requestId = request.requestId
+        const error = (code: string, message: string): TokenMessage => ({ type: "error", requestId, code, message })
+        let outcome: Outcome = "failed"
+        let message: TokenMessage | undefined
+        if (Exit.isSuccess(exit)) {
+          outcome = "succeeded"
+          const now = yield* Clock.currentTimeMillis
+          const fingerprint = exit.value.systemFingerprint
+          message = {
+            type: "done",
+            requestId,
+            finishReason: exit.value.finishReason,
+            usage: exit.value.usage,
+            latencyMs: Math.max(0, now - entry.startedAt),
+            ...(fingerprint === undefined ? {} : { systemFingerprint: fingerprint })
+          }
+        } else if (entry.stop === "cancel") {
+          outcome = "cancelled"
+        } else if (entry.stop === "orphaned") {
+          outcome = "cancelled"
+          message = error("controller_gone", `worker ${workerId} stopped the request: its controller ${request.controllerId ?? "?"} is gone`)
+        } else if (entry.stop === "timeout") {
+          message = error("timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`)
+        } else {
+          const failure = Cause.failureOption(exit.cause)
+          if (Option.isSome(failure)) message = { ...error(failure.value.code, failure.value.message), ...upstreamRefusal(failure.value) }
+          else if (Cause.isInterruptedOnly(exit.cause)) message = error("worker_shutdown", `worker ${workerId} stopped before the request finished`)
+          else {
+            yield* Effect.logError("request failed with a defect", exit.cause)
+            message = error("internal_error", Cause.pretty(exit.cause).split("\n")[0] ?? "internal error")
+          }
         }
-      } else if (entry.stop === "cancel") {
-        outcome = "cancelled"
-      } else if (entry.stop === "orphaned") {
-        outcome = "cancelled"
-        message = error("controller_gone", `worker ${workerId} stopped the request: its controller ${request.controllerId ?? "?"} is gone`)
-      } else if (entry.stop === "timeout") {
-        message = error("timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`)
-      } else {
-        const failure = Cause.failureOption(exit.cause)
-        if (Option.isSome(failure)) message = { ...error(failure.value.code, failure.value.message), ...upstreamRefusal(failure.value) }
-        else if (Cause.isInterruptedOnly(exit.cause)) message = error("worker_shutdown", `worker ${workerId} stopped before the request finished`)
-        else {
-          yield* Effect.logError("request failed with a defect", exit.cause)
-          message = error("internal_error", Cause.pretty(exit.cause).split("\n")[0] ?? "internal error")
+        yield* stats.release(outcome)
+        entry.untrack?.()
+        if (refusedBusy) {
+          refusedBusy = false
+          options.capacityFreed?.()
         }
-      }
-      yield* stats.release(outcome)
-      entry.untrack?.()
-      if (refusedBusy) {
-        refusedBusy = false
-        options.capacityFreed?.()
-      }
-      if (message !== undefined) publish(message)
-      if (outcome === "cancelled") yield* Effect.logDebug(`request cancelled after ${sent()} tokens`)
-      if (message?.type === "error" && entry.stop !== "orphaned") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
-    })
-    const finalize = (request: InferenceRequest, entry: Running, receivedAt: number, sent: () => number) =>
-      (exit: Exit.Exit<Finish, EngineError>) =>
-        finalizeExit(request, entry, receivedAt, sent, exit).pipe(Effect.annotateLogs({ requestId: request.requestId }))
+        if (message !== undefined) publish(message)
+        if (outcome === "cancelled") yield* Effect.logDebug(`request cancelled after ${sent()} tokens`)
+        if (message?.type === "error" && entry.stop !== "orphaned") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
+      },
+      (effect, request) => Effect.annotateLogs(effect, { requestId: request.requestId })
+    )
 
     /**
      * The request's fiber: the checks that need services, the ack, then the generation. No span per
@@ -235,7 +229,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
         stats.countTokens(deltas.length)
       }
       yield* engine.generate(request, path.value, emit, emitToolCalls).pipe(
-        Effect.onExit(finalize(request, entry, entry.startedAt, () => index)),
+        Effect.onExit((exit) => finalize(request, entry, () => index, exit)),
         Effect.ignore
       )
     })
