@@ -233,10 +233,10 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
      * fiber) alive through two scavenges, and V8 then pretenured the sites that allocate it (see
      * process/heap-flags.ts): 24 KB promoted to the old space per streamed request, 1 KB now.
      */
-    const runAttempt = Effect.fnUntraced(function* (ctx: RequestContext, worker: WorkerInfo, relay: Relay, attemptId: string) {
+    const runAttempt = Effect.fnUntraced(function* (ctx: RequestContext, worker: WorkerInfo, relay: Relay) {
       const workerId = worker.workerId
       const answer = ctx.answer
-      const relayedBefore = relay.options.relayedBefore
+      const { attemptId, relayedBefore } = relay.options
       const wire = toWire(RequestId.make(attemptId), ctx.request, controllerId)
       const continued = ctx.lost === undefined || answer === undefined ? wire : continuedRequest(wire, answer.text(), relayedBefore)
       const refused = yield* dispatch(worker, continued)
@@ -313,7 +313,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       const subscription = nats.listen(Subjects.response(attemptId), relay.onMessage)
       const unwatch = watch(relay, worker)
       const unsweep = deadlines.add(relay)
-      return yield* restore(runAttempt(ctx, worker, relay, attemptId)).pipe(
+      return yield* restore(runAttempt(ctx, worker, relay)).pipe(
         Effect.onExit((exit) => {
           subscription.close()
           unwatch()
