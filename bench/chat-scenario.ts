@@ -41,7 +41,7 @@ import { parseFlags, UsageError } from "./cli.js"
 import { assertRunning } from "./child.js"
 import { type Cluster, type ClusterSettings, getJson, MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
 import { contentOf, streamOnce, type Target } from "./load.js"
-import type { BenchRun } from "./run.js"
+import { type BenchRun, progress } from "./run.js"
 
 const STRATEGIES = ["round_robin", "least_loaded", "smart"] as const
 type Strategy = (typeof STRATEGIES)[number]
@@ -102,7 +102,7 @@ const parseChatOptions = (argv: ReadonlyArray<string>): ChatOptions | "help" => 
   }
 }
 
-const log = (line: string) => process.stderr.write(`[bench:chat] ${line}\n`)
+const log = progress("chat")
 const HEARTBEAT_MS = 500
 
 /** What differs in one strategy's cluster from the relay benchmark's: prefill, its own cache, the strategy. */

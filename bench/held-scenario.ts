@@ -14,7 +14,7 @@ import { parseFlags } from "./cli.js"
 import { MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
 import { formatHeld, type HeapSnapshot, perStream, summarise } from "./heap-summary.js"
 import { chatBody } from "./load.js"
-import type { BenchRun } from "./run.js"
+import { type BenchRun, progress } from "./run.js"
 
 export const HELD_USAGE = `Usage: npm run bench -- --scenario held [options]
   --streams N    streams held open at the second snapshot        default 1000
@@ -22,7 +22,7 @@ export const HELD_USAGE = `Usage: npm run bench -- --scenario held [options]
   -h, --help     this text
 `
 
-const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
+const log = progress()
 
 /** Opens a streamed chat completion and resolves at its first chunk; the stream stays open. */
 const openStream = (agent: Agent, port: number, body: Buffer): Promise<void> =>

@@ -64,7 +64,7 @@ import {
 } from "./hostile-report.js"
 import { chatBody, streamOnce } from "./load.js"
 import { CostMeter, sampleProcesses } from "./process-cost.js"
-import type { BenchRun } from "./run.js"
+import { type BenchRun, progress } from "./run.js"
 
 export const HOSTILE_USAGE = `Usage: npm run bench -- --scenario hostile [options]
   --registrations N    registrations with distinct worker ids per flood     default 10000
@@ -113,7 +113,7 @@ const parseHostileOptions = (argv: ReadonlyArray<string>): HostileOptions | "hel
   }
 }
 
-const log = (line: string) => process.stderr.write(`[bench:hostile] ${line}\n`)
+const log = progress("hostile")
 
 const DEFAULT_MAX_WORKERS = 1000
 /** The second cluster's bus: large enough for a registration claiming 300,000 models. */

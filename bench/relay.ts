@@ -25,10 +25,10 @@ import { CostMeter, sampleProcesses, type WindowCost } from "./process-cost.js"
 import { collectProfile, monotonicUs, profiledController, type ProfileInfo, type Window } from "./profile.js"
 import { parseRelayOptions, RELAY_USAGE, type RelayOptions } from "./relay-options.js"
 import { type BenchResults, formatResults, type HttpBaseline, type Idle, type LevelResult, type RunStats, type Sanity, type StressResult } from "./relay-report.js"
-import type { BenchRun } from "./run.js"
+import { type BenchRun, progress } from "./run.js"
 import { checkTargets } from "./targets.js"
 
-const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
+const log = progress()
 
 /** What every step works on: the processes, the two targets and the request they are sent. */
 interface Setup {

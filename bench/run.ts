@@ -8,6 +8,12 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type Child, spawnChild, stopChild } from "./child.js"
 
+/** A scenario's progress lines, on stderr so that stdout carries only the report: `[bench] …` or `[bench:scope] …`. */
+export const progress =
+  (scope?: string) =>
+  (line: string): void =>
+    void process.stderr.write(`[bench${scope === undefined ? "" : `:${scope}`}] ${line}\n`)
+
 export class BenchRun {
   private readonly children: Array<Child> = []
   private readonly dirs: Array<string> = []

@@ -13,7 +13,7 @@ import { parseFlags } from "./cli.js"
 import { MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
 import { chatBody, streamOnce, type Target } from "./load.js"
 import { observeGc } from "./hop-trace.js"
-import type { BenchRun } from "./run.js"
+import { type BenchRun, progress } from "./run.js"
 import { analyseTail, formatTail, type HopTrace, type TimedRequest } from "./tail-report.js"
 
 export const TAIL_USAGE = `Usage: npm run bench -- --scenario tail [options]
@@ -26,7 +26,7 @@ export const TAIL_USAGE = `Usage: npm run bench -- --scenario tail [options]
   -h, --help     this text
 `
 
-const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
+const log = progress()
 
 /** Requests one after another, `gapMs` apart, until `ms` have passed; each with its start as epoch ms. */
 const sequential = async (target: Target, body: Buffer, ms: number, gapMs: number): Promise<Array<TimedRequest>> => {
