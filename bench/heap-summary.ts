@@ -62,6 +62,7 @@ export interface PerStreamKind {
 }
 
 export interface PerStream {
+  readonly streams: number
   readonly bytes: number
   readonly objects: number
   /** Largest first. */
@@ -76,20 +77,19 @@ export const perStream = (base: HeapSummary, held: HeapSummary, streams: number)
     return { kind, count: (total.count - before.count) / streams, bytes: (total.bytes - before.bytes) / streams }
   })
   kinds.sort((a, b) => b.bytes - a.bytes)
-  return { bytes: (held.bytes - base.bytes) / streams, objects: (held.objects - base.objects) / streams, kinds }
+  return { streams, bytes: (held.bytes - base.bytes) / streams, objects: (held.objects - base.objects) / streams, kinds }
 }
 
 const kib = (bytes: number) => (bytes / 1024).toFixed(1)
 const mib = (bytes: number) => (bytes / 1048576).toFixed(1)
 
-/** The report's markdown: totals, then the `top` kinds that grew most per stream. */
-export const formatHeld = (base: HeapSummary, held: HeapSummary, streams: number, top = 15): string => {
-  const per = perStream(base, held, streams)
+/** The report's markdown: totals, then the `top` kinds that grew most per stream (`per` = `perStream(base, held, …)`). */
+export const formatHeld = (base: HeapSummary, held: HeapSummary, per: PerStream, top = 15): string => {
   const rows = per.kinds
     .slice(0, top)
     .map((k) => `| ${k.kind.replace(/\|/g, "\\|")} | ${k.count.toFixed(2)} | ${k.bytes.toFixed(0)} |`)
   return [
-    `Live heap of the controller: ${mib(base.bytes)} MiB idle, ${mib(held.bytes)} MiB with ${streams} streams in flight.`,
+    `Live heap of the controller: ${mib(base.bytes)} MiB idle, ${mib(held.bytes)} MiB with ${per.streams} streams in flight.`,
     `**Held per in-flight stream: ${kib(per.bytes)} KB** in ${per.objects.toFixed(0)} objects.`,
     "",
     "| kind (V8 type:constructor) | objects per stream | bytes per stream |",

@@ -2,7 +2,7 @@
  * `npm run bench -- --scenario held`: how much memory one stream in flight holds in the controller
  * (issue 10: "a stream in flight holds no more than a few KB"). A cluster whose synthetic workers
  * send one token a second, so that streams stay open; the controller runs with
- * `--heapsnapshot-signal=SIGUSR2`. After a warm-up of short streams, a heap snapshot with nothing
+ * `--heapsnapshot-signal=SIGUSR2`. After a warm-up of short whole streams, a heap snapshot with nothing
  * in flight; then `--streams` streams are opened and each has its first token; a second snapshot.
  * Snapshots hold only live objects, so the difference per stream is what a stream really holds
  * (heap-summary.ts), apart from the garbage and the young generation that make RSS.
@@ -13,7 +13,7 @@ import { join } from "node:path"
 import { parseFlags } from "./cli.js"
 import { MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
 import { formatHeld, type HeapSnapshot, perStream, summarise } from "./heap-summary.js"
-import { chatBody } from "./load.js"
+import { chatBody, streamOnce } from "./load.js"
 import { type BenchRun, progress } from "./run.js"
 
 export const HELD_USAGE = `Usage: npm run bench -- --scenario held [options]
@@ -74,10 +74,12 @@ export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>
   if (pid === undefined) throw new Error("the controller has no pid")
   const agent = new Agent({ keepAlive: true, maxSockets: streams })
   try {
-    // The request path, warmed: 200 streams of 2 tokens, then time for them to end.
+    // The request path, warmed: 200 whole streams of 2 tokens.
+    const target = { name: "controller", host: "127.0.0.1", port: cluster.port }
     const short = chatBody(MODEL, 2)
-    await Promise.all(Array.from({ length: 200 }, () => openStream(agent, cluster.port, short)))
-    await sleep(4_000)
+    const warm = await Promise.all(Array.from({ length: 200 }, () => streamOnce({ agent, target, body: short, timeoutMs: 30_000 })))
+    const failed = warm.find((r) => r.error !== undefined)
+    if (failed !== undefined) throw new Error(`a warm-up request failed: ${failed.error}`)
     log("heap snapshot with nothing in flight")
     const base = summarise(await snapshot(pid, snapshots))
     // 32 tokens at 1 a second: every stream is still open at the second snapshot.
@@ -95,7 +97,7 @@ export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>
       heldBytes: held.bytes,
       perStream: { bytes: per.bytes, objects: per.objects, kinds: per.kinds.slice(0, 40) }
     })
-    process.stdout.write(`## Memory held per stream in flight (${startedAt})\n\n${formatHeld(base, held, streams)}\n\nResults saved to ${file}\n`)
+    process.stdout.write(`## Memory held per stream in flight (${startedAt})\n\n${formatHeld(base, held, per)}\n\nResults saved to ${file}\n`)
   } finally {
     agent.destroy()
     await stopCluster(cluster)

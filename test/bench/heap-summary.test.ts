@@ -44,7 +44,7 @@ describe("heap summary", () => {
   })
 
   it("reports the figure per stream and the top kinds", () => {
-    const text = formatHeld(summarise(base), summarise(held), 2, 2)
+    const text = formatHeld(summarise(base), summarise(held), perStream(summarise(base), summarise(held), 2), 2)
     expect(text).toContain("**Held per in-flight stream: 0.5 KB** in 4 objects.")
     expect(text).toContain("| object:ServerResponse | 1.00 | 300 |")
     expect(text).toContain("| object:Relay | 1.00 | 100 |")
