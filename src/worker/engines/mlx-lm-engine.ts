@@ -31,7 +31,10 @@ import { streamChatCompletion } from "./openai-engine.js"
  * to with the openai engine's code.
  *
  * - Ports: the lowest port from `base_port` upward that no other child holds and that can be bound
- *   on the host right now.
+ *   on the host right now. Another process can still take it in the moment before the child binds
+ *   it (an outgoing connection's ephemeral port, another program): a child that exits while
+ *   starting because its port is taken (its output says "address already in use", or the port
+ *   cannot be bound now) is started again on the next free port, up to `PORT_ATTEMPTS` times.
  * - Ready when `GET http://HOST:P/v1/models` answers (any status below 500) within
  *   `startup_timeout_ms`; a child that exits or stays silent until then fails the request with
  *   `engine_start_failed` (naming the exit code and its last output lines) and is stopped.
@@ -97,6 +100,12 @@ interface State {
 }
 
 const TAIL_LINES = 20
+
+/** Starts of one server, each on a new port, when another process takes the port first. */
+export const PORT_ATTEMPTS = 3
+
+/** "Address already in use" as Python (errno 98 on Linux, 48 on macOS) and Node print it. */
+const ADDRESS_IN_USE = /address already in use|EADDRINUSE/i
 
 const PID_FILE_PREFIX = "mlx-lm-"
 
@@ -195,7 +204,13 @@ export const makeMlxLmSupervisor = (
         Effect.scoped
       )
 
-    const start = (modelPath: string, slot: Slot) =>
+    /** True when a child that exited while starting lost its port to another process. */
+    const lostPort = (port: number, tail: ReadonlyArray<string>) =>
+      tail.some((line) => ADDRESS_IN_USE.test(line))
+        ? Effect.succeed(true)
+        : isPortFree(port, host).pipe(Effect.map((free) => !free))
+
+    const start = (modelPath: string, slot: Slot, attempt: number): Effect.Effect<void, EngineError, CommandExecutor> =>
       Effect.gen(function* () {
         const port = yield* allocatePort
         // A folder name is text from disk: escaped so that it cannot start a forged log line.
@@ -261,10 +276,13 @@ export const makeMlxLmSupervisor = (
           Effect.tap((how) => Deferred.succeed(exited, how)),
           Effect.flatMap((how) =>
             Effect.gen(function* () {
+              // A child that never came up is the start's to handle (fail, or try another port).
               const wasUp = (yield* Ref.get(state)).up.get(modelPath)?.pid === proc.pid
-              yield* forget(modelPath, slot)
               yield* releasePort(port)
-              if (wasUp) yield* Effect.logWarning(`${label} ${how}; the next request starts it again${output()}`)
+              if (wasUp) {
+                yield* forget(modelPath, slot)
+                yield* Effect.logWarning(`${label} ${how}; the next request starts it again${output()}`)
+              }
               yield* closeChild
             })
           ),
@@ -281,10 +299,19 @@ export const makeMlxLmSupervisor = (
           return yield* fail(startFailed(`${label} did not answer within ${options.startupTimeoutMs} ms${output()}`))
         }
         if (Either.isLeft(ready.value)) {
+          if (attempt < PORT_ATTEMPTS && (yield* lostPort(port, tail))) {
+            yield* closeChild.pipe(Effect.zipRight(releasePort(port)))
+            yield* Effect.logWarning(`${label}: another process took port ${port} while it started; starting it on the next free port`)
+            return yield* start(modelPath, slot, attempt + 1)
+          }
           return yield* fail(startFailed(`${label} ${String(ready.value.left)} while starting${output()}`))
         }
         const server: RunningServer = { modelPath, port, pid: proc.pid, baseUrl }
         yield* Ref.update(state, (s) => ({ ...s, up: new Map([...s.up, [modelPath, server]]) }))
+        // The exit watcher forgets only a server that was up: one that exited just now is ours.
+        if (yield* Deferred.isDone(exited)) {
+          return yield* fail(startFailed(`${label} ${yield* Deferred.await(exited)} as it became ready${output()}`))
+        }
         yield* Effect.logInfo(`${label} is ready`)
         yield* Deferred.succeed(slot.ready, server)
       }).pipe(
@@ -304,7 +331,7 @@ export const makeMlxLmSupervisor = (
           if (existing !== undefined) return [[existing, false], s]
           return [[fresh, true], { ...s, slots: new Map([...s.slots, [modelPath, fresh]]) }]
         })
-        if (isNew) yield* start(modelPath, slot).pipe(Effect.provide(context), Effect.forkIn(supervisorScope))
+        if (isNew) yield* start(modelPath, slot, 1).pipe(Effect.provide(context), Effect.forkIn(supervisorScope))
         return yield* Deferred.await(slot.ready)
       })
 

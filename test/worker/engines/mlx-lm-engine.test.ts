@@ -5,12 +5,12 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Context, Effect, Either, Exit, Fiber, Layer, Scope } from "effect"
 import { ClusterConfigService } from "../../../src/config/cluster-config.js"
 import type { InferenceRequest } from "../../../src/domain/inference.js"
 import { InferenceEngineLive } from "../../../src/worker/engines/engine-live.js"
 import { InferenceEngine, type InferenceEngineService } from "../../../src/worker/engines/inference-engine.js"
-import { isPortFree, makeMlxLmEngine, type MlxLmOptions } from "../../../src/worker/engines/mlx-lm-engine.js"
+import { isPortFree, makeMlxLmEngine, type MlxLmOptions, PORT_ATTEMPTS } from "../../../src/worker/engines/mlx-lm-engine.js"
 import { readPidFile, writePidFile } from "../../../src/process/pid-file.js"
 import { eventually } from "../../support/eventually.js"
 import { engineRequest } from "../support/engine-fixtures.js"
@@ -21,8 +21,28 @@ const FIXTURES = Path.join(import.meta.dirname, "..", "..", "fixtures")
 const request = (over: Partial<InferenceRequest> = {}): InferenceRequest =>
   engineRequest({ model: "mlx-community/fake", messages: [{ role: "user", content: "hi there" }], maxTokens: 16, ...over })
 
-/** A base port unlikely to collide with other test files running at the same time. */
-const randomBasePort = () => 20_000 + Math.floor(Math.random() * 30_000)
+/**
+ * A base port unlikely to collide with other test files running at the same time: below Linux's
+ * ephemeral range (32768–60999), where the suite's own outgoing connections take their ports.
+ */
+const randomBasePort = () => 20_000 + Math.floor(Math.random() * 12_000)
+
+/** Listens on `port` until the test's scope closes: another process holding the port. */
+const holdPort = (port: number) =>
+  Effect.gen(function* () {
+    const blocker = Net.createServer()
+    yield* Effect.async<void, Error>((resume) => {
+      blocker.once("error", (error) => resume(Effect.fail(error)))
+      blocker.listen(port, "127.0.0.1", () => resume(Effect.void))
+    }).pipe(Effect.orDie)
+    // It reads what the engine's readiness probe sends, so it sees the probe hang up and can close.
+    blocker.on("connection", (socket) => socket.resume())
+    yield* Effect.addFinalizer(() => Effect.async<void>((resume) => void blocker.close(() => resume(Effect.void))))
+  })
+
+/** Holds each port the engine picks (seen by its pid file) before the child, slowed down, binds it. */
+const takePortOnceChosen = (pidDir: string, port: number) =>
+  eventually(Effect.sync(() => Fs.existsSync(Path.join(pidDir, `mlx-lm-${port}.pid`)))).pipe(Effect.zipRight(holdPort(port)))
 
 const options = (over: Partial<MlxLmOptions> = {}): MlxLmOptions => ({
   python: "python3",
@@ -166,16 +186,44 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
   it.scopedLive("skips a base port that something else holds", () =>
     Effect.gen(function* () {
       const base = randomBasePort()
-      const blocker = Net.createServer()
-      yield* Effect.async<void>((resume) => {
-        blocker.listen(base, "127.0.0.1", () => resume(Effect.void))
-      })
-      yield* Effect.addFinalizer(() => Effect.async<void>((resume) => void blocker.close(() => resume(Effect.void))))
+      yield* holdPort(base)
       expect(yield* isPortFree(base, "127.0.0.1")).toBe(false)
       const { engine } = yield* engineInScope(options({ basePort: base }))
       yield* run(engine, "/models/a")
       const [server] = yield* engine.supervisor.running
       expect(server?.port).toBe(base + 1)
+    })
+  )
+
+  it.scopedLive("a port another process takes while the server starts: started again on the next free port", () =>
+    Effect.gen(function* () {
+      const pidDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "mlx-pids-"))
+      const base = randomBasePort()
+      // The fake loads its model for 1 s before it binds: the port is taken in that moment.
+      const { engine } = yield* engineInScope(options({ basePort: base, pidDir, env: { FAKE_MLX_STARTUP_DELAY_S: "1" } }))
+      const request = yield* Effect.fork(run(engine, "/models/a"))
+      yield* takePortOnceChosen(pidDir, base)
+      const result = yield* Fiber.join(request)
+      expect(result.tokens.join("")).toBe("fake mlx says hello to you")
+      const [server] = yield* engine.supervisor.running
+      expect(server?.port).toBe(base + 1)
+    })
+  )
+
+  it.scopedLive(`ports taken ${PORT_ATTEMPTS} times in a row: the request fails with the child's output`, () =>
+    Effect.gen(function* () {
+      const pidDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "mlx-pids-"))
+      const base = randomBasePort()
+      const { engine } = yield* engineInScope(options({ basePort: base, pidDir, env: { FAKE_MLX_STARTUP_DELAY_S: "1" } }))
+      const request = yield* Effect.fork(Effect.either(run(engine, "/models/a")))
+      for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) yield* takePortOnceChosen(pidDir, base + attempt)
+      const result = yield* Fiber.join(request)
+      expect(result).toMatchObject({ _tag: "Left", left: { code: "engine_start_failed" } })
+      const message = Either.isLeft(result) ? result.left.message : ""
+      expect(message).toContain(`on port ${base + PORT_ATTEMPTS - 1} exited with code 1 while starting`)
+      expect(message).toMatch(/Address already in use/)
+      expect(yield* engine.supervisor.running).toEqual([])
+      expect(Fs.readdirSync(pidDir)).toEqual([])
     })
   )
 
