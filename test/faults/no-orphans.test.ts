@@ -50,7 +50,8 @@ it("SIGKILL of a mode-both process: its embedded nats-server and its mlx_lm.serv
   writeFileSync(join(modelDir, MODEL, "model.safetensors"), "weights")
   const natsPort = await freePort()
   const stateDir = join(dir, "state")
-  const mlxBasePort = 20_000 + Math.floor(Math.random() * 30_000)
+  // Below Linux's ephemeral range (32768–60999), where outgoing connections take their ports.
+  const mlxBasePort = 20_000 + Math.floor(Math.random() * 12_000)
   const config = join(dir, "cluster.yaml")
   writeFileSync(
     config,
