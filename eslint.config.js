@@ -2,7 +2,7 @@
 import tseslint from "typescript-eslint"
 
 export default tseslint.config(
-  { ignores: ["node_modules", "coverage", "bench/results", "bench/profiles", "tmp"] },
+  { ignores: ["node_modules", "coverage", "dist", "bench/results", "bench/profiles", "tmp"] },
   ...tseslint.configs.recommended,
   {
     files: ["**/*.ts"],

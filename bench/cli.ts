@@ -33,7 +33,12 @@ export interface Flags {
   /** A comma-separated list, each item trimmed. */
   readonly list: (name: string, fallback: string) => Array<string>
   readonly logLevel: () => LogLevel
+  /** `--runtime`: how the cluster runs the program (default tsx). */
+  readonly runtime: () => Runtime
 }
+
+/** `tsx`: `node --import tsx src/main.ts`; `dist`: the build's `node dist/main.js` (scripts/build.ts). */
+export type Runtime = "tsx" | "dist"
 
 /**
  * Reads `argv` against the flags a scenario knows (`values`: take a value; `booleans`: bare).
@@ -81,6 +86,11 @@ export const parseFlags = (
         throw new UsageError(`--log-level ${level}: expected ${LOG_LEVELS.join(", ")}`)
       }
       return level as LogLevel
+    },
+    runtime: () => {
+      const runtime = values.get("runtime") ?? "tsx"
+      if (runtime !== "tsx" && runtime !== "dist") throw new UsageError(`--runtime ${runtime}: expected tsx or dist`)
+      return runtime
     }
   }
 }

@@ -10,6 +10,7 @@ import { once } from "node:events"
 import { type AddressInfo, createServer } from "node:net"
 import { join } from "node:path"
 import { stringify } from "yaml"
+import { buildDist } from "../scripts/build.js"
 import { findNatsServer } from "../src/nats/nats-server-process.js"
 import { type Child, stopChild } from "./child.js"
 import type { BenchRun } from "./run.js"
@@ -45,6 +46,29 @@ export const spawnNode = (
   nodeArgs: ReadonlyArray<string> = [],
   env: NodeJS.ProcessEnv = childEnv()
 ): Child => run.spawn(name, process.execPath, ["--import", "tsx", ...nodeArgs, script, ...args], env)
+
+/**
+ * `--runtime dist`: src/ built (`npm run build`) into tmp/bench-dist, inside the project so that its
+ * modules find node_modules. Returns the folder, for `ClusterSpec.distDir`.
+ */
+export const buildForBench = async (run: BenchRun): Promise<string> => {
+  const dir = join(run.root, "tmp", "bench-dist")
+  await buildDist(dir)
+  return dir
+}
+
+/** The cluster's CLI: `src/main.ts` under tsx, or with `distDir` the build's `node dist/main.js`. */
+const spawnMain = (
+  run: BenchRun,
+  name: string,
+  args: ReadonlyArray<string>,
+  nodeArgs: ReadonlyArray<string> = [],
+  env: NodeJS.ProcessEnv,
+  distDir: string | undefined
+): Child =>
+  distDir === undefined
+    ? spawnNode(run, name, "src/main.ts", args, nodeArgs, env)
+    : run.spawn(name, process.execPath, ["--enable-source-maps", ...nodeArgs, join(distDir, "main.js"), ...args], env)
 
 /** What a scenario decides about its cluster's config; the rest is the same everywhere. */
 export interface ClusterSettings {
@@ -92,6 +116,8 @@ export interface ClusterSpec {
   /** Node flags and environment of every worker (tracing). */
   readonly workerExtras?: { readonly nodeArgs: ReadonlyArray<string>; readonly env: NodeJS.ProcessEnv }
   readonly readyTimeoutMs: number
+  /** A build of src/ (scripts/build.ts) that every process of the cluster runs; absent: tsx. */
+  readonly distDir?: string
   /** Where the config file and the (empty) model folder go. */
   readonly dir: string
   /** nats-server's largest message, in bytes (its default, 1 MiB, when absent). */
@@ -134,22 +160,22 @@ export const startCluster = async (run: BenchRun, spec: ClusterSpec): Promise<Cl
   const common = ["--nats-url", natsUrl, "--config", configFile]
   const port = await freePort()
   const workers = Array.from({ length: spec.workers }, (_, k) =>
-    spawnNode(
+    spawnMain(
       run,
       named(`worker-${k + 1}`),
-      "src/main.ts",
       ["--mode", "worker", "--worker-id", `${spec.workerIdPrefix}${k + 1}`, ...common],
       spec.workerExtras?.nodeArgs,
-      { ...env, ...spec.workerExtras?.env }
+      { ...env, ...spec.workerExtras?.env },
+      spec.distDir
     )
   )
-  const controller = spawnNode(
+  const controller = spawnMain(
     run,
     named("controller"),
-    "src/main.ts",
     ["--mode", "controller", "--port", String(port), ...common],
     spec.controllerExtras?.nodeArgs,
-    { ...env, ...spec.controllerExtras?.env }
+    { ...env, ...spec.controllerExtras?.env },
+    spec.distDir
   )
   const cluster = { name: spec.name, natsUrl, port, nats, controller, workers }
   try {

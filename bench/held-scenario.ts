@@ -11,7 +11,7 @@ import { readdirSync, readFileSync } from "node:fs"
 import { Agent, request } from "node:http"
 import { join } from "node:path"
 import { parseFlags } from "./cli.js"
-import { MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
+import { buildForBench, MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
 import { formatHeld, type HeapSnapshot, perStream, summarise } from "./heap-summary.js"
 import { chatBody, streamOnce } from "./load.js"
 import { type BenchRun, progress } from "./run.js"
@@ -19,6 +19,7 @@ import { type BenchRun, progress } from "./run.js"
 export const HELD_USAGE = `Usage: npm run bench -- --scenario held [options]
   --streams N    streams held open at the second snapshot        default 1000
   --workers N    synthetic workers (1 token a second each stream) default 2
+  --runtime R    tsx (node --import tsx src/main.ts) or dist (npm run build's node dist/main.js)  default tsx
   -h, --help     this text
 `
 
@@ -55,10 +56,11 @@ const snapshot = async (pid: number, dir: string): Promise<HeapSnapshot> => {
 }
 
 export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>): Promise<void> => {
-  const flags = parseFlags(argv, { values: ["streams", "workers"], booleans: [] })
+  const flags = parseFlags(argv, { values: ["streams", "workers", "runtime"], booleans: [] })
   if (flags === "help") return void process.stdout.write(HELD_USAGE)
   const streams = flags.number("streams", 1000, 1, true)
   const workers = flags.number("workers", 2, 1, true)
+  const runtime = flags.runtime()
   const snapshots = run.tempDir("mlx-bench-heap-")
   log(`cluster: nats-server, ${workers} workers at 1 token a second, a controller that writes heap snapshots on SIGUSR2`)
   const cluster = await startCluster(run, {
@@ -67,6 +69,7 @@ export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>
     workerIdPrefix: "held-w",
     settings: { logLevel: "warning", maxConcurrent: streams, synthetic: { tokens_per_second: 1, first_token_ms: 0 } },
     controllerExtras: { nodeArgs: ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${snapshots}`], env: {} },
+    ...(runtime === "dist" ? { distDir: await buildForBench(run) } : {}),
     readyTimeoutMs: 60_000,
     dir: run.tempDir("mlx-bench-")
   })
@@ -92,12 +95,12 @@ export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>
     const startedAt = new Date().toISOString()
     const file = run.saveResults(`held-${startedAt}`, {
       startedAt,
-      options: { streams, workers },
+      options: { streams, workers, runtime },
       idleBytes: base.bytes,
       heldBytes: held.bytes,
       perStream: { bytes: per.bytes, objects: per.objects, kinds: per.kinds.slice(0, 40) }
     })
-    process.stdout.write(`## Memory held per stream in flight (${startedAt})\n\n${formatHeld(base, held, per)}\n\nResults saved to ${file}\n`)
+    process.stdout.write(`## Memory held per stream in flight (${startedAt}; the controller runs ${runtime === "dist" ? "the build, node dist/main.js" : "under tsx"})\n\n${formatHeld(base, held, per)}\n\nResults saved to ${file}\n`)
   } finally {
     agent.destroy()
     await stopCluster(cluster)

@@ -1,5 +1,5 @@
 /** The relay scenario's command line (the default scenario of `npm run bench`). */
-import { type LogLevel, parseFlags, UsageError } from "./cli.js"
+import { type LogLevel, parseFlags, type Runtime, UsageError } from "./cli.js"
 
 export const RELAY_USAGE = `Usage: npm run bench -- [options]      (tsx bench/main.ts [options])
   --concurrency LIST   concurrency levels, comma-separated     default 1,32,256,1024
@@ -10,7 +10,9 @@ export const RELAY_USAGE = `Usage: npm run bench -- [options]      (tsx bench/ma
   --stress N           streams started at once (0: skip)        default 2000
   --timeout S          per-request client timeout (the controller's request_timeout_ms)  default 120
   --log-level L        the cluster's log_level (diagnosis)     default warning
-  --profile            --cpu-prof the controller into bench/profiles (see README, "Benchmark")
+  --runtime R          how the cluster runs: tsx (node --import tsx src/main.ts) or dist
+                       (npm run build's node dist/main.js)          default tsx
+  --profile            --cpu-prof the controller into bench/profiles (see README, "Benchmark"; tsx only)
   --scenario chat      the cache-aware routing scenario instead (see --scenario chat --help)
   -h, --help           this text
 `
@@ -25,11 +27,12 @@ export interface RelayOptions {
   readonly timeoutSeconds: number
   readonly profile: boolean
   readonly logLevel: LogLevel
+  readonly runtime: Runtime
 }
 
 export const parseRelayOptions = (argv: ReadonlyArray<string>): RelayOptions | "help" => {
   const flags = parseFlags(argv, {
-    values: ["concurrency", "duration", "warmup", "tokens", "workers", "stress", "timeout", "log-level"],
+    values: ["concurrency", "duration", "warmup", "tokens", "workers", "stress", "timeout", "log-level", "runtime"],
     booleans: ["profile"]
   })
   if (flags === "help") return "help"
@@ -37,6 +40,9 @@ export const parseRelayOptions = (argv: ReadonlyArray<string>): RelayOptions | "
   if (concurrency.some((c) => !Number.isInteger(c) || c < 1)) {
     throw new UsageError(`--concurrency ${flags.string("concurrency", "")}: expected positive integers, comma-separated`)
   }
+  const runtime = flags.runtime()
+  // The profile's source mapping reads tsx's inline maps.
+  if (runtime === "dist" && flags.boolean("profile")) throw new UsageError("--profile works with --runtime tsx only")
   return {
     concurrency,
     durationSeconds: flags.number("duration", 5, 0.5),
@@ -46,6 +52,7 @@ export const parseRelayOptions = (argv: ReadonlyArray<string>): RelayOptions | "
     stress: flags.number("stress", 2000, 0, true),
     timeoutSeconds: flags.number("timeout", 120, 1),
     profile: flags.boolean("profile"),
-    logLevel: flags.logLevel()
+    logLevel: flags.logLevel(),
+    runtime
   }
 }

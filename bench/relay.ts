@@ -19,7 +19,7 @@ import { Agent } from "node:http"
 import { cpus, loadavg, totalmem } from "node:os"
 import { join } from "node:path"
 import { assertRunning, type Child, stopChild } from "./child.js"
-import { type Cluster, freePort, MODEL, sleep, spawnNode, startCluster, waitSettled } from "./cluster.js"
+import { buildForBench, type Cluster, freePort, MODEL, sleep, spawnNode, startCluster, waitSettled } from "./cluster.js"
 import { chatBody, closedLoop, contentOf, getLoop, oneShot, streamOnce, type Target } from "./load.js"
 import { CostMeter, sampleProcesses, type WindowCost } from "./process-cost.js"
 import { collectProfile, monotonicUs, profiledController, type ProfileInfo, type Window } from "./profile.js"
@@ -73,6 +73,7 @@ const start = async (run: BenchRun, options: RelayOptions): Promise<Setup> => {
       synthetic: { tokens_per_second: 0, first_token_ms: 0 }
     },
     ...(profiling === undefined ? {} : { controllerExtras: profiledController(profiling.dir, profiling.mapsFile) }),
+    ...(options.runtime === "dist" ? { distDir: await buildForBench(run) } : {}),
     readyTimeoutMs: 60_000,
     dir: run.tempDir("mlx-bench-")
   })

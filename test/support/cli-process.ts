@@ -3,7 +3,7 @@ import { join } from "node:path"
 
 const root = join(import.meta.dirname, "..", "..")
 
-/** The real CLI (`tsx src/main.ts ARGS`) as a child process whose output the test can wait on. */
+/** The real CLI (`tsx src/main.ts ARGS`, or a build's `node dist/main.js ARGS`) as a child process whose output the test can wait on. */
 export interface CliProcess {
   readonly process: ChildProcess
   readonly output: () => string
@@ -13,9 +13,13 @@ export interface CliProcess {
   readonly exited: Promise<number | string>
 }
 
-export const spawnCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}): CliProcess => {
+/** How node starts the program: src/main.ts under tsx's loader (the default), or a build's main.js. */
+export const TSX_ENTRY: ReadonlyArray<string> = ["--import", "tsx", "src/main.ts"]
+export const distEntry = (dir: string): ReadonlyArray<string> => ["--enable-source-maps", join(dir, "main.js")]
+
+export const spawnCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}, entry = TSX_ENTRY): CliProcess => {
   // One process (node with tsx's loader), not the tsx wrapper: a signal must reach the real program.
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts", ...args], {
+  const child = spawn(process.execPath, [...entry, ...args], {
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]
