@@ -16,8 +16,18 @@ describe("heap flags", () => {
     expect(imports[0]).toBe(`import "./process/heap-flags.js"`)
   })
 
-  it("turn allocation-site pretenuring off", async () => {
-    await import("../../src/process/heap-flags.js")
-    expect(setFlagsFromString.mock.calls).toEqual([["--no-allocation-site-pretenuring"]])
+  it("turn allocation-site pretenuring off and hold the old generation to twice the live heap, as the module loads", async () => {
+    const { heapFlags } = await import("../../src/process/heap-flags.js")
+    expect(setFlagsFromString.mock.calls).toEqual(heapFlags(process.execArgv, process.env["NODE_OPTIONS"]).map((flag) => [flag]))
+    expect(heapFlags([], undefined)).toEqual(["--no-allocation-site-pretenuring", "--heap-growing-percent=100"])
+    expect(heapFlags(["--enable-source-maps"], "--max-semi-space-size=4")).toEqual(["--no-allocation-site-pretenuring", "--heap-growing-percent=100"])
+  })
+
+  it("leave the growing factor to an operator who gave node one, in its flags or NODE_OPTIONS, in either spelling", async () => {
+    const { heapFlags } = await import("../../src/process/heap-flags.js")
+    const pretenuringOnly = ["--no-allocation-site-pretenuring"]
+    expect(heapFlags(["--heap-growing-percent=0"], undefined)).toEqual(pretenuringOnly)
+    expect(heapFlags([], "--max-semi-space-size=4 --heap_growing_percent=50")).toEqual(pretenuringOnly)
+    expect(heapFlags([], "  --heap-growing-percent=300  ")).toEqual(pretenuringOnly)
   })
 })
