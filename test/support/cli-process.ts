@@ -18,7 +18,7 @@ export const TSX_ENTRY: ReadonlyArray<string> = ["--import", "tsx", "src/main.ts
 export const distEntry = (dir: string): ReadonlyArray<string> => ["--enable-source-maps", join(dir, "main.js")]
 
 export const spawnCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}, entry = TSX_ENTRY): CliProcess => {
-  // One process (node with tsx's loader), not the tsx wrapper: a signal must reach the real program.
+  // One process (node, with tsx's loader or on a build), not the tsx wrapper: a signal must reach the real program.
   const child = spawn(process.execPath, [...entry, ...args], {
     cwd: root,
     env: { ...process.env, ...env },
