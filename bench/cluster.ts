@@ -10,7 +10,7 @@ import { once } from "node:events"
 import { type AddressInfo, createServer } from "node:net"
 import { join } from "node:path"
 import { stringify } from "yaml"
-import { buildDist } from "../scripts/build.js"
+import { buildDist, runBuildArgs } from "../scripts/build.js"
 import { findNatsServer } from "../src/nats/nats-server-process.js"
 import { type Child, stopChild } from "./child.js"
 import type { BenchRun } from "./run.js"
@@ -68,7 +68,7 @@ const spawnMain = (
 ): Child =>
   distDir === undefined
     ? spawnNode(run, name, "src/main.ts", args, nodeArgs, env)
-    : run.spawn(name, process.execPath, ["--enable-source-maps", ...nodeArgs, join(distDir, "main.js"), ...args], env)
+    : run.spawn(name, process.execPath, [...runBuildArgs(distDir, nodeArgs), ...args], env)
 
 /** What a scenario decides about its cluster's config; the rest is the same everywhere. */
 export interface ClusterSettings {

@@ -201,15 +201,14 @@ const baselineAndStress = (r: BenchResults): Array<string> => {
       ...Object.entries(s.errorKinds).map(([kind, n]) => `  - ${n}× ${kind}`)
     )
   }
+  const underTsx =
+    r.options.runtime === "dist"
+      ? "The cluster ran the build (`node dist/main.js`, --runtime dist); the floor runs under tsx (`node --import tsx`), whose loader thread and inline source maps are part of its figure"
+      : "Both run under tsx (`node --import tsx`), whose loader thread and inline source maps are part of every figure here (`--runtime dist` runs the cluster from `npm run build`'s output instead)"
   out.push(
     `Memory: the controller took ${f(r.idle.rssMiB["controller"] ?? Number.NaN, 0)} MiB idle, right after start-up; the floor ` +
-      `${f(r.idle.rssMiB["floor"] ?? Number.NaN, 0)} MiB. ` +
-      (r.options.runtime === "dist"
-        ? "The cluster ran the build (`node dist/main.js`, --runtime dist); the floor runs under tsx (`node --import tsx`), whose loader " +
-          "thread and inline source maps are part of its figure (an idle `node --import tsx` process that loaded nothing takes about 90 MiB, a bare `node` about 40); "
-        : "Both run under tsx (`node --import tsx`), whose loader and compiled modules are part of every figure here " +
-          "(an idle `node --import tsx` process that loaded nothing takes about 90 MiB, a bare `node` about 40; `--runtime dist` runs the cluster from `npm run build`'s output instead); ") +
-      "what load adds is the peak minus the idle figure.",
+      `${f(r.idle.rssMiB["floor"] ?? Number.NaN, 0)} MiB. ${underTsx}: an idle \`node --import tsx\` process that loaded nothing takes ` +
+      "about 90 MiB, a bare `node` about 40. What load adds is the peak minus the idle figure.",
     ""
   )
   return out

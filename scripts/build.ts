@@ -20,6 +20,13 @@ const src = join(root, "src")
 /** Files of src/ that the program reads at run time, next to the module that reads them. */
 const isAsset = (file: string) => file.endsWith(".html")
 
+/** node's arguments that run a build in `outdir` (`npm run start:dist` spells the same out), `nodeArgs` before the script. */
+export const runBuildArgs = (outdir: string, nodeArgs: ReadonlyArray<string> = []): Array<string> => [
+  "--enable-source-maps",
+  ...nodeArgs,
+  join(outdir, "main.js")
+]
+
 /** Builds src/ into `outdir` (emptied first); resolves with the number of modules written. */
 export const buildDist = async (outdir: string): Promise<number> => {
   rmSync(outdir, { recursive: true, force: true })

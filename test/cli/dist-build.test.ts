@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { buildDist } from "../../scripts/build.js"
-import { distEntry, spawnCli, stopCli } from "../support/cli-process.js"
+import { buildDist, runBuildArgs } from "../../scripts/build.js"
+import { spawnCli, stopCli } from "../support/cli-process.js"
 import { freePort } from "../support/nats-server.js"
 
 const ROOT = join(import.meta.dirname, "..", "..")
@@ -33,7 +33,7 @@ describe("npm run build: src/ as JavaScript in dist/", () => {
   it("node dist/main.js: mode both with embedded NATS streams a chat and serves the dashboard; SIGTERM exits 0", async () => {
     const [natsPort, httpPort] = [await freePort(), await freePort()]
     const args = ["--config", "config/cluster.yaml", "--port", String(httpPort), "--nats-url", `nats://127.0.0.1:${natsPort}`, "--model-dir", "/nonexistent-models"]
-    const cli = spawnCli(args, {}, distEntry(dist))
+    const cli = spawnCli(args, {}, runBuildArgs(dist))
     try {
       await cli.waitFor(/worker \S+ online: registered/)
       expect(cli.output()).not.toMatch(/WARN|ERROR/)

@@ -13,9 +13,8 @@ export interface CliProcess {
   readonly exited: Promise<number | string>
 }
 
-/** How node starts the program: src/main.ts under tsx's loader (the default), or a build's main.js. */
+/** How node starts the program: src/main.ts under tsx's loader (the default), or a build's (`runBuildArgs`). */
 export const TSX_ENTRY: ReadonlyArray<string> = ["--import", "tsx", "src/main.ts"]
-export const distEntry = (dir: string): ReadonlyArray<string> => ["--enable-source-maps", join(dir, "main.js")]
 
 export const spawnCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}, entry = TSX_ENTRY): CliProcess => {
   // One process (node, with tsx's loader or on a build), not the tsx wrapper: a signal must reach the real program.
