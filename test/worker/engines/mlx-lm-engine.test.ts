@@ -210,6 +210,20 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
     })
   )
 
+  it.scopedLive("a server that says nothing about its lost port: the port, taken after its exit, tells", () =>
+    Effect.gen(function* () {
+      const pidDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "mlx-pids-"))
+      const base = randomBasePort()
+      const env = { FAKE_MLX_STARTUP_DELAY_S: "1", FAKE_MLX_QUIET_BIND_ERROR: "1" }
+      const { engine } = yield* engineInScope(options({ basePort: base, pidDir, env }))
+      const request = yield* Effect.fork(run(engine, "/models/a"))
+      yield* takePortOnceChosen(pidDir, base)
+      yield* Fiber.join(request)
+      const [server] = yield* engine.supervisor.running
+      expect(server?.port).toBe(base + 1)
+    })
+  )
+
   it.scopedLive(`ports taken ${PORT_ATTEMPTS} times in a row: the request fails with the child's output`, () =>
     Effect.gen(function* () {
       const pidDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "mlx-pids-"))
