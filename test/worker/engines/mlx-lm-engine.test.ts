@@ -195,32 +195,34 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
     })
   )
 
-  it.scopedLive("a port another process takes while the server starts: started again on the next free port", () =>
+  /**
+   * One request whose server loses its first port: the test takes it once the engine has chosen it
+   * (the fake loads its model for 1 s before it binds). The request's run, and the port it ended on.
+   */
+  const loseFirstPort = (env: Readonly<Record<string, string>> = {}) =>
     Effect.gen(function* () {
       const pidDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "mlx-pids-"))
       const base = randomBasePort()
-      // The fake loads its model for 1 s before it binds: the port is taken in that moment.
-      const { engine } = yield* engineInScope(options({ basePort: base, pidDir, env: { FAKE_MLX_STARTUP_DELAY_S: "1" } }))
+      const { engine } = yield* engineInScope(options({ basePort: base, pidDir, env: { FAKE_MLX_STARTUP_DELAY_S: "1", ...env } }))
       const request = yield* Effect.fork(run(engine, "/models/a"))
       yield* takePortOnceChosen(pidDir, base)
       const result = yield* Fiber.join(request)
-      expect(result.tokens.join("")).toBe("fake mlx says hello to you")
       const [server] = yield* engine.supervisor.running
-      expect(server?.port).toBe(base + 1)
+      return { base, result, port: server?.port }
+    })
+
+  it.scopedLive("a port another process takes while the server starts: started again on the next free port", () =>
+    Effect.gen(function* () {
+      const { base, result, port } = yield* loseFirstPort()
+      expect(result.tokens.join("")).toBe("fake mlx says hello to you")
+      expect(port).toBe(base + 1)
     })
   )
 
   it.scopedLive("a server that says nothing about its lost port: the port, taken after its exit, tells", () =>
     Effect.gen(function* () {
-      const pidDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "mlx-pids-"))
-      const base = randomBasePort()
-      const env = { FAKE_MLX_STARTUP_DELAY_S: "1", FAKE_MLX_QUIET_BIND_ERROR: "1" }
-      const { engine } = yield* engineInScope(options({ basePort: base, pidDir, env }))
-      const request = yield* Effect.fork(run(engine, "/models/a"))
-      yield* takePortOnceChosen(pidDir, base)
-      yield* Fiber.join(request)
-      const [server] = yield* engine.supervisor.running
-      expect(server?.port).toBe(base + 1)
+      const { base, port } = yield* loseFirstPort({ FAKE_MLX_QUIET_BIND_ERROR: "1" })
+      expect(port).toBe(base + 1)
     })
   )
 
