@@ -269,6 +269,9 @@ describe("mlx-lm engine (supervising a fake mlx_lm.server)", () => {
         detached: true,
         stdio: "ignore"
       })
+      // Up and listening, as a previous run's server is: not a process still in its interpreter's
+      // start-up (python3 may be a shim that execs several programs first).
+      yield* eventually(isPortFree(port, "127.0.0.1").pipe(Effect.map((free) => !free)), { timeoutMs: 15_000 })
       const deadOwner = ChildProcess.spawnSync("true").pid ?? 999_999
       yield* writePidFile(Path.join(pidDir, `mlx-lm-${port}.pid`), {
         pid: leftover.pid ?? -1,
