@@ -105,6 +105,25 @@ export const inGroups = (
   step()
 }
 
+/**
+ * `tokens` one at a time, `intervalMs` apart, the first at once (as `tokens_per_second` paces the
+ * synthetic engine): what `inGroups` gives `onGroup`, for streams that stay open (the held scenario).
+ */
+export const paced = (
+  tokens: ReadonlyArray<string>,
+  intervalMs: number,
+  onGroup: (group: ReadonlyArray<string>, index: number, last: boolean) => void
+): void => {
+  let next = 0
+  const step = () => {
+    const index = next
+    next = Math.min(next + 1, tokens.length)
+    onGroup(tokens.slice(index, next), index, next >= tokens.length)
+    if (next < tokens.length) setTimeout(step, intervalMs)
+  }
+  step()
+}
+
 /** Listens on `--host`/`--port` and prints `NAME listening on http://H:PORT` when ready; SIGTERM/SIGINT close it. */
 export const listen = (server: Server, name: string, onShutdown: () => void = () => {}) => {
   server.maxHeadersCount = 100

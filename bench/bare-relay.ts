@@ -7,9 +7,10 @@
  * the ack; the worker answers with the synthetic engine's tokens for the prompt (the same plan as
  * the cluster's workers and the floor), in groups of 32 with a `setImmediate` between groups, as
  * one `tokens` message per group and a `done` message. No retries, deadlines, queue, validation
- * beyond parsing, metrics or logs: a reference, not a product.
+ * beyond parsing, metrics or logs: a reference, not a product. `--token-interval-ms N` makes a
+ * worker send one token every N ms instead, so that streams stay open (the held scenario).
  *
- *   node --import tsx bench/bare-relay.ts --role worker --nats-url URL --index K
+ *   node --import tsx bench/bare-relay.ts --role worker --nats-url URL --index K [--token-interval-ms N]
  *   node --import tsx bench/bare-relay.ts --role front --nats-url URL --workers N [--port P] [--host H]
  *
  * The worker prints `bare worker K ready`, the front `bare relay listening on http://H:PORT`.
@@ -21,7 +22,7 @@ import { RequestId } from "../src/domain/ids.js"
 import type { FinishReason, InferenceRequest, Usage } from "../src/domain/inference.js"
 import { chatFormat } from "../src/http/sse.js"
 import { planSynthetic } from "../src/worker/engines/synthetic-engine.js"
-import { type ChatBody, chatHandler, fail, flag, inGroups, listen, SSE_HEADERS } from "./bare-http.js"
+import { type ChatBody, chatHandler, fail, flag, inGroups, listen, paced, SSE_HEADERS } from "./bare-http.js"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -31,7 +32,7 @@ type BareMessage =
   | { readonly type: "tokens"; readonly requestId: string; readonly index: number; readonly tokens: ReadonlyArray<string> }
   | { readonly type: "done"; readonly requestId: string; readonly finishReason: FinishReason; readonly usage: Usage }
 
-const worker = (nc: NatsConnection, index: number) => {
+const worker = (nc: NatsConnection, index: number, intervalMs: number) => {
   nc.subscribe(`bare.worker.${index}.inference`, {
     callback: (error, msg: Msg) => {
       if (error !== null) return
@@ -39,12 +40,14 @@ const worker = (nc: NatsConnection, index: number) => {
       msg.respond(json({ accepted: true }))
       const plan = planSynthetic(request)
       const subject = `bare.response.${request.requestId}`
-      inGroups(plan.tokens, (tokens, index, last) => {
+      const send = (tokens: ReadonlyArray<string>, index: number, last: boolean) => {
         nc.publish(subject, json({ type: "tokens", requestId: request.requestId, index, tokens } satisfies BareMessage))
         if (!last) return
         const usage = { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length }
         nc.publish(subject, json({ type: "done", requestId: request.requestId, finishReason: plan.finishReason, usage } satisfies BareMessage))
-      })
+      }
+      if (intervalMs > 0) paced(plan.tokens, intervalMs, send)
+      else inGroups(plan.tokens, send)
     }
   })
   process.stdout.write(`bare worker ${index} ready\n`)
@@ -90,7 +93,7 @@ const natsUrl = flag("nats-url")
 if (natsUrl === undefined) throw new Error("--nats-url is required")
 const nc = await connect({ servers: natsUrl, noEcho: true })
 if (flag("role") === "worker") {
-  worker(nc, Number(flag("index") ?? "1"))
+  worker(nc, Number(flag("index") ?? "1"), Number(flag("token-interval-ms") ?? "0"))
   const shutdown = () => void nc.drain().finally(() => process.exit(0))
   process.once("SIGTERM", shutdown)
   process.once("SIGINT", shutdown)

@@ -83,17 +83,41 @@ export const perStream = (base: HeapSummary, held: HeapSummary, streams: number)
 const kib = (bytes: number) => (bytes / 1024).toFixed(1)
 const mib = (bytes: number) => (bytes / 1048576).toFixed(1)
 
+const kindRows = (per: PerStream, top: number) =>
+  per.kinds.slice(0, top).map((k) => `| ${k.kind.replace(/\|/g, "\\|")} | ${k.count.toFixed(2)} | ${k.bytes.toFixed(0)} |`)
+
+const KIND_HEADER = ["| kind (V8 type:constructor) | objects per stream | bytes per stream |", "|---|---:|---:|"]
+
 /** The report's markdown: totals, then the `top` kinds that grew most per stream (`per` = `perStream(base, held, …)`). */
-export const formatHeld = (base: HeapSummary, held: HeapSummary, per: PerStream, top = 15): string => {
-  const rows = per.kinds
-    .slice(0, top)
-    .map((k) => `| ${k.kind.replace(/\|/g, "\\|")} | ${k.count.toFixed(2)} | ${k.bytes.toFixed(0)} |`)
-  return [
+export const formatHeld = (base: HeapSummary, held: HeapSummary, per: PerStream, top = 15): string =>
+  [
     `Live heap of the controller: ${mib(base.bytes)} MiB idle, ${mib(held.bytes)} MiB with ${per.streams} streams in flight.`,
     `**Held per in-flight stream: ${kib(per.bytes)} KB** in ${per.objects.toFixed(0)} objects.`,
     "",
-    "| kind (V8 type:constructor) | objects per stream | bytes per stream |",
-    "|---|---:|---:|",
-    ...rows
+    ...KIND_HEADER,
+    ...kindRows(per, top)
   ].join("\n")
+
+/** One server's two snapshots and their difference per stream. */
+export interface HeldMeasure {
+  readonly base: HeapSummary
+  readonly held: HeapSummary
+  readonly per: PerStream
 }
+
+/**
+ * The held scenario's report: the controller as `formatHeld` has it, then the bare relay's figure
+ * measured the same way, their ratio, and the bare relay's own top kinds (`bareTop`).
+ */
+export const formatHeldPair = (controller: HeldMeasure, bare: HeldMeasure, top = 15, bareTop = 8): string =>
+  [
+    formatHeld(controller.base, controller.held, controller.per, top),
+    "",
+    `The bare relay, measured the same way: ${mib(bare.base.bytes)} MiB idle, ${mib(bare.held.bytes)} MiB with ${bare.per.streams} streams in flight;`,
+    `**${kib(bare.per.bytes)} KB per stream** in ${bare.per.objects.toFixed(0)} objects. ` +
+      `The controller holds **${(controller.per.bytes / bare.per.bytes).toFixed(2)}×** the bare relay's, ` +
+      `${kib(controller.per.bytes - bare.per.bytes)} KB more per stream.`,
+    "",
+    ...KIND_HEADER,
+    ...kindRows(bare.per, bareTop)
+  ].join("\n")

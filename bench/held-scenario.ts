@@ -5,14 +5,18 @@
  * `--heapsnapshot-signal=SIGUSR2`. After a warm-up of short whole streams, a heap snapshot with nothing
  * in flight; then `--streams` streams are opened and each has its first token; a second snapshot.
  * Snapshots hold only live objects, so the difference per stream is what a stream really holds
- * (heap-summary.ts), apart from the garbage and the young generation that make RSS.
+ * (heap-summary.ts), apart from the garbage and the young generation that make RSS. The same is then
+ * measured in the bare relay (bare-relay.ts, its workers pacing tokens alike): what node:http, a
+ * NATS subscription and the SSE format hold per stream with nothing else, the baseline the
+ * controller's figure is read against.
  */
 import { readdirSync, readFileSync } from "node:fs"
 import { Agent, request } from "node:http"
 import { join } from "node:path"
 import { parseFlags } from "./cli.js"
-import { buildForBench, MODEL, sleep, startCluster, stopCluster } from "./cluster.js"
-import { formatHeld, type HeapSnapshot, perStream, summarise } from "./heap-summary.js"
+import type { Child } from "./child.js"
+import { buildForBench, freePort, MODEL, sleep, spawnNode, startCluster, stopCluster } from "./cluster.js"
+import { formatHeldPair, type HeapSnapshot, type HeapSummary, type PerStream, perStream, summarise } from "./heap-summary.js"
 import { chatBody, streamOnce } from "./load.js"
 import { type BenchRun, progress } from "./run.js"
 
@@ -55,6 +59,43 @@ const snapshot = async (pid: number, dir: string): Promise<HeapSnapshot> => {
   throw new Error(`the controller wrote no heap snapshot to ${dir} within 5 minutes`)
 }
 
+/** A server to measure: its pid, its port, and the folder its heap snapshots go to. */
+interface Measured {
+  readonly pid: number
+  readonly port: number
+  readonly snapshots: string
+}
+
+/** Warms `target` up, then the two snapshots: nothing in flight, then `streams` streams open. */
+const measure = async (name: string, target: Measured, streams: number): Promise<{ base: HeapSummary; held: HeapSummary; per: PerStream }> => {
+  const agent = new Agent({ keepAlive: true, maxSockets: streams })
+  try {
+    // The request path, warmed: 200 whole streams of 2 tokens.
+    const short = chatBody(MODEL, 2)
+    const warm = await Promise.all(
+      Array.from({ length: 200 }, () => streamOnce({ agent, target: { name, host: "127.0.0.1", port: target.port }, body: short, timeoutMs: 30_000 }))
+    )
+    const failed = warm.find((r) => r.error !== undefined)
+    if (failed !== undefined) throw new Error(`a warm-up request to the ${name} failed: ${failed.error}`)
+    log(`${name}: heap snapshot with nothing in flight`)
+    const base = summarise(await snapshot(target.pid, target.snapshots))
+    // 32 tokens at 1 a second: every stream is still open at the second snapshot.
+    const long = chatBody(MODEL, 32)
+    log(`${name}: opening ${streams} streams`)
+    await Promise.all(Array.from({ length: streams }, () => openStream(agent, target.port, long)))
+    log(`${name}: heap snapshot with ${streams} streams in flight`)
+    const held = summarise(await snapshot(target.pid, target.snapshots))
+    return { base, held, per: perStream(base, held, streams) }
+  } finally {
+    agent.destroy()
+  }
+}
+
+const pidOf = (child: Child): number => {
+  if (child.process.pid === undefined) throw new Error(`the ${child.name} has no pid`)
+  return child.process.pid
+}
+
 export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>): Promise<void> => {
   const flags = parseFlags(argv, { values: ["streams", "workers", "runtime"], booleans: [] })
   if (flags === "help") return void process.stdout.write(HELD_USAGE)
@@ -62,47 +103,44 @@ export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>
   const workers = flags.number("workers", 2, 1, true)
   const runtime = flags.runtime()
   const snapshots = run.tempDir("mlx-bench-heap-")
+  const heapArgs = (dir: string) => ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${dir}`]
   log(`cluster: nats-server, ${workers} workers at 1 token a second, a controller that writes heap snapshots on SIGUSR2`)
   const cluster = await startCluster(run, {
     name: "",
     workers,
     workerIdPrefix: "held-w",
     settings: { logLevel: "warning", maxConcurrent: streams, synthetic: { tokens_per_second: 1, first_token_ms: 0 } },
-    controllerExtras: { nodeArgs: ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${snapshots}`], env: {} },
+    controllerExtras: { nodeArgs: heapArgs(snapshots), env: {} },
     ...(runtime === "dist" ? { distDir: await buildForBench(run) } : {}),
     readyTimeoutMs: 60_000,
     dir: run.tempDir("mlx-bench-")
   })
-  const pid = cluster.controller.process.pid
-  if (pid === undefined) throw new Error("the controller has no pid")
-  const agent = new Agent({ keepAlive: true, maxSockets: streams })
   try {
-    // The request path, warmed: 200 whole streams of 2 tokens.
-    const target = { name: "controller", host: "127.0.0.1", port: cluster.port }
-    const short = chatBody(MODEL, 2)
-    const warm = await Promise.all(Array.from({ length: 200 }, () => streamOnce({ agent, target, body: short, timeoutMs: 30_000 })))
-    const failed = warm.find((r) => r.error !== undefined)
-    if (failed !== undefined) throw new Error(`a warm-up request failed: ${failed.error}`)
-    log("heap snapshot with nothing in flight")
-    const base = summarise(await snapshot(pid, snapshots))
-    // 32 tokens at 1 a second: every stream is still open at the second snapshot.
-    const long = chatBody(MODEL, 32)
-    log(`opening ${streams} streams`)
-    await Promise.all(Array.from({ length: streams }, () => openStream(agent, cluster.port, long)))
-    log(`heap snapshot with ${streams} streams in flight`)
-    const held = summarise(await snapshot(pid, snapshots))
-    const per = perStream(base, held, streams)
+    const controller = await measure("controller", { pid: pidOf(cluster.controller), port: cluster.port, snapshots }, streams)
+    // The baseline: the bare relay (under tsx) on the same nats-server, its workers pacing tokens alike.
+    log(`bare relay: ${workers} bare workers at 1 token a second, a front that writes heap snapshots on SIGUSR2`)
+    const bareSnapshots = run.tempDir("mlx-bench-heap-bare-")
+    const barePort = await freePort()
+    const bareWorkers = Array.from({ length: workers }, (_, k) =>
+      spawnNode(run, `bare-worker-${k + 1}`, "bench/bare-relay.ts", ["--role", "worker", "--nats-url", cluster.natsUrl, "--index", String(k + 1), "--token-interval-ms", "1000"])
+    )
+    for (const w of bareWorkers) await w.waitFor(/bare worker \d+ ready/, 20_000)
+    const bareArgs = ["--role", "front", "--nats-url", cluster.natsUrl, "--workers", String(workers), "--port", String(barePort)]
+    const bareFront = spawnNode(run, "bare", "bench/bare-relay.ts", bareArgs, heapArgs(bareSnapshots))
+    await bareFront.waitFor(/bare relay listening/, 20_000)
+    const bare = await measure("bare relay", { pid: pidOf(bareFront), port: barePort, snapshots: bareSnapshots }, streams)
     const startedAt = new Date().toISOString()
     const file = run.saveResults(`held-${startedAt}`, {
       startedAt,
       options: { streams, workers, runtime },
-      idleBytes: base.bytes,
-      heldBytes: held.bytes,
-      perStream: { bytes: per.bytes, objects: per.objects, kinds: per.kinds.slice(0, 40) }
+      idleBytes: controller.base.bytes,
+      heldBytes: controller.held.bytes,
+      perStream: { bytes: controller.per.bytes, objects: controller.per.objects, kinds: controller.per.kinds.slice(0, 40) },
+      bare: { idleBytes: bare.base.bytes, heldBytes: bare.held.bytes, perStream: { bytes: bare.per.bytes, objects: bare.per.objects, kinds: bare.per.kinds.slice(0, 40) } }
     })
-    process.stdout.write(`## Memory held per stream in flight (${startedAt}; the controller runs ${runtime === "dist" ? "the build, node dist/main.js" : "under tsx"})\n\n${formatHeld(base, held, per)}\n\nResults saved to ${file}\n`)
+    const title = `## Memory held per stream in flight (${startedAt}; the controller runs ${runtime === "dist" ? "the build, node dist/main.js" : "under tsx"}, the bare relay under tsx)`
+    process.stdout.write(`${title}\n\n${formatHeldPair(controller, bare)}\n\nResults saved to ${file}\n`)
   } finally {
-    agent.destroy()
     await stopCluster(cluster)
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { formatHeld, type HeapSnapshot, perStream, summarise } from "../../bench/heap-summary.js"
+import { formatHeld, formatHeldPair, type HeapSnapshot, perStream, summarise } from "../../bench/heap-summary.js"
 
 /** A made-up snapshot in V8's layout: nodes are flat rows of `fields`, names index `strings`. */
 const fields = ["type", "name", "id", "self_size", "edge_count"]
@@ -49,6 +49,20 @@ describe("heap summary", () => {
     expect(text).toContain("| object:ServerResponse | 1.00 | 300 |")
     expect(text).toContain("| object:Relay | 1.00 | 100 |")
     expect(text).not.toContain("closure:run")
+  })
+
+  it("sets the controller's figure against the bare relay's", () => {
+    const controller = { base: summarise(base), held: summarise(held), per: perStream(summarise(base), summarise(held), 2) }
+    // The bare relay's two streams: a ServerResponse (300) and an array (60) each.
+    const bareHeld = snap([row("object", 1, 100), ...[1, 2].flatMap(() => [row("object", 1, 300), row("array", 0, 60)])])
+    const bareBase = snap([row("object", 1, 100)])
+    const bare = { base: summarise(bareBase), held: summarise(bareHeld), per: perStream(summarise(bareBase), summarise(bareHeld), 2) }
+    const text = formatHeldPair(controller, bare, 2, 1)
+    expect(text).toContain("**Held per in-flight stream: 0.5 KB** in 4 objects.")
+    expect(text).toContain("**0.4 KB per stream** in 2 objects. The controller holds **1.50×** the bare relay's, 0.2 KB more per stream.")
+    // The bare relay's top kind only.
+    expect(text.split("| object:ServerResponse | 1.00 | 300 |")).toHaveLength(3)
+    expect(text).not.toContain("| array | 1.00 | 60 |")
   })
 
   it("refuses what is not a heap snapshot, and a count of no streams", () => {
