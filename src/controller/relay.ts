@@ -155,12 +155,13 @@ export class Relay implements Deadline {
     }
   }
 
-  /** The attempt's outcome, as soon as there is one. */
+  /**
+   * The attempt's outcome, as soon as there is one. No canceler: `Effect.async` wraps an effect
+   * that has one in `onInterrupt` (three more frames on the fiber's stack for the whole stream), and
+   * an interrupted fiber ignores a later `resume` anyway; the attempt's end drops the relay.
+   */
   readonly await: Effect.Effect<AttemptOutcome> = Effect.async<AttemptOutcome>((resume) => {
     if (this.outcome !== undefined) return resume(Effect.succeed(this.outcome))
     this.resume = (outcome) => resume(Effect.succeed(outcome))
-    return Effect.sync(() => {
-      this.resume = undefined
-    })
   })
 }

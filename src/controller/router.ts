@@ -263,8 +263,13 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       return outcome
     })
 
-    /** One attempt on one worker, from taking a slot to the attempt's outcome; `restore` is its mask's. */
-    const attemptMasked = Effect.fnUntraced(function* (ctx: RequestContext, attemptNo: number, restore: Restore) {
+    /**
+     * One attempt on one worker, from taking a slot to the attempt's outcome. It runs where the
+     * request cannot be interrupted (`execute`'s mask): only the wait for a slot and the attempt's
+     * run are `restore`d, so that a slot, once taken, is always given back and the attempt's
+     * subscription and watchers always removed.
+     */
+    const attempt = Effect.fnUntraced(function* (ctx: RequestContext, attemptNo: number, restore: Restore) {
       const { request } = ctx
       const worker = yield* restore(
         admission.admit({
@@ -313,23 +318,20 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       const subscription = nats.listen(Subjects.response(attemptId), relay.onMessage)
       const unwatch = watch(relay, worker)
       const unsweep = deadlines.add(relay)
-      return yield* restore(runAttempt(ctx, worker, relay)).pipe(
-        Effect.onExit((exit) => {
-          subscription.close()
-          unwatch()
-          unsweep()
-          admission.release(workerId)
-          if (relay.finished) return Effect.void
-          const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
-          const ok = Exit.isSuccess(exit) && exit.value._tag === "Done"
-          return ok ? Effect.void : sendCancel(workerId, attemptId, interrupted ? "client" : "error")
-        })
-      )
+      // `Effect.exit` rather than `onExit`: already uninterruptible here, so no second mask (two
+      // fewer frames on the fiber's stack for the whole stream).
+      const exit = yield* Effect.exit(restore(runAttempt(ctx, worker, relay)))
+      subscription.close()
+      unwatch()
+      unsweep()
+      admission.release(workerId)
+      if (!relay.finished) {
+        const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+        const ok = Exit.isSuccess(exit) && exit.value._tag === "Done"
+        if (!ok) yield* sendCancel(workerId, attemptId, interrupted ? "client" : "error")
+      }
+      return yield* exit
     })
-
-    // The slot and the finalizer that gives it back are taken together: no interruption between them.
-    const attempt = (ctx: RequestContext, attemptNo: number): Effect.Effect<AttemptResult, InferenceError> =>
-      Effect.uninterruptibleMask((restore) => attemptMasked(ctx, attemptNo, restore))
 
     /**
      * A stream whose worker was lost mid-stream: `undefined` when it goes on on another worker, else
@@ -356,11 +358,14 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       }
     )
 
-    const attempts: (ctx: RequestContext) => Effect.Effect<DoneEvent, InferenceError> = Effect.fnUntraced(function* (ctx: RequestContext) {
+    const attempts: (ctx: RequestContext, restore: Restore) => Effect.Effect<DoneEvent, InferenceError> = Effect.fnUntraced(function* (
+      ctx: RequestContext,
+      restore: Restore
+    ) {
       // Retries since the start or since the last migration.
       let retries = 0
       for (let attemptNo = 0; ; attemptNo++) {
-        const outcome = yield* attempt(ctx, attemptNo)
+        const outcome = yield* attempt(ctx, attemptNo, restore)
         if (outcome._tag === "Done") return outcome.done
         if (outcome._tag === "Fail") return yield* Effect.fail(outcome.error)
         if (outcome._tag === "Migrate") {
@@ -438,39 +443,55 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       yield* journal.record(summary)
     })
 
+    /** The request from its first attempt to its record: `finish` runs however it ends. */
+    const run = (ctx: RequestContext): Effect.Effect<DoneEvent, InferenceError> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.zipRight(
+          stats.begin,
+          Effect.matchCauseEffect(attempts(ctx, restore), {
+            onFailure: (cause) => Effect.zipRight(finish(ctx, Exit.failCause(cause)), Effect.failCause(cause)),
+            onSuccess: (done) => Effect.as(finish(ctx, Exit.succeed(done)), done)
+          })
+        )
+      )
+
     /**
      * Generates `request`, delivering its events to `sink` as they arrive; succeeds with the final
      * `done` event. Fails with a typed `InferenceError`; interrupting it (the client went away)
      * cancels the worker's work. No span per request (`Effect.fn` also captured a stack trace per
      * call): no tracer reads them, and the span and its FiberRef update showed in the profile.
+     *
+     * The whole request runs in one `uninterruptibleMask`, with only its waits `restore`d (`attempt`):
+     * each `onExit` or mask costs the fiber two or three frames for the stream's whole life, and a
+     * stream in flight held 15 of them; it holds 7 (`npm run bench -- --scenario held`). Nor is
+     * this a generator: its frame would stay on the stack until the request ends.
      */
-    const execute: (request: RouteRequest, sink: RelaySink) => Effect.Effect<DoneEvent, InferenceError> = Effect.fnUntraced(
-      function* (request: RouteRequest, sink: RelaySink) {
-        yield* lifecycle.ensureAccepting
-        const lagMs = maxLagMs > 0 ? monitor.sustainedLagMs() : 0
-        if (lagMs > maxLagMs && maxLagMs > 0) {
-          return yield* new Overloaded({ lagMs, retryAfterSeconds: Math.max(1, Math.ceil(lagMs / 1000)) })
-        }
-        const ctx: RequestContext = {
-          request,
-          requestId: request.requestId ?? `req-${randomUUID()}`,
-          startedAt: now(),
-          sink,
-          tried: new Set(),
-          failures: [],
-          retryKinds: [],
-          prompt: balancer.affinity.chainOf(request),
-          relayed: 0,
-          answer: c.migrationLimit > 0 ? StreamAnswer.of(request) : undefined,
-          lost: undefined,
-          firstTokenAt: undefined,
-          workerId: undefined,
-          requeues: 0
-        }
-        yield* stats.begin
-        return yield* attempts(ctx).pipe(Effect.onExit((exit) => finish(ctx, exit)))
-      }
-    )
+    const execute = (request: RouteRequest, sink: RelaySink): Effect.Effect<DoneEvent, InferenceError> =>
+      Effect.zipRight(
+        lifecycle.ensureAccepting,
+        Effect.suspend(() => {
+          const lagMs = maxLagMs > 0 ? monitor.sustainedLagMs() : 0
+          if (lagMs > maxLagMs && maxLagMs > 0) {
+            return Effect.fail(new Overloaded({ lagMs, retryAfterSeconds: Math.max(1, Math.ceil(lagMs / 1000)) }))
+          }
+          return run({
+            request,
+            requestId: request.requestId ?? `req-${randomUUID()}`,
+            startedAt: now(),
+            sink,
+            tried: new Set(),
+            failures: [],
+            retryKinds: [],
+            prompt: balancer.affinity.chainOf(request),
+            relayed: 0,
+            answer: c.migrationLimit > 0 ? StreamAnswer.of(request) : undefined,
+            lost: undefined,
+            firstTokenAt: undefined,
+            workerId: undefined,
+            requeues: 0
+          })
+        })
+      )
 
     /** The same as a `Stream`, a chunk per bus message: for consumers built on streams (RPC). */
     const route = (request: RouteRequest): Stream.Stream<RelayEvent, InferenceError> =>
