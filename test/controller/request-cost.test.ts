@@ -20,9 +20,10 @@ const natsUrl = inject("natsUrl")
 const MODEL = "cost/model"
 const REQUESTS = 20
 
-/** Counts the fibers started under it. */
+/** Counts the fibers started under it, and keeps the last one. */
 class FiberCounter extends Supervisor.AbstractSupervisor<number> {
   started = 0
+  last: Fiber.RuntimeFiber<unknown, unknown> | undefined
   get value() {
     return Effect.sync(() => this.started)
   }
@@ -30,11 +31,22 @@ class FiberCounter extends Supervisor.AbstractSupervisor<number> {
     _context: Context.Context<R>,
     _effect: Effect.Effect<A, E, R>,
     _parent: Option.Option<Fiber.RuntimeFiber<unknown, unknown>>,
-    _fiber: Fiber.RuntimeFiber<A, E>
+    fiber: Fiber.RuntimeFiber<A, E>
   ): void {
     this.started++
+    this.last = fiber
   }
 }
+
+// Slow heartbeats and sweeps: nothing but the requests on the bus, and no other fiber, while they are counted.
+const quiet = (c: Parameters<Parameters<typeof controllerLayer>[1] & {}>[0]) => ({
+  ...c,
+  discovery: { ...c.discovery, heartbeatIntervalMs: 600_000, healthCheckIntervalMs: 600_000, offlineTimeoutMs: 1_200_000 }
+})
+
+// Each built in a fiber of its own (awaited, not joined): a supervisor set while building one
+// must not reach the other's runtime.
+const isolated = <A, E>(layer: Layer.Layer<A, E>) => Effect.forkScoped(Layer.build(layer)).pipe(Effect.flatMap(EffectFiber.await), Effect.flatten)
 
 it.scopedLive(
   "a streamed request of 32 tokens starts one fiber in the controller and one in the worker, and crosses the bus as 1 + 3 messages",
@@ -42,15 +54,6 @@ it.scopedLive(
     Effect.gen(function* () {
       const controllerFibers = new FiberCounter()
       const workerFibers = new FiberCounter()
-      // Slow heartbeats and sweeps: nothing but the requests on the bus while they are counted.
-      const quiet = (c: Parameters<Parameters<typeof controllerLayer>[1] & {}>[0]) => ({
-        ...c,
-        discovery: { ...c.discovery, heartbeatIntervalMs: 600_000, healthCheckIntervalMs: 600_000, offlineTimeoutMs: 1_200_000 }
-      })
-      // Each built in a fiber of its own (awaited, not joined): a supervisor set while building one
-      // must not reach the other's runtime.
-      const isolated = <A, E>(layer: Layer.Layer<A, E>) =>
-        Effect.forkScoped(Layer.build(layer)).pipe(Effect.flatMap(EffectFiber.await), Effect.flatten)
       const controller = yield* isolated(controllerLayer(natsUrl, quiet).pipe(Layer.provide(Supervisor.addSupervisor(controllerFibers))))
       yield* isolated(workerLayer(natsUrl, { id: "cost-worker", models: [MODEL] }).pipe(Layer.provide(Supervisor.addSupervisor(workerFibers))))
       const registry = Context.get(controller, Registry)
@@ -91,4 +94,45 @@ it.scopedLive(
       yield* eventually(perRequest.pipe(Effect.map((counts) => expect(counts).toEqual(expected))), { timeoutMs: 1_000 })
     }),
   60_000
+)
+
+/**
+ * What a stream in flight holds in its fiber: the frames of its stack (continuations and the flags
+ * to restore), each with its closures, for the stream's whole life. Read from the runtime's private
+ * `_stack`: an upgrade of Effect that renames it fails here, and the figure is then measured again
+ * (`npm run bench -- --scenario held`).
+ */
+const stackDepth = (fiber: Fiber.RuntimeFiber<unknown, unknown>): number => {
+  const stack = (fiber as unknown as { readonly _stack?: ReadonlyArray<unknown> })._stack
+  if (stack === undefined) throw new Error("FiberRuntime has no _stack: measure the held memory again")
+  return stack.length
+}
+
+it.scopedLive("a stream waiting for its next token holds 7 frames on its fiber's stack", () =>
+  Effect.gen(function* () {
+    const controllerFibers = new FiberCounter()
+    const controller = yield* isolated(controllerLayer(natsUrl, quiet).pipe(Layer.provide(Supervisor.addSupervisor(controllerFibers))))
+    yield* isolated(workerLayer(natsUrl, { id: "frames-worker", models: ["frames/model"], tokensPerSecond: 2 }))
+    const registry = Context.get(controller, Registry)
+    yield* eventually(Effect.map(registry.get("frames-worker"), Option.exists((w) => w.status === "online")))
+    const url = yield* Effect.provide(baseUrl, controller)
+    const before = controllerFibers.started
+    const abort = new AbortController()
+    yield* Effect.addFinalizer(() => Effect.sync(() => abort.abort()))
+    // The first chunk read: the request's fiber now waits for the worker's next token.
+    yield* Effect.promise(async () => {
+      const response = await fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "frames/model", stream: true, max_tokens: 8, messages: [{ role: "user", content: "slowly" }] }),
+        signal: abort.signal
+      })
+      await response.body?.getReader().read()
+    })
+    expect(controllerFibers.started - before).toBe(1)
+    const fiber = controllerFibers.last
+    if (fiber === undefined) throw new Error("no request fiber")
+    expect(stackDepth(fiber)).toBe(7)
+  }),
+  30_000
 )
