@@ -8,9 +8,10 @@ import type { Permissions } from "./nats-server-config.js"
  * may only announce itself, answer requests and relay tokens; it cannot read another worker's
  * prompts, nor anything sent to controllers:
  *
- * - publish: `worker.register`, `worker.heartbeat`, `worker.deregister`, `response.>` (tokens), and
- *   requests to `controller.*.probe` (is the controller that owns my requests alive?); the ack of
- *   an inference request goes to the request's reply subject (`allow_responses`);
+ * - publish: `worker.register`, `worker.heartbeat`, `worker.deregister`, `response.>` (tokens),
+ *   requests to `controller.*.probe` (is the controller that owns my requests alive?), and to its
+ *   own `worker.<own id>.probe` (at start: does another live worker use my id?); the ack of an
+ *   inference request goes to the request's reply subject (`allow_responses`);
  * - subscribe: `worker.<own id>.>` (its inference and cancel subjects, and probes from controllers),
  *   `controller.announce`, and its own reply inbox `_INBOX_<own id>.>`.
  *
@@ -36,7 +37,7 @@ export const inboxPrefixFor = (config: ClusterConfig, hostname?: string): string
 export const CONTROLLER_PROBE = "controller.*.probe"
 
 export const workerPermissions = (workerId: string): Permissions => ({
-  publish: [Subjects.register, Subjects.heartbeat, Subjects.deregister, Subjects.response(">"), CONTROLLER_PROBE],
+  publish: [Subjects.register, Subjects.heartbeat, Subjects.deregister, Subjects.response(">"), CONTROLLER_PROBE, Subjects.probe(workerId)],
   subscribe: [`worker.${workerId}.>`, Subjects.announce, `${workerInboxPrefix(workerId)}.>`],
   allowResponses: true
 })

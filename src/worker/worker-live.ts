@@ -23,11 +23,13 @@ import { probePolicy, watchOwners } from "./owner-watch.js"
 import { RequestOwners } from "./request-owners.js"
 import { makeProbeResponder } from "./probe-responder.js"
 import { resolveWorkerId } from "./worker-id.js"
+import { ensureWorkerIdFree, type WorkerIdInUse } from "./worker-id-guard.js"
 import { makeMetricsSampler, type StatsSnapshot, WorkerStats } from "./worker-stats.js"
 
 /**
  * The worker role (docs/contract.md §3, §4). In its scope:
  *
+ * 0. fails with `WorkerIdInUse` when another live worker answers its id's probe (`worker-id-guard.ts`);
  * 1. subscribes to `worker.{id}.inference`, `worker.{id}.cancel`, `worker.{id}.probe` (answered
  *    from the NATS callback, issue 13) and `controller.announce`, flushes;
  * 2. publishes `worker.register` and logs `worker WORKER_ID registered` (once);
@@ -162,6 +164,8 @@ const runWorker = (workerId: WorkerId) =>
       Effect.withSpan("Worker.register")
     )
 
+    // Before this worker listens on any subject of its id.
+    yield* ensureWorkerIdFree(workerId)
     const owners = new RequestOwners()
     // A slot freed after a busy refusal: one early heartbeat tells every controller (issue 14).
     const capacityFreed = yield* Effect.acquireRelease(Queue.sliding<void>(1), Queue.shutdown)
@@ -268,6 +272,6 @@ export const WorkerServicesLive = Layer.mergeAll(
 ).pipe(Layer.provide(Layer.merge(NodeContext.layer, NodeHttpClient.layer)))
 
 /** The whole worker role; the caller provides only `NatsTransport` and `ClusterConfigService`. */
-export const WorkerLive: Layer.Layer<Worker, never, NatsTransport | ClusterConfigService> = WorkerCore.pipe(
+export const WorkerLive: Layer.Layer<Worker, WorkerIdInUse, NatsTransport | ClusterConfigService> = WorkerCore.pipe(
   Layer.provide(WorkerServicesLive)
 )

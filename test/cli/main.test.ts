@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest"
+import { describe, expect, inject, it } from "vitest"
 import { execFileSync } from "node:child_process"
 import { createServer } from "node:net"
 import { mkdtempSync, writeFileSync } from "node:fs"
@@ -58,6 +58,24 @@ describe("src/main.ts, the real CLI", () => {
       blocker.close()
     }
   }, 30_000)
+
+  it("a worker id another live worker uses is one clear line and exit 1; the first worker goes on", async () => {
+    const natsUrl = inject("natsUrl")
+    const workerId = `twin-${Math.random().toString(36).slice(2, 8)}`
+    const args = ["--mode", "worker", "--worker-id", workerId, "--nats-url", natsUrl]
+    const first = spawnCli(args)
+    try {
+      await first.waitFor(new RegExp(`worker ${workerId} registered`))
+      const second = spawnCli(args)
+      expect(await second.exited).toBe(1)
+      const lines = second.output().trim().split("\n")
+      expect(lines.at(-1)).toMatch(new RegExp(`^error: worker id ${workerId} is taken: another worker on the bus answers worker\\.${workerId}\\.probe`))
+      expect(second.output()).not.toContain(`worker ${workerId} registered`)
+      expect(first.process.exitCode).toBeNull()
+    } finally {
+      await stopCli(first)
+    }
+  }, 60_000)
 
   it("--help prints the usage and exits 0", async () => {
     const cli = spawnCli(["--help"])

@@ -23,7 +23,7 @@ const plan: BusPlan = {
 describe("bus permissions", () => {
   it("pin a worker to its own subjects and inbox", () => {
     expect(workerPermissions("w1")).toEqual({
-      publish: ["worker.register", "worker.heartbeat", "worker.deregister", "response.>", "controller.*.probe"],
+      publish: ["worker.register", "worker.heartbeat", "worker.deregister", "response.>", "controller.*.probe", "worker.w1.probe"],
       subscribe: ["worker.w1.>", "controller.announce", "_INBOX_w1.>"],
       allowResponses: true
     })

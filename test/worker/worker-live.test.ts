@@ -307,4 +307,32 @@ describe("WorkerLive against a real nats-server", () => {
       expect(Option.getOrThrow(yield* Fiber.join(gone)).workerId).toBe(workerId)
     })
   )
+
+  it.scopedLive("a second worker with a live worker's id refuses to start and takes none of its requests; once the first stopped, the id is free", () =>
+    Effect.gen(function* () {
+      const client = yield* controllerSide
+      const workerId = uniqueId("twin")
+      const first = yield* startWorker(workerId, yield* tmpDir(), syntheticAt(0))
+      const refused = yield* Effect.flip(startWorker(workerId, yield* tmpDir(), syntheticAt(0)))
+      expect(refused).toMatchObject({ _tag: "WorkerIdInUse", workerId })
+      // The first one serves alone: its tokens once, and one `done` on the subject (twins send two).
+      const request = inferenceRequest({ maxTokens: 8 })
+      const dones: Array<string> = []
+      const listener = client.listen(Subjects.response(request.requestId), (m) => {
+        if (new TextDecoder().decode(m.data).includes('"type":"done"')) dones.push(m.subject)
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => listener.close()))
+      const collected = yield* collectResponse(client, request.requestId)
+      expect(yield* ask(client, workerId, request)).toMatchObject({ accepted: true })
+      const messages = yield* Fiber.join(collected)
+      expect(tokensOf(messages)).toEqual(planSynthetic(request).tokens)
+      yield* realSleep(300)
+      expect(dones).toHaveLength(1)
+      // Stopped, the first one leaves nobody on the id's subjects: the refused worker never subscribed.
+      yield* first.close
+      expect(yield* Effect.flip(ask(client, workerId, inferenceRequest({ maxTokens: 1 })))).toMatchObject({ _tag: "NatsNoResponders" })
+      const next = yield* startWorker(workerId, yield* tmpDir(), syntheticAt(0))
+      expect(next.worker.workerId).toBe(workerId)
+    })
+  )
 })
