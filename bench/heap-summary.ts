@@ -4,6 +4,7 @@
  * snapshots. A snapshot holds only live objects (V8 collects garbage before it writes one), so
  * the difference between two snapshots is memory really held, not garbage waiting for a GC.
  */
+import { formatOwned, type OwnedShare } from "./heap-owners.js"
 
 /** The parts of a heap snapshot this reads. */
 export interface HeapSnapshot {
@@ -98,25 +99,34 @@ export const formatHeld = (base: HeapSummary, held: HeapSummary, per: PerStream,
     ...kindRows(per, top)
   ].join("\n")
 
-/** One server's two snapshots and their difference per stream. */
+/** One server's two snapshots, their difference per stream, and what holds it (heap-owners.ts). */
 export interface HeldMeasure {
   readonly base: HeapSummary
   readonly held: HeapSummary
   readonly per: PerStream
+  readonly owned: ReadonlyArray<OwnedShare>
 }
 
+const OWNED_INTRO = "What holds it, each new object charged to the nearest of these on its dominator chain:"
+
 /**
- * The held scenario's report: the controller as `formatHeld` has it, then the bare relay's figure
- * measured the same way, their ratio, and the bare relay's own top kinds (`bareTop`).
+ * The held scenario's report: the controller as `formatHeld` has it and what holds it, then the bare
+ * relay's figure measured the same way, their ratio, what holds it, and its own top kinds (`bareTop`).
  */
 export const formatHeldPair = (controller: HeldMeasure, bare: HeldMeasure, top = 15, bareTop = 8): string =>
   [
     formatHeld(controller.base, controller.held, controller.per, top),
     "",
+    OWNED_INTRO,
+    "",
+    formatOwned(controller.owned),
+    "",
     `The bare relay, measured the same way: ${mib(bare.base.bytes)} MiB idle, ${mib(bare.held.bytes)} MiB with ${bare.per.streams} streams in flight;`,
     `**${kib(bare.per.bytes)} KB per stream** in ${bare.per.objects.toFixed(0)} objects. ` +
       `The controller holds **${(controller.per.bytes / bare.per.bytes).toFixed(2)}×** the bare relay's, ` +
       `${kib(controller.per.bytes - bare.per.bytes)} KB more per stream.`,
+    "",
+    formatOwned(bare.owned),
     "",
     ...KIND_HEADER,
     ...kindRows(bare.per, bareTop)

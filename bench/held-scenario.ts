@@ -16,7 +16,8 @@ import { join } from "node:path"
 import { parseFlags } from "./cli.js"
 import type { Child } from "./child.js"
 import { buildForBench, freePort, MODEL, sleep, spawnNode, startCluster, stopCluster } from "./cluster.js"
-import { formatHeldPair, type HeapSnapshot, type HeapSummary, type PerStream, perStream, summarise } from "./heap-summary.js"
+import { type HeapGraph, nodeIds, type Owner, ownedPerStream } from "./heap-owners.js"
+import { formatHeldPair, type HeldMeasure, perStream, summarise } from "./heap-summary.js"
 import { chatBody, streamOnce } from "./load.js"
 import { type BenchRun, progress } from "./run.js"
 
@@ -42,7 +43,7 @@ const openStream = (agent: Agent, port: number, body: Buffer): Promise<void> =>
   })
 
 /** Asks the controller for a heap snapshot (SIGUSR2) and reads it once V8 has written it whole. */
-const snapshot = async (pid: number, dir: string): Promise<HeapSnapshot> => {
+const snapshot = async (pid: number, dir: string): Promise<HeapGraph> => {
   const before = new Set(readdirSync(dir))
   process.kill(pid, "SIGUSR2")
   for (let i = 0; i < 600; i++) {
@@ -51,7 +52,7 @@ const snapshot = async (pid: number, dir: string): Promise<HeapSnapshot> => {
     if (file === undefined) continue
     // V8 writes it in pieces: it parses once complete.
     try {
-      return JSON.parse(readFileSync(join(dir, file), "utf8")) as HeapSnapshot
+      return JSON.parse(readFileSync(join(dir, file), "utf8")) as HeapGraph
     } catch {
       continue
     }
@@ -66,8 +67,17 @@ interface Measured {
   readonly snapshots: string
 }
 
+/** What may hold a stream's memory, in the controller and in the bare relay (heap-owners.ts). */
+const OWNERS: ReadonlyArray<Owner> = [
+  { name: "the request's fiber (Effect)", kinds: ["object:FiberRuntime"] },
+  { name: "node:http (request, response, socket, parser)", kinds: ["object:IncomingMessage", "object:ServerResponse", "object:Socket", "object:HTTPParser"] },
+  { name: "the NATS subscription", kinds: ["object:SubscriptionImpl"] },
+  { name: "the attempt's relay", kinds: ["object:Relay"] },
+  { name: "the answer kept for a migration", kinds: ["object:StreamAnswer"] }
+]
+
 /** Warms `target` up, then the two snapshots: nothing in flight, then `streams` streams open. */
-const measure = async (name: string, target: Measured, streams: number): Promise<{ base: HeapSummary; held: HeapSummary; per: PerStream }> => {
+const measure = async (name: string, target: Measured, streams: number): Promise<HeldMeasure> => {
   const agent = new Agent({ keepAlive: true, maxSockets: streams })
   try {
     // The request path, warmed: 200 whole streams of 2 tokens.
@@ -78,14 +88,17 @@ const measure = async (name: string, target: Measured, streams: number): Promise
     const failed = warm.find((r) => r.error !== undefined)
     if (failed !== undefined) throw new Error(`a warm-up request to the ${name} failed: ${failed.error}`)
     log(`${name}: heap snapshot with nothing in flight`)
-    const base = summarise(await snapshot(target.pid, target.snapshots))
+    const idle = await snapshot(target.pid, target.snapshots)
+    const base = summarise(idle)
+    const baseIds = nodeIds(idle)
     // 32 tokens at 1 a second: every stream is still open at the second snapshot.
     const long = chatBody(MODEL, 32)
     log(`${name}: opening ${streams} streams`)
     await Promise.all(Array.from({ length: streams }, () => openStream(agent, target.port, long)))
     log(`${name}: heap snapshot with ${streams} streams in flight`)
-    const held = summarise(await snapshot(target.pid, target.snapshots))
-    return { base, held, per: perStream(base, held, streams) }
+    const graph = await snapshot(target.pid, target.snapshots)
+    const held = summarise(graph)
+    return { base, held, per: perStream(base, held, streams), owned: ownedPerStream(baseIds, graph, OWNERS, streams) }
   } finally {
     agent.destroy()
   }
@@ -135,8 +148,12 @@ export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>
       options: { streams, workers, runtime },
       idleBytes: controller.base.bytes,
       heldBytes: controller.held.bytes,
-      perStream: { bytes: controller.per.bytes, objects: controller.per.objects, kinds: controller.per.kinds.slice(0, 40) },
-      bare: { idleBytes: bare.base.bytes, heldBytes: bare.held.bytes, perStream: { bytes: bare.per.bytes, objects: bare.per.objects, kinds: bare.per.kinds.slice(0, 40) } }
+      perStream: { bytes: controller.per.bytes, objects: controller.per.objects, kinds: controller.per.kinds.slice(0, 40), owned: controller.owned },
+      bare: {
+        idleBytes: bare.base.bytes,
+        heldBytes: bare.held.bytes,
+        perStream: { bytes: bare.per.bytes, objects: bare.per.objects, kinds: bare.per.kinds.slice(0, 40), owned: bare.owned }
+      }
     })
     const title = `## Memory held per stream in flight (${startedAt}; the controller runs ${runtime === "dist" ? "the build, node dist/main.js" : "under tsx"}, the bare relay under tsx)`
     process.stdout.write(`${title}\n\n${formatHeldPair(controller, bare)}\n\nResults saved to ${file}\n`)

@@ -52,14 +52,28 @@ describe("heap summary", () => {
   })
 
   it("sets the controller's figure against the bare relay's", () => {
-    const controller = { base: summarise(base), held: summarise(held), per: perStream(summarise(base), summarise(held), 2) }
+    const controller = {
+      base: summarise(base),
+      held: summarise(held),
+      per: perStream(summarise(base), summarise(held), 2),
+      owned: [{ owner: "the request's fiber", objects: 3, bytes: 240 }]
+    }
     // The bare relay's two streams: a ServerResponse (300) and an array (60) each.
     const bareHeld = snap([row("object", 1, 100), ...[1, 2].flatMap(() => [row("object", 1, 300), row("array", 0, 60)])])
     const bareBase = snap([row("object", 1, 100)])
-    const bare = { base: summarise(bareBase), held: summarise(bareHeld), per: perStream(summarise(bareBase), summarise(bareHeld), 2) }
+    const bare = {
+      base: summarise(bareBase),
+      held: summarise(bareHeld),
+      per: perStream(summarise(bareBase), summarise(bareHeld), 2),
+      owned: [{ owner: "node:http", objects: 2, bytes: 360 }]
+    }
     const text = formatHeldPair(controller, bare, 2, 1)
     expect(text).toContain("**Held per in-flight stream: 0.5 KB** in 4 objects.")
     expect(text).toContain("**0.4 KB per stream** in 2 objects. The controller holds **1.50×** the bare relay's, 0.2 KB more per stream.")
+    // What holds each one's memory, in its own part of the report.
+    const [ownPart, barePart] = text.split("The bare relay, measured the same way")
+    expect(ownPart).toContain("| the request's fiber | 3.00 | 240 |")
+    expect(barePart).toContain("| node:http | 2.00 | 360 |")
     // The bare relay's top kind only.
     expect(text.split("| object:ServerResponse | 1.00 | 300 |")).toHaveLength(3)
     expect(text).not.toContain("| array | 1.00 | 60 |")
