@@ -5,6 +5,7 @@ import { WorkerId } from "../domain/ids.js"
 import { Subjects } from "../domain/subjects.js"
 import type { WorkerInfo } from "../domain/worker.js"
 import { WorkerProbe, WorkerProbeReply } from "../domain/worker-probe.js"
+import { type ProbeResult, probeLiveness } from "../nats/liveness-probe.js"
 import { NatsTransport } from "../nats/nats-transport.js"
 import * as Metrics from "./metrics.js"
 import { Registry } from "./registry.js"
@@ -82,8 +83,7 @@ export const probeDueAt = (streams: Iterable<ProbedStream>, state: ProbeState, s
 export const shouldProbe = (state: ProbeState, dueAt: number | undefined, now: number): boolean =>
   !state.inFlight && dueAt !== undefined && now >= dueAt
 
-/** How a probe ended. `answered` includes an answer that failed its schema: someone is there. */
-export type ProbeResult = "answered" | "no_responders" | "timeout"
+export type { ProbeResult } from "../nats/liveness-probe.js"
 
 /** What a probe's result means for its worker. */
 export type ProbeVerdict = "alive" | "gone" | "missed" | "hung"
@@ -164,13 +164,7 @@ export class WorkerProbes extends Effect.Service<WorkerProbes>()("controller/Wor
     const probe = (workerId: string, entry: Entry, sentAt: number) => {
       entry.state = { ...entry.state, inFlight: true }
       run(
-        nats.request(Subjects.probe(workerId), WorkerProbe, { workerId: WorkerId.make(workerId) }, WorkerProbeReply, { timeoutMs: settings.timeoutMs }).pipe(
-          Effect.as<ProbeResult>("answered"),
-          Effect.catchTags({
-            NatsNoResponders: () => Effect.succeed<ProbeResult>("no_responders"),
-            NatsRequestTimeout: () => Effect.succeed<ProbeResult>("timeout"),
-            NatsReplyInvalid: () => Effect.succeed<ProbeResult>("answered")
-          }),
+        probeLiveness(nats, Subjects.probe(workerId), WorkerProbe, { workerId: WorkerId.make(workerId) }, WorkerProbeReply, settings.timeoutMs).pipe(
           Effect.flatMap((result) => settle(workerId, entry, result, sentAt))
         )
       )

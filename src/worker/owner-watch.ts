@@ -2,6 +2,7 @@ import { Effect, type Scope } from "effect"
 import type { WorkerId } from "../domain/ids.js"
 import { Subjects } from "../domain/subjects.js"
 import { ControllerProbe, ControllerProbeReply } from "../domain/worker.js"
+import { type ProbeResult, probeLiveness } from "../nats/liveness-probe.js"
 import { NatsTransport } from "../nats/nats-transport.js"
 import type { RequestOwners } from "./request-owners.js"
 
@@ -44,7 +45,7 @@ export const probePolicy = (intervalMs: number): ProbePolicy => ({
   maxMisses: 2
 })
 
-export type ProbeResult = "answered" | "no_responders" | "timeout"
+export type { ProbeResult } from "../nats/liveness-probe.js"
 
 export interface Verdict {
   /** Misses in a row after this probe. */
@@ -93,35 +94,24 @@ export const watchOwners = (options: OwnerWatchOptions): Effect.Effect<void, nev
     const watched = new Map<string, Watched>()
 
     const probe = (controllerId: string, state: Watched) =>
-      nats
-        .request(Subjects.controllerProbe(controllerId), ControllerProbe, { workerId }, ControllerProbeReply, { timeoutMs: policy.timeoutMs })
-        .pipe(
-          Effect.as<ProbeResult>("answered"),
-          Effect.catchTags({
-            NatsNoResponders: () => Effect.succeed<ProbeResult>("no_responders"),
-            NatsRequestTimeout: () => Effect.succeed<ProbeResult>("timeout"),
-            // Somebody answered, if not in the expected words: the controller is there.
-            NatsReplyInvalid: () => Effect.succeed<ProbeResult>("answered"),
-            // `{ workerId }` is far below any server's max_payload: a bug, not a verdict.
-            NatsPayloadTooLarge: (e) => Effect.die(e)
-          }),
-          Effect.flatMap((result) => {
-            // Sent or answered while the bus was away: no verdict.
-            if (!connected()) return Effect.void
-            const verdict = judge(state.misses, result, policy.maxMisses)
-            state.misses = verdict.misses
-            if (verdict.gone === undefined) return Effect.void
-            watched.delete(controllerId)
-            const stopped = owners.stopAll(controllerId)
-            if (stopped === 0) return Effect.void
-            return Effect.logWarning(`controller ${controllerId} is gone (${verdict.gone}): stopping its ${stopped} request(s)`)
-          }),
-          Effect.ensuring(
-            Effect.sync(() => {
-              state.probing = false
-            })
-          )
+      probeLiveness(nats, Subjects.controllerProbe(controllerId), ControllerProbe, { workerId }, ControllerProbeReply, policy.timeoutMs).pipe(
+        Effect.flatMap((result) => {
+          // Sent or answered while the bus was away: no verdict.
+          if (!connected()) return Effect.void
+          const verdict = judge(state.misses, result, policy.maxMisses)
+          state.misses = verdict.misses
+          if (verdict.gone === undefined) return Effect.void
+          watched.delete(controllerId)
+          const stopped = owners.stopAll(controllerId)
+          if (stopped === 0) return Effect.void
+          return Effect.logWarning(`controller ${controllerId} is gone (${verdict.gone}): stopping its ${stopped} request(s)`)
+        }),
+        Effect.ensuring(
+          Effect.sync(() => {
+            state.probing = false
+          })
         )
+      )
 
     const connected = () => nats.connected?.() ?? true
     /** The connection was down at a tick: the first tick after it is back only resumes. */
