@@ -86,40 +86,27 @@ export const chatHandler =
 
 /**
  * `tokens` in the synthetic engine's groups, one group per `setImmediate`, as `tokens_per_second: 0`
- * yields them: `onGroup` gets each group, the index of its first token, and whether it is the last
- * (an empty answer is one empty last group). Stops early once `stopped()` says so.
+ * yields them; or, given `intervalMs` > 0, one token at a time that far apart, the first at once
+ * (as `tokens_per_second` paces it: streams that stay open, for the held scenario). `onGroup` gets
+ * each group, the index of its first token, and whether it is the last (an empty answer is one empty
+ * last group). Stops early once `stopped()` says so.
  */
 export const inGroups = (
   tokens: ReadonlyArray<string>,
   onGroup: (group: ReadonlyArray<string>, index: number, last: boolean) => void,
-  stopped: () => boolean = () => false
+  stopped: () => boolean = () => false,
+  intervalMs = 0
 ): void => {
+  const size = intervalMs > 0 ? 1 : YIELD_EVERY
   let next = 0
   const step = () => {
     if (stopped()) return
     const index = next
-    next = Math.min(next + YIELD_EVERY, tokens.length)
+    next = Math.min(next + size, tokens.length)
     onGroup(tokens.slice(index, next), index, next >= tokens.length)
-    if (next < tokens.length) setImmediate(step)
-  }
-  step()
-}
-
-/**
- * `tokens` one at a time, `intervalMs` apart, the first at once (as `tokens_per_second` paces the
- * synthetic engine): what `inGroups` gives `onGroup`, for streams that stay open (the held scenario).
- */
-export const paced = (
-  tokens: ReadonlyArray<string>,
-  intervalMs: number,
-  onGroup: (group: ReadonlyArray<string>, index: number, last: boolean) => void
-): void => {
-  let next = 0
-  const step = () => {
-    const index = next
-    next = Math.min(next + 1, tokens.length)
-    onGroup(tokens.slice(index, next), index, next >= tokens.length)
-    if (next < tokens.length) setTimeout(step, intervalMs)
+    if (next >= tokens.length) return
+    if (intervalMs > 0) setTimeout(step, intervalMs)
+    else setImmediate(step)
   }
   step()
 }

@@ -22,7 +22,7 @@ import { RequestId } from "../src/domain/ids.js"
 import type { FinishReason, InferenceRequest, Usage } from "../src/domain/inference.js"
 import { chatFormat } from "../src/http/sse.js"
 import { planSynthetic } from "../src/worker/engines/synthetic-engine.js"
-import { type ChatBody, chatHandler, fail, flag, inGroups, listen, paced, SSE_HEADERS } from "./bare-http.js"
+import { type ChatBody, chatHandler, fail, flag, inGroups, listen, SSE_HEADERS } from "./bare-http.js"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -46,8 +46,7 @@ const worker = (nc: NatsConnection, index: number, intervalMs: number) => {
         const usage = { promptTokens: plan.promptTokens, completionTokens: plan.tokens.length }
         nc.publish(subject, json({ type: "done", requestId: request.requestId, finishReason: plan.finishReason, usage } satisfies BareMessage))
       }
-      if (intervalMs > 0) paced(plan.tokens, intervalMs, send)
-      else inGroups(plan.tokens, send)
+      inGroups(plan.tokens, send, () => false, intervalMs)
     }
   })
   process.stdout.write(`bare worker ${index} ready\n`)

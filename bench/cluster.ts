@@ -47,6 +47,36 @@ export const spawnNode = (
   env: NodeJS.ProcessEnv = childEnv()
 ): Child => run.spawn(name, process.execPath, ["--import", "tsx", ...nodeArgs, script, ...args], env)
 
+/** The bare relay's processes (bare-relay.ts) and the front's port. */
+export interface BareRelay {
+  readonly front: Child
+  readonly workers: ReadonlyArray<Child>
+  readonly port: number
+}
+
+/**
+ * Starts the bare relay on `natsUrl`: `workers` bare workers (one token every `tokenIntervalMs`
+ * when given, else the engine's groups at full speed), then its front (with `frontNodeArgs`);
+ * resolves when the workers are ready and the front has printed its address.
+ */
+export const startBareRelay = async (
+  run: BenchRun,
+  natsUrl: string,
+  workers: number,
+  options: { readonly tokenIntervalMs?: number; readonly frontNodeArgs?: ReadonlyArray<string> } = {}
+): Promise<BareRelay> => {
+  const port = await freePort()
+  const pacing = options.tokenIntervalMs === undefined ? [] : ["--token-interval-ms", String(options.tokenIntervalMs)]
+  const bareWorkers = Array.from({ length: workers }, (_, k) =>
+    spawnNode(run, `bare-worker-${k + 1}`, "bench/bare-relay.ts", ["--role", "worker", "--nats-url", natsUrl, "--index", String(k + 1), ...pacing])
+  )
+  for (const w of bareWorkers) await w.waitFor(/bare worker \d+ ready/, 20_000)
+  const frontArgs = ["--role", "front", "--nats-url", natsUrl, "--workers", String(workers), "--port", String(port)]
+  const front = spawnNode(run, "bare", "bench/bare-relay.ts", frontArgs, options.frontNodeArgs ?? [])
+  await front.waitFor(/bare relay listening/, 20_000)
+  return { front, workers: bareWorkers, port }
+}
+
 /**
  * `--runtime dist`: src/ built (`npm run build`) into tmp/bench-dist, inside the project so that its
  * modules find node_modules. Returns the folder, for `ClusterSpec.distDir`.

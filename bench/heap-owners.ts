@@ -11,7 +11,7 @@
  * Algorithm", 2001) over the strong edges: weak edges do not keep an object alive, and shortcut
  * edges are V8's summaries of paths that are there anyway.
  */
-import type { HeapSnapshot } from "./heap-summary.js"
+import { fieldIndex, type HeapSnapshot, kindNamer } from "./heap-snapshot.js"
 
 /** A heap snapshot with its edges. */
 export interface HeapGraph extends HeapSnapshot {
@@ -45,14 +45,6 @@ export const SHARED = "several holders, or the roots only"
 export const OLDER = "objects older than the streams"
 /** New objects nothing reaches: garbage the snapshot still had. */
 export const UNREACHABLE = "unreachable"
-
-const NAMED_TYPES = new Set(["object", "closure"])
-
-const fieldIndex = (fields: ReadonlyArray<string>, name: string, what: string): number => {
-  const i = fields.indexOf(name)
-  if (i < 0) throw new Error(`not a heap snapshot: no ${what} field "${name}"`)
-  return i
-}
 
 /** The ids of every object in `s`: the idle snapshot's, to tell which objects are new. */
 export const nodeIds = (s: HeapSnapshot): ReadonlySet<number> => {
@@ -183,18 +175,11 @@ const dominators = (g: HeapGraph): Int32Array => {
 export const ownedPerStream = (baseIds: ReadonlySet<number>, held: HeapGraph, owners: ReadonlyArray<Owner>, streams: number): ReadonlyArray<OwnedShare> => {
   if (streams <= 0) throw new Error("ownedPerStream: streams must be positive")
   const fields = held.snapshot.meta.node_fields
-  const types = held.snapshot.meta.node_types[0]
-  if (!Array.isArray(types)) throw new Error("not a heap snapshot: meta.node_types[0] is not the list of node types")
   const width = fields.length
-  const iType = fieldIndex(fields, "type", "node")
-  const iName = fieldIndex(fields, "name", "node")
   const iId = fieldIndex(fields, "id", "node")
   const iSize = fieldIndex(fields, "self_size", "node")
   const ownerOfKind = new Map(owners.flatMap((o) => o.kinds.map((k) => [k, o.name] as const)))
-  const kindOf = (i: number) => {
-    const type = String(types[held.nodes[i * width + iType] ?? -1] ?? "unknown")
-    return NAMED_TYPES.has(type) ? `${type}:${held.strings[held.nodes[i * width + iName] ?? -1] ?? "?"}` : type
-  }
+  const kindOf = kindNamer(held)
   const isOld = (i: number) => baseIds.has(held.nodes[i * width + iId] ?? -1)
   const idom = dominators(held)
   const totals = new Map<string, { objects: number; bytes: number }>()

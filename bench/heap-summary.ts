@@ -5,13 +5,9 @@
  * the difference between two snapshots is memory really held, not garbage waiting for a GC.
  */
 import { formatOwned, type OwnedShare } from "./heap-owners.js"
+import { fieldIndex, type HeapSnapshot, kindNamer } from "./heap-snapshot.js"
 
-/** The parts of a heap snapshot this reads. */
-export interface HeapSnapshot {
-  readonly snapshot: { readonly meta: { readonly node_fields: ReadonlyArray<string>; readonly node_types: ReadonlyArray<unknown> } }
-  readonly nodes: ReadonlyArray<number>
-  readonly strings: ReadonlyArray<string>
-}
+export type { HeapSnapshot } from "./heap-snapshot.js"
 
 export interface KindTotal {
   readonly count: number
@@ -25,27 +21,15 @@ export interface HeapSummary {
   readonly kinds: ReadonlyMap<string, KindTotal>
 }
 
-const NAMED_TYPES = new Set(["object", "closure"])
-
 export const summarise = (s: HeapSnapshot): HeapSummary => {
-  const fields = s.snapshot.meta.node_fields
-  const types = s.snapshot.meta.node_types[0]
-  if (!Array.isArray(types)) throw new Error("not a heap snapshot: meta.node_types[0] is not the list of node types")
-  const width = fields.length
-  const at = (name: string) => {
-    const i = fields.indexOf(name)
-    if (i < 0) throw new Error(`not a heap snapshot: no node field "${name}"`)
-    return i
-  }
-  const iType = at("type")
-  const iName = at("name")
-  const iSize = at("self_size")
+  const width = s.snapshot.meta.node_fields.length
+  const iSize = fieldIndex(s.snapshot.meta.node_fields, "self_size", "node")
+  const kindOf = kindNamer(s)
   const kinds = new Map<string, { count: number; bytes: number }>()
   let bytes = 0
-  for (let j = 0; j < s.nodes.length; j += width) {
-    const size = s.nodes[j + iSize] ?? 0
-    const type = String(types[s.nodes[j + iType] ?? -1] ?? "unknown")
-    const kind = NAMED_TYPES.has(type) ? `${type}:${s.strings[s.nodes[j + iName] ?? -1] ?? "?"}` : type
+  for (let i = 0; i < s.nodes.length / width; i++) {
+    const size = s.nodes[i * width + iSize] ?? 0
+    const kind = kindOf(i)
     const total = kinds.get(kind) ?? { count: 0, bytes: 0 }
     total.count++
     total.bytes += size

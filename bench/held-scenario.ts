@@ -15,7 +15,7 @@ import { Agent, request } from "node:http"
 import { join } from "node:path"
 import { parseFlags } from "./cli.js"
 import type { Child } from "./child.js"
-import { buildForBench, freePort, MODEL, sleep, spawnNode, startCluster, stopCluster } from "./cluster.js"
+import { buildForBench, MODEL, sleep, startBareRelay, startCluster, stopCluster } from "./cluster.js"
 import { type HeapGraph, nodeIds, type Owner, ownedPerStream } from "./heap-owners.js"
 import { formatHeldPair, type HeldMeasure, perStream, summarise } from "./heap-summary.js"
 import { chatBody, streamOnce } from "./load.js"
@@ -133,15 +133,8 @@ export const runHeldScenario = async (run: BenchRun, argv: ReadonlyArray<string>
     // The baseline: the bare relay (under tsx) on the same nats-server, its workers pacing tokens alike.
     log(`bare relay: ${workers} bare workers at 1 token a second, a front that writes heap snapshots on SIGUSR2`)
     const bareSnapshots = run.tempDir("mlx-bench-heap-bare-")
-    const barePort = await freePort()
-    const bareWorkers = Array.from({ length: workers }, (_, k) =>
-      spawnNode(run, `bare-worker-${k + 1}`, "bench/bare-relay.ts", ["--role", "worker", "--nats-url", cluster.natsUrl, "--index", String(k + 1), "--token-interval-ms", "1000"])
-    )
-    for (const w of bareWorkers) await w.waitFor(/bare worker \d+ ready/, 20_000)
-    const bareArgs = ["--role", "front", "--nats-url", cluster.natsUrl, "--workers", String(workers), "--port", String(barePort)]
-    const bareFront = spawnNode(run, "bare", "bench/bare-relay.ts", bareArgs, heapArgs(bareSnapshots))
-    await bareFront.waitFor(/bare relay listening/, 20_000)
-    const bare = await measure("bare relay", { pid: pidOf(bareFront), port: barePort, snapshots: bareSnapshots }, streams)
+    const relay = await startBareRelay(run, cluster.natsUrl, workers, { tokenIntervalMs: 1000, frontNodeArgs: heapArgs(bareSnapshots) })
+    const bare = await measure("bare relay", { pid: pidOf(relay.front), port: relay.port, snapshots: bareSnapshots }, streams)
     const startedAt = new Date().toISOString()
     const file = run.saveResults(`held-${startedAt}`, {
       startedAt,

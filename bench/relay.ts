@@ -19,7 +19,7 @@ import { Agent } from "node:http"
 import { cpus, loadavg, totalmem } from "node:os"
 import { join } from "node:path"
 import { assertRunning, type Child, stopChild } from "./child.js"
-import { buildForBench, type Cluster, freePort, MODEL, sleep, spawnNode, startCluster, waitSettled } from "./cluster.js"
+import { buildForBench, type Cluster, freePort, MODEL, sleep, spawnNode, startBareRelay, startCluster, waitSettled } from "./cluster.js"
 import { chatBody, closedLoop, contentOf, getLoop, oneShot, streamOnce, type Target } from "./load.js"
 import { CostMeter, sampleProcesses, type WindowCost } from "./process-cost.js"
 import { collectProfile, monotonicUs, profiledController, type ProfileInfo, type Window } from "./profile.js"
@@ -79,25 +79,19 @@ const start = async (run: BenchRun, options: RelayOptions): Promise<Setup> => {
   })
   const floorPort = await freePort()
   const floor = spawnNode(run, "floor", "bench/floor-server.ts", ["--port", String(floorPort)])
-  const barePort = await freePort()
-  const bareWorkers = Array.from({ length: options.workers }, (_, k) =>
-    spawnNode(run, `bare-worker-${k + 1}`, "bench/bare-relay.ts", ["--role", "worker", "--nats-url", cluster.natsUrl, "--index", String(k + 1)])
-  )
-  for (const w of bareWorkers) await w.waitFor(/bare worker \d+ ready/, 20_000)
-  const bareFront = spawnNode(run, "bare", "bench/bare-relay.ts", ["--role", "front", "--nats-url", cluster.natsUrl, "--workers", String(options.workers), "--port", String(barePort)])
-  await Promise.all([floor.waitFor(/floor listening/, 20_000), bareFront.waitFor(/bare relay listening/, 20_000)])
-  log(`ready: controller on :${cluster.port}, floor on :${floorPort}, bare relay on :${barePort}`)
+  const [bare] = await Promise.all([startBareRelay(run, cluster.natsUrl, options.workers), floor.waitFor(/floor listening/, 20_000)])
+  log(`ready: controller on :${cluster.port}, floor on :${floorPort}, bare relay on :${bare.port}`)
   const clusterProcesses = [cluster.controller, ...cluster.workers, cluster.nats]
   return {
     run,
     options,
     cluster,
     floor,
-    bare: { front: bareFront, workers: bareWorkers },
+    bare: { front: bare.front, workers: bare.workers },
     floorTarget: { name: "floor", host: "127.0.0.1", port: floorPort },
-    bareTarget: { name: "bare", host: "127.0.0.1", port: barePort },
+    bareTarget: { name: "bare", host: "127.0.0.1", port: bare.port },
     controllerTarget: { name: "controller", host: "127.0.0.1", port: cluster.port },
-    pids: new Map([floor, bareFront, ...bareWorkers, ...clusterProcesses].map((c) => [c.name, c.pid])),
+    pids: new Map([floor, bare.front, ...bare.workers, ...clusterProcesses].map((c) => [c.name, c.pid])),
     body: chatBody(MODEL, options.tokens),
     timeoutMs: options.timeoutSeconds * 1000,
     profiling,

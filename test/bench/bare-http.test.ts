@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
-import { inGroups, paced } from "../../bench/bare-http.js"
+import { inGroups } from "../../bench/bare-http.js"
 import { YIELD_EVERY } from "../../src/worker/engines/synthetic-engine.js"
 
 /** How the bare relay's workers hand out an answer's tokens (bench/bare-relay.ts). */
@@ -7,9 +7,9 @@ describe("bare worker pacing", () => {
   beforeEach(() => void vi.useFakeTimers())
   afterEach(() => void vi.useRealTimers())
 
-  it("paced: one token at once, then one per interval, the last flagged", () => {
+  it("paced (intervalMs): one token at once, then one per interval, the last flagged", () => {
     const sent: Array<[ReadonlyArray<string>, number, boolean]> = []
-    paced(["a", "b", "c"], 1_000, (group, index, last) => void sent.push([group, index, last]))
+    inGroups(["a", "b", "c"], (group, index, last) => void sent.push([group, index, last]), () => false, 1_000)
     expect(sent).toEqual([[["a"], 0, false]])
     vi.advanceTimersByTime(999)
     expect(sent).toHaveLength(1)
@@ -24,9 +24,9 @@ describe("bare worker pacing", () => {
     expect(sent).toHaveLength(3)
   })
 
-  it("paced: an empty answer is one empty last group", () => {
+  it("paced (intervalMs): an empty answer is one empty last group", () => {
     const sent: Array<[ReadonlyArray<string>, number, boolean]> = []
-    paced([], 1_000, (group, index, last) => void sent.push([group, index, last]))
+    inGroups([], (group, index, last) => void sent.push([group, index, last]), () => false, 1_000)
     expect(sent).toEqual([[[], 0, true]])
   })
 
