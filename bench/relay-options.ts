@@ -4,6 +4,8 @@ import { type LogLevel, parseFlags, type Runtime, UsageError } from "./cli.js"
 export const RELAY_USAGE = `Usage: npm run bench -- [options]      (tsx bench/main.ts [options])
   --concurrency LIST   concurrency levels, comma-separated     default 1,32,256,1024
   --duration S         measured seconds per level and target   default 5
+  --jit-warmup S       unmeasured load on each target before the first level, at its
+                       concurrency (V8 compiles the request path; 0: none)  default 10
   --warmup S           warm-up seconds before each measurement default 1
   --tokens T           max_tokens of every request             default 32
   --workers N          synthetic workers                        default 2
@@ -20,6 +22,8 @@ export const RELAY_USAGE = `Usage: npm run bench -- [options]      (tsx bench/ma
 export interface RelayOptions {
   readonly concurrency: ReadonlyArray<number>
   readonly durationSeconds: number
+  /** Unmeasured load on each target before the first level (reported as its start-up figures). */
+  readonly jitWarmupSeconds: number
   readonly warmupSeconds: number
   readonly tokens: number
   readonly workers: number
@@ -32,7 +36,7 @@ export interface RelayOptions {
 
 export const parseRelayOptions = (argv: ReadonlyArray<string>): RelayOptions | "help" => {
   const flags = parseFlags(argv, {
-    values: ["concurrency", "duration", "warmup", "tokens", "workers", "stress", "timeout", "log-level", "runtime"],
+    values: ["concurrency", "duration", "jit-warmup", "warmup", "tokens", "workers", "stress", "timeout", "log-level", "runtime"],
     booleans: ["profile"]
   })
   if (flags === "help") return "help"
@@ -46,6 +50,7 @@ export const parseRelayOptions = (argv: ReadonlyArray<string>): RelayOptions | "
   return {
     concurrency,
     durationSeconds: flags.number("duration", 5, 0.5),
+    jitWarmupSeconds: flags.number("jit-warmup", 10, 0),
     warmupSeconds: flags.number("warmup", 1, 0),
     tokens: flags.number("tokens", 32, 1, true),
     workers: flags.number("workers", 2, 1, true),

@@ -62,6 +62,15 @@ export interface HttpBaseline {
 
 export type StressResult = OneShotStats & { readonly controllerPeakRssMiB: number; readonly controllerCpuPercent: number }
 
+/** Each target's first `seconds` of load (`--jit-warmup`), before the levels and not counted in them. */
+export interface Startup {
+  readonly seconds: number
+  readonly concurrency: number
+  readonly floor: LoadStats
+  readonly bare: LoadStats
+  readonly controller: LoadStats
+}
+
 /** The cluster and the floor right after start-up, before any request. */
 export interface Idle {
   readonly loadAverage: ReadonlyArray<number>
@@ -77,6 +86,8 @@ export interface BenchResults {
   readonly options: RelayOptions
   readonly idle: Idle
   readonly sanity: Sanity
+  /** Absent when `--jit-warmup 0` (and in results saved before it existed). */
+  readonly startup?: Startup | undefined
   readonly levels: ReadonlyArray<LevelResult>
   readonly addedTtftAtConcurrency1: { readonly p50Ms: number; readonly p99Ms: number } | undefined
   readonly bareAddedTtftAtConcurrency1: { readonly p50Ms: number; readonly p99Ms: number } | undefined
@@ -97,13 +108,30 @@ const kinds = (errorKinds: Record<string, number>) =>
     .map(([k, n]) => `${n}× ${k}`)
     .join("; ")
 
+const startupPhrase = (s: Startup | undefined) =>
+  s === undefined ? "" : `first ${s.seconds} s of unmeasured load on each target at concurrency ${s.concurrency} (its start-up, below), then `
+
+/** Each target's first seconds of load: what a process just started does while V8 still compiles its request path. */
+const startupSection = (r: BenchResults): Array<string> => {
+  const s = r.startup
+  if (s === undefined) return []
+  const one = (name: string, l: LoadStats) =>
+    `${name} ${f(l.reqPerSecond, 0)} req/s, TTFT p50 ${f(l.ttftP50Ms, 2)} / p99 ${f(l.ttftP99Ms, 2)} ms${l.errors > 0 ? `, ${l.errors} errors (${kinds(l.errorKinds)})` : ""}`
+  return [
+    `Start-up (each target's first ${s.seconds} s of load, concurrency ${s.concurrency}, before the levels and not counted in them; ` +
+      `V8 is still compiling the request path): ${one("floor", s.floor)}; ${one("bare relay", s.bare)}; ${one("controller", s.controller)}; ` +
+      `added TTFT controller − floor p50 ${f(s.controller.ttftP50Ms - s.floor.ttftP50Ms, 3)} ms, p99 ${f(s.controller.ttftP99Ms - s.floor.ttftP99Ms, 3)} ms.`,
+    ""
+  ]
+}
+
 const header = (r: BenchResults): Array<string> => {
   const o = r.options
   return [
     `## mlx-serving cluster benchmark (${r.startedAt})`,
     "",
     `${o.workers} synthetic workers (tokens_per_second: 0, first_token_ms: 0), ${o.tokens} tokens per request, ` +
-      `${o.warmupSeconds} s warm-up + ${o.durationSeconds} s measured per level, closed loop.`,
+      `${startupPhrase(r.startup)}${o.warmupSeconds} s warm-up + ${o.durationSeconds} s measured per level, closed loop.`,
     `Machine: ${r.machine.cpus} × ${r.machine.cpuModel}, ${f(r.machine.memoryGiB, 0)} GiB, Node ${r.machine.node}, ${r.machine.platform}.`,
     `Note: the ${r.machine.cpus} cores are shared by the load generator, the controller, the workers and nats-server ` +
       "(and the floor and the bare relay, idle while another target is measured): absolute numbers are a lower bound, the ratios are what matter. " +
@@ -250,6 +278,7 @@ const profileSection = (p: ProfileInfo): Array<string> => [
 export const formatResults = (r: BenchResults): string =>
   [
     ...header(r),
+    ...startupSection(r),
     ...levelTable(r),
     ...cpuTable(r),
     ...baselineAndStress(r),

@@ -18,7 +18,7 @@ import { analyseTail, formatTail, type HopTrace, type TimedRequest } from "./tai
 
 export const TAIL_USAGE = `Usage: npm run bench -- --scenario tail [options]
   --duration S   measured seconds                               default 10
-  --warmup S     warm-up seconds                                default 3
+  --warmup S     warm-up seconds (V8 compiles the request path)  default 10
   --slow-ms MS   a request slower than this (TTFT) is "slow"    default 3
   --gap-ms MS    pause between one request's end and the next   default 0
   --tokens T     max_tokens of every request                    default 32
@@ -47,7 +47,7 @@ export const runTailScenario = async (run: BenchRun, argv: ReadonlyArray<string>
   const flags = parseFlags(argv, { values: ["duration", "warmup", "slow-ms", "gap-ms", "tokens", "workers"], booleans: [] })
   if (flags === "help") return void process.stdout.write(TAIL_USAGE)
   const durationMs = flags.number("duration", 10, 1) * 1000
-  const warmupMs = flags.number("warmup", 3, 0) * 1000
+  const warmupMs = flags.number("warmup", 10, 0) * 1000
   const slowMs = flags.number("slow-ms", 3, 0)
   const gapMs = flags.number("gap-ms", 0, 0)
   const tokens = flags.number("tokens", 32, 1, true)

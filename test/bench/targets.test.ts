@@ -61,6 +61,14 @@ describe("bench: targets of issues 10 and 11", () => {
     expect(checks[4]?.status).toBe("met")
   })
 
+  it("shows the controller's start-up TTFT beside the running relay's, judging only the running one", () => {
+    const slowStart: TargetInput = { ...passing, addedTtft: { p50Ms: 0.8, p99Ms: 1.4 }, startupAddedTtft: { p50Ms: 1.9, p99Ms: 5.62 } }
+    const checks = checkTargets(slowStart)
+    expect(checks[4]?.detail).toBe("p50 0.80 ms, p99 1.40 ms; at start-up (the first seconds of load): p50 1.90 ms, p99 5.62 ms")
+    expect(checks[4]?.status).toBe("met")
+    expect(checkTargets({ ...slowStart, addedTtft: { p50Ms: 0.8, p99Ms: 3.2 } })[4]?.status).toBe("missed")
+  })
+
   it("says 'not measured' when the run could not tell", () => {
     expect(statuses({ ...passing, tokens: 16 }).slice(0, 2)).toEqual(["not measured", "not measured"])
     expect(checkTargets({ ...passing, tokens: 16 })[0]?.detail).toBe("--tokens 16: the target is for 32-token requests")
