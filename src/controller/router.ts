@@ -226,73 +226,96 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     /**
      * The dispatch and the wait of one attempt, once its slot, relay and subscription exist.
      *
-     * Every generator on the request path is created once, here, and called per request (never
-     * `Effect.gen(function* () {…})` inside a per-request function): V8 gives each new generator
-     * function its own initial map, allocated in old space and pointing at the closure, so a
-     * generator closure per request kept that request's whole state (its HTTP objects, relay,
-     * fiber) alive through two scavenges, and V8 then pretenured the sites that allocate it (see
-     * process/heap-flags.ts): 24 KB promoted to the old space per streamed request, 1 KB now.
+     * The attempt (`runAttempt`, `attempt`) and the loop over attempts (`attemptFrom`) are plain
+     * continuations, not generators: their frames stay on the fiber's stack for the stream's whole
+     * life, and a generator frame holds its generator object, its register file and Effect's
+     * adapter objects, about 0.4 KB each (`npm run bench -- --scenario held`). Where a generator
+     * is used on the request path (`migrate`, `finish`), it is created once, here, and called per
+     * request (never `Effect.gen(function* () {…})` inside a per-request function): V8 gives each
+     * new generator function its own initial map, allocated in old space and pointing at the
+     * closure, so a generator closure per request kept that request's whole state (its HTTP
+     * objects, relay, fiber) alive through two scavenges, and V8 then pretenured the sites that
+     * allocate it (see process/heap-flags.ts): 24 KB promoted to the old space per streamed
+     * request, 1 KB now.
      */
-    const runAttempt = Effect.fnUntraced(function* (ctx: RequestContext, worker: WorkerInfo, relay: Relay) {
-      const workerId = worker.workerId
+    const runAttempt = (ctx: RequestContext, worker: WorkerInfo, relay: Relay): Effect.Effect<AttemptResult> =>
+      Effect.flatMap(
+        Effect.suspend(() => {
+          const wire = toWire(RequestId.make(relay.options.attemptId), ctx.request, controllerId)
+          const answer = ctx.answer
+          return dispatch(worker, ctx.lost === undefined || answer === undefined ? wire : continuedRequest(wire, answer.text(), relay.options.relayedBefore))
+        }),
+        (refused) => {
+          if (refused !== undefined) {
+            // A timeout may still be acked late (then a cancel is owed); anything else runs nothing.
+            if (!(refused._tag === "Retry" && refused.kind === "ack_timeout")) relay.markFinished()
+            relay.end(refused)
+            return awaitOutcome(ctx, relay)
+          }
+          relay.dispatched(now())
+          // Accepted: this worker now holds the prompt in its prefix cache (issue 16).
+          if (ctx.prompt === undefined) return awaitOutcome(ctx, relay)
+          return Effect.zipRight(balancer.affinity.recordDispatch(worker.workerId, ctx.prompt), awaitOutcome(ctx, relay))
+        }
+      )
+
+    /** The attempt's outcome, as the stream's kept answer (issue 13) reads it. */
+    const awaitOutcome = (ctx: RequestContext, relay: Relay): Effect.Effect<AttemptResult> => {
       const answer = ctx.answer
-      const { attemptId, relayedBefore } = relay.options
-      const wire = toWire(RequestId.make(attemptId), ctx.request, controllerId)
-      const continued = ctx.lost === undefined || answer === undefined ? wire : continuedRequest(wire, answer.text(), relayedBefore)
-      const refused = yield* dispatch(worker, continued)
-      if (refused !== undefined) {
-        // A timeout may still be acked late (then a cancel is owed); anything else runs nothing.
-        if (!(refused._tag === "Retry" && refused.kind === "ack_timeout")) relay.markFinished()
-        relay.end(refused)
-      } else {
-        relay.dispatched(now())
-        // Accepted: this worker now holds the prompt in its prefix cache (issue 16).
-        if (ctx.prompt !== undefined) yield* balancer.affinity.recordDispatch(workerId, ctx.prompt)
-      }
-      const outcome: AttemptResult = yield* relay.await
-      if (answer === undefined) return outcome
-      if (outcome._tag === "Done") {
-        const done = answer.doneAfter(outcome.done, relayedBefore)
-        return done === outcome.done ? outcome : ({ _tag: "Done", done } as const)
-      }
-      // Lost after the client got tokens: the stream may go on elsewhere (issue 13).
-      const lostReason = relay.lostReason
-      if (outcome._tag === "Fail" && lostReason !== undefined && ctx.relayed > 0) {
-        return { _tag: "Migrate", reason: lostReason, error: outcome.error } as const
-      }
-      return outcome
-    })
+      if (answer === undefined) return relay.await
+      return Effect.map(relay.await, (outcome): AttemptResult => {
+        if (outcome._tag === "Done") {
+          const done = answer.doneAfter(outcome.done, relay.options.relayedBefore)
+          return done === outcome.done ? outcome : { _tag: "Done", done }
+        }
+        // Lost after the client got tokens: the stream may go on elsewhere (issue 13).
+        const lostReason = relay.lostReason
+        if (outcome._tag === "Fail" && lostReason !== undefined && ctx.relayed > 0) {
+          return { _tag: "Migrate", reason: lostReason, error: outcome.error }
+        }
+        return outcome
+      })
+    }
 
     /**
      * One attempt on one worker, from taking a slot to the attempt's outcome. It runs where the
-     * request cannot be interrupted (`execute`'s mask): only the wait for a slot and the attempt's
+     * request cannot be interrupted (`run`'s mask): only the wait for a slot and the attempt's
      * run are `restore`d, so that a slot, once taken, is always given back and the attempt's
-     * subscription and watchers always removed.
+     * subscription and watchers always removed. Suspended: what it asks the queue for is read
+     * when it runs (a requeue or a migration changes it).
      */
-    const attempt = Effect.fnUntraced(function* (ctx: RequestContext, attemptNo: number, restore: Restore) {
-      const { request } = ctx
-      const worker = yield* restore(
-        admission.admit({
-          model: request.model,
-          exclude: ctx.tried,
-          prompt: ctx.prompt,
-          ...(request.tags === undefined ? {} : { tags: request.tags }),
-          ...(request.priority === undefined ? {} : { priority: request.priority }),
-          // Issue 14: a request sent back by a busy worker waits at most max_wait_ms since it first asked.
-          ...(ctx.requeues === 0 ? {} : { waitingSince: ctx.startedAt }),
-          // A migration: only workers that can continue the stream (issue 13).
-          ...(ctx.lost === undefined || ctx.answer === undefined ? {} : { eligible: continuesKind(ctx.answer.kind) }),
-          // issue 12: only workers whose engine honours what the request uses.
-          ...(request.requires === undefined || request.requires.length === 0 ? {} : { requires: request.requires })
-        })
-      ).pipe(
-        // A migration that finds no worker ends as the lost worker's stream would have.
-        Effect.mapError((e): InferenceError => ctx.lost ?? e),
-        Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
-          // Every skilled worker was tried: say what each of them answered.
-          ctx.tried.size > 0 ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: ctx.failures })) : Effect.fail(e)
-        )
+    const attempt = (ctx: RequestContext, attemptNo: number, restore: Restore): Effect.Effect<AttemptResult, InferenceError> =>
+      Effect.flatMap(
+        Effect.suspend(() => {
+          const { request } = ctx
+          return restore(
+            admission.admit({
+              model: request.model,
+              exclude: ctx.tried,
+              prompt: ctx.prompt,
+              ...(request.tags === undefined ? {} : { tags: request.tags }),
+              ...(request.priority === undefined ? {} : { priority: request.priority }),
+              // Issue 14: a request sent back by a busy worker waits at most max_wait_ms since it first asked.
+              ...(ctx.requeues === 0 ? {} : { waitingSince: ctx.startedAt }),
+              // A migration: only workers that can continue the stream (issue 13).
+              ...(ctx.lost === undefined || ctx.answer === undefined ? {} : { eligible: continuesKind(ctx.answer.kind) }),
+              // issue 12: only workers whose engine honours what the request uses.
+              ...(request.requires === undefined || request.requires.length === 0 ? {} : { requires: request.requires })
+            })
+          ).pipe(
+            // A migration that finds no worker ends as the lost worker's stream would have.
+            Effect.mapError((e): InferenceError => ctx.lost ?? e),
+            Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
+              // Every skilled worker was tried: say what each of them answered.
+              ctx.tried.size > 0 ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: ctx.failures })) : Effect.fail(e)
+            )
+          )
+        }),
+        (worker) => attemptOn(ctx, attemptNo, restore, worker)
       )
+
+    /** The attempt once `worker`'s slot is taken: its relay, subscription and watchers, the run, then their removal. */
+    const attemptOn = (ctx: RequestContext, attemptNo: number, restore: Restore, worker: WorkerInfo): Effect.Effect<AttemptResult, InferenceError> => {
       const workerId = worker.workerId
       ctx.tried.add(workerId)
       ctx.workerId = workerId
@@ -320,18 +343,17 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       const unsweep = deadlines.add(relay)
       // `Effect.exit` rather than `onExit`: already uninterruptible here, so no second mask (two
       // fewer frames on the fiber's stack for the whole stream).
-      const exit = yield* Effect.exit(restore(runAttempt(ctx, worker, relay)))
-      subscription.close()
-      unwatch()
-      unsweep()
-      admission.release(workerId)
-      if (!relay.finished) {
+      return Effect.flatMap(Effect.exit(restore(runAttempt(ctx, worker, relay))), (exit) => {
+        subscription.close()
+        unwatch()
+        unsweep()
+        admission.release(workerId)
+        if (relay.finished) return exit
         const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
         const ok = Exit.isSuccess(exit) && exit.value._tag === "Done"
-        if (!ok) yield* sendCancel(workerId, attemptId, interrupted ? "client" : "error")
-      }
-      return yield* exit
-    })
+        return ok ? exit : Effect.zipRight(sendCancel(workerId, attemptId, interrupted ? "client" : "error"), exit)
+      })
+    }
 
     /**
      * A stream whose worker was lost mid-stream: `undefined` when it goes on on another worker, else
@@ -358,37 +380,29 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       }
     )
 
-    const attempts: (ctx: RequestContext, restore: Restore) => Effect.Effect<DoneEvent, InferenceError> = Effect.fnUntraced(function* (
-      ctx: RequestContext,
-      restore: Restore
-    ) {
-      // Retries since the start or since the last migration.
-      let retries = 0
-      for (let attemptNo = 0; ; attemptNo++) {
-        const outcome = yield* attempt(ctx, attemptNo, restore)
-        if (outcome._tag === "Done") return outcome.done
-        if (outcome._tag === "Fail") return yield* Effect.fail(outcome.error)
+    /**
+     * Attempt `attemptNo` and what follows it, until the request ends: `retries` counts the
+     * retries since the start or since the last migration.
+     */
+    const attemptFrom = (ctx: RequestContext, restore: Restore, attemptNo: number, retries: number): Effect.Effect<DoneEvent, InferenceError> =>
+      Effect.flatMap(attempt(ctx, attemptNo, restore), (outcome): Effect.Effect<DoneEvent, InferenceError> => {
+        if (outcome._tag === "Done") return Effect.succeed(outcome.done)
+        if (outcome._tag === "Fail") return Effect.fail(outcome.error)
+        const next = (retriesNow: number) => attemptFrom(ctx, restore, attemptNo + 1, retriesNow)
         if (outcome._tag === "Migrate") {
-          const done = yield* migrate(ctx, outcome)
-          if (done !== undefined) return done
-          retries = 0
-          continue
+          return Effect.flatMap(migrate(ctx, outcome), (done) => (done === undefined ? next(0) : Effect.succeed(done)))
         }
         const workerId = ctx.workerId ?? "?"
-        if (outcome.kind === "busy") {
-          yield* requeue(ctx, workerId, outcome.reason)
-          continue
-        }
+        if (outcome.kind === "busy") return Effect.zipRight(requeue(ctx, workerId, outcome.reason), next(retries))
         ctx.failures.push({ workerId, reason: outcome.reason })
         ctx.retryKinds.push(outcome.kind)
-        yield* Effect.logInfo(`request ${ctx.requestId}: worker ${workerId} ${sanitizeForLog(outcome.reason, 300)}`).pipe(
-          Effect.annotateLogs({ requestId: ctx.requestId, workerId })
+        return Effect.zipRight(
+          Effect.logInfo(`request ${ctx.requestId}: worker ${workerId} ${sanitizeForLog(outcome.reason, 300)}`).pipe(
+            Effect.annotateLogs({ requestId: ctx.requestId, workerId })
+          ),
+          retries + 1 > c.maxRetries ? Effect.fail(ctx.lost ?? new WorkersUnavailable({ model: ctx.request.model, attempts: ctx.failures })) : next(retries + 1)
         )
-        if (++retries > c.maxRetries) {
-          return yield* Effect.fail(ctx.lost ?? new WorkersUnavailable({ model: ctx.request.model, attempts: ctx.failures }))
-        }
-      }
-    })
+      })
 
     /**
      * Issue 14: a worker refused the request as `busy` — another controller filled it first, which
@@ -448,7 +462,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       Effect.uninterruptibleMask((restore) =>
         Effect.zipRight(
           stats.begin,
-          Effect.matchCauseEffect(attempts(ctx, restore), {
+          Effect.matchCauseEffect(attemptFrom(ctx, restore, 0, 0), {
             onFailure: (cause) => Effect.zipRight(finish(ctx, Exit.failCause(cause)), Effect.failCause(cause)),
             onSuccess: (done) => Effect.as(finish(ctx, Exit.succeed(done)), done)
           })
