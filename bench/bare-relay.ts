@@ -4,7 +4,7 @@
  * itself (the extra processes, sockets and wake-ups of every request) apart from the controller's
  * code. Same bus protocol as the cluster's, under its own subjects (`bare.*`): the front subscribes
  * to `bare.response.{id}`, dispatches to `bare.worker.{k}.inference` as a NATS request and takes
- * the ack; the worker answers with the synthetic engine's tokens for the prompt (the same plan as
+ * the ack (a turn's SUBs and PUBs in one write, as the cluster's transport sends them); the worker answers with the synthetic engine's tokens for the prompt (the same plan as
  * the cluster's workers and the floor), in groups of 32 with a `setImmediate` between groups, as
  * one `tokens` message per group and a `done` message. No retries, deadlines, queue, validation
  * beyond parsing, metrics or logs: a reference, not a product. `--token-interval-ms N` makes a
@@ -15,12 +15,13 @@
  *
  * The worker prints `bare worker K ready`, the front `bare relay listening on http://H:PORT`.
  */
-import { connect, type Msg, type NatsConnection } from "nats"
+import { connect, type Msg, type NatsConnection, type Subscription } from "nats"
 import { randomUUID } from "node:crypto"
 import { createServer, type ServerResponse } from "node:http"
 import { RequestId } from "../src/domain/ids.js"
 import type { FinishReason, InferenceRequest, Usage } from "../src/domain/inference.js"
 import { chatFormat } from "../src/http/sse.js"
+import { makeWriteBatch } from "../src/nats/write-batch.js"
 import { planSynthetic } from "../src/worker/engines/synthetic-engine.js"
 import { type ChatBody, chatHandler, fail, flag, inGroups, listen, SSE_HEADERS } from "./bare-http.js"
 
@@ -54,35 +55,47 @@ const worker = (nc: NatsConnection, index: number, intervalMs: number) => {
 
 const front = (nc: NatsConnection, workers: number) => {
   let turn = 0
+  // As the controller's transport does: the SUBs and PUBs of a turn's requests leave in one write.
+  const writes = makeWriteBatch((cause) => void process.stderr.write(`bare relay: ${String(cause)}\n`))
   const serveChat = (body: ChatBody, res: ServerResponse) => {
     const requestId = RequestId.make(randomUUID())
     const format = chatFormat({ id: `chatcmpl-${requestId}`, created: Math.floor(Date.now() / 1000), model: body.model, includeUsage: body.includeUsage })
     let started = false
-    const sub = nc.subscribe(`bare.response.${requestId}`, {
-      callback: (error, msg) => {
-        if (error !== null) return
-        const message = JSON.parse(decoder.decode(msg.data)) as BareMessage
-        let out = ""
-        if (!started) {
-          started = true
-          res.writeHead(200, SSE_HEADERS)
-          out = format.head
-        }
-        if (message.type === "tokens") {
-          for (const token of message.tokens) out += format.token(token)
-          res.write(out)
-        } else {
-          sub.unsubscribe()
-          res.end(out + format.end(message.finishReason, message.usage))
-        }
-      }
-    })
-    res.once("close", () => sub.unsubscribe())
+    let closed = false
+    let sub: Subscription | undefined
+    const close = () => {
+      closed = true
+      sub?.unsubscribe()
+    }
+    res.once("close", close)
     const request: InferenceRequest = { requestId, model: body.model, messages: body.messages, maxTokens: body.maxTokens, stream: true }
     turn = (turn % workers) + 1
-    nc.request(`bare.worker.${turn}.inference`, json(request), { timeout: 5_000 }).catch((error: Error) => {
-      sub.unsubscribe()
-      if (!started) fail(res, 503, `the bare worker did not ack: ${error.message}`)
+    const worker = turn
+    writes.run(() => {
+      if (closed) return
+      sub = nc.subscribe(`bare.response.${requestId}`, {
+        callback: (error, msg) => {
+          if (error !== null) return
+          const message = JSON.parse(decoder.decode(msg.data)) as BareMessage
+          let out = ""
+          if (!started) {
+            started = true
+            res.writeHead(200, SSE_HEADERS)
+            out = format.head
+          }
+          if (message.type === "tokens") {
+            for (const token of message.tokens) out += format.token(token)
+            res.write(out)
+          } else {
+            close()
+            res.end(out + format.end(message.finishReason, message.usage))
+          }
+        }
+      })
+      nc.request(`bare.worker.${worker}.inference`, json(request), { timeout: 5_000 }).catch((error: Error) => {
+        close()
+        if (!started) fail(res, 503, `the bare worker did not ack: ${error.message}`)
+      })
     })
   }
   listen(createServer(chatHandler(serveChat)), "bare relay", () => void nc.close())

@@ -15,7 +15,8 @@ import {
   createInbox,
   credsAuthenticator,
   type ConnectionOptions,
-  type NatsConnection
+  type NatsConnection,
+  type Subscription
 } from "nats"
 import { readFileSync } from "node:fs"
 import { ClusterConfigService } from "../config/cluster-config.js"
@@ -25,6 +26,7 @@ import { decoderFor, encoderFor, plainEncoderFor } from "./codec.js"
 import { type NatsCredentialFields, type NatsCredentialsError, withEffectiveNatsAuth } from "./nats-credentials.js"
 import { safeUrl, serverUrls } from "./server-urls.js"
 import { makeUnsubscribeBatch } from "./unsubscribe-batch.js"
+import { makeWriteBatch } from "./write-batch.js"
 import {
   type Incoming,
   NatsNoResponders,
@@ -196,17 +198,14 @@ const make = (options: NatsConnectOptions) =>
 
     /** The server's `max_payload`; 1 MiB before the first connect. */
     const maxPayload = () => nc.info?.max_payload ?? 1_048_576
+    /**
+     * The publishes and subscribes of this turn, sent in one write (write-batch.ts); what is
+     * pending when the connection's scope closes goes out before it drains.
+     */
+    const writes = makeWriteBatch((cause) => run(Effect.logError("a NATS operation failed", cause)))
+    yield* Effect.addFinalizer(() => Effect.sync(writes.flush))
 
-    const publishBytes = (subject: string, bytes: Uint8Array): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        try {
-          nc.publish(subject, bytes)
-          return Effect.void
-        } catch (cause) {
-          // Only a closed connection throws here; the message is lost either way, so say so.
-          return Effect.logWarning(`NATS publish to ${subject} failed: ${describe(cause)}`)
-        }
-      })
+    const publishBytes = (subject: string, bytes: Uint8Array): Effect.Effect<void> => Effect.sync(() => send(subject, bytes))
 
     const publish = <A, I>(subject: string, schema: Schema.Schema<A, I>, message: A) =>
       Either.match(encoderFor(schema)(message), {
@@ -303,14 +302,18 @@ const make = (options: NatsConnectOptions) =>
           resume(reply)
         })
         arm(timeoutMs, false)
-        try {
-          nc.publish(subject, bytes, { reply: `${replyPrefix}.${token}` })
-        } catch (cause) {
-          // Only a closed connection throws here.
-          pending.delete(token)
-          clearTimeout(timer)
-          resume(Effect.fail(new NatsReplyInvalid({ subject, reason: describe(cause) })))
-        }
+        writes.run(() => {
+          // Interrupted before its turn ended: nothing to send.
+          if (!pending.has(token)) return
+          try {
+            nc.publish(subject, bytes, { reply: `${replyPrefix}.${token}` })
+          } catch (cause) {
+            // Only a closed connection throws here.
+            pending.delete(token)
+            clearTimeout(timer)
+            resume(Effect.fail(new NatsReplyInvalid({ subject, reason: describe(cause) })))
+          }
+        })
         return Effect.sync(() => {
           pending.delete(token)
           if (timer !== undefined) clearTimeout(timer)
@@ -345,47 +348,62 @@ const make = (options: NatsConnectOptions) =>
         )
       })
 
-    const send = (subject: string, payload: Uint8Array, reply?: string): void => {
-      try {
-        nc.publish(subject, payload, reply === undefined ? undefined : { reply })
-      } catch (cause) {
-        // Only a closed connection throws here; the message is lost either way, so say so.
-        run(Effect.logWarning(`NATS publish to ${subject} failed: ${describe(cause)}`))
-      }
-    }
+    const send = (subject: string, payload: Uint8Array, reply?: string): void =>
+      writes.run(() => {
+        try {
+          nc.publish(subject, payload, reply === undefined ? undefined : { reply })
+        } catch (cause) {
+          // Only a closed connection throws here; the message is lost either way, so say so.
+          run(Effect.logWarning(`NATS publish to ${subject} failed: ${describe(cause)}`))
+        }
+      })
 
     const unsubscribes = makeUnsubscribeBatch(UNSUBSCRIBE_BATCH_MS)
     const listen = (subject: string, onMessage: (message: RawMessage) => void, opts: { readonly queue?: string } = {}) => {
-      // The UNSUBs of listeners closed since the last SUB go out in this SUB's write.
-      unsubscribes.flush()
       let closed = false
-      const sub = nc.subscribe(subject, {
-        ...(opts.queue === undefined ? {} : { queue: opts.queue }),
-        callback: (err, msg) => {
-          if (closed) return
-          // Nothing may escape into nats' read loop: an exception there stops it reading for good.
-          try {
-            if (err !== null) run(Effect.logWarning(`NATS subscription ${subject}: ${err.message}`))
-            else onMessage(msg)
-          } catch (cause) {
-            run(Effect.logError(`subscription ${subject}: a message could not be handled`, cause))
-          }
+      let sub: Subscription | undefined
+      // With the turn's other operations, so that a request's SUB and PUB leave in one write.
+      writes.run(() => {
+        if (closed) return
+        // The UNSUBs of listeners closed since the last SUB go out in this SUB's write.
+        unsubscribes.flush()
+        try {
+          sub = nc.subscribe(subject, {
+            ...(opts.queue === undefined ? {} : { queue: opts.queue }),
+            callback: (err, msg) => {
+              if (closed) return
+              // Nothing may escape into nats' read loop: an exception there stops it reading for good.
+              try {
+                if (err !== null) run(Effect.logWarning(`NATS subscription ${subject}: ${err.message}`))
+                else onMessage(msg)
+              } catch (cause) {
+                run(Effect.logError(`subscription ${subject}: a message could not be handled`, cause))
+              }
+            }
+          })
+        } catch (cause) {
+          // Only a closed connection throws here.
+          run(Effect.logWarning(`NATS subscribe to ${subject} failed: ${describe(cause)}`))
         }
       })
       return {
         close: () => {
           if (closed) return
           closed = true
-          unsubscribes.add(sub)
+          if (sub !== undefined) unsubscribes.add(sub)
         }
       }
     }
+
 
     const service: NatsTransportService = {
       publish,
       subscribe: (subject, schema, opts) => Effect.map(subscribeQueue(subject, schema, opts), (q) => Stream.fromQueue(q)),
       request,
-      flush: Effect.promise(() => nc.flush()).pipe(Effect.interruptible, Effect.timeout("5 seconds"), Effect.ignore),
+      flush: Effect.promise(() => {
+        writes.flush()
+        return nc.flush()
+      }).pipe(Effect.interruptible, Effect.timeout("5 seconds"), Effect.ignore),
       listen,
       send,
       maxPayload,

@@ -101,12 +101,73 @@ describe("NatsTransport (real nats-server)", () => {
         expect(Either.getLeft(pending).pipe(Option.getOrThrow)).toBeInstanceOf(NatsRequestTimeout)
         expect(heard).toEqual(["one"])
         // The next SUB carries the UNSUB: the server then knows nobody listens on the subject.
-        nats.listen(unique("test.listen-next"), () => {}).close()
+        const next = nats.listen(unique("test.listen-next"), () => {})
         yield* nats.flush
+        next.close()
         const gone = yield* Effect.either(nats.request(subject, Ping, { n: 1 }, Pong, { timeoutMs: 5_000 }))
         expect(Either.getLeft(gone).pipe(Option.getOrThrow)).toBeInstanceOf(NatsNoResponders)
       })
     )
+  )
+
+  it.scopedLive("hands a turn's publishes and subscribes to the connection at the turn's end, in order (one write)", () =>
+    withNats(
+      Effect.gen(function* () {
+        const nats = yield* NatsTransport
+        const subject = unique("test.turn")
+        const heard: Array<string> = []
+        const text = (n: number) => new TextEncoder().encode(String(n))
+        const before = nats.stats().outMsgs
+        // One turn: a SUB and five PUBs to it, as a request's dispatch makes them.
+        const duringTurn = yield* Effect.sync(() => {
+          nats.listen(subject, (m) => void heard.push(new TextDecoder().decode(m.data)))
+          for (let n = 1; n <= 5; n++) nats.send(subject, text(n))
+          return nats.stats().outMsgs
+        })
+        expect(duringTurn).toBe(before)
+        // The SUB went first: every message is heard, in order.
+        yield* eventually(Effect.sync(() => expect(heard).toEqual(["1", "2", "3", "4", "5"])))
+        expect(nats.stats().outMsgs - before).toBe(5)
+        // A listener closed within the turn it was made never subscribes: nothing more is heard by
+        // anyone, and the request finds no responder.
+        const gone = unique("test.turn-closed")
+        nats.listen(gone, () => void heard.push("closed listener")).close()
+        const asked = yield* Effect.either(nats.request(gone, Ping, { n: 1 }, Pong, { timeoutMs: 5_000 }))
+        expect(Either.getLeft(asked).pipe(Option.getOrThrow)).toBeInstanceOf(NatsNoResponders)
+        expect(heard).toHaveLength(5)
+      })
+    )
+  )
+
+  it.scopedLive("flush, and the end of the connection's scope, send what the turn still holds", () =>
+    Effect.gen(function* () {
+      const subject = unique("test.turn-flush")
+      const heard: Array<string> = []
+      yield* withNats(
+        Effect.gen(function* () {
+          const listener = yield* NatsTransport
+          listener.listen(subject, (m) => void heard.push(new TextDecoder().decode(m.data)))
+          yield* listener.flush
+          yield* withNats(
+            Effect.gen(function* () {
+              const nats = yield* NatsTransport
+              const before = nats.stats().outMsgs
+              nats.send(subject, new TextEncoder().encode("flushed"))
+              yield* nats.flush
+              expect(nats.stats().outMsgs - before).toBe(1)
+            })
+          )
+          // Published in the same turn as the connection's scope closes: drained, not lost.
+          yield* Effect.scoped(
+            Effect.provide(
+              Effect.flatMap(NatsTransport, (nats) => Effect.sync(() => nats.send(subject, new TextEncoder().encode("at close")))),
+              natsLayer({ url: natsUrl })
+            )
+          )
+          yield* eventually(Effect.sync(() => expect(heard).toEqual(["flushed", "at close"])))
+        })
+      )
+    })
   )
 
   it.scopedLive("a request nobody listens to fails at once with NatsNoResponders", () =>
