@@ -395,7 +395,6 @@ const make = (options: NatsConnectOptions) =>
       }
     }
 
-
     const service: NatsTransportService = {
       publish,
       subscribe: (subject, schema, opts) => Effect.map(subscribeQueue(subject, schema, opts), (q) => Stream.fromQueue(q)),
