@@ -155,7 +155,7 @@ export interface LoadStats {
   /**
    * TTFT over the successful requests that started inside the window too: one started in the
    * warm-up may have waited for its connection (a closed loop opens all its connections at
-   * once, and at concurrency 1,024 loopback drops some SYNs, retried after 1 and 3 s).
+   * once, and at concurrency 1,024 some of its SYNs are lost and sent again after 1 and 3 s).
    */
   readonly ttftP50Ms: number
   readonly ttftP90Ms: number

@@ -335,7 +335,7 @@ export const runRelay = async (run: BenchRun, argv: ReadonlyArray<string>): Prom
       "TTFT: from writing the request to the first chunk carrying a token (the role chunk does not count); " +
         "req/s and tokens/s count successful requests that ended inside the measured window, TTFT those that also started in it " +
         "(a request started in the warm-up may have waited for its connection: a closed loop opens its connections all at once, and at " +
-        "concurrency 1,024 the loopback drops some of the SYNs, which are sent again after 1 and 3 s); errors count the whole run.",
+        "concurrency 1,024 some of the SYNs are lost and sent again after 1 and 3 s); errors count the whole run.",
       "the floor answers with the synthetic engine's tokens in the same chunk format, in groups of 32 tokens per write (as the engine yields), " +
         "with no NATS hop, no worker and no Effect runtime: it is an upper bound for this machine, not a target to match.",
       "the bare relay (bench/bare-relay.ts) does the controller's job in plain JavaScript over the same nats-server, with bare workers sending " +
