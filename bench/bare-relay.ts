@@ -4,8 +4,9 @@
  * itself (the extra processes, sockets and wake-ups of every request) apart from the controller's
  * code. Same bus protocol as the cluster's, under its own subjects (`bare.*`): the front subscribes
  * to `bare.response.{id}`, dispatches to `bare.worker.{k}.inference` as a NATS request and takes
- * the ack (a turn's SUBs and PUBs in one write, as the cluster's transport sends them); the worker answers with the synthetic engine's tokens for the prompt (the same plan as
- * the cluster's workers and the floor), in groups of 32 with a `setImmediate` between groups, as
+ * the ack (a turn's SUBs and PUBs in one write, as the cluster's transport sends them); the worker
+ * answers with the synthetic engine's tokens for the prompt (the same plan as the cluster's
+ * workers and the floor), in groups of 32 with a `setImmediate` between groups, as
  * one `tokens` message per group and a `done` message. No retries, deadlines, queue, validation
  * beyond parsing, metrics or logs: a reference, not a product. `--token-interval-ms N` makes a
  * worker send one token every N ms instead, so that streams stay open (the held scenario).

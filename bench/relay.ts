@@ -6,11 +6,11 @@
  * controller, each the real CLI), the floor, and the *bare relay* (bare-relay.ts: the controller's
  * job in plain JavaScript over the same nats-server, with N bare workers); measures them idle;
  * checks that one request to each gives the same tokens; gives each `--jit-warmup` seconds of
- * unmeasured load (V8's compilation of the request path: their start-up figures); then for each concurrency level runs
- * closed-loop streaming load against the floor, the bare relay and the controller, measuring
- * requests/s, time to first token, tokens/s, errors and every process's CPU and peak RSS
- * (process-cost.ts); then GET /health on the floor and the controller (the HTTP stack alone), then
- * `--stress` streams at once against the controller. It prints a markdown table and
+ * unmeasured load (V8 compiles the request path meanwhile: their start-up figures); then for each
+ * concurrency level runs closed-loop streaming load against the floor, the bare relay and the
+ * controller, measuring requests/s, time to first token, tokens/s, errors and every process's CPU
+ * and peak RSS (process-cost.ts); then GET /health on the floor and the controller (the HTTP stack
+ * alone), then `--stress` streams at once against the controller. It prints a markdown table and
  * the targets (targets.ts), saves everything as JSON under bench/results/, and stops every child.
  * `--profile` adds a CPU profile of the controller (profile.ts). Exits non-zero only when the
  * harness itself fails, not on a missed target.
