@@ -21,7 +21,7 @@ import { cpus, loadavg, totalmem } from "node:os"
 import { join } from "node:path"
 import { assertRunning, type Child, stopChild } from "./child.js"
 import { buildForBench, type Cluster, freePort, MODEL, sleep, spawnNode, startBareRelay, startCluster, waitSettled } from "./cluster.js"
-import { chatBody, closedLoop, contentOf, getLoop, type LoadStats, oneShot, streamOnce, type Target } from "./load.js"
+import { chatBody, closedLoop, type ClosedLoopOptions, contentOf, getLoop, type LoadStats, oneShot, streamOnce, type Target } from "./load.js"
 import { CostMeter, sampleProcesses, type WindowCost } from "./process-cost.js"
 import { collectProfile, monotonicUs, profiledController, type ProfileInfo, type Window } from "./profile.js"
 import { parseRelayOptions, RELAY_USAGE, type RelayOptions } from "./relay-options.js"
@@ -142,18 +142,26 @@ const checkSanity = async (s: Setup): Promise<Sanity> => {
 }
 
 /** One closed-loop run against `target`, with the cost of every process over its measured window. */
+/** Closed-loop load on `target` with the run's request and timeout; throws when the run was interrupted. */
+const loadOn = async (
+  s: Setup,
+  target: Target,
+  concurrency: number,
+  window: Pick<ClosedLoopOptions, "warmupMs" | "durationMs" | "onWindowStart" | "onWindowEnd">
+): Promise<LoadStats> => {
+  const stats = await closedLoop({ ...window, target, concurrency, body: s.body, timeoutMs: s.timeoutMs, aborted: () => s.run.interrupted })
+  if (s.run.interrupted) throw new Error("interrupted")
+  return stats
+}
+
 const measure = async (s: Setup, target: Target, concurrency: number): Promise<{ readonly stats: RunStats; readonly window: Window }> => {
   const meter = new CostMeter(s.pids)
   let stopped: Promise<WindowCost> | undefined
   let fromUs = 0
   let toUs = 0
-  const stats = await closedLoop({
-    target,
-    concurrency,
+  const stats = await loadOn(s, target, concurrency, {
     warmupMs: s.options.warmupSeconds * 1000,
     durationMs: s.options.durationSeconds * 1000,
-    body: s.body,
-    timeoutMs: s.timeoutMs,
     onWindowStart: () => {
       fromUs = monotonicUs()
       void meter.start()
@@ -161,10 +169,8 @@ const measure = async (s: Setup, target: Target, concurrency: number): Promise<{
     onWindowEnd: () => {
       toUs = monotonicUs()
       stopped = meter.stop()
-    },
-    aborted: () => s.run.interrupted
+    }
   })
-  if (s.run.interrupted) throw new Error("interrupted")
   assertRunning([s.floor, s.bare.front, ...s.bare.workers, s.cluster.controller, ...s.cluster.workers, s.cluster.nats], `the c=${concurrency} run`)
   const cost = await (stopped ?? meter.stop())
   const workers = (target === s.bareTarget ? s.bare.workers : target === s.controllerTarget ? s.cluster.workers : []).map((w) => w.name)
@@ -205,18 +211,7 @@ const warmUp = async (s: Setup): Promise<Startup | undefined> => {
   if (seconds === 0 || concurrency === undefined) return undefined
   const firstLoad = async (target: Target) => {
     log(`start-up: ${seconds} s of load on the ${target === s.bareTarget ? "bare relay" : target.name} at concurrency ${concurrency}, not measured as a level`)
-    const stats = await closedLoop({
-      target,
-      concurrency,
-      warmupMs: 0,
-      durationMs: seconds * 1000,
-      body: s.body,
-      timeoutMs: s.timeoutMs,
-      onWindowStart: () => undefined,
-      onWindowEnd: () => undefined,
-      aborted: () => s.run.interrupted
-    })
-    if (s.run.interrupted) throw new Error("interrupted")
+    const stats = await loadOn(s, target, concurrency, { warmupMs: 0, durationMs: seconds * 1000, onWindowStart: () => undefined, onWindowEnd: () => undefined })
     await sleep(300)
     return stats
   }

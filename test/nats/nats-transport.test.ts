@@ -11,6 +11,10 @@ const Pong = Schema.Struct({ doubled: Schema.Number })
 const natsUrl = inject("natsUrl")
 const unique = (prefix: string) => `${prefix}.${Math.random().toString(36).slice(2)}`
 
+const bytes = (text: string) => new TextEncoder().encode(text)
+/** What a listener heard, as text, in order. */
+const textOf = (heard: Array<string>) => (m: { readonly data: Uint8Array }) => void heard.push(new TextDecoder().decode(m.data))
+
 const withNats = <A, E, R>(effect: Effect.Effect<A, E, R>, url = natsUrl) =>
   Effect.provide(effect, natsLayer({ url }))
 
@@ -38,7 +42,7 @@ describe("NatsTransport (real nats-server)", () => {
         const subject = unique("test.garbage")
         const stream = yield* nats.subscribe(subject, Ping)
         const received = yield* Effect.fork(Stream.runCollect(Stream.take(stream, 1)))
-        const raw = (text: string | Uint8Array) => nats.send(subject, typeof text === "string" ? new TextEncoder().encode(text) : text)
+        const raw = (text: string | Uint8Array) => nats.send(subject, typeof text === "string" ? bytes(text) : text)
         raw("{ not json")
         raw(JSON.stringify({ n: "one" }))
         raw(new Uint8Array([0xff, 0x00, 0x12]))
@@ -89,13 +93,13 @@ describe("NatsTransport (real nats-server)", () => {
         const nats = yield* NatsTransport
         const subject = unique("test.listen")
         const heard: Array<string> = []
-        const listener = nats.listen(subject, (m) => void heard.push(new TextDecoder().decode(m.data)))
+        const listener = nats.listen(subject, textOf(heard))
         yield* nats.flush
-        nats.send(subject, new TextEncoder().encode("one"))
+        nats.send(subject, bytes("one"))
         yield* eventually(Effect.sync(() => expect(heard).toEqual(["one"])))
         listener.close()
         // Still subscribed on the server (the UNSUB waits), but nothing reaches the closed listener.
-        nats.send(subject, new TextEncoder().encode("two"))
+        nats.send(subject, bytes("two"))
         yield* nats.flush
         const pending = yield* Effect.either(nats.request(subject, Ping, { n: 1 }, Pong, { timeoutMs: 200 }))
         expect(Either.getLeft(pending).pipe(Option.getOrThrow)).toBeInstanceOf(NatsRequestTimeout)
@@ -116,12 +120,11 @@ describe("NatsTransport (real nats-server)", () => {
         const nats = yield* NatsTransport
         const subject = unique("test.turn")
         const heard: Array<string> = []
-        const text = (n: number) => new TextEncoder().encode(String(n))
-        const before = nats.stats().outMsgs
+                const before = nats.stats().outMsgs
         // One turn: a SUB and five PUBs to it, as a request's dispatch makes them.
         const duringTurn = yield* Effect.sync(() => {
-          nats.listen(subject, (m) => void heard.push(new TextDecoder().decode(m.data)))
-          for (let n = 1; n <= 5; n++) nats.send(subject, text(n))
+          nats.listen(subject, textOf(heard))
+          for (let n = 1; n <= 5; n++) nats.send(subject, bytes(String(n)))
           return nats.stats().outMsgs
         })
         expect(duringTurn).toBe(before)
@@ -146,13 +149,13 @@ describe("NatsTransport (real nats-server)", () => {
       yield* withNats(
         Effect.gen(function* () {
           const listener = yield* NatsTransport
-          listener.listen(subject, (m) => void heard.push(new TextDecoder().decode(m.data)))
+          listener.listen(subject, textOf(heard))
           yield* listener.flush
           yield* withNats(
             Effect.gen(function* () {
               const nats = yield* NatsTransport
               const before = nats.stats().outMsgs
-              nats.send(subject, new TextEncoder().encode("flushed"))
+              nats.send(subject, bytes("flushed"))
               yield* nats.flush
               expect(nats.stats().outMsgs - before).toBe(1)
             })
@@ -160,7 +163,7 @@ describe("NatsTransport (real nats-server)", () => {
           // Published in the same turn as the connection's scope closes: drained, not lost.
           yield* Effect.scoped(
             Effect.provide(
-              Effect.flatMap(NatsTransport, (nats) => Effect.sync(() => nats.send(subject, new TextEncoder().encode("at close")))),
+              Effect.flatMap(NatsTransport, (nats) => Effect.sync(() => nats.send(subject, bytes("at close")))),
               natsLayer({ url: natsUrl })
             )
           )
@@ -205,7 +208,7 @@ describe("NatsTransport (real nats-server)", () => {
         const subject = unique("test.badreply")
         const requests = yield* nats.subscribe(subject, Ping)
         yield* Effect.forkScoped(
-          Stream.runForEach(requests, (m) => Effect.sync(() => m.replyTo !== undefined && nats.send(m.replyTo, new TextEncoder().encode("{}"))))
+          Stream.runForEach(requests, (m) => Effect.sync(() => m.replyTo !== undefined && nats.send(m.replyTo, bytes("{}"))))
         )
         const result = yield* Effect.either(nats.request(subject, Ping, { n: 1 }, Pong, { timeoutMs: 2_000 }))
         expect(Option.getOrThrow(Either.getLeft(result))).toBeInstanceOf(NatsReplyInvalid)
