@@ -7,7 +7,7 @@ import type { ClusterConfig } from "../config/schema.js"
 import { RequestJournal } from "../controller/request-journal.js"
 import { InvalidRequest, RateLimited, toOpenAiError, Unauthorized, type WireError } from "../domain/errors.js"
 import { writeError, writeJson } from "./error-response.js"
-import { type InferenceKind, makeInferenceLane } from "./inference-lane.js"
+import { answerHeaders, type InferenceKind, makeInferenceLane } from "./inference-lane.js"
 import { bearerToken, keyId, makeKeyCheck, makeWindowCounter, needsKey, queryKey, rateLimited } from "./protections.js"
 import { canonicalTarget, type RequestTarget, targetUrl } from "./request-target.js"
 import { makeWebSocketServer } from "./websocket.js"
@@ -129,36 +129,41 @@ export const makeFrontDoor = Effect.gen(function* () {
     const receivedAt = Date.now()
     const requestId = `req-${randomUUID()}`
     const client = req.socket.remoteAddress ?? "unknown"
-    res.setHeader("x-request-id", requestId)
     const origin = req.headers.origin
     if (req.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined) {
-      res.writeHead(204, preflightHeaders(api, origin, req.headers["access-control-request-headers"]))
+      res.writeHead(204, { "x-request-id": requestId, ...preflightHeaders(api, origin, req.headers["access-control-request-headers"]) })
       res.end()
       return true
     }
-    for (const [name, value] of Object.entries(corsHeaders(api, origin))) res.setHeader(name, value)
+    // Passed to each writeHead rather than set with setHeader: a response's setHeader makes node
+    // keep a header table beside the header it writes (0.5 KB for a stream's whole life).
+    const allowed = corsHeaders(api, origin)
+    const cors = Object.keys(allowed).length === 0 ? undefined : allowed
     const target = canonicalTarget(req.url ?? "/")
     if (target === undefined) {
       const error = new InvalidRequest({ message: `The request target ${JSON.stringify((req.url ?? "").slice(0, 200))} is not a path` })
-      writeError(res, error)
+      writeError(res, error, answerHeaders(requestId, cors))
       record(requestId, req.method ?? "GET", "", client, receivedAt, error)
       return true
     }
     const refused = refusal(target, req.headers.authorization, client, receivedAt)
     if (Option.isSome(refused)) {
-      writeError(res, refused.value)
+      writeError(res, refused.value, answerHeaders(requestId, cors))
       record(requestId, req.method ?? "GET", target.key, client, receivedAt, refused.value)
       return true
     }
     const kind = inferenceKind(req.method, target.key)
     if (kind !== undefined) {
-      lane(kind, req, res, { requestId, client, receivedAt })
+      lane(kind, req, res, { requestId, client, receivedAt, cors })
       return true
     }
     if (target.key === "/ws") {
-      writeJson(res, webSocket.notUpgraded.status, webSocket.notUpgraded.body, { upgrade: "websocket" })
+      writeJson(res, webSocket.notUpgraded.status, webSocket.notUpgraded.body, { upgrade: "websocket", ...answerHeaders(requestId, cors) })
       return true
     }
+    // The Effect router writes its own head: node merges these into it.
+    const headers = answerHeaders(requestId, cors)
+    for (const name in headers) res.setHeader(name, headers[name] ?? "")
     req.url = targetUrl(target)
     return false
   }

@@ -36,12 +36,18 @@ export interface LaneContext {
   readonly requestId: string
   readonly client: string
   readonly receivedAt: number
+  /** The CORS headers every answer carries; undefined when there are none. */
+  readonly cors: Readonly<Record<string, string>> | undefined
 }
 
-const SSE_HEADERS = {
-  "content-type": "text/event-stream",
-  "cache-control": "no-cache",
-  "x-accel-buffering": "no"
+/** The headers every answer carries: its request id and the CORS headers, given to each `writeHead`. */
+export const answerHeaders = (requestId: string, cors: Readonly<Record<string, string>> | undefined): Record<string, string> =>
+  cors === undefined ? { "x-request-id": requestId } : { "x-request-id": requestId, ...cors }
+
+/** A stream's head: one literal (no spread), the CORS headers only when there are any. */
+const sseHead = (ctx: LaneContext): Record<string, string> => {
+  const head = { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": ctx.requestId }
+  return ctx.cors === undefined ? head : { ...head, ...ctx.cors }
 }
 
 /** A whole answer that moved to another worker says how often in a header (issue 13; a stream says it in its last chunk). */
@@ -104,7 +110,7 @@ export const makeInferenceLane = Effect.gen(function* () {
 
   /** Answers a request refused before routing, and records it. */
   const refuse = (kind: InferenceKind, res: ServerResponse, ctx: LaneContext, error: InvalidRequest | BodyTooLarge, model = "") => {
-    const status = writeError(res, error, error._tag === "BodyTooLarge" ? { connection: "close" } : {})
+    const status = writeError(res, error, error._tag === "BodyTooLarge" ? { ...answerHeaders(ctx.requestId, ctx.cors), connection: "close" } : answerHeaders(ctx.requestId, ctx.cors))
     runSync(
       journal.record({
         requestId: ctx.requestId,
@@ -126,7 +132,7 @@ export const makeInferenceLane = Effect.gen(function* () {
   }
 
   /** What the fiber's end means for a response that may have started streaming. */
-  const settle = <A>(res: ServerResponse, exit: Exit.Exit<A, InferenceError>, started: boolean, onSuccess: (value: A) => void) => {
+  const settle = <A>(res: ServerResponse, ctx: LaneContext, exit: Exit.Exit<A, InferenceError>, started: boolean, onSuccess: (value: A) => void) => {
     if (res.writableEnded || res.destroyed) return
     if (Exit.isSuccess(exit)) return onSuccess(exit.value)
     if (Cause.isInterruptedOnly(exit.cause)) return void res.destroy()
@@ -135,7 +141,7 @@ export const makeInferenceLane = Effect.gen(function* () {
       return new WorkerFailed({ workerId: "", code: "internal_error", message: "The request failed unexpectedly" })
     })
     if (started) res.end(sseErrorEvent(error))
-    else writeError(res, error)
+    else writeError(res, error, answerHeaders(ctx.requestId, ctx.cors))
   }
 
   const serve = <B extends ChatCompletionRequest | CompletionRequest>(
@@ -175,7 +181,7 @@ export const makeInferenceLane = Effect.gen(function* () {
           let out = encodeEvent(format, event)
           if (!started) {
             started = true
-            res.writeHead(200, SSE_HEADERS)
+            res.writeHead(200, sseHead(ctx))
             out = headFor(format, event) + out
           }
           // The last event: its chunks and the response's end in one socket write, not two.
@@ -188,13 +194,13 @@ export const makeInferenceLane = Effect.gen(function* () {
         }
       }
       fiber = runFork(router.execute(request, sink))
-      fiber.addObserver((exit) => settle(res, exit, started, () => res.end()))
+      fiber.addObserver((exit) => settle(res, ctx, exit, started, () => res.end()))
     } else {
       const answer = collectAnswer()
       const logprobsAsked = shape.logprobsAsked(body)
       fiber = runFork(router.execute(request, { push: (event) => (answer.push(event), true) }))
       fiber.addObserver((exit) =>
-        settle(res, exit, false, (done) => writeJson(res, 200, shape.whole(answer, id, done, logprobsAsked), migrationsHeader(done)))
+        settle(res, ctx, exit, false, (done) => writeJson(res, 200, shape.whole(answer, id, done, logprobsAsked), { ...migrationsHeader(done), ...answerHeaders(ctx.requestId, ctx.cors) }))
       )
     }
     // The client went away before the answer was complete (ended: the worker is done already): stop the work.

@@ -141,8 +141,14 @@ layer(
       const base = yield* baseUrl
       const ok = yield* raw(base, "GET", "/health")
       const refused = yield* raw(base, "GET", "/api/cluster/status")
-      for (const answer of [ok, refused]) expect(answer.headers["x-request-id"]).toMatch(/^req-[0-9a-f-]{36}$/)
-      expect(ok.headers["x-request-id"]).not.toBe(refused.headers["x-request-id"])
+      // The inference lane writes its own heads: a stream, a whole answer, and its own refusal.
+      const streamed = yield* raw(base, "POST", "/v1/chat/completions", { key: KEY, body: JSON.stringify({ ...JSON.parse(chatBody), stream: true }) })
+      const whole = yield* raw(base, "POST", "/v1/chat/completions", { key: KEY, body: chatBody })
+      const invalid = yield* raw(base, "POST", "/v1/chat/completions", { key: KEY, body: "{" })
+      expect([streamed.status, streamed.headers["content-type"], whole.status, invalid.status]).toEqual([200, "text/event-stream", 200, 400])
+      const answers = [ok, refused, streamed, whole, invalid]
+      for (const answer of answers) expect(answer.headers["x-request-id"]).toMatch(/^req-[0-9a-f-]{36}$/)
+      expect(new Set(answers.map((a) => a.headers["x-request-id"])).size).toBe(answers.length)
       expect((yield* raw(base, "GET", "/bad%zz")).status).toBe(400)
     })
   )

@@ -149,7 +149,7 @@ describe("API protections", () => {
     })
   )
 
-  it.scopedLive("CORS: a preflight from a browser gets the allow headers", () =>
+  it.scopedLive("CORS: a preflight from a browser gets the allow headers; a stream and a refusal carry them with x-request-id", () =>
     Effect.gen(function* () {
       const url = yield* startCluster("guard-cors", (c) => c)
       const response = yield* Effect.promise(() =>
@@ -160,6 +160,20 @@ describe("API protections", () => {
       )
       expect(response.status).toBeLessThan(300)
       expect(response.headers.get("access-control-allow-origin")).toBe("*")
+      // The answers themselves carry them too, with the request id a browser may read: a stream and a refusal.
+      const post = (body: string) =>
+        Effect.promise(() =>
+          fetch(`${url}/v1/chat/completions`, { method: "POST", headers: { origin: "http://localhost:3000", "content-type": "application/json" }, body })
+        )
+      const streamed = yield* post(JSON.stringify({ model: "guard/model", messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream: true }))
+      const invalid = yield* post("{")
+      for (const answer of [streamed, invalid]) {
+        yield* Effect.promise(() => answer.text())
+        expect(answer.headers.get("access-control-allow-origin")).toBe("*")
+        expect(answer.headers.get("access-control-expose-headers")).toBe("x-request-id, retry-after")
+        expect(answer.headers.get("x-request-id")).toMatch(/^req-/)
+      }
+      expect([streamed.status, streamed.headers.get("content-type"), invalid.status]).toEqual([200, "text/event-stream", 400])
     })
   )
 })
