@@ -1,4 +1,4 @@
-import { Cause, Clock, Effect, Either, Exit, Fiber, FiberId, Option, Runtime, Schedule } from "effect"
+import { Cause, Effect, Either, Exit, Fiber, FiberId, Option, Runtime, Schedule } from "effect"
 import type { RequestId, WorkerId } from "../domain/ids.js"
 import { CancelRequest, InferenceReply, InferenceRequest, type TokenError, TokenMessage } from "../domain/inference.js"
 import { Subjects } from "../domain/subjects.js"
@@ -74,6 +74,15 @@ const upstreamRefusal = (e: EngineError): Partial<Pick<TokenError, "status" | "e
     ? {}
     : { status: e.status, ...(e.errorType === undefined ? {} : { errorType: e.errorType }), ...(e.param === undefined ? {} : { param: e.param }) }
 
+/** How a request ended (`finalize`): for the stats, the controller and the log. */
+interface Ending {
+  readonly outcome: Outcome
+  /** `done` or `error`; none after a cancel. */
+  readonly message: TokenMessage | undefined
+  /** A defect's cause: logged whole. */
+  readonly defect?: Cause.Cause<unknown>
+}
+
 /** Refusals name at most this many served models. */
 const LISTED_MODELS = 20
 
@@ -141,70 +150,80 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
       entry.fiber?.unsafeInterruptAsFork(FiberId.none)
     }
 
-    /** Releases the slot, then says how it ended: a controller that reads `done` may dispatch the next request at once. */
-    const finalize = Effect.fnUntraced(
-      function* (request: InferenceRequest, entry: Running, sent: () => number, exit: Exit.Exit<Finish, EngineError>) {
-        const requestId = request.requestId
-        const error = (code: string, message: string): TokenMessage => ({ type: "error", requestId, code, message })
-        let outcome: Outcome = "failed"
-        let message: TokenMessage | undefined
-        if (Exit.isSuccess(exit)) {
-          outcome = "succeeded"
-          const now = yield* Clock.currentTimeMillis
-          const fingerprint = exit.value.systemFingerprint
-          message = {
-            type: "done",
-            requestId,
-            finishReason: exit.value.finishReason,
-            usage: exit.value.usage,
-            latencyMs: Math.max(0, now - entry.startedAt),
-            ...(fingerprint === undefined ? {} : { systemFingerprint: fingerprint })
-          }
-        } else if (entry.stop === "cancel") {
-          outcome = "cancelled"
-        } else if (entry.stop === "orphaned") {
-          outcome = "cancelled"
-          message = error("controller_gone", `worker ${workerId} stopped the request: its controller ${request.controllerId ?? "?"} is gone`)
-        } else if (entry.stop === "timeout") {
-          message = error("timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`)
-        } else {
-          const failure = Cause.failureOption(exit.cause)
-          if (Option.isSome(failure)) message = { ...error(failure.value.code, failure.value.message), ...upstreamRefusal(failure.value) }
-          else if (Cause.isInterruptedOnly(exit.cause)) message = error("worker_shutdown", `worker ${workerId} stopped before the request finished`)
-          else {
-            yield* Effect.logError("request failed with a defect", exit.cause)
-            message = error("internal_error", Cause.pretty(exit.cause).split("\n")[0] ?? "internal error")
-          }
-        }
-        yield* stats.release(outcome)
-        entry.untrack?.()
-        if (refusedBusy) {
-          refusedBusy = false
-          options.capacityFreed?.()
-        }
-        if (message !== undefined) publish(message)
-        if (outcome === "cancelled") yield* Effect.logDebug(`request cancelled after ${sent()} tokens`)
-        if (message?.type === "error" && entry.stop !== "orphaned") yield* Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
-      },
-      (effect, request) => Effect.annotateLogs(effect, { requestId: request.requestId })
-    )
+    /** The `error` message that ends `request`. */
+    const errorMessage = (request: InferenceRequest, code: string, message: string): TokenMessage => ({ type: "error", requestId: request.requestId, code, message })
 
     /**
-     * The request's fiber: the checks that need services, the ack, then the generation. No span per
-     * request: no tracer reads them, and a span with its stack trace showed in the worker's profile.
-     * Its generators are made once, here, not per request: see the note on `runAttempt` in controller/router.ts.
+     * How the request ended: its outcome for the stats, the message that says so (none after a
+     * cancel), and the log line a failure deserves. Plain code: it runs once per request.
      */
-    const serve = Effect.fnUntraced(function* (request: InferenceRequest, replyTo: string | undefined, entry: Running) {
-      if (draining) return refuseBusy(replyTo, request, `worker ${workerId} is shutting down`)
-      const path = yield* scanner.pathOf(request.model)
-      if (Option.isNone(path)) {
-        const served = (yield* scanner.current).availableModels
-        const listed = served.slice(0, LISTED_MODELS).join(", ") + (served.length > LISTED_MODELS ? ` and ${served.length - LISTED_MODELS} more` : "")
-        return refuse(replyTo, "model_not_found", `worker ${workerId} does not serve model "${request.model}" (serves: ${listed || "none"})`)
+    const ending = (request: InferenceRequest, entry: Running, exit: Exit.Exit<Finish, EngineError>): Ending => {
+      if (Exit.isSuccess(exit)) {
+        const fingerprint = exit.value.systemFingerprint
+        const message: TokenMessage = {
+          type: "done",
+          requestId: request.requestId,
+          finishReason: exit.value.finishReason,
+          usage: exit.value.usage,
+          latencyMs: Math.max(0, clock.unsafeCurrentTimeMillis() - entry.startedAt),
+          ...(fingerprint === undefined ? {} : { systemFingerprint: fingerprint })
+        }
+        return { outcome: "succeeded", message }
       }
-      if (!(yield* stats.tryAcquire(options.maxConcurrent))) {
-        return refuseBusy(replyTo, request, `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`)
+      if (entry.stop === "cancel") return { outcome: "cancelled", message: undefined }
+      if (entry.stop === "orphaned") {
+        const message = errorMessage(request, "controller_gone", `worker ${workerId} stopped the request: its controller ${request.controllerId ?? "?"} is gone`)
+        return { outcome: "cancelled", message }
       }
+      if (entry.stop === "timeout") {
+        return { outcome: "failed", message: errorMessage(request, "timeout", `request exceeded worker.request_timeout_ms (${options.requestTimeoutMs} ms)`) }
+      }
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure)) {
+        return { outcome: "failed", message: { ...errorMessage(request, failure.value.code, failure.value.message), ...upstreamRefusal(failure.value) } }
+      }
+      if (Cause.isInterruptedOnly(exit.cause)) {
+        return { outcome: "failed", message: errorMessage(request, "worker_shutdown", `worker ${workerId} stopped before the request finished`) }
+      }
+      const message = errorMessage(request, "internal_error", Cause.pretty(exit.cause).split("\n")[0] ?? "internal error")
+      return { outcome: "failed", message, defect: exit.cause }
+    }
+
+    /**
+     * Releases the slot, then says how it ended: a controller that reads `done` may dispatch the
+     * next request at once. No generator and no log annotation on the way of a request that
+     * succeeded: `annotateLogs` copies the fiber's FiberRefs, which showed in the worker's profile.
+     */
+    const finalize = (request: InferenceRequest, entry: Running, sent: () => number, exit: Exit.Exit<Finish, EngineError>): Effect.Effect<void> => {
+      const end = ending(request, entry, exit)
+      const settle = Effect.zipRight(
+        stats.release(end.outcome),
+        Effect.sync(() => {
+          entry.untrack?.()
+          if (refusedBusy) {
+            refusedBusy = false
+            options.capacityFreed?.()
+          }
+          if (end.message !== undefined) publish(end.message)
+        })
+      )
+      const message = end.message
+      const log =
+        end.defect !== undefined
+          ? Effect.logError("request failed with a defect", end.defect)
+          : end.outcome === "cancelled"
+            ? Effect.logDebug(`request cancelled after ${sent()} tokens`)
+            : message?.type === "error" && entry.stop !== "orphaned"
+              ? Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
+              : undefined
+      if (log === undefined) return settle
+      const annotated = Effect.annotateLogs(log, { requestId: request.requestId })
+      // A defect is logged before the error goes out, as the other failures are after it.
+      return end.defect !== undefined ? Effect.zipRight(annotated, settle) : Effect.zipRight(settle, annotated)
+    }
+
+    /** The generation of an accepted request, then its end. */
+    const generate = (request: InferenceRequest, replyTo: string | undefined, entry: Running, path: string): Effect.Effect<void> => {
       if (request.controllerId !== undefined) {
         entry.untrack = owners.add(request.controllerId, request.requestId, () => stop(entry, "orphaned"))
       }
@@ -228,11 +247,30 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
         index += deltas.length
         stats.countTokens(deltas.length)
       }
-      yield* engine.generate(request, path.value, emit, emitToolCalls).pipe(
-        Effect.onExit((exit) => finalize(request, entry, () => index, exit)),
-        Effect.ignore
-      )
-    })
+      return Effect.ignore(Effect.onExit(engine.generate(request, path, emit, emitToolCalls), (exit) => finalize(request, entry, () => index, exit)))
+    }
+
+    /**
+     * The request's fiber: the checks that need services, the ack, then the generation. No span per
+     * request: no tracer reads them, and a span with its stack trace showed in the worker's profile.
+     * Continuations, not a generator: see the note on `runAttempt` in controller/router.ts.
+     */
+    const serve = (request: InferenceRequest, replyTo: string | undefined, entry: Running): Effect.Effect<void> => {
+      if (draining) return Effect.sync(() => refuseBusy(replyTo, request, `worker ${workerId} is shutting down`))
+      return Effect.flatMap(scanner.pathOf(request.model), (path) => {
+        if (Option.isNone(path)) {
+          return Effect.map(scanner.current, ({ availableModels: served }) => {
+            const listed = served.slice(0, LISTED_MODELS).join(", ") + (served.length > LISTED_MODELS ? ` and ${served.length - LISTED_MODELS} more` : "")
+            refuse(replyTo, "model_not_found", `worker ${workerId} does not serve model "${request.model}" (serves: ${listed || "none"})`)
+          })
+        }
+        return Effect.flatMap(stats.tryAcquire(options.maxConcurrent), (acquired) =>
+          acquired
+            ? generate(request, replyTo, entry, path.value)
+            : Effect.sync(() => refuseBusy(replyTo, request, `worker ${workerId} is running its maximum of ${options.maxConcurrent} requests`))
+        )
+      })
+    }
 
     const onRequest = (message: RawMessage) => {
       const replyTo = message.reply === undefined || message.reply === "" ? undefined : message.reply

@@ -2,7 +2,7 @@ import { Clock, Effect, Layer } from "effect"
 import { ClusterConfigService } from "../../config/cluster-config.js"
 import { FEATURES } from "../../domain/features.js"
 import { countPromptTokens, type FinishReason, type InferenceRequest, type TokenLogprob, type ToolCallDelta, type TopLogprob } from "../../domain/inference.js"
-import { type EmitTokens, type EmitToolCalls, finish, InferenceEngine, type InferenceEngineService } from "./inference-engine.js"
+import { type EmitTokens, type EmitToolCalls, type Finish, finish, InferenceEngine, type InferenceEngineService } from "./inference-engine.js"
 import { type EnginePrefillCache, makeEnginePrefillCache, type PrefillOptions } from "./prefill-cache.js"
 import { exampleFromSchema } from "./schema-example.js"
 
@@ -376,53 +376,69 @@ export const makeSyntheticEngine = (
   options: SyntheticOptions,
   promptCache: EnginePrefillCache = makeEnginePrefillCache(options)
 ): InferenceEngineService => {
-  // Made once per engine, not per request (see the note on `runAttempt` in controller/router.ts).
-  const generate = Effect.fnUntraced(function* (request: InferenceRequest, _modelPath: string, emit: EmitTokens, emitToolCalls: EmitToolCalls) {
-    const plan = planContinuation(request, options.maxAnswerTokens)
-    const toolCalls = plan.toolCalls
-    // Pieces in order: text tokens, or the deltas of a tool call; each one index on the wire.
-    const count = toolCalls?.length ?? plan.tokens.length
-    const send = (from: number, to: number) => {
-      if (toolCalls !== undefined) return emitToolCalls(toolCalls.slice(from, to))
-      emit(plan.tokens.slice(from, to), plan.logprobs?.slice(from, to))
-    }
-    const done = finish(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: count - (plan.echoed ?? 0) }, SYSTEM_FINGERPRINT)
-    const start = yield* Clock.currentTimeMillis
-    // Prefill: the uncached part of the prompt delays the first token; the answer joins the cache at the end.
-    const firstTokenMs = options.firstTokenMs + (yield* promptCache.begin(request))
-    const remember = promptCache.complete(request, plan.tokens.join(""))
-    if (firstTokenMs > 0) yield* Effect.sleep(firstTokenMs)
-    if (options.tokensPerSecond <= 0) {
-      // As fast as the machine allows, in groups, with a real event-loop turn between groups so
-      // that a cancel (or a probe) can land.
-      for (let i = 0; i < count; i += YIELD_EVERY) {
-        if (i > 0) yield* yieldToEventLoop
-        send(i, i + YIELD_EVERY)
+  /**
+   * Paced, drift-free: token i is due at origin + i × interval (origin = `start` + the first-token
+   * delay); whatever is due when the engine wakes goes out at once (a late wake-up sends the
+   * overdue tokens together), unless the wake-up is more than MAX_CATCH_UP_MS late: then the engine
+   * was stopped, and the schedule resumes from now.
+   */
+  const paced = (count: number, send: (from: number, to: number) => void, firstTokenAt: number) =>
+    // eslint-disable-next-line no-restricted-syntax -- a request at a pace: a few Effects per token are nothing beside its sleeps
+    Effect.gen(function* () {
+      const interval = 1000 / options.tokensPerSecond
+      let sent = 0
+      let origin = firstTokenAt
+      while (sent < count) {
+        const now = yield* Clock.currentTimeMillis
+        if (now - (origin + sent * interval) > MAX_CATCH_UP_MS) origin = now - sent * interval
+        const due = Math.min(count, Math.floor((now - origin) / interval) + 1)
+        if (due > sent) {
+          send(sent, due)
+          sent = due
+        } else {
+          yield* Effect.sleep(Math.max(1, Math.ceil(origin + sent * interval - now)))
+        }
       }
-      yield* remember
-      return done
-    }
-    // Paced, drift-free: token i is due at origin + i × interval (origin = start + first_token_ms);
-    // whatever is due when the engine wakes goes out at once (a late wake-up sends the overdue
-    // tokens together), unless the wake-up is more than MAX_CATCH_UP_MS late: then the engine was
-    // stopped, and the schedule resumes from now.
-    const interval = 1000 / options.tokensPerSecond
-    let sent = 0
-    let origin = start + firstTokenMs
-    while (sent < count) {
-      const now = yield* Clock.currentTimeMillis
-      if (now - (origin + sent * interval) > MAX_CATCH_UP_MS) origin = now - sent * interval
-      const due = Math.min(count, Math.floor((now - origin) / interval) + 1)
-      if (due > sent) {
-        send(sent, due)
-        sent = due
-      } else {
-        yield* Effect.sleep(Math.max(1, Math.ceil(origin + sent * interval - now)))
+    })
+
+  /**
+   * As fast as the machine allows, in groups, with a real event-loop turn between groups so that
+   * a cancel (or a probe) can land: a group costs no Effect beyond that turn.
+   */
+  const unpaced = (count: number, send: (from: number, to: number) => void, from: number): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      send(from, from + YIELD_EVERY)
+      const next = from + YIELD_EVERY
+      return next >= count ? Effect.void : Effect.zipRight(yieldToEventLoop, unpaced(count, send, next))
+    })
+
+  /**
+   * Made once per engine, not per request, and continuations rather than a generator, as the
+   * request path of controller/router.ts (see the note on `runAttempt` there): the unpaced
+   * request costs three Effects besides its groups (the prompt cache's look-up and store).
+   */
+  const generate = (request: InferenceRequest, _modelPath: string, emit: EmitTokens, emitToolCalls: EmitToolCalls): Effect.Effect<Finish> =>
+    Effect.suspend(() => {
+      const plan = planContinuation(request, options.maxAnswerTokens)
+      const toolCalls = plan.toolCalls
+      // Pieces in order: text tokens, or the deltas of a tool call; each one index on the wire.
+      const count = toolCalls?.length ?? plan.tokens.length
+      const send = (from: number, to: number) => {
+        if (toolCalls !== undefined) return emitToolCalls(toolCalls.slice(from, to))
+        emit(plan.tokens.slice(from, to), plan.logprobs?.slice(from, to))
       }
-    }
-    yield* remember
-    return done
-  })
+      const done = finish(plan.finishReason, { promptTokens: plan.promptTokens, completionTokens: count - (plan.echoed ?? 0) }, SYSTEM_FINGERPRINT)
+      // The answer joins the cache at the end.
+      const remember = Effect.as(promptCache.complete(request, plan.tokens.join("")), done)
+      return Effect.flatMap(promptCache.begin(request), (prefillMs) => {
+        // Prefill: the uncached part of the prompt delays the first token.
+        const firstTokenMs = options.firstTokenMs + prefillMs
+        const afterFirst = (tokens: Effect.Effect<void>) =>
+          Effect.zipRight(firstTokenMs > 0 ? Effect.zipRight(Effect.sleep(firstTokenMs), tokens) : tokens, remember)
+        if (options.tokensPerSecond <= 0) return afterFirst(count === 0 ? Effect.void : unpaced(count, send, 0))
+        return Effect.flatMap(Clock.currentTimeMillis, (now) => afterFirst(paced(count, send, now + firstTokenMs)))
+      })
+    })
   return {
     type: "synthetic",
     features: SYNTHETIC_FEATURES,
