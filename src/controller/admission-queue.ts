@@ -33,7 +33,7 @@ interface Waiter extends WaitingEntry {
 }
 
 const fitsWorker = (worker: WorkerInfo) => (waiter: Waiter) =>
-  !(waiter.request.exclude?.has(worker.workerId) ?? false) &&
+  !(waiter.request.exclude?.includes(worker.workerId) ?? false) &&
   (waiter.request.tags ?? []).every((tag) => (worker.tags ?? []).includes(tag)) &&
   honours(worker, waiter.request.model, waiter.request.requires) &&
   (waiter.request.eligible?.(worker) ?? true)

@@ -15,7 +15,7 @@ export interface SelectRequest {
   /** The worker must carry every one of these tags. */
   readonly tags?: ReadonlyArray<string>
   /** Worker ids not to choose (already tried for this request). */
-  readonly exclude?: ReadonlySet<string>
+  readonly exclude?: ReadonlyArray<string>
   /** The prompt's block chain (`Balancer.affinity.chainOf`), for prefix affinity. */
   readonly prompt?: PromptChain | undefined
   /** extension (issue 13): only workers for which this holds (a migration: those that can continue the stream). */
@@ -212,7 +212,7 @@ export const selectWorker = (
   if (Either.isLeft(able)) return Either.left(able.left)
 
   const exclude = request.exclude
-  const untried = exclude === undefined || exclude.size === 0 ? able.right : able.right.filter((w) => !exclude.has(w.workerId))
+  const untried = exclude === undefined || exclude.length === 0 ? able.right : able.right.filter((w) => !exclude.includes(w.workerId))
   const eligible = request.eligible
   const candidates = eligible === undefined ? untried : untried.filter(eligible)
   if (candidates.length === 0) return Either.left(new NoWorkers({ model }))

@@ -156,12 +156,16 @@ export class Relay implements Deadline {
   }
 
   /**
-   * The attempt's outcome, as soon as there is one. No canceler: `Effect.async` wraps an effect
-   * that has one in `onInterrupt` (three more frames on the fiber's stack for the whole stream), and
-   * an interrupted fiber ignores a later `resume` anyway; the attempt's end drops the relay.
+   * The attempt's outcome, as soon as there is one, with `f` applied to it: no `Effect.map` frame
+   * on the waiting fiber's stack for the stream's whole life. No canceler: `Effect.async` wraps an
+   * effect that has one in `onInterrupt` (three more frames on the fiber's stack for the whole
+   * stream), and an interrupted fiber ignores a later `resume` anyway; the attempt's end drops the
+   * relay. A method, not an Effect made with each relay: the router makes the one it waits with.
    */
-  readonly await: Effect.Effect<AttemptOutcome> = Effect.async<AttemptOutcome>((resume) => {
-    if (this.outcome !== undefined) return resume(Effect.succeed(this.outcome))
-    this.resume = (outcome) => resume(Effect.succeed(outcome))
-  })
+  awaitWith<B>(f: (outcome: AttemptOutcome) => B): Effect.Effect<B> {
+    return Effect.async<B>((resume) => {
+      if (this.outcome !== undefined) return resume(Effect.succeed(f(this.outcome)))
+      this.resume = (outcome) => resume(Effect.succeed(f(outcome)))
+    })
+  }
 }

@@ -1,4 +1,4 @@
-import { Cause, Effect, Exit, FiberSet, Metric, Option, Stream } from "effect"
+import { Cause, Effect, Exit, FiberSet, identity, Metric, Option, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import { ClusterConfigService } from "../config/cluster-config.js"
 import {
@@ -43,6 +43,9 @@ export type { RetryKind } from "./relay-step.js"
 /** How one attempt ends: as the relay says, or moving on to another worker (issue 13). */
 type AttemptResult = AttemptOutcome | Migrate
 
+/** What follows an attempt, given its outcome: the request's end, or the next attempt. */
+type Then = (outcome: AttemptResult) => Effect.Effect<DoneEvent, InferenceError>
+
 /** The `restore` of an `Effect.uninterruptibleMask`. */
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
@@ -52,8 +55,8 @@ interface RequestContext {
   readonly requestId: string
   readonly startedAt: number
   readonly sink: RelaySink
-  /** Workers already tried: never chosen again for this request. */
-  readonly tried: Set<string>
+  /** Workers already tried: never chosen again for this request (an array: most requests try one). */
+  readonly tried: Array<string>
   /** Why each tried worker did not serve it, in order. */
   readonly failures: Array<AttemptFailure>
   readonly retryKinds: Array<RetryKind>
@@ -262,8 +265,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
     /** The attempt's outcome, as the stream's kept answer (issue 13) reads it. */
     const awaitOutcome = (ctx: RequestContext, relay: Relay): Effect.Effect<AttemptResult> => {
       const answer = ctx.answer
-      if (answer === undefined) return relay.await
-      return Effect.map(relay.await, (outcome): AttemptResult => {
+      if (answer === undefined) return relay.awaitWith(identity)
+      return relay.awaitWith((outcome): AttemptResult => {
         if (outcome._tag === "Done") {
           const done = answer.doneAfter(outcome.done, relay.options.relayedBefore)
           return done === outcome.done ? outcome : { _tag: "Done", done }
@@ -284,7 +287,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
      * subscription and watchers always removed. Suspended: what it asks the queue for is read
      * when it runs (a requeue or a migration changes it).
      */
-    const attempt = (ctx: RequestContext, attemptNo: number, restore: Restore): Effect.Effect<AttemptResult, InferenceError> =>
+    const attempt = (ctx: RequestContext, attemptNo: number, restore: Restore, then: Then): Effect.Effect<DoneEvent, InferenceError> =>
       Effect.flatMap(
         Effect.suspend(() => {
           const { request } = ctx
@@ -307,17 +310,20 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             Effect.mapError((e): InferenceError => ctx.lost ?? e),
             Effect.catchTag("NoWorkers", (e): Effect.Effect<never, NoWorkers | WorkersUnavailable> =>
               // Every skilled worker was tried: say what each of them answered.
-              ctx.tried.size > 0 ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: ctx.failures })) : Effect.fail(e)
+              ctx.tried.length > 0 ? Effect.fail(new WorkersUnavailable({ model: request.model, attempts: ctx.failures })) : Effect.fail(e)
             )
           )
         }),
-        (worker) => attemptOn(ctx, attemptNo, restore, worker)
+        (worker) => attemptOn(ctx, attemptNo, restore, worker, then)
       )
 
-    /** The attempt once `worker`'s slot is taken: its relay, subscription and watchers, the run, then their removal. */
-    const attemptOn = (ctx: RequestContext, attemptNo: number, restore: Restore, worker: WorkerInfo): Effect.Effect<AttemptResult, InferenceError> => {
+    /**
+     * The attempt once `worker`'s slot is taken: its relay, subscription and watchers, the run, then
+     * their removal, and `then` with the outcome.
+     */
+    const attemptOn = (ctx: RequestContext, attemptNo: number, restore: Restore, worker: WorkerInfo, then: Then): Effect.Effect<DoneEvent, InferenceError> => {
       const workerId = worker.workerId
-      ctx.tried.add(workerId)
+      if (!ctx.tried.includes(workerId)) ctx.tried.push(workerId)
       ctx.workerId = workerId
       const attemptId = attemptNo === 0 ? ctx.requestId : `${ctx.requestId}-${attemptNo}`
       const relayedBefore = ctx.relayed
@@ -341,17 +347,24 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
       const subscription = nats.listen(Subjects.response(attemptId), relay.onMessage)
       const unwatch = watch(relay, worker)
       const unsweep = deadlines.add(relay)
-      // `Effect.exit` rather than `onExit`: already uninterruptible here, so no second mask (two
-      // fewer frames on the fiber's stack for the whole stream).
-      return Effect.flatMap(Effect.exit(restore(runAttempt(ctx, worker, relay))), (exit) => {
+      const after = (exit: Exit.Exit<AttemptResult>): Effect.Effect<DoneEvent, InferenceError> => {
         subscription.close()
         unwatch()
         unsweep()
         admission.release(workerId)
-        if (relay.finished) return exit
+        const next = Exit.isSuccess(exit) ? Effect.suspend(() => then(exit.value)) : Effect.failCause(exit.cause)
+        if (relay.finished) return next
         const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
         const ok = Exit.isSuccess(exit) && exit.value._tag === "Done"
-        return ok ? exit : Effect.zipRight(sendCancel(workerId, attemptId, interrupted ? "client" : "error"), exit)
+        return ok ? next : Effect.zipRight(sendCancel(workerId, attemptId, interrupted ? "client" : "error"), next)
+      }
+      // One `matchCauseEffect`, not `onExit` (already uninterruptible here: no second mask) nor
+      // `Effect.exit` and a `flatMap`, and what follows the attempt (`then`) is called from it
+      // rather than from a frame of the caller's: one frame on the fiber's stack for the stream's
+      // whole life where there were four.
+      return Effect.matchCauseEffect(restore(runAttempt(ctx, worker, relay)), {
+        onFailure: (cause) => after(Exit.failCause(cause)),
+        onSuccess: (outcome) => after(Exit.succeed(outcome))
       })
     }
 
@@ -385,7 +398,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
      * retries since the start or since the last migration.
      */
     const attemptFrom = (ctx: RequestContext, restore: Restore, attemptNo: number, retries: number): Effect.Effect<DoneEvent, InferenceError> =>
-      Effect.flatMap(attempt(ctx, attemptNo, restore), (outcome): Effect.Effect<DoneEvent, InferenceError> => {
+      attempt(ctx, attemptNo, restore, (outcome): Effect.Effect<DoneEvent, InferenceError> => {
         if (outcome._tag === "Done") return Effect.succeed(outcome.done)
         if (outcome._tag === "Fail") return Effect.fail(outcome.error)
         const next = (retriesNow: number) => attemptFrom(ctx, restore, attemptNo + 1, retriesNow)
@@ -413,7 +426,8 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
      */
     const requeue = (ctx: RequestContext, workerId: string, reason: string) =>
       Effect.suspend(() => {
-        ctx.tried.delete(workerId)
+        const at = ctx.tried.indexOf(workerId)
+        if (at >= 0) ctx.tried.splice(at, 1)
         ctx.requeues++
         return Metric.increment(Metrics.requeuesTotal).pipe(
           Effect.zipRight(
@@ -493,7 +507,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
             requestId: request.requestId ?? `req-${randomUUID()}`,
             startedAt: now(),
             sink,
-            tried: new Set(),
+            tried: [],
             failures: [],
             retryKinds: [],
             prompt: balancer.affinity.chainOf(request),

@@ -290,7 +290,7 @@ describe("AdmissionQueue: waiters per model", () => {
         inFlight.reserve("plain")
         inFlight.reserve("tagged")
         const wantsGpu = yield* admitInBackground(ask({ tags: ["gpu"] }))
-        const triedPlain = yield* admitInBackground(ask({ exclude: new Set(["plain"]) }))
+        const triedPlain = yield* admitInBackground(ask({ exclude: ["plain"] }))
         const anyone = yield* admitInBackground(ask())
         yield* release("plain")
         expect((yield* Fiber.join(anyone)).workerId).toBe("plain")

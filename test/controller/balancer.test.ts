@@ -234,9 +234,9 @@ describe("Balancer (smart)", () => {
   it.effect("exclude skips workers already tried; all tried → NoWorkers", () =>
     Effect.gen(function* () {
       const workers = [info({ id: "a" }), info({ id: "b", active: 2 }), info({ id: "c", active: 3 })]
-      expect((yield* pick({ model: M7, exclude: new Set(["a"]) }, workers)).worker.workerId).toBe("b")
-      expect((yield* pick({ model: M7, exclude: new Set(["a", "b"]) }, workers)).worker.workerId).toBe("c")
-      const error = yield* Effect.flip(pick({ model: M7, exclude: new Set(["a", "b", "c"]) }, workers))
+      expect((yield* pick({ model: M7, exclude: ["a"] }, workers)).worker.workerId).toBe("b")
+      expect((yield* pick({ model: M7, exclude: ["a", "b"] }, workers)).worker.workerId).toBe("c")
+      const error = yield* Effect.flip(pick({ model: M7, exclude: ["a", "b", "c"] }, workers))
       expect(error).toEqual(new NoWorkers({ model: M7 }))
     }).pipe(Effect.provide(layer))
   )
@@ -350,14 +350,13 @@ describe("selectWorker properties (fast-check)", () => {
         fc.dictionary(fc.constantFrom("w0", "w1", "w2", "w3"), fc.integer({ min: 0, max: 10 })),
         fc.option(fc.constantFrom("w0", "w3", "w7", "zz"), { nil: undefined }),
         (strategy, workers, model, tags, excluded, inFlightRecord, last) => {
-          const exclude = new Set(excluded)
           const load = loadFrom(new Map(Object.entries(inFlightRecord)))
-          const result = selectWorker(strategy, { model, tags, exclude }, workers, load, last)
+          const result = selectWorker(strategy, { model, tags, exclude: excluded }, workers, load, last)
           const qualifies = (w: WorkerInfo) =>
             w.status === "online" &&
             w.skills.availableModels.includes(model) &&
             tags.every((t) => (w.tags ?? []).includes(t)) &&
-            !exclude.has(w.workerId)
+            !excluded.includes(w.workerId)
           const eligible = workers.filter(qualifies)
           if (Either.isRight(result)) {
             const { worker, saturated } = result.right

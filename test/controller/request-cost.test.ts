@@ -108,7 +108,7 @@ const stackOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>): ReadonlyArray<{ r
   return stack
 }
 
-it.scopedLive("a stream waiting for its next token holds 7 frames on its fiber's stack, none of them a generator's", () =>
+it.scopedLive("a stream waiting for its next token holds 4 frames on its fiber's stack, none of them a generator's", () =>
   Effect.gen(function* () {
     const controllerFibers = new FiberCounter()
     const controller = yield* isolated(controllerLayer(natsUrl, quiet).pipe(Layer.provide(Supervisor.addSupervisor(controllerFibers))))
@@ -133,7 +133,7 @@ it.scopedLive("a stream waiting for its next token holds 7 frames on its fiber's
     const fiber = controllerFibers.last
     if (fiber === undefined) throw new Error("no request fiber")
     const stack = stackOf(fiber)
-    expect(stack.length).toBe(7)
+    expect(stack.length).toBe(4)
     // Effect runs a generator (`Effect.gen`, `Effect.fn`) in an `Iterator` frame, which keeps the
     // generator object, its register file and Effect's adapters: about 0.4 KB each.
     expect(stack.map((frame) => frame._op)).not.toContain("Iterator")
