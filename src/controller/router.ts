@@ -491,7 +491,7 @@ export class Router extends Effect.Service<Router>()("controller/Router", {
      *
      * The whole request runs in one `uninterruptibleMask`, with only its waits `restore`d (`attempt`):
      * each `onExit` or mask costs the fiber two or three frames for the stream's whole life, and a
-     * stream in flight held 15 of them; it holds 7 (`npm run bench -- --scenario held`). Nor is
+     * stream in flight held 15 of them; it holds 4 (`npm run bench -- --scenario held`). Nor is
      * this a generator: its frame would stay on the stack until the request ends.
      */
     const execute = (request: RouteRequest, sink: RelaySink): Effect.Effect<DoneEvent, InferenceError> =>

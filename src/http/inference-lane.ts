@@ -110,7 +110,8 @@ export const makeInferenceLane = Effect.gen(function* () {
 
   /** Answers a request refused before routing, and records it. */
   const refuse = (kind: InferenceKind, res: ServerResponse, ctx: LaneContext, error: InvalidRequest | BodyTooLarge, model = "") => {
-    const status = writeError(res, error, error._tag === "BodyTooLarge" ? { ...answerHeaders(ctx.requestId, ctx.cors), connection: "close" } : answerHeaders(ctx.requestId, ctx.cors))
+    const headers = answerHeaders(ctx.requestId, ctx.cors)
+    const status = writeError(res, error, error._tag === "BodyTooLarge" ? { ...headers, connection: "close" } : headers)
     runSync(
       journal.record({
         requestId: ctx.requestId,

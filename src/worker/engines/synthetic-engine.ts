@@ -377,29 +377,27 @@ export const makeSyntheticEngine = (
   promptCache: EnginePrefillCache = makeEnginePrefillCache(options)
 ): InferenceEngineService => {
   /**
-   * Paced, drift-free: token i is due at origin + i × interval (origin = `start` + the first-token
-   * delay); whatever is due when the engine wakes goes out at once (a late wake-up sends the
-   * overdue tokens together), unless the wake-up is more than MAX_CATCH_UP_MS late: then the engine
-   * was stopped, and the schedule resumes from now.
+   * Paced, drift-free: token i is due at origin + i × interval (origin = `firstTokenAt`);
+   * whatever is due when the engine wakes goes out at once (a late wake-up sends the overdue
+   * tokens together), unless the wake-up is more than MAX_CATCH_UP_MS late: then the engine was
+   * stopped, and the schedule resumes from now. Made once per engine (see `generate`).
    */
-  const paced = (count: number, send: (from: number, to: number) => void, firstTokenAt: number) =>
-    // eslint-disable-next-line no-restricted-syntax -- a request at a pace: a few Effects per token are nothing beside its sleeps
-    Effect.gen(function* () {
-      const interval = 1000 / options.tokensPerSecond
-      let sent = 0
-      let origin = firstTokenAt
-      while (sent < count) {
-        const now = yield* Clock.currentTimeMillis
-        if (now - (origin + sent * interval) > MAX_CATCH_UP_MS) origin = now - sent * interval
-        const due = Math.min(count, Math.floor((now - origin) / interval) + 1)
-        if (due > sent) {
-          send(sent, due)
-          sent = due
-        } else {
-          yield* Effect.sleep(Math.max(1, Math.ceil(origin + sent * interval - now)))
-        }
+  const paced = Effect.fnUntraced(function* (count: number, send: (from: number, to: number) => void, firstTokenAt: number) {
+    const interval = 1000 / options.tokensPerSecond
+    let sent = 0
+    let origin = firstTokenAt
+    while (sent < count) {
+      const now = yield* Clock.currentTimeMillis
+      if (now - (origin + sent * interval) > MAX_CATCH_UP_MS) origin = now - sent * interval
+      const due = Math.min(count, Math.floor((now - origin) / interval) + 1)
+      if (due > sent) {
+        send(sent, due)
+        sent = due
+      } else {
+        yield* Effect.sleep(Math.max(1, Math.ceil(origin + sent * interval - now)))
       }
-    })
+    }
+  })
 
   /**
    * As fast as the machine allows, in groups, with a real event-loop turn between groups so that
@@ -414,8 +412,8 @@ export const makeSyntheticEngine = (
 
   /**
    * Made once per engine, not per request, and continuations rather than a generator, as the
-   * request path of controller/router.ts (see the note on `runAttempt` there): the unpaced
-   * request costs three Effects besides its groups (the prompt cache's look-up and store).
+   * request path of controller/router.ts (see the note on `runAttempt` there): an unpaced request
+   * costs a handful of Effects (the prompt cache's look-up and store) and one per group.
    */
   const generate = (request: InferenceRequest, _modelPath: string, emit: EmitTokens, emitToolCalls: EmitToolCalls): Effect.Effect<Finish> =>
     Effect.suspend(() => {
