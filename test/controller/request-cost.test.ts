@@ -1,6 +1,7 @@
 import { expect, inject, it } from "@effect/vitest"
-import { Context, Effect, Fiber as EffectFiber, Layer, Option, Supervisor } from "effect"
+import { Context, Effect, Fiber as EffectFiber, Layer, Option, RuntimeFlags, Supervisor } from "effect"
 import type * as Fiber from "effect/Fiber"
+import type { ClusterConfig } from "../../src/config/schema.js"
 import { Registry } from "../../src/controller/registry.js"
 import { RequestStats } from "../../src/controller/request-stats.js"
 import { NatsTransport } from "../../src/nats/nats-transport.js"
@@ -12,6 +13,9 @@ import { eventually } from "../support/eventually.js"
  * A streamed request of 32 tokens, from the synthetic engine at full speed (one group of 32), costs:
  * - fibers: one in the controller (the Router's `execute`, forked by the HTTP fast lane) and one in
  *   the worker (the request's generation) — nothing per token, no watchdog, no pump;
+ * - Effect operations in those fibers (what the runtime evaluates, counted with op supervision):
+ *   61 in the controller's, 39 in the worker's — a change that adds or removes some updates these
+ *   figures on purpose;
  * - bus messages: the controller sends 1 (the inference request) and receives 3 (the ack, one
  *   `tokens` batch, `done`); the worker receives 1 and sends the same 3.
  */
@@ -20,10 +24,15 @@ const natsUrl = inject("natsUrl")
 const MODEL = "cost/model"
 const REQUESTS = 20
 
-/** Counts the fibers started under it, and keeps the last one. */
+/**
+ * Counts the fibers started under it, and keeps the last one; with `RuntimeFlags.enableOpSupervision`
+ * also the Effect operations each of them evaluates.
+ */
 class FiberCounter extends Supervisor.AbstractSupervisor<number> {
   started = 0
   last: Fiber.RuntimeFiber<unknown, unknown> | undefined
+  readonly fibers: Array<Fiber.RuntimeFiber<unknown, unknown>> = []
+  readonly ops = new Map<Fiber.RuntimeFiber<unknown, unknown>, number>()
   get value() {
     return Effect.sync(() => this.started)
   }
@@ -35,6 +44,14 @@ class FiberCounter extends Supervisor.AbstractSupervisor<number> {
   ): void {
     this.started++
     this.last = fiber
+    this.fibers.push(fiber)
+  }
+  override onEffect<A, E>(fiber: Fiber.RuntimeFiber<A, E>): void {
+    this.ops.set(fiber, (this.ops.get(fiber) ?? 0) + 1)
+  }
+  /** The different counts of operations of the fibers started from the `from`-th on, smallest first. */
+  opsFrom(from: number): ReadonlyArray<number> {
+    return [...new Set(this.fibers.slice(from).map((fiber) => this.ops.get(fiber) ?? 0))].sort((a, b) => a - b)
   }
 }
 
@@ -49,13 +66,16 @@ const quiet = (c: Parameters<Parameters<typeof controllerLayer>[1] & {}>[0]) => 
 const isolated = <A, E>(layer: Layer.Layer<A, E>) => Effect.forkScoped(Layer.build(layer)).pipe(Effect.flatMap(EffectFiber.await), Effect.flatten)
 
 it.scopedLive(
-  "a streamed request of 32 tokens starts one fiber in the controller and one in the worker, and crosses the bus as 1 + 3 messages",
+  "a streamed request of 32 tokens starts one fiber in the controller and one in the worker, runs 61 and 39 Effect operations in them, and crosses the bus as 1 + 3 messages",
   () =>
     Effect.gen(function* () {
       const controllerFibers = new FiberCounter()
       const workerFibers = new FiberCounter()
-      const controller = yield* isolated(controllerLayer(natsUrl, quiet).pipe(Layer.provide(Supervisor.addSupervisor(controllerFibers))))
-      yield* isolated(workerLayer(natsUrl, { id: "cost-worker", models: [MODEL] }).pipe(Layer.provide(Supervisor.addSupervisor(workerFibers))))
+      const counted = (counter: FiberCounter) => Layer.provide(Layer.merge(Supervisor.addSupervisor(counter), RuntimeFlags.enableOpSupervision))
+      const controller = yield* isolated(controllerLayer(natsUrl, quiet).pipe(counted(controllerFibers)))
+      // The worker's heartbeats as slow: the window counts every message the controller receives.
+      const slowBeats = (config: ClusterConfig) => ({ ...config, discovery: { ...config.discovery, heartbeatIntervalMs: 600_000 } })
+      yield* isolated(workerLayer(natsUrl, { id: "cost-worker", models: [MODEL], patch: slowBeats }).pipe(counted(workerFibers)))
       const registry = Context.get(controller, Registry)
       yield* eventually(Effect.map(registry.get("cost-worker"), Option.exists((w) => w.status === "online")))
       const url = yield* Effect.provide(baseUrl, controller)
@@ -87,10 +107,13 @@ it.scopedLive(
           controllerFibers: (controllerFibers.started - (fibersBefore[0] ?? 0)) / REQUESTS,
           workerFibers: (workerFibers.started - (fibersBefore[1] ?? 0)) / REQUESTS,
           sent: (bus.outMsgs - busBefore.outMsgs) / REQUESTS,
-          received: (bus.inMsgs - busBefore.inMsgs) / REQUESTS
+          received: (bus.inMsgs - busBefore.inMsgs) / REQUESTS,
+          // Every request fiber's own count: one figure when they all ran the same operations.
+          controllerOps: controllerFibers.opsFrom(fibersBefore[0] ?? 0),
+          workerOps: workerFibers.opsFrom(fibersBefore[1] ?? 0)
         }
       })
-      const expected = { controllerFibers: 1, workerFibers: 1, sent: 1, received: 3 }
+      const expected = { controllerFibers: 1, workerFibers: 1, sent: 1, received: 3, controllerOps: [61], workerOps: [39] }
       yield* eventually(perRequest.pipe(Effect.map((counts) => expect(counts).toEqual(expected))), { timeoutMs: 1_000 })
     }),
   60_000
