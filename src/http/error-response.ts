@@ -22,6 +22,14 @@ export const writeError = (res: ServerResponse, error: WireError, headers: Recor
   return status
 }
 
+/**
+ * The headers every answer carries: its request id and the CORS headers (`corsHeaders`), given to
+ * each `writeHead` rather than set with `setHeader`, which makes node keep a header table beside
+ * the head it writes (0.5 KB for a stream's whole life).
+ */
+export const answerHeaders = (requestId: string, cors: Readonly<Record<string, string>> | undefined): Record<string, string> =>
+  cors === undefined ? { "x-request-id": requestId } : { "x-request-id": requestId, ...cors }
+
 /** A whole JSON response. */
 export const writeJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
   const text = JSON.stringify(body)

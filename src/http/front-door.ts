@@ -6,8 +6,8 @@ import { ClusterConfigService } from "../config/cluster-config.js"
 import type { ClusterConfig } from "../config/schema.js"
 import { RequestJournal } from "../controller/request-journal.js"
 import { InvalidRequest, RateLimited, toOpenAiError, Unauthorized, type WireError } from "../domain/errors.js"
-import { writeError, writeJson } from "./error-response.js"
-import { answerHeaders, type InferenceKind, makeInferenceLane } from "./inference-lane.js"
+import { answerHeaders, writeError, writeJson } from "./error-response.js"
+import { type InferenceKind, makeInferenceLane } from "./inference-lane.js"
 import { bearerToken, keyId, makeKeyCheck, makeWindowCounter, needsKey, queryKey, rateLimited } from "./protections.js"
 import { canonicalTarget, type RequestTarget, targetUrl } from "./request-target.js"
 import { makeWebSocketServer } from "./websocket.js"
@@ -27,11 +27,11 @@ import { makeWebSocketServer } from "./websocket.js"
 
 const OPEN_ORIGINS = "*"
 
-/** The CORS headers of an answer to `origin`, or none when CORS is off or the origin is not allowed. */
-export const corsHeaders = (api: ClusterConfig["controller"]["api"], origin: string | undefined): Record<string, string> => {
-  if (!api.corsEnabled || origin === undefined) return {}
+/** The CORS headers of an answer to `origin`; undefined when CORS is off or the origin is not allowed. */
+export const corsHeaders = (api: ClusterConfig["controller"]["api"], origin: string | undefined): Record<string, string> | undefined => {
+  if (!api.corsEnabled || origin === undefined) return undefined
   const wildcard = api.corsOrigins.includes(OPEN_ORIGINS)
-  if (!wildcard && !api.corsOrigins.includes(origin)) return {}
+  if (!wildcard && !api.corsOrigins.includes(origin)) return undefined
   return {
     // With explicit origins a browser may send credentials (cookies, `credentials: "include"`).
     ...(wildcard ? { "access-control-allow-origin": "*" } : { "access-control-allow-origin": origin, "access-control-allow-credentials": "true", vary: "origin" }),
@@ -46,7 +46,7 @@ export const preflightHeaders = (
   requestedHeaders: string | undefined
 ): Record<string, string> => {
   const allowed = corsHeaders(api, origin)
-  if (Object.keys(allowed).length === 0) return {}
+  if (allowed === undefined) return {}
   return {
     ...allowed,
     "access-control-allow-methods": "GET, POST, OPTIONS",
@@ -135,10 +135,8 @@ export const makeFrontDoor = Effect.gen(function* () {
       res.end()
       return true
     }
-    // Passed to each writeHead rather than set with setHeader: a response's setHeader makes node
-    // keep a header table beside the header it writes (0.5 KB for a stream's whole life).
-    const allowed = corsHeaders(api, origin)
-    const cors = Object.keys(allowed).length === 0 ? undefined : allowed
+    // With the request id, to each writeHead (`answerHeaders`).
+    const cors = corsHeaders(api, origin)
     const target = canonicalTarget(req.url ?? "/")
     if (target === undefined) {
       const error = new InvalidRequest({ message: `The request target ${JSON.stringify((req.url ?? "").slice(0, 200))} is not a path` })

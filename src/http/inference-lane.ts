@@ -10,7 +10,7 @@ import { type ChatCompletion, ChatCompletionRequest, type Completion, Completion
 import type { DoneEvent, RelaySink, RouteRequest } from "../domain/route.js"
 import { type AnswerCollector, collectAnswer } from "./answer.js"
 import { readBody } from "./body-reader.js"
-import { sseErrorEvent, writeError, writeJson } from "./error-response.js"
+import { answerHeaders, sseErrorEvent, writeError, writeJson } from "./error-response.js"
 import { chatToRoute, completionToRoute, decodeBody, parseJson } from "./openai-request.js"
 import type { TokenLimits } from "./route-request.js"
 import { chatFormat, completionFormat, encodeEvent, headFor, type SseFormat, type StreamIdentity } from "./sse.js"
@@ -39,10 +39,6 @@ export interface LaneContext {
   /** The CORS headers every answer carries; undefined when there are none. */
   readonly cors: Readonly<Record<string, string>> | undefined
 }
-
-/** The headers every answer carries: its request id and the CORS headers, given to each `writeHead`. */
-export const answerHeaders = (requestId: string, cors: Readonly<Record<string, string>> | undefined): Record<string, string> =>
-  cors === undefined ? { "x-request-id": requestId } : { "x-request-id": requestId, ...cors }
 
 /** A stream's head: one literal (no spread), the CORS headers only when there are any. */
 const sseHead = (ctx: LaneContext): Record<string, string> => {

@@ -216,10 +216,7 @@ export const makeInferenceHandler = (options: InferenceHandlerOptions) =>
             : message?.type === "error" && entry.stop !== "orphaned"
               ? Effect.logWarning(`request failed: ${message.code}: ${message.message}`)
               : undefined
-      if (log === undefined) return settle
-      const annotated = Effect.annotateLogs(log, { requestId: request.requestId })
-      // A defect is logged before the error goes out, as the other failures are after it.
-      return end.defect !== undefined ? Effect.zipRight(annotated, settle) : Effect.zipRight(settle, annotated)
+      return log === undefined ? settle : Effect.zipRight(settle, Effect.annotateLogs(log, { requestId: request.requestId }))
     }
 
     /** The generation of an accepted request, then its end. */
